@@ -1,0 +1,51 @@
+//! goim's operation codes (`api/protocol/operation.go`). Business ops conventionally start at 1000.
+
+/// Unused in goim v2 (its RSA/AES handshake was never built).
+pub const HANDSHAKE: i32 = 0;
+pub const HANDSHAKE_REPLY: i32 = 1;
+/// Client heartbeat; answered with [`HEARTBEAT_REPLY`] carrying the room's online count.
+pub const HEARTBEAT: i32 = 2;
+pub const HEARTBEAT_REPLY: i32 = 3;
+/// Client message; goim hands it to logic's `Receive` and echoes it with an empty body.
+pub const SEND_MSG: i32 = 4;
+pub const SEND_MSG_REPLY: i32 = 5;
+pub const DISCONNECT_REPLY: i32 = 6;
+/// First op a client must send; its body is the JSON token.
+pub const AUTH: i32 = 7;
+pub const AUTH_REPLY: i32 = 8;
+/// Server push container: the body is one or more whole packets back to back.
+pub const RAW: i32 = 9;
+/// Internal sentinels in goim's comet; never on the wire.
+pub const PROTO_READY: i32 = 10;
+pub const PROTO_FINISH: i32 = 11;
+/// Body is the new room id (`type://id`); empty leaves the room.
+pub const CHANGE_ROOM: i32 = 12;
+pub const CHANGE_ROOM_REPLY: i32 = 13;
+/// Body is a comma-separated list of ops to accept for key, mid and broadcast pushes.
+pub const SUB: i32 = 14;
+pub const SUB_REPLY: i32 = 15;
+pub const UNSUB: i32 = 16;
+pub const UNSUB_REPLY: i32 = 17;
+
+/// Parses goim's op list (`"1000,1001"`). Like goim, a list with a bad entry is ignored whole.
+pub fn parse_op_list(body: &[u8]) -> Option<Vec<i32>> {
+    let text = std::str::from_utf8(body).ok()?;
+    if text.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',').map(|s| s.trim().parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_lists_parse_like_goim() {
+        assert_eq!(parse_op_list(b"1000,1001"), Some(vec![1000, 1001]));
+        assert_eq!(parse_op_list(b" 7 "), Some(vec![7]));
+        assert_eq!(parse_op_list(b""), Some(vec![]));
+        assert_eq!(parse_op_list(b"1000,x"), None);
+        assert_eq!(parse_op_list(&[0xff]), None);
+    }
+}

@@ -1,0 +1,380 @@
+//! A sans-IO WebSocket server codec (RFC 6455), enough for goim's `/sub` endpoint: the
+//! upgrade request, frame headers (client frames masked or not, as goim accepts both),
+//! fragment reassembly with limits, and server frame headers. No extensions: goim never
+//! negotiated permessage-deflate, and neither does Starling.
+//!
+//! Decoding is resumable like [`crate::packet`]: `Ok(None)` means "give me more bytes".
+
+use base64::Engine;
+use sha1::{Digest, Sha1};
+use thiserror::Error;
+
+/// The largest upgrade request accepted (request line and headers).
+pub const MAX_HANDSHAKE: usize = 8192;
+/// goim accepts at most 100 continuation frames per message.
+pub const MAX_FRAGMENTS: usize = 100;
+/// Largest control frame payload the RFC allows.
+pub const MAX_CONTROL: usize = 125;
+
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A valid upgrade request. `path` is not judged here: comet serves only `/sub`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// Request target as sent, query included.
+    pub path: String,
+    pub key: String,
+    /// The `Cookie` header, passed to logic's Connect like goim does; empty when absent.
+    pub cookie: String,
+    /// Bytes of the request (anything after it is the first frames).
+    pub consumed: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HandshakeError {
+    #[error("upgrade request over {MAX_HANDSHAKE} bytes")]
+    TooLarge,
+    #[error("malformed HTTP request: {0}")]
+    Malformed(String),
+    #[error("method {0} is not GET")]
+    Method(String),
+    #[error("Sec-WebSocket-Version is not 13")]
+    Version,
+    #[error("not a WebSocket upgrade (Upgrade/Connection headers)")]
+    NotUpgrade,
+    #[error("missing Sec-WebSocket-Key")]
+    MissingKey,
+}
+
+/// Parses the upgrade request at the start of `buf`.
+pub fn parse_upgrade(buf: &[u8]) -> Result<Option<Upgrade>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let consumed = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HANDSHAKE => {
+            return Err(HandshakeError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HandshakeError::Malformed("more than 32 headers".into()));
+        }
+        Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+    };
+    if consumed > MAX_HANDSHAKE {
+        return Err(HandshakeError::TooLarge);
+    }
+    let method = req.method.unwrap_or_default();
+    if method != "GET" {
+        return Err(HandshakeError::Method(method.to_string()));
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+    };
+    if header("Sec-WebSocket-Version").as_deref() != Some("13") {
+        return Err(HandshakeError::Version);
+    }
+    let upgrade_ok = header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let connection_ok = header("Connection")
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    if !upgrade_ok || !connection_ok {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    let key = header("Sec-WebSocket-Key").unwrap_or_default();
+    if key.is_empty() {
+        return Err(HandshakeError::MissingKey);
+    }
+    Ok(Some(Upgrade {
+        path: req.path.unwrap_or_default().to_string(),
+        key,
+        cookie: header("Cookie").unwrap_or_default(),
+        consumed,
+    }))
+}
+
+/// `Sec-WebSocket-Accept` for a client key.
+pub fn accept_key(key: &str) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// The 101 response goim writes.
+pub fn switching_protocols(key: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(key)
+    )
+    .into_bytes()
+}
+
+/// A plain HTTP error for a refused upgrade, after which the connection closes.
+pub fn http_error(status: u16, reason: &str) -> Vec<u8> {
+    format!("HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        .into_bytes()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Opcode {
+    Continuation = 0,
+    Text = 1,
+    Binary = 2,
+    Close = 8,
+    Ping = 9,
+    Pong = 10,
+}
+
+impl Opcode {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Opcode::Continuation,
+            1 => Opcode::Text,
+            2 => Opcode::Binary,
+            8 => Opcode::Close,
+            9 => Opcode::Ping,
+            10 => Opcode::Pong,
+            _ => return None,
+        })
+    }
+
+    pub fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    pub fin: bool,
+    pub opcode: Opcode,
+    pub header_len: usize,
+    pub payload_len: usize,
+}
+
+impl FrameHead {
+    pub fn frame_len(&self) -> usize {
+        self.header_len + self.payload_len
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum FrameError {
+    #[error("reserved bits set (no extension was negotiated)")]
+    Reserved,
+    #[error("unknown opcode {0}")]
+    Opcode(u8),
+    #[error("control frame over 125 bytes or fragmented")]
+    BadControl,
+    #[error("message of {len} bytes is over the {max}-byte limit")]
+    TooLarge { len: u64, max: usize },
+    #[error("continuation frame without a message to continue")]
+    UnexpectedContinuation,
+    #[error("new data frame while a fragmented message is open")]
+    ExpectedContinuation,
+    #[error("more than {MAX_FRAGMENTS} fragments")]
+    TooManyFragments,
+}
+
+/// Decodes the frame at the start of `buf`, unmasking its payload in place. Returns the head;
+/// the payload is `buf[head.header_len..head.frame_len()]`. Sizes are checked from the header
+/// alone, so an oversized frame is refused before its payload arrives.
+pub fn decode_frame(buf: &mut [u8], max_message: usize) -> Result<Option<FrameHead>, FrameError> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    if b0 & 0x70 != 0 {
+        return Err(FrameError::Reserved);
+    }
+    let opcode = Opcode::from_u8(b0 & 0x0f).ok_or(FrameError::Opcode(b0 & 0x0f))?;
+    let fin = b0 & 0x80 != 0;
+    let masked = b1 & 0x80 != 0;
+    let (len, mut pos) = match b1 & 0x7f {
+        126 if buf.len() < 4 => return Ok(None),
+        126 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),
+        127 if buf.len() < 10 => return Ok(None),
+        127 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 10),
+        n => (n as u64, 2),
+    };
+    if opcode.is_control() && (len > MAX_CONTROL as u64 || !fin) {
+        return Err(FrameError::BadControl);
+    }
+    if len > max_message as u64 {
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_message,
+        });
+    }
+    let mask = if masked {
+        if buf.len() < pos + 4 {
+            return Ok(None);
+        }
+        let m = [buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]];
+        pos += 4;
+        Some(m)
+    } else {
+        None
+    };
+    let len = len as usize;
+    if buf.len() < pos + len {
+        return Ok(None);
+    }
+    if let Some(mask) = mask {
+        for (i, b) in buf[pos..pos + len].iter_mut().enumerate() {
+            *b ^= mask[i & 3];
+        }
+    }
+    Ok(Some(FrameHead {
+        fin,
+        opcode,
+        header_len: pos,
+        payload_len: len,
+    }))
+}
+
+/// Bytes of a server frame header for a payload of `len` bytes (server frames are unmasked).
+pub fn header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    }
+}
+
+/// Writes a FIN server frame header.
+pub fn encode_header(out: &mut Vec<u8>, opcode: Opcode, len: usize) {
+    out.push(0x80 | opcode as u8);
+    match len {
+        0..=125 => out.push(len as u8),
+        126..=65535 => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// A whole server frame.
+pub fn encode_frame(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header_len(payload.len()) + payload.len());
+    encode_header(&mut out, opcode, payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A complete client message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Text or binary: goim reads both as a binary packet.
+    Data(&'a [u8]),
+    Ping(&'a [u8]),
+    Pong,
+    Close(&'a [u8]),
+}
+
+/// Reassembles fragmented messages. Holds no buffer until a message is fragmented.
+#[derive(Debug)]
+pub struct Assembler {
+    max_message: usize,
+    buf: Vec<u8>,
+    fragments: usize,
+    open: bool,
+}
+
+impl Assembler {
+    pub fn new(max_message: usize) -> Self {
+        Assembler {
+            max_message,
+            buf: Vec::new(),
+            fragments: 0,
+            open: false,
+        }
+    }
+
+    /// Feeds one decoded frame; returns the message it completes, if any.
+    pub fn push<'a>(
+        &'a mut self,
+        head: &FrameHead,
+        payload: &'a [u8],
+    ) -> Result<Option<Message<'a>>, FrameError> {
+        match head.opcode {
+            Opcode::Ping => Ok(Some(Message::Ping(payload))),
+            Opcode::Pong => Ok(Some(Message::Pong)),
+            Opcode::Close => Ok(Some(Message::Close(payload))),
+            Opcode::Text | Opcode::Binary => {
+                if self.open {
+                    return Err(FrameError::ExpectedContinuation);
+                }
+                if head.fin {
+                    return Ok(Some(Message::Data(payload)));
+                }
+                self.open = true;
+                self.fragments = 0;
+                self.buf.clear();
+                self.buf.extend_from_slice(payload);
+                Ok(None)
+            }
+            Opcode::Continuation => {
+                if !self.open {
+                    return Err(FrameError::UnexpectedContinuation);
+                }
+                self.fragments += 1;
+                if self.fragments > MAX_FRAGMENTS {
+                    return Err(FrameError::TooManyFragments);
+                }
+                let len = self.buf.len() + payload.len();
+                if len > self.max_message {
+                    return Err(FrameError::TooLarge {
+                        len: len as u64,
+                        max: self.max_message,
+                    });
+                }
+                self.buf.extend_from_slice(payload);
+                if !head.fin {
+                    return Ok(None);
+                }
+                self.open = false;
+                Ok(Some(Message::Data(&self.buf)))
+            }
+        }
+    }
+
+    /// Frees the reassembly buffer once a fragmented message has been handled, so an idle
+    /// connection holds no memory here.
+    pub fn release(&mut self) {
+        if !self.open && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+/// Client-side frame encoding (masked), for tests and the bench tool.
+pub fn encode_client_frame(opcode: Opcode, fin: bool, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14 + payload.len());
+    out.push(if fin { 0x80 } else { 0 } | opcode as u8);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=65535 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+use super::*;
+
+const REQ: &str = "GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: a=b\r\n\r\n";
+
+#[test]
+fn rfc_accept_key() {
+    assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+#[test]
+fn upgrade_parses_at_every_split() {
+    let mut bytes = REQ.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\x82\x00");
+    for cut in 0..REQ.len() {
+        assert_eq!(parse_upgrade(&bytes[..cut]), Ok(None), "cut {cut}");
+    }
+    let up = parse_upgrade(&bytes).unwrap().unwrap();
+    assert_eq!(up.path, "/sub");
+    assert_eq!(up.cookie, "a=b");
+    assert_eq!(up.consumed, REQ.len());
+    let resp = String::from_utf8(switching_protocols(&up.key)).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+    assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+}
+
+#[test]
+fn bad_upgrades_are_typed() {
+    let post = REQ.replacen("GET", "POST", 1);
+    assert!(matches!(parse_upgrade(post.as_bytes()), Err(HandshakeError::Method(_))));
+    let v12 = REQ.replace("Version: 13", "Version: 12");
+    assert_eq!(parse_upgrade(v12.as_bytes()), Err(HandshakeError::Version));
+    let plain = REQ.replace("Upgrade: WebSocket\r\n", "");
+    assert_eq!(parse_upgrade(plain.as_bytes()), Err(HandshakeError::NotUpgrade));
+    let nokey = REQ.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+    assert_eq!(parse_upgrade(nokey.as_bytes()), Err(HandshakeError::MissingKey));
+    assert!(matches!(parse_upgrade(b"\x00\x01garbage\r\n\r\n"), Err(HandshakeError::Malformed(_))));
+    let huge = format!("GET /sub HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HANDSHAKE));
+    assert_eq!(parse_upgrade(huge.as_bytes()), Err(HandshakeError::TooLarge));
+}
+
+/// Decodes a whole stream of frames fed in two parts, returning the messages.
+fn feed(stream: &[u8], cut: usize, max: usize) -> Result<Vec<Vec<u8>>, FrameError> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut asm = Assembler::new(max);
+    for part in [&stream[..cut], &stream[cut..]] {
+        pending.extend_from_slice(part);
+        while let Some(head) = decode_frame(&mut pending, max)? {
+            let payload = pending[head.header_len..head.frame_len()].to_vec();
+            match asm.push(&head, &payload)? {
+                Some(Message::Data(d)) => out.push(d.to_vec()),
+                Some(Message::Ping(p)) => out.push([b"ping:", p].concat()),
+                Some(Message::Pong) => out.push(b"pong".to_vec()),
+                Some(Message::Close(_)) => out.push(b"close".to_vec()),
+                None => {}
+            }
+            pending.drain(..head.frame_len());
+        }
+    }
+    assert!(pending.is_empty());
+    Ok(out)
+}
+
+#[test]
+fn every_split_of_a_frame_stream() {
+    let mut s = Vec::new();
+    s.extend(encode_client_frame(Opcode::Binary, true, [1, 2, 3, 4], b"hello"));
+    s.extend(encode_client_frame(Opcode::Text, false, [9, 9, 9, 9], b"frag"));
+    s.extend(encode_client_frame(Opcode::Ping, true, [5, 6, 7, 8], b"p"));
+    s.extend(encode_client_frame(Opcode::Continuation, true, [0, 1, 0, 1], &[7u8; 300]));
+    s.extend(encode_frame(Opcode::Binary, b"unmasked"));
+    s.extend(encode_client_frame(Opcode::Close, true, [1, 1, 1, 1], b""));
+    for cut in 0..=s.len() {
+        let msgs = feed(&s, cut, 4112).unwrap();
+        assert_eq!(msgs.len(), 5, "cut {cut}");
+        assert_eq!(msgs[0], b"hello");
+        assert_eq!(msgs[1], b"ping:p");
+        assert_eq!(&msgs[2][..4], b"frag");
+        assert_eq!(msgs[2].len(), 304);
+        assert_eq!(msgs[3], b"unmasked");
+        assert_eq!(msgs[4], b"close");
+    }
+}
+
+#[test]
+fn length_encodings_round_trip() {
+    for len in [0usize, 125, 126, 65535, 65536, 70000] {
+        let payload = vec![0x5a; len];
+        let mut f = encode_frame(Opcode::Binary, &payload);
+        assert_eq!(f.len(), header_len(len) + len);
+        let head = decode_frame(&mut f, 1 << 20).unwrap().unwrap();
+        assert_eq!((head.payload_len, head.header_len), (len, header_len(len)));
+        let mut c = encode_client_frame(Opcode::Binary, true, [3, 1, 4, 1], &payload);
+        let head = decode_frame(&mut c, 1 << 20).unwrap().unwrap();
+        assert_eq!(&c[head.header_len..], &payload[..]);
+    }
+}
+
+#[test]
+fn limits_and_protocol_errors() {
+    let big = encode_client_frame(Opcode::Binary, true, [0; 4], &[0u8; 5000]);
+    // Refused from the header alone.
+    assert!(matches!(
+        decode_frame(&mut big[..8].to_vec(), 4112),
+        Err(FrameError::TooLarge { len: 5000, max: 4112 })
+    ));
+    let mut rsv = encode_frame(Opcode::Binary, b"x");
+    rsv[0] |= 0x40;
+    assert_eq!(decode_frame(&mut rsv, 4112), Err(FrameError::Reserved));
+    let mut op = encode_frame(Opcode::Binary, b"x");
+    op[0] = 0x83;
+    assert_eq!(decode_frame(&mut op, 4112), Err(FrameError::Opcode(3)));
+    let mut ping = encode_frame(Opcode::Ping, &[0u8; 126]);
+    assert_eq!(decode_frame(&mut ping, 4112), Err(FrameError::BadControl));
+    let cont = encode_client_frame(Opcode::Continuation, true, [0; 4], b"x");
+    assert_eq!(feed(&cont, 0, 4112), Err(FrameError::UnexpectedContinuation));
+    let mut two = encode_client_frame(Opcode::Binary, false, [0; 4], b"a");
+    two.extend(encode_client_frame(Opcode::Binary, true, [0; 4], b"b"));
+    assert_eq!(feed(&two, 0, 4112), Err(FrameError::ExpectedContinuation));
+    let mut many = encode_client_frame(Opcode::Binary, false, [0; 4], b"a");
+    for _ in 0..=MAX_FRAGMENTS {
+        many.extend(encode_client_frame(Opcode::Continuation, false, [0; 4], b"a"));
+    }
+    assert_eq!(feed(&many, 0, 4112), Err(FrameError::TooManyFragments));
+    let mut grow = encode_client_frame(Opcode::Binary, false, [0; 4], &[0u8; 4000]);
+    grow.extend(encode_client_frame(Opcode::Continuation, true, [0; 4], &[0u8; 200]));
+    assert!(matches!(feed(&grow, 0, 4112), Err(FrameError::TooLarge { len: 4200, .. })));
+}
