@@ -1,1 +1,41 @@
+//! comet, the edge gateway: holds goim TCP, WebSocket and WSS connections on thread-per-core
+//! monoio workers (io_uring, or epoll where io_uring is unavailable), answers goim's client
+//! protocol, and delivers pushes from job.
+//!
+//! [`start`] binds the listeners (one SO_REUSEPORT socket per worker and address), starts the
+//! workers and returns a [`Comet`] handle, the in-process face of goim's `goim.comet.Comet`
+//! service: `push_msg`, `broadcast`, `broadcast_room`, `rooms`.
+//!
+//! # Layout
+//! - [`config`]: the `[comet]` configuration.
+//! - `server`: listeners, worker threads, accept loops.
+//! - `worker`: one thread's state (connections, rooms, timing wheel) and its command loop.
+//! - `conn`: a connection's state and reader: decode, reply rules, auth.
+//! - [`bucket`]: the shared key → connection directory, sharded by CityHash32 as goim.
+//! - [`outbound`]: pushes encoded once per transport; the bounded per-connection queue.
+//! - [`wheel`]: the timing wheel for handshake and heartbeat deadlines.
+//! - [`close`]: close reasons with stable codes, and the counters.
+//! - [`logic`]: the trait comet calls logic through.
+//! - `tls`: rustls, sans-IO, for WSS.
 
+pub mod bucket;
+pub mod close;
+pub mod config;
+mod conn;
+mod handle;
+mod io;
+pub mod logic;
+pub mod outbound;
+mod server;
+mod slab;
+mod tls;
+pub mod wheel;
+mod worker;
+
+pub use close::{CloseReason, Stats};
+pub use config::Config;
+pub use conn::Kind;
+pub use handle::{Addrs, Comet, CometError};
+pub use logic::{LocalBoxFuture, LogicClient, LogicError};
+pub use server::start;
+pub use tls::TlsError;

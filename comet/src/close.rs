@@ -1,0 +1,149 @@
+//! Why a connection ended: one enum with stable codes, used in logs and metrics.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Every reason comet ends a connection. The numbers are stable: dashboards key on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// The client closed (EOF or a WebSocket Close frame).
+    ClientClosed = 0,
+    /// A socket error (reset, broken pipe).
+    Io = 1,
+    /// No successful auth within the handshake timeout.
+    HandshakeTimeout = 2,
+    /// No heartbeat within the heartbeat deadline.
+    HeartbeatTimeout = 3,
+    /// A packet whose header length is not 16, whose length is negative or short.
+    BadPacket = 4,
+    /// A packet body over 4096 bytes.
+    PacketTooLarge = 5,
+    /// A malformed WebSocket frame, or a message that is not exactly one packet.
+    BadFrame = 6,
+    /// A WebSocket frame or message over the size limit.
+    FrameTooLarge = 7,
+    /// A malformed upgrade request, or an upgrade on a path other than `/sub`.
+    BadUpgrade = 8,
+    /// logic refused the token (or could not be reached).
+    AuthFailed = 9,
+    /// Another connection authenticated with the same key.
+    Kicked = 10,
+    /// The outbound ring filled: the client reads slower than it is pushed to.
+    SlowConsumer = 11,
+    /// The TLS layer failed (bad handshake, bad record).
+    Tls = 12,
+    /// comet is shutting down.
+    Shutdown = 13,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 14] = [
+        CloseReason::ClientClosed,
+        CloseReason::Io,
+        CloseReason::HandshakeTimeout,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::BadPacket,
+        CloseReason::PacketTooLarge,
+        CloseReason::BadFrame,
+        CloseReason::FrameTooLarge,
+        CloseReason::BadUpgrade,
+        CloseReason::AuthFailed,
+        CloseReason::Kicked,
+        CloseReason::SlowConsumer,
+        CloseReason::Tls,
+        CloseReason::Shutdown,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::Io => "io",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::BadPacket => "bad_packet",
+            CloseReason::PacketTooLarge => "packet_too_large",
+            CloseReason::BadFrame => "bad_frame",
+            CloseReason::FrameTooLarge => "frame_too_large",
+            CloseReason::BadUpgrade => "bad_upgrade",
+            CloseReason::AuthFailed => "auth_failed",
+            CloseReason::Kicked => "kicked",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Tls => "tls",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Closes caused by what the peer sent, logged at `info` (the rest at `debug`).
+    pub fn is_bad_input(self) -> bool {
+        matches!(
+            self,
+            CloseReason::BadPacket
+                | CloseReason::PacketTooLarge
+                | CloseReason::BadFrame
+                | CloseReason::FrameTooLarge
+                | CloseReason::BadUpgrade
+                | CloseReason::Tls
+        )
+    }
+}
+
+/// Counters shared by all workers; relaxed atomics, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted and not yet closed.
+    pub connections: AtomicI64,
+    /// Authenticated connections.
+    pub sessions: AtomicI64,
+    pub accepted: AtomicU64,
+    closes: [AtomicU64; CloseReason::ALL.len()],
+    /// Messages queued to clients by pushes (one per connection per push).
+    pub pushed: AtomicU64,
+    /// Writes (writev calls) that carried queued output.
+    pub writes: AtomicU64,
+    /// Client packets handled after auth.
+    pub packets_in: AtomicU64,
+}
+
+impl Stats {
+    pub fn record_close(&self, reason: CloseReason) {
+        self.closes[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn closes(&self, reason: CloseReason) -> u64 {
+        self.closes[reason as usize].load(Relaxed)
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let g = |v: &AtomicI64| v.load(Relaxed);
+        let c = |v: &AtomicU64| v.load(Relaxed);
+        let _ = writeln!(out, "# TYPE starling_comet_connections gauge");
+        let _ = writeln!(out, "starling_comet_connections {}", g(&self.connections));
+        let _ = writeln!(out, "# TYPE starling_comet_sessions gauge");
+        let _ = writeln!(out, "starling_comet_sessions {}", g(&self.sessions));
+        let _ = writeln!(out, "# TYPE starling_comet_accepted_total counter");
+        let _ = writeln!(out, "starling_comet_accepted_total {}", c(&self.accepted));
+        let _ = writeln!(out, "# TYPE starling_comet_closed_total counter");
+        for r in CloseReason::ALL {
+            let _ = writeln!(
+                out,
+                "starling_comet_closed_total{{reason=\"{}\",code=\"{}\"}} {}",
+                r.as_str(),
+                r.code(),
+                self.closes(r)
+            );
+        }
+        let _ = writeln!(out, "# TYPE starling_comet_pushed_total counter");
+        let _ = writeln!(out, "starling_comet_pushed_total {}", c(&self.pushed));
+        let _ = writeln!(out, "# TYPE starling_comet_writes_total counter");
+        let _ = writeln!(out, "starling_comet_writes_total {}", c(&self.writes));
+        let _ = writeln!(out, "# TYPE starling_comet_packets_in_total counter");
+        let _ = writeln!(out, "starling_comet_packets_in_total {}", c(&self.packets_in));
+    }
+}

@@ -1,0 +1,188 @@
+//! comet's typed configuration: the `[comet]` table of `conf/starling.toml`. Every field has a
+//! default (goim's where goim has one) and unknown keys are refused.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This comet's name in sessions and pushes (goim: the hostname). Empty = the hostname.
+    pub server_id: String,
+    /// Worker threads, each its own monoio runtime owning its connections. 0 = one per core.
+    pub workers: usize,
+    /// Pin worker N to core N.
+    pub pin_workers: bool,
+    /// `auto` (io_uring, falling back to epoll), `io_uring` or `epoll`.
+    pub driver: Driver,
+    pub tcp: Tcp,
+    pub websocket: WebSocket,
+    pub protocol: Protocol,
+    pub bucket: Bucket,
+    /// How often room counts are reported to logic and the cluster counts fetched (goim: 10s).
+    #[serde(with = "humantime_serde")]
+    pub online_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tcp {
+    pub bind: Vec<SocketAddr>,
+    /// Disable Nagle: pushes leave at once (merging is done by comet, not the kernel).
+    pub nodelay: bool,
+    pub keepalive: bool,
+    /// SO_SNDBUF / SO_RCVBUF in bytes; 0 keeps the kernel's default (goim: 4096).
+    pub sndbuf: usize,
+    pub rcvbuf: usize,
+    pub backlog: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocket {
+    pub bind: Vec<SocketAddr>,
+    /// WSS listeners; served only when `cert_file` and `key_file` are set.
+    pub tls_bind: Vec<SocketAddr>,
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Protocol {
+    /// Time allowed from accept to a successful auth (goim: 5s).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Resolution of the timing wheel that enforces handshake and heartbeat deadlines.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// Slots in the timing wheel; deadlines further out take extra turns of the wheel.
+    pub wheel_slots: usize,
+    /// Messages queued for one connection before it is closed as a slow consumer. A power of
+    /// two. Queued messages leave in one write, so this bounds memory, not throughput.
+    pub out_ring: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bucket {
+    /// Shards of the key → connection directory (goim: 32), chosen by CityHash32(key) % size.
+    pub size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_id: String::new(),
+            workers: 0,
+            pin_workers: false,
+            driver: Driver::Auto,
+            tcp: Tcp::default(),
+            websocket: WebSocket::default(),
+            protocol: Protocol::default(),
+            bucket: Bucket::default(),
+            online_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Tcp {
+    fn default() -> Self {
+        Tcp {
+            bind: vec![SocketAddr::from(([0, 0, 0, 0], 3101))],
+            nodelay: true,
+            keepalive: false,
+            sndbuf: 0,
+            rcvbuf: 0,
+            backlog: 4096,
+        }
+    }
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        WebSocket {
+            bind: vec![SocketAddr::from(([0, 0, 0, 0], 3102))],
+            tls_bind: vec![SocketAddr::from(([0, 0, 0, 0], 3103))],
+            cert_file: String::new(),
+            key_file: String::new(),
+        }
+    }
+}
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Protocol {
+            handshake_timeout: Duration::from_secs(5),
+            tick: Duration::from_millis(100),
+            wheel_slots: 4096,
+            out_ring: 256,
+        }
+    }
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket { size: 32 }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("comet.protocol.out_ring must be a power of two from 2 to 65536, not {0}")]
+    OutRing(usize),
+    #[error("comet.bucket.size must be at least 1")]
+    BucketSize,
+    #[error("comet.protocol.tick must be at least 1ms")]
+    Tick,
+    #[error("comet.protocol.wheel_slots must be at least 8")]
+    WheelSlots,
+    #[error("comet.websocket: cert_file and key_file go together")]
+    TlsPair,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ring = self.protocol.out_ring;
+        if !ring.is_power_of_two() || !(2..=65536).contains(&ring) {
+            return Err(ConfigError::OutRing(ring));
+        }
+        if self.bucket.size == 0 {
+            return Err(ConfigError::BucketSize);
+        }
+        if self.protocol.tick < Duration::from_millis(1) {
+            return Err(ConfigError::Tick);
+        }
+        if self.protocol.wheel_slots < 8 {
+            return Err(ConfigError::WheelSlots);
+        }
+        if self.websocket.cert_file.is_empty() != self.websocket.key_file.is_empty() {
+            return Err(ConfigError::TlsPair);
+        }
+        Ok(())
+    }
+
+    /// Workers to start: the configured count, or one per core.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        !self.websocket.cert_file.is_empty()
+    }
+}

@@ -1,0 +1,195 @@
+//! [`Comet`]: what other threads hold to push to a running comet. Its methods are the
+//! in-process form of goim's `goim.comet.Comet` service and take the same messages, so a gRPC
+//! server can wrap them one to one.
+
+use crate::bucket::ConnId;
+use crate::close::Stats;
+use crate::config::ConfigError;
+use crate::outbound::Outbound;
+use crate::worker::{Cmd, Shared, gather_room_counts};
+use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq, RoomsReply};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CometError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("starting a worker thread: {0}")]
+    Thread(std::io::Error),
+    #[error("worker runtime: {0}")]
+    Runtime(String),
+    #[error("{0}")]
+    InvalidArgument(&'static str),
+    #[error("comet is stopped")]
+    Stopped,
+}
+
+/// Addresses actually bound (port 0 resolved).
+#[derive(Debug, Clone, Default)]
+pub struct Addrs {
+    pub tcp: Vec<SocketAddr>,
+    pub ws: Vec<SocketAddr>,
+    pub wss: Vec<SocketAddr>,
+}
+
+/// A running comet. Cheap to clone; [`Comet::shutdown`] stops it.
+#[derive(Clone)]
+pub struct Comet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    addrs: Addrs,
+}
+
+impl Comet {
+    pub(crate) fn new(shared: Arc<Shared>, threads: Vec<JoinHandle<()>>, addrs: Addrs) -> Self {
+        Comet {
+            inner: Arc::new(Inner {
+                shared,
+                threads: Mutex::new(threads),
+                addrs,
+            }),
+        }
+    }
+
+    pub fn addrs(&self) -> &Addrs {
+        &self.inner.addrs
+    }
+
+    /// The name logic knows this comet by (goim: the hostname).
+    pub fn server_id(&self) -> &str {
+        &self.inner.shared.server_id
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.inner.shared.stats
+    }
+
+    /// Authenticated connections.
+    pub fn conn_count(&self) -> usize {
+        self.inner.shared.buckets.len()
+    }
+
+    /// Distinct client addresses among authenticated connections.
+    pub fn ip_count(&self) -> usize {
+        self.inner.shared.buckets.ip_count()
+    }
+
+    fn senders(&self) -> &[flume::Sender<Cmd>] {
+        self.inner.shared.senders()
+    }
+
+    /// goim `PushMsg`: deliver to each key's connection if it accepts `protoOp`. Unknown keys
+    /// are skipped (the connection has gone).
+    pub async fn push_msg(&self, req: PushMsgReq) -> Result<(), CometError> {
+        let proto = req.proto.ok_or(CometError::InvalidArgument("proto is missing"))?;
+        if req.keys.is_empty() {
+            return Err(CometError::InvalidArgument("keys are missing"));
+        }
+        let msg = Outbound::from_proto(&proto);
+        let mut per_worker: HashMap<u16, Vec<ConnId>> = HashMap::new();
+        for key in &req.keys {
+            if let Some(c) = self.inner.shared.buckets.get(key) {
+                per_worker.entry(c.worker).or_default().push(c.id);
+            }
+        }
+        for (worker, ids) in per_worker {
+            let cmd = Cmd::Push {
+                ids,
+                op: req.proto_op,
+                msg: msg.clone(),
+            };
+            self.senders()[worker as usize]
+                .send_async(cmd)
+                .await
+                .map_err(|_| CometError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// goim `Broadcast`: every connection accepting `protoOp`, at most `speed` connections per
+    /// second over the whole comet (0: as fast as possible).
+    pub async fn broadcast(&self, req: BroadcastReq) -> Result<(), CometError> {
+        let proto = req.proto.ok_or(CometError::InvalidArgument("proto is missing"))?;
+        let msg = Outbound::from_proto(&proto);
+        let workers = self.senders().len() as u32;
+        let speed = match req.speed {
+            s if s > 0 => (s as u32).div_ceil(workers),
+            _ => 0,
+        };
+        for tx in self.senders() {
+            tx.send_async(Cmd::Broadcast {
+                op: req.proto_op,
+                msg: msg.clone(),
+                speed,
+            })
+            .await
+            .map_err(|_| CometError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// goim `BroadcastRoom`: every member of the room. Returns once every worker has queued
+    /// and flushed it, so a caller that waits before sending the next batch merges messages
+    /// only while the comet is busy.
+    pub async fn broadcast_room(&self, req: BroadcastRoomReq) -> Result<(), CometError> {
+        let proto = req.proto.ok_or(CometError::InvalidArgument("proto is missing"))?;
+        if req.room_id.is_empty() {
+            return Err(CometError::InvalidArgument("roomID is missing"));
+        }
+        let msg = Outbound::from_proto(&proto);
+        let room: Arc<str> = req.room_id.into();
+        let (done, acks) = flume::bounded(self.senders().len());
+        for tx in self.senders() {
+            let cmd = Cmd::Room {
+                room: room.clone(),
+                msg: msg.clone(),
+                done: done.clone(),
+            };
+            tx.send_async(cmd).await.map_err(|_| CometError::Stopped)?;
+        }
+        drop(done);
+        for _ in 0..self.senders().len() {
+            acks.recv_async().await.map_err(|_| CometError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// goim `Rooms`: rooms with members on this comet.
+    pub async fn rooms(&self) -> RoomsReply {
+        let counts = gather_room_counts(self.senders()).await;
+        RoomsReply {
+            rooms: counts.into_keys().map(|r| (r, true)).collect(),
+        }
+    }
+
+    /// Room member counts on this comet.
+    pub async fn room_counts(&self) -> HashMap<String, i32> {
+        gather_room_counts(self.senders()).await
+    }
+
+    /// Stops accepting, closes every connection and joins the workers. Idempotent.
+    pub fn shutdown(&self) {
+        for tx in self.senders() {
+            let _ = tx.send(Cmd::Stop);
+        }
+        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

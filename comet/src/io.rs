@@ -1,0 +1,57 @@
+//! Raw non-blocking socket calls. Connections wait for readiness through monoio (a PollAdd on
+//! io_uring, epoll otherwise) and then read into the worker's one scratch buffer, so an idle
+//! connection owns no read buffer, neither in user space nor pinned by an in-flight read.
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+pub fn writev(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: every iovec points into a `Bytes` the caller keeps alive across the call.
+    let n = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Ends both directions: the connection's reader wakes up, reads EOF and exits, and the fd is
+/// closed when the last handle to it drops.
+pub fn shutdown(fd: RawFd) {
+    // SAFETY: plain syscall on an fd the caller still holds open.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an open fd.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

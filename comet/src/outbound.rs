@@ -1,0 +1,173 @@
+//! What comet writes: pushes encoded once and shared by every receiver, and the bounded
+//! per-connection queue they wait in.
+
+use bytes::Bytes;
+use starling_proto::grpc::protocol::Proto;
+use starling_proto::{op, packet, ws};
+use std::collections::VecDeque;
+
+/// A push, encoded once for each transport. Every receiver queues clones of the same `Bytes`
+/// (a reference count, not a copy).
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// TCP: an OpRaw body goes out as is (its inner packets); any other proto gets a header.
+    pub tcp_head: Bytes,
+    /// WebSocket: frame header plus goim header; one frame per push.
+    pub ws_head: Bytes,
+    pub body: Bytes,
+}
+
+impl Outbound {
+    pub fn from_proto(p: &Proto) -> Self {
+        let body = Bytes::copy_from_slice(&p.body);
+        Self::new(p.ver as i16, p.op, p.seq, body)
+    }
+
+    pub fn new(ver: i16, op_code: i32, seq: i32, body: Bytes) -> Self {
+        let mut goim_head = Vec::with_capacity(packet::HEADER_LEN);
+        packet::encode_header(&mut goim_head, body.len(), ver, op_code, seq);
+        let tcp_head = if op_code == op::RAW {
+            Bytes::new()
+        } else {
+            Bytes::from(goim_head.clone())
+        };
+        let mut ws_head = Vec::with_capacity(10 + packet::HEADER_LEN);
+        ws::encode_header(&mut ws_head, ws::Opcode::Binary, packet::HEADER_LEN + body.len());
+        ws_head.extend_from_slice(&goim_head);
+        Outbound {
+            tcp_head,
+            ws_head: Bytes::from(ws_head),
+            body,
+        }
+    }
+}
+
+/// The queue full: the connection is a slow consumer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// A bounded queue of byte strings waiting to be written. Its capacity counts messages (a
+/// message may take two entries: header and shared body). Allocates nothing while empty.
+#[derive(Debug)]
+pub struct OutQueue {
+    items: VecDeque<Bytes>,
+    /// Bytes of the front item already written.
+    offset: usize,
+    messages: usize,
+}
+
+impl OutQueue {
+    pub fn new() -> Self {
+        OutQueue {
+            items: VecDeque::new(),
+            offset: 0,
+            messages: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// Queues one message made of `parts` (empty parts are skipped).
+    pub fn push(&mut self, cap: usize, parts: &[&Bytes]) -> Result<(), Full> {
+        if self.messages >= cap {
+            return Err(Full);
+        }
+        self.messages += 1;
+        for p in parts {
+            if !p.is_empty() {
+                self.items.push_back((*p).clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `iov` with the queued bytes, in order, up to its capacity.
+    pub fn io_slices<'a>(&'a self, iov: &mut Vec<libc::iovec>, max: usize) {
+        iov.clear();
+        for (i, b) in self.items.iter().take(max).enumerate() {
+            let s: &'a [u8] = if i == 0 { &b[self.offset..] } else { b };
+            iov.push(libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            });
+        }
+    }
+
+    /// Drops `n` written bytes from the front.
+    pub fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let front = self.items.front().expect("consumed more than queued");
+            let left = front.len() - self.offset;
+            if n >= left {
+                n -= left;
+                self.items.pop_front();
+                self.offset = 0;
+            } else {
+                self.offset += n;
+                n = 0;
+            }
+        }
+        if self.items.is_empty() {
+            self.messages = 0;
+            // Give the memory back: an idle connection holds no queue.
+            if self.items.capacity() > 16 {
+                self.items = VecDeque::new();
+            }
+        }
+    }
+}
+
+impl Default for OutQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_push_is_written_bare_on_tcp_and_wrapped_on_ws() {
+        let raw = starling_proto::raw::single(1000, b"hi");
+        let o = Outbound::new(1, op::RAW, 0, raw.clone());
+        assert!(o.tcp_head.is_empty());
+        // Reference §1.5: 00000022 0010 0001 00000009 00000000 | inner packet.
+        let mut ws_frame = o.ws_head.to_vec();
+        ws_frame.extend_from_slice(&o.body);
+        assert_eq!(&ws_frame[..2], &[0x82, 34]);
+        assert_eq!(
+            &ws_frame[2..18],
+            &[0, 0, 0, 0x22, 0, 0x10, 0, 1, 0, 0, 0, 9, 0, 0, 0, 0]
+        );
+        assert_eq!(&ws_frame[18..], &raw[..]);
+        let plain = Outbound::new(1, 1000, 5, Bytes::from_static(b"x"));
+        assert_eq!(plain.tcp_head.len(), 16);
+    }
+
+    #[test]
+    fn queue_bounds_messages_and_tracks_partial_writes() {
+        let mut q = OutQueue::new();
+        let a = Bytes::from_static(b"abc");
+        let b = Bytes::from_static(b"defg");
+        q.push(2, &[&a, &b]).unwrap();
+        q.push(2, &[&Bytes::new(), &a]).unwrap();
+        assert_eq!(q.push(2, &[&a]), Err(Full));
+        let mut iov = Vec::new();
+        q.io_slices(&mut iov, 64);
+        assert_eq!(iov.iter().map(|v| v.iov_len).sum::<usize>(), 10);
+        q.consume(4);
+        q.io_slices(&mut iov, 64);
+        assert_eq!(iov.len(), 2);
+        assert_eq!(iov[0].iov_len, 3);
+        q.consume(6);
+        assert!(q.is_empty());
+        assert_eq!(q.messages(), 0);
+    }
+}

@@ -1,0 +1,221 @@
+//! Starting comet: listeners, one thread per worker, accept loops.
+
+use crate::bucket::Buckets;
+use crate::close::Stats;
+use crate::config::{Config, Driver};
+use crate::conn::{self, Kind};
+use crate::handle::{Addrs, Comet, CometError};
+use crate::logic::LogicClient;
+use crate::worker::{Shared, Worker};
+use monoio::net::TcpListener;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Depth of each worker's command channel; senders wait when it is full.
+const CMD_QUEUE: usize = 4096;
+
+/// Binds `addr` once per worker with SO_REUSEPORT, so the kernel spreads connections over the
+/// workers. Port 0 is resolved by the first bind and reused by the others.
+fn bind_group(addr: SocketAddr, n: usize, backlog: i32) -> Result<Vec<std::net::TcpListener>, CometError> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let err = |e: std::io::Error| CometError::Bind { addr, source: e };
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+        s.set_reuse_address(true).map_err(err)?;
+        s.set_reuse_port(true).map_err(err)?;
+        s.set_nonblocking(true).map_err(err)?;
+        s.bind(&addr.into()).map_err(err)?;
+        s.listen(backlog).map_err(err)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr().map_err(err)?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Starts comet: binds every listener, starts the workers and returns once each has built its
+/// runtime. Errors (a port in use, a bad certificate) are returned, not logged and ignored.
+pub fn start(config: Config, logic: Arc<dyn LogicClient>) -> Result<Comet, CometError> {
+    config.validate()?;
+    let n = config.worker_count();
+    let tls = if config.tls_enabled() {
+        Some(crate::tls::server_config(&config.websocket.cert_file, &config.websocket.key_file)?)
+    } else {
+        None
+    };
+    let mut groups: Vec<(Kind, Vec<std::net::TcpListener>)> = Vec::new();
+    let mut addrs = Addrs::default();
+    let backlog = config.tcp.backlog;
+    for &a in &config.tcp.bind {
+        let g = bind_group(a, n, backlog)?;
+        addrs.tcp.push(g[0].local_addr().expect("bound"));
+        groups.push((Kind::Tcp, g));
+    }
+    for &a in &config.websocket.bind {
+        let g = bind_group(a, n, backlog)?;
+        addrs.ws.push(g[0].local_addr().expect("bound"));
+        groups.push((Kind::Ws, g));
+    }
+    if tls.is_some() {
+        for &a in &config.websocket.tls_bind {
+            let g = bind_group(a, n, backlog)?;
+            addrs.wss.push(g[0].local_addr().expect("bound"));
+            groups.push((Kind::Wss, g));
+        }
+    }
+    let server_id = if config.server_id.is_empty() {
+        crate::io::hostname()
+    } else {
+        config.server_id.clone()
+    };
+    let shared = Arc::new(Shared {
+        buckets: Buckets::new(config.bucket.size),
+        config,
+        server_id,
+        stats: Arc::new(Stats::default()),
+        logic,
+        senders: OnceLock::new(),
+        tls,
+    });
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::bounded(CMD_QUEUE)).unzip();
+    let _ = shared.senders.set(senders);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::with_capacity(n);
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let listeners: Vec<(Kind, std::net::TcpListener)> =
+            groups.iter_mut().map(|(k, g)| (*k, g.pop().expect("one per worker"))).collect();
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("comet-{i}"))
+            .spawn(move || run_worker(i as u16, shared, rx, listeners, ready))
+            .map_err(CometError::Thread)?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(CometError::Runtime(e)),
+            Err(_) => return Err(CometError::Runtime("a worker exited during start".into())),
+        }
+    }
+    info!(workers = n, tcp = ?addrs.tcp, ws = ?addrs.ws, wss = ?addrs.wss, server = %shared.server_id, "comet started");
+    Ok(Comet::new(shared, threads, addrs))
+}
+
+fn run_worker(
+    id: u16,
+    shared: Arc<Shared>,
+    rx: flume::Receiver<crate::worker::Cmd>,
+    listeners: Vec<(Kind, std::net::TcpListener)>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    if shared.config.pin_workers
+        && let Err(e) = monoio::utils::bind_to_cpu_set(Some(id as usize))
+    {
+        warn!(worker = id, error = ?e, "could not pin worker");
+    }
+    let driver = shared.config.driver;
+    let ready_main = ready.clone();
+    let main = async move {
+        let w = Rc::new(Worker::new(id, shared));
+        for (kind, l) in listeners {
+            match TcpListener::from_std(l) {
+                Ok(l) => {
+                    monoio::spawn(accept_loop(w.clone(), l, kind));
+                }
+                Err(e) => {
+                    let _ = ready_main.send(Err(format!("listener: {e}")));
+                    return;
+                }
+            }
+        }
+        monoio::spawn(w.clone().tick_loop());
+        if id == 0 {
+            monoio::spawn(w.clone().online_loop());
+        }
+        let _ = ready_main.send(Ok(()));
+        w.command_loop(rx).await;
+    };
+    let built = match driver {
+        Driver::Auto => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()
+            .map(|mut rt| {
+                let name = match &rt {
+                    monoio::FusionRuntime::Uring(_) => "io_uring",
+                    monoio::FusionRuntime::Legacy(_) => "epoll",
+                };
+                info!(worker = id, driver = name, "worker running");
+                rt.block_on(main)
+            }),
+        Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()
+            .map(|mut rt| {
+                info!(worker = id, driver = "io_uring", "worker running");
+                rt.block_on(main)
+            }),
+        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| {
+                info!(worker = id, driver = "epoll", "worker running");
+                rt.block_on(main)
+            }),
+    };
+    if let Err(e) = built {
+        let _ = ready.send(Err(format!("runtime ({driver:?}): {e}")));
+    }
+}
+
+/// Submission queue entries of each worker's io_uring.
+const URING_ENTRIES: u32 = 4096;
+
+async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                if w.stopping.get() {
+                    return;
+                }
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, ?kind, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if w.stopping.get() {
+            return;
+        }
+        w.stats().accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fd = stream.as_raw_fd();
+        if let Err(e) = crate::io::set_nonblocking(fd) {
+            warn!(error = %e, "set_nonblocking failed");
+            continue;
+        }
+        let tcp = &w.shared.config.tcp;
+        // SAFETY: fd belongs to `stream`, alive for this block.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = SockRef::from(&borrowed);
+        let _ = sock.set_nodelay(tcp.nodelay);
+        let _ = sock.set_keepalive(tcp.keepalive);
+        if tcp.sndbuf > 0 {
+            let _ = sock.set_send_buffer_size(tcp.sndbuf);
+        }
+        if tcp.rcvbuf > 0 {
+            let _ = sock.set_recv_buffer_size(tcp.rcvbuf);
+        }
+        monoio::spawn(conn::serve(w.clone(), stream, peer, kind));
+    }
+}
