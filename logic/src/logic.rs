@@ -1,0 +1,237 @@
+//! logic's rules, independent of transport: what gRPC `goim.logic.Logic` and the HTTP API
+//! both call.
+
+use crate::config::Config;
+use crate::nodes::{self, Registry};
+use crate::store::{BoxFuture, OnlineTable, SessionStore, StoreError};
+use starling_proto::AuthToken;
+use starling_proto::grpc::logic::{
+    Backoff, ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, NodesReply, OnlineReq, OnlineReply,
+    PushMsg, ReceiveReq, push_msg,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use thiserror::Error;
+use tracing::{info, warn};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LogicError {
+    #[error("bad token: {0}")]
+    BadToken(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Push(#[from] PushError),
+}
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue toward job (Kafka, or the in-process queue) refused or timed out.
+    #[error("push queue unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where logic hands `PushMsg`s for job: Kafka in the distributed deployment, an in-process
+/// queue in the all-in-one. Returns once the message is accepted (and, for Kafka, written).
+pub trait PushSink: Send + Sync + 'static {
+    fn publish(&self, msg: PushMsg) -> BoxFuture<'_, Result<(), PushError>>;
+}
+
+pub struct Logic {
+    pub config: Config,
+    sessions: Arc<dyn SessionStore>,
+    online: OnlineTable,
+    sink: Arc<dyn PushSink>,
+    registry: Arc<dyn Registry>,
+}
+
+impl Logic {
+    pub fn new(
+        config: Config,
+        sessions: Arc<dyn SessionStore>,
+        sink: Arc<dyn PushSink>,
+        registry: Arc<dyn Registry>,
+    ) -> Self {
+        Logic {
+            config,
+            sessions,
+            online: OnlineTable::default(),
+            sink,
+            registry,
+        }
+    }
+
+    /// Admits a connection (goim `Connect`): parses the token, generates a key when it has
+    /// none, stores the session and tells comet the heartbeat deadline in nanoseconds.
+    pub async fn connect(&self, req: ConnectReq) -> Result<ConnectReply, LogicError> {
+        let token = AuthToken::parse(&req.token).map_err(|e| LogicError::BadToken(e.to_string()))?;
+        let key = if token.key.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            token.key
+        };
+        // goim logs a failed mapping and admits the connection anyway; Starling refuses it, so
+        // a connection that pushes could never reach is not left open.
+        self.sessions.add(token.mid, &key, &req.server).await?;
+        let node = &self.config.node;
+        let heartbeat = node.heartbeat.as_nanos() as i64 * i64::from(node.heartbeat_max);
+        info!(mid = token.mid, key = %key, server = %req.server, room = %token.room_id, "connected");
+        Ok(ConnectReply {
+            mid: token.mid,
+            key,
+            room_id: token.room_id,
+            accepts: token.accepts,
+            heartbeat,
+        })
+    }
+
+    pub async fn disconnect(&self, req: DisconnectReq) -> Result<bool, LogicError> {
+        Ok(self.sessions.remove(req.mid, &req.key, &req.server).await?)
+    }
+
+    pub async fn heartbeat(&self, req: HeartbeatReq) -> Result<(), LogicError> {
+        if !self.sessions.touch(req.mid, &req.key, &req.server).await? {
+            self.sessions.add(req.mid, &req.key, &req.server).await?;
+        }
+        Ok(())
+    }
+
+    pub fn renew_online(&self, req: OnlineReq) -> OnlineReply {
+        OnlineReply {
+            all_room_count: self.online.renew(&req.server, req.room_count, self.config.online_expire),
+        }
+    }
+
+    /// goim `Receive`: an upstream client message. goim only logs it; so does this issue.
+    pub fn receive(&self, req: ReceiveReq) {
+        if let Some(p) = req.proto {
+            info!(mid = req.mid, op = p.op, len = p.body.len(), "received client message");
+        }
+    }
+
+    pub async fn push_keys(&self, op: i32, keys: &[String], msg: &[u8]) -> Result<(), LogicError> {
+        let servers = self.sessions.servers(keys).await?;
+        let mut by_server: HashMap<String, Vec<String>> = HashMap::new();
+        for (key, server) in keys.iter().zip(servers) {
+            if let Some(s) = server {
+                by_server.entry(s).or_default().push(key.clone());
+            }
+        }
+        self.publish_by_server(op, by_server, msg).await
+    }
+
+    pub async fn push_mids(&self, op: i32, mids: &[i64], msg: &[u8]) -> Result<(), LogicError> {
+        let mut by_server: HashMap<String, Vec<String>> = HashMap::new();
+        for (key, server) in self.sessions.keys_of(mids).await? {
+            by_server.entry(server).or_default().push(key);
+        }
+        self.publish_by_server(op, by_server, msg).await
+    }
+
+    async fn publish_by_server(
+        &self,
+        op: i32,
+        by_server: HashMap<String, Vec<String>>,
+        msg: &[u8],
+    ) -> Result<(), LogicError> {
+        for (server, keys) in by_server {
+            self.sink
+                .publish(PushMsg {
+                    r#type: push_msg::Type::Push as i32,
+                    operation: op,
+                    server,
+                    keys,
+                    msg: msg.to_vec(),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Room push; `room` is goim's room key `type://id`.
+    pub async fn push_room(&self, op: i32, room: String, msg: &[u8]) -> Result<(), LogicError> {
+        self.sink
+            .publish(PushMsg {
+                r#type: push_msg::Type::Room as i32,
+                operation: op,
+                room,
+                msg: msg.to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn push_all(&self, op: i32, speed: i32, msg: &[u8]) -> Result<(), LogicError> {
+        self.sink
+            .publish(PushMsg {
+                r#type: push_msg::Type::Broadcast as i32,
+                operation: op,
+                speed,
+                msg: msg.to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Cluster room counts (goim's `roomCount`).
+    pub fn room_counts(&self) -> HashMap<String, i32> {
+        self.online.totals(self.config.online_expire)
+    }
+
+    /// Connections and distinct client addresses over every comet.
+    pub fn totals(&self) -> (i64, i64) {
+        let mut conns = 0;
+        let mut ips = 0;
+        for i in self.registry.instances() {
+            conns += i.metadata.get("conn_count").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            ips += i.metadata.get("ip_count").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        }
+        (conns, ips)
+    }
+
+    pub fn instances(&self) -> Vec<nodes::Instance> {
+        self.registry.instances()
+    }
+
+    /// goim `NodesWeighted`: where a client should connect. Region matching needs an IP
+    /// database goim never shipped (its `location()` returns ""), so every comet is in-region.
+    pub fn nodes(&self, platform: &str) -> NodesReply {
+        let node = &self.config.node;
+        let instances = self.registry.instances();
+        let mut list = Vec::new();
+        for i in nodes::weighted(&instances, "", node.region_weight) {
+            if platform == "web" {
+                list.push(format!("{}{}", i.hostname, node.host_domain));
+            } else if let Some(addrs) = i.metadata.get("addrs") {
+                list.extend(addrs.split(',').filter(|a| !a.is_empty()).map(str::to_string));
+            }
+        }
+        if list.is_empty() {
+            list.push(node.default_domain.clone());
+        }
+        let b = &self.config.backoff;
+        NodesReply {
+            domain: node.default_domain.clone(),
+            tcp_port: i32::from(node.tcp_port),
+            ws_port: i32::from(node.ws_port),
+            wss_port: i32::from(node.wss_port),
+            heartbeat: node.heartbeat.as_secs() as i32,
+            heartbeat_max: node.heartbeat_max as i32,
+            nodes: list,
+            backoff: Some(Backoff {
+                max_delay: b.max_delay,
+                base_delay: b.base_delay,
+                factor: b.factor,
+                jitter: b.jitter,
+            }),
+        }
+    }
+
+    /// Logs a failed call that the client will not hear about.
+    pub fn log_error(what: &str, e: &LogicError) {
+        warn!(error = %e, "{what} failed");
+    }
+}

@@ -1,0 +1,180 @@
+//! Where logic keeps sessions and room counts. The traits are what a Redis implementation
+//! (goim's `mid_{mid}`, `key_{key}`, `ol_{server}` layout) provides in the distributed
+//! deployment; the memory implementations are the embedded default.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Which comet holds which key, and which keys a member has.
+pub trait SessionStore: Send + Sync + 'static {
+    fn add(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Removes the session only if it still points at `server` (a newer login elsewhere stays).
+    fn remove(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Refreshes a session; `false` if it had gone (the caller adds it again).
+    fn touch(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// The server of each key, in order (`None`: unknown key).
+    fn servers(&self, keys: &[String]) -> BoxFuture<'_, Result<Vec<Option<String>>, StoreError>>;
+    /// Every key of these members, with its server.
+    fn keys_of(&self, mids: &[i64]) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>>;
+}
+
+/// Sessions in process memory.
+#[derive(Debug, Default)]
+pub struct MemorySessions {
+    inner: Mutex<Sessions>,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    /// key → (server, mid)
+    keys: HashMap<String, (String, i64)>,
+    /// mid → keys
+    mids: HashMap<i64, Vec<String>>,
+}
+
+impl MemorySessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl SessionStore for MemorySessions {
+    fn add(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut s = self.lock();
+        if let Some((_, old_mid)) = s.keys.insert(key.to_string(), (server.to_string(), mid))
+            && old_mid != mid
+            && let Some(keys) = s.mids.get_mut(&old_mid)
+        {
+            keys.retain(|k| k != key);
+        }
+        if mid > 0 {
+            let keys = s.mids.entry(mid).or_default();
+            if !keys.iter().any(|k| k == key) {
+                keys.push(key.to_string());
+            }
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn remove(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut s = self.lock();
+        let has = s.keys.get(key).is_some_and(|(srv, m)| srv == server && *m == mid);
+        if has {
+            s.keys.remove(key);
+            if let Some(keys) = s.mids.get_mut(&mid) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    s.mids.remove(&mid);
+                }
+            }
+        }
+        Box::pin(async move { Ok(has) })
+    }
+
+    fn touch(&self, _mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let has = self.lock().keys.get(key).is_some_and(|(srv, _)| srv == server);
+        Box::pin(async move { Ok(has) })
+    }
+
+    fn servers(&self, keys: &[String]) -> BoxFuture<'_, Result<Vec<Option<String>>, StoreError>> {
+        let s = self.lock();
+        let out = keys.iter().map(|k| s.keys.get(k).map(|(srv, _)| srv.clone())).collect();
+        Box::pin(async move { Ok(out) })
+    }
+
+    fn keys_of(&self, mids: &[i64]) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        for mid in mids {
+            for k in s.mids.get(mid).into_iter().flatten() {
+                if let Some((srv, _)) = s.keys.get(k) {
+                    out.push((k.clone(), srv.clone()));
+                }
+            }
+        }
+        Box::pin(async move { Ok(out) })
+    }
+}
+
+/// Room counts reported by each comet (goim's RenewOnline), summed over comets.
+#[derive(Debug, Default)]
+pub struct OnlineTable {
+    servers: Mutex<HashMap<String, (HashMap<String, i32>, Instant)>>,
+}
+
+impl OnlineTable {
+    /// Stores one comet's counts and returns the cluster's.
+    pub fn renew(&self, server: &str, counts: HashMap<String, i32>, expire: Duration) -> HashMap<String, i32> {
+        let mut s = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        s.insert(server.to_string(), (counts, Instant::now()));
+        s.retain(|_, (_, at)| at.elapsed() < expire);
+        let mut total: HashMap<String, i32> = HashMap::new();
+        for (counts, _) in s.values() {
+            for (room, n) in counts {
+                *total.entry(room.clone()).or_default() += n;
+            }
+        }
+        total
+    }
+
+    /// The cluster's counts, leaving out comets silent for longer than `expire`.
+    pub fn totals(&self, expire: Duration) -> HashMap<String, i32> {
+        let s = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total: HashMap<String, i32> = HashMap::new();
+        for (counts, at) in s.values() {
+            if at.elapsed() < expire {
+                for (room, n) in counts {
+                    *total.entry(room.clone()).or_default() += n;
+                }
+            }
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sessions_map_keys_and_mids() {
+        let s = MemorySessions::default();
+        s.add(1, "a", "c1").await.unwrap();
+        s.add(1, "b", "c2").await.unwrap();
+        s.add(0, "anon", "c1").await.unwrap();
+        let got = s.servers(&["a".into(), "x".into(), "anon".into()]).await.unwrap();
+        assert_eq!(got, vec![Some("c1".into()), None, Some("c1".into())]);
+        let mut keys = s.keys_of(&[1, 2]).await.unwrap();
+        keys.sort();
+        assert_eq!(keys, vec![("a".into(), "c1".into()), ("b".into(), "c2".into())]);
+        // A stale disconnect from another comet leaves the newer session alone.
+        s.add(1, "a", "c3").await.unwrap();
+        assert!(!s.remove(1, "a", "c1").await.unwrap());
+        assert!(s.touch(1, "a", "c3").await.unwrap());
+        assert!(s.remove(1, "a", "c3").await.unwrap());
+        assert_eq!(s.keys_of(&[1]).await.unwrap(), vec![("b".into(), "c2".into())]);
+    }
+
+    #[test]
+    fn online_counts_sum_over_servers_and_expire() {
+        let t = OnlineTable::default();
+        let long = Duration::from_secs(60);
+        t.renew("c1", HashMap::from([("live://1".into(), 2)]), long);
+        let all = t.renew("c2", HashMap::from([("live://1".into(), 3), ("live://2".into(), 1)]), long);
+        assert_eq!(all["live://1"], 5);
+        assert_eq!(all["live://2"], 1);
+        assert!(t.totals(Duration::ZERO).is_empty());
+    }
+}
