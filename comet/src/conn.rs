@@ -90,18 +90,29 @@ impl Conn {
         !matches!(self.transport, Transport::Tcp)
     }
 
-    /// Queues a reply packet (or a raw control frame when `frame` is set), framed for the
-    /// connection's transport.
-    fn queue(&mut self, cap: usize, bytes: &[u8], frame: Option<ws::Opcode>) -> Result<(), Full> {
-        let wire = match (self.is_ws(), frame) {
-            (false, _) => bytes.to_vec(),
-            (true, opcode) => ws::encode_frame(opcode.unwrap_or(ws::Opcode::Binary), bytes),
+    /// Queues bytes for the client, framed as `wire` says for this transport.
+    fn queue(&mut self, cap: usize, bytes: &[u8], wire: Wire) -> Result<(), Full> {
+        let wire = match (wire, self.is_ws()) {
+            (Wire::Http, _) | (Wire::Packet, false) => bytes.to_vec(),
+            (Wire::Packet, true) => ws::encode_frame(ws::Opcode::Binary, bytes),
+            (Wire::Control(opcode), _) => ws::encode_frame(opcode, bytes),
         };
         match &mut self.transport {
             Transport::Tls(tls) => tls.encrypt(&wire, &mut self.out, cap),
             _ => self.out.push(cap, &[&Bytes::from(wire)]),
         }
     }
+}
+
+/// How reply bytes go on the wire.
+#[derive(Clone, Copy)]
+pub(crate) enum Wire {
+    /// An HTTP response to the upgrade request: as is.
+    Http,
+    /// A goim packet: as is on TCP, one binary frame on WebSocket.
+    Packet,
+    /// A WebSocket control frame.
+    Control(ws::Opcode),
 }
 
 /// What the reader does next.
@@ -325,7 +336,7 @@ impl Worker {
         if upgrading {
             let Some(up) = ws::parse_upgrade(input).map_err(|e| {
                 debug!(error = %e, "bad upgrade");
-                self.reply(id, &ws::http_error(400, "Bad Request"), None).ok();
+                self.reply(id, &ws::http_error(400, "Bad Request"), Wire::Http).ok();
                 CloseReason::BadUpgrade
             })?
             else {
@@ -333,10 +344,10 @@ impl Worker {
             };
             if up.path != "/sub" {
                 debug!(path = %up.path, "upgrade on a path other than /sub");
-                self.reply(id, &ws::http_error(404, "Not Found"), None).ok();
+                self.reply(id, &ws::http_error(404, "Not Found"), Wire::Http).ok();
                 return Err(CloseReason::BadUpgrade);
             }
-            self.reply(id, &ws::switching_protocols(&up.key), None)?;
+            self.reply(id, &ws::switching_protocols(&up.key), Wire::Http)?;
             if let Some(c) = self.conns.borrow_mut().get_mut(id) {
                 c.phase = Phase::Authing { cookie: up.cookie };
             }
@@ -383,12 +394,12 @@ impl Worker {
             let step = match asm.push(&head, payload).map_err(frame_reason)? {
                 None | Some(Message::Pong) => Step::Continue,
                 Some(Message::Ping(p)) => {
-                    self.reply(id, p, Some(ws::Opcode::Pong))?;
+                    self.reply(id, p, Wire::Control(ws::Opcode::Pong))?;
                     Step::Continue
                 }
                 Some(Message::Close(p)) => {
                     let code = p.get(..2).unwrap_or(&[]);
-                    self.reply(id, code, Some(ws::Opcode::Close)).ok();
+                    self.reply(id, code, Wire::Control(ws::Opcode::Close)).ok();
                     return Err(CloseReason::ClientClosed);
                 }
                 Some(Message::Data(msg)) => {
@@ -406,10 +417,10 @@ impl Worker {
     }
 
     /// Queues a reply; a full queue closes the connection.
-    fn reply(&self, id: ConnId, bytes: &[u8], frame: Option<ws::Opcode>) -> Result<(), CloseReason> {
+    fn reply(&self, id: ConnId, bytes: &[u8], wire: Wire) -> Result<(), CloseReason> {
         let cap = self.shared.config.protocol.out_ring;
         match self.conns.borrow_mut().get_mut(id) {
-            Some(c) => c.queue(cap, bytes, frame).map_err(|_| CloseReason::SlowConsumer),
+            Some(c) => c.queue(cap, bytes, wire).map_err(|_| CloseReason::SlowConsumer),
             None => Ok(()),
         }
     }
@@ -417,7 +428,7 @@ impl Worker {
     fn reply_packet(&self, id: ConnId, ver: i16, op: i32, seq: i32, body: &[u8]) -> Result<(), CloseReason> {
         let mut bytes = Vec::with_capacity(packet::HEADER_LEN + body.len());
         packet::encode(&mut bytes, ver, op, seq, body);
-        self.reply(id, &bytes, None)
+        self.reply(id, &bytes, Wire::Packet)
     }
 
     /// goim's reply rules for one client packet.
@@ -528,7 +539,7 @@ impl Worker {
             });
         }
         let online = room.map_or(0, |r| self.room_online(&r));
-        self.reply(id, &packet::heartbeat_reply(ver, seq, online), None)
+        self.reply(id, &packet::heartbeat_reply(ver, seq, online), Wire::Packet)
     }
 
     /// goim refreshes a session in logic every 10 to 30 minutes (random per connection).

@@ -237,8 +237,13 @@ impl Worker {
                 let mut conns = self.conns.borrow_mut();
                 leave_room(&mut self.rooms.borrow_mut(), &mut conns, room, sess.room_slot);
             }
-            self.shared.buckets.remove(&sess.key, self.conn_ref(id));
+            let owned = self.shared.buckets.remove(&sess.key, self.conn_ref(id));
             self.shared.buckets.remove_ip(conn.peer.ip());
+            // A connection whose key was taken over (a kick) must not delete the session,
+            // which now belongs to its successor. goim deletes it and loses the new one.
+            if !owned {
+                return;
+            }
             let fut = self.shared.logic.disconnect(DisconnectReq {
                 mid: sess.mid,
                 key: sess.key.to_string(),
@@ -541,7 +546,8 @@ impl Worker {
 
     fn stop_all(&self) {
         self.stopping.set(true);
-        for id in self.conns.borrow().ids() {
+        let ids = self.conns.borrow().ids();
+        for id in ids {
             self.close(id, CloseReason::Shutdown);
         }
     }

@@ -1,1 +1,33 @@
-fn main(){}
+//! `starling`: comet, logic and job in one process. With no arguments it serves goim's
+//! default ports (TCP 3101, WebSocket 3102, HTTP 3111) on the embedded default.
+
+use anyhow::Context;
+use clap::Parser;
+use starling::Config;
+
+#[derive(Parser)]
+#[command(version, about = "Starling all-in-one: goim-compatible comet, logic and job")]
+struct Args {
+    /// TOML configuration (see conf/starling.toml); defaults apply to every missing key.
+    #[arg(long, short, env = "STARLING_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let running = starling::start(config).context("starting")?;
+    running.wait_for_signal();
+    tracing::info!("shutting down");
+    running.shutdown();
+    Ok(())
+}

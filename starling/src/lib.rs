@@ -1,0 +1,134 @@
+//! The all-in-one: comet, logic and job in one process on the embedded default (sessions and
+//! the push queue in memory; nothing else to install). The distributed deployment puts gRPC,
+//! Redis and Kafka behind the same seams; here they are in-process adapters.
+//!
+//! # Layout
+//! - [`config`]: the whole file, `[comet]`, `[logic]`, `[job]`, `[log]`.
+//! - `glue`: the in-process adapters across the comet / logic / job seams.
+//! - [`start`] and [`Running`]: the process's lifetime.
+
+pub mod config;
+mod glue;
+
+pub use config::Config;
+
+use starling_comet::Comet;
+use starling_job::Job;
+use starling_logic::Logic;
+use starling_logic::store::MemorySessions;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("comet: {0}")]
+    Comet(#[from] starling_comet::CometError),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("binding the HTTP API on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Messages logic may queue for job before a push waits (and, after 2 s, fails with -500).
+const PUSH_QUEUE: usize = 65536;
+
+/// A running all-in-one.
+pub struct Running {
+    rt: tokio::runtime::Runtime,
+    comet: Comet,
+    http_addr: SocketAddr,
+    stop_http: Option<oneshot::Sender<()>>,
+}
+
+/// Starts everything; returns once every listener is bound.
+pub fn start(config: Config) -> Result<Running, StartError> {
+    // logic, job and the HTTP API share one tokio thread beside the comet workers.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("starling-logic")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
+    let registry = Arc::new(glue::LocalRegistry::new(config.registry.weight, config.registry.public_addrs.clone()));
+    let logic = Arc::new(Logic::new(
+        config.logic.clone(),
+        Arc::new(MemorySessions::default()),
+        Arc::new(glue::QueueSink::new(push_tx)),
+        registry.clone(),
+    ));
+    let comet = starling_comet::start(
+        config.comet.clone(),
+        Arc::new(glue::InProcessLogic::new(logic.clone(), rt.handle().clone())),
+    )?;
+    registry.set(comet.clone());
+    let job = Arc::new(Job::new(config.job.clone()));
+    job.set_comet(comet.server_id(), Arc::new(glue::LocalComet(comet.clone())));
+    rt.spawn(job.run(push_rx));
+
+    let addr = config.logic.http.bind;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|source| StartError::Http { addr, source })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Http { addr, source })?;
+    let stats = comet.stats().clone();
+    let metrics: starling_logic::http::MetricsFn = Arc::new(move |out: &mut String| stats.render_prometheus(out));
+    let router = starling_logic::http::router(logic, Some(metrics));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    rt.spawn(async move {
+        let shutdown = async {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = starling_logic::http::serve(listener, router, shutdown).await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    });
+    tracing::info!(http = %http_addr, "starling running");
+    Ok(Running {
+        rt,
+        comet,
+        http_addr,
+        stop_http: Some(stop_tx),
+    })
+}
+
+impl Running {
+    pub fn comet(&self) -> &Comet {
+        &self.comet
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Blocks until SIGINT or SIGTERM.
+    pub fn wait_for_signal(&self) {
+        self.rt.block_on(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    }
+
+    /// Stops the HTTP API, closes every connection and joins the workers.
+    pub fn shutdown(mut self) {
+        if let Some(tx) = self.stop_http.take() {
+            let _ = tx.send(());
+        }
+        self.comet.shutdown();
+        self.rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    }
+}
