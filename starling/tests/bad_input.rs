@@ -1,0 +1,206 @@
+//! Every bad input closes only its own connection, with a counted reason; the HTTP API answers
+//! bad requests with goim's envelope. Also WebSocket specifics: ping, fragments, text frames,
+//! a real client library.
+
+mod common;
+use common::*;
+use starling_comet::CloseReason;
+use starling_proto::packet::Packet;
+use starling_proto::ws::{self, Opcode};
+use std::time::Duration;
+
+fn closes(srv: &Server, r: CloseReason) -> u64 {
+    srv.running.as_ref().unwrap().comet().stats().closes(r)
+}
+
+/// A neighbour that must keep working while others misbehave.
+fn neighbour(srv: &Server) -> Client {
+    let mut n = Client::tcp(srv.tcp);
+    n.auth(&token(1, "neighbour", "live://n", &[1000]));
+    n
+}
+
+fn assert_neighbour_works(srv: &Server, n: &mut Client) {
+    assert_eq!(n.heartbeat(), n.heartbeat());
+    post_ok(srv.http, "/goim/push/keys?operation=1000&keys=neighbour", b"still here");
+    assert_eq!(n.expect().body.as_ref(), b"still here");
+}
+
+#[test]
+fn bad_packets_close_only_their_connection() {
+    let srv = start();
+    let mut n = neighbour(&srv);
+    let cases: [(Vec<u8>, CloseReason); 3] = [
+        // header length 17
+        ({ let mut p = Packet::new(1, 2, 1, vec![]).to_bytes(); p[5] = 17; p }, CloseReason::BadPacket),
+        // body over 4096 bytes (refused from the header)
+        (Packet::new(1, 4, 1, vec![0; 4097]).to_bytes()[..16].to_vec(), CloseReason::PacketTooLarge),
+        // negative pack length
+        ({ let mut p = Packet::new(1, 2, 1, vec![]).to_bytes(); p[..4].copy_from_slice(&(-1i32).to_be_bytes()); p }, CloseReason::BadPacket),
+    ];
+    for (i, (bytes, reason)) in cases.into_iter().enumerate() {
+        let before = closes(&srv, reason);
+        let mut c = Client::tcp(srv.tcp);
+        if i == 1 {
+            c.auth(&token(5, "authed-bad", "", &[])); // after auth too
+        }
+        c.write_raw(&bytes);
+        c.expect_close();
+        eventually("close counted", || closes(&srv, reason) == before + 1);
+        assert_neighbour_works(&srv, &mut n);
+    }
+}
+
+#[test]
+fn handshake_timeout_closes_silent_and_unauthenticated_connections() {
+    let srv = start();
+    let mut n = neighbour(&srv);
+    let mut silent = Client::tcp(srv.tcp);
+    let mut chatty = Client::tcp(srv.tcp);
+    chatty.send(1, 2, 1, b""); // a heartbeat before auth does not count as auth
+    silent.expect_close();
+    chatty.expect_close();
+    assert_eq!(closes(&srv, CloseReason::HandshakeTimeout), 2);
+    assert_neighbour_works(&srv, &mut n);
+}
+
+#[test]
+fn heartbeat_deadline_closes_an_idle_session() {
+    let mut config = test_config();
+    config.logic.node.heartbeat = Duration::from_millis(150);
+    config.logic.node.heartbeat_max = 2;
+    let srv = start_with(config);
+    let mut idle = Client::tcp(srv.tcp);
+    idle.auth(&token(1, "idle", "", &[]));
+    let mut alive = Client::tcp(srv.tcp);
+    alive.auth(&token(2, "alive", "", &[]));
+    // `alive` heartbeats every 100 ms (inside the 300 ms deadline); `idle` never does.
+    for _ in 0..8 {
+        alive.heartbeat();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    idle.expect_close();
+    alive.heartbeat();
+    assert_eq!(closes(&srv, CloseReason::HeartbeatTimeout), 1);
+}
+
+#[test]
+fn bad_websocket_input_closes_only_its_connection() {
+    let srv = start();
+    let mut n = neighbour(&srv);
+    // Upgrade on another path: 404, closed.
+    let mut c = Client::tcp(srv.ws);
+    c.write_raw(b"GET /other HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    assert!(c.expect_close().starts_with(b"HTTP/1.1 404"));
+    // Not an upgrade at all: 400, closed.
+    let mut c = Client::tcp(srv.ws);
+    c.write_raw(b"GET /sub HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.expect_close().starts_with(b"HTTP/1.1 400"));
+    assert_eq!(closes(&srv, CloseReason::BadUpgrade), 2);
+    // Oversized frame, refused from its header.
+    let mut c = Client::ws(srv.ws);
+    c.write_raw(&ws::encode_client_frame(Opcode::Binary, true, [1; 4], &[0; 5000])[..8]);
+    c.expect_close();
+    // A message that is not exactly one packet.
+    let mut c = Client::ws(srv.ws);
+    let mut two = Packet::new(1, 2, 1, vec![]).to_bytes();
+    two.push(0);
+    c.write_raw(&ws::encode_client_frame(Opcode::Binary, true, [1; 4], &two));
+    c.expect_close();
+    // Reserved bits.
+    let mut c = Client::ws(srv.ws);
+    let mut f = ws::encode_client_frame(Opcode::Binary, true, [1; 4], b"x");
+    f[0] |= 0x40;
+    c.write_raw(&f);
+    c.expect_close();
+    eventually("frame closes counted", || {
+        closes(&srv, CloseReason::FrameTooLarge) == 1 && closes(&srv, CloseReason::BadFrame) == 2
+    });
+    assert_neighbour_works(&srv, &mut n);
+}
+
+#[test]
+fn websocket_ping_fragments_text_and_unmasked_frames() {
+    let srv = start();
+    let mut c = Client::ws(srv.ws);
+    c.auth(&token(3, "wsx", "", &[]));
+    c.write_raw(&ws::encode_client_frame(Opcode::Ping, true, [4; 4], b"hi"));
+    assert_eq!(c.next_frame(), (Opcode::Pong as u8, b"hi".to_vec()));
+    // A heartbeat split over three fragments, a ping in between, as text.
+    let hb = Packet::new(1, 2, 5, vec![]).to_bytes();
+    c.write_raw(&ws::encode_client_frame(Opcode::Text, false, [1, 2, 3, 4], &hb[..5]));
+    c.write_raw(&ws::encode_client_frame(Opcode::Ping, true, [4; 4], b""));
+    c.write_raw(&ws::encode_client_frame(Opcode::Continuation, false, [5, 6, 7, 8], &hb[5..9]));
+    c.write_raw(&ws::encode_client_frame(Opcode::Continuation, true, [9; 4], &hb[9..]));
+    assert_eq!(c.next_frame().0, Opcode::Pong as u8);
+    let p = c.expect();
+    assert_eq!((p.op, p.seq), (3, 5));
+    // Unmasked client frames are accepted (as goim does).
+    c.write_raw(&ws::encode_frame(Opcode::Binary, &Packet::new(1, 2, 6, vec![]).to_bytes()));
+    assert_eq!(c.expect().seq, 6);
+    // Close gets a close frame back.
+    c.write_raw(&ws::encode_client_frame(Opcode::Close, true, [0; 4], &1000u16.to_be_bytes()));
+    assert_eq!(c.next_frame(), (Opcode::Close as u8, 1000u16.to_be_bytes().to_vec()));
+}
+
+#[test]
+fn a_real_websocket_client_library_interoperates() {
+    let srv = start();
+    let (mut sock, resp) = tungstenite::connect(format!("ws://{}/sub", srv.ws)).unwrap();
+    assert_eq!(resp.status(), 101);
+    let send = |s: &mut tungstenite::WebSocket<_>, p: Packet| s.send(tungstenite::Message::binary(p.to_bytes())).unwrap();
+    send(&mut sock, Packet::new(1, 7, 1, token(8, "tung", "live://t", &[1000])));
+    let msg = sock.read().unwrap().into_data();
+    assert_eq!(&msg[..], &Packet::new(1, 8, 1, vec![]).to_bytes()[..]);
+    post_ok(srv.http, "/goim/push/room?operation=1000&type=live&room=t", b"to-room");
+    let msg = sock.read().unwrap().into_data();
+    let outer = starling_proto::packet::decode_exact(&msg, usize::MAX >> 1).unwrap();
+    assert_eq!(outer.op, 9);
+    assert_eq!(inner(outer.body)[0].body.as_ref(), b"to-room");
+}
+
+#[test]
+fn http_errors_use_goims_envelope() {
+    let srv = start();
+    for (method, path) in [
+        ("POST", "/goim/push/room?operation=1000&type=live"),
+        ("POST", "/goim/push/room?type=live&room=1"),
+        ("POST", "/goim/push/keys?operation=abc&keys=a"),
+        ("POST", "/goim/push/mids?operation=1&mids=x"),
+        ("POST", "/goim/push/all"),
+        ("POST", "/goim/push/all?operation=1&speed=-1"),
+        ("POST", "/goim/push/keys?keys=%zz"),
+        ("GET", "/goim/online/top?type=live"),
+        ("GET", "/goim/online/room?type=live"),
+    ] {
+        let (status, v) = http(srv.http, method, path, b"m");
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(v["code"], -400, "{path}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {v}");
+    }
+    let (_, v) = http(srv.http, "GET", "/nope", b"");
+    assert_eq!(v["code"], -404);
+    let (_, v) = http(srv.http, "GET", "/goim/push/keys", b"");
+    assert_eq!(v["code"], -405);
+    let big = vec![b'x'; (1 << 20) + 1];
+    let (_, v) = http(srv.http, "POST", "/goim/push/all?operation=1", &big);
+    assert_eq!(v["code"], -400);
+    // Pushing to nobody is not an error.
+    post_ok(srv.http, "/goim/push/keys?operation=1000&keys=nobody", b"x");
+}
+
+#[test]
+fn metrics_expose_close_reasons() {
+    let srv = start();
+    let mut c = Client::tcp(srv.tcp);
+    c.write_raw(&{ let mut p = Packet::new(1, 2, 1, vec![]).to_bytes(); p[5] = 0; p });
+    c.expect_close();
+    eventually("metric", || {
+        let mut s = std::net::TcpStream::connect(srv.http).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.contains("starling_comet_closed_total{reason=\"bad_packet\",code=\"4\"} 1")
+    });
+}
