@@ -80,7 +80,12 @@ impl Buckets {
     }
 
     pub fn add_ip(&self, ip: IpAddr) {
-        *self.ips.lock().unwrap_or_else(|e| e.into_inner()).entry(ip).or_insert(0) += 1;
+        *self
+            .ips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ip)
+            .or_insert(0) += 1;
     }
 
     pub fn remove_ip(&self, ip: IpAddr) {
@@ -106,7 +111,10 @@ mod tests {
     fn c(worker: u16, index: u32) -> ConnRef {
         ConnRef {
             worker,
-            id: ConnId { index, generation: 1 },
+            id: ConnId {
+                index,
+                generation: 1,
+            },
         }
     }
 

@@ -144,6 +144,10 @@ impl Stats {
         let _ = writeln!(out, "# TYPE starling_comet_writes_total counter");
         let _ = writeln!(out, "starling_comet_writes_total {}", c(&self.writes));
         let _ = writeln!(out, "# TYPE starling_comet_packets_in_total counter");
-        let _ = writeln!(out, "starling_comet_packets_in_total {}", c(&self.packets_in));
+        let _ = writeln!(
+            out,
+            "starling_comet_packets_in_total {}",
+            c(&self.packets_in)
+        );
     }
 }

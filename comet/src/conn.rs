@@ -11,11 +11,13 @@ use crate::tls::TlsState;
 use crate::worker::{Cmd, Worker};
 use bytes::Bytes;
 use monoio::net::TcpStream;
-use starling_proto::grpc::logic::{ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, ReceiveReq};
+use starling_proto::grpc::logic::{
+    ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, ReceiveReq,
+};
 use starling_proto::grpc::protocol::Proto;
+use starling_proto::op;
 use starling_proto::packet::{self, PacketError, PacketRef};
 use starling_proto::ws::{self, Assembler, FrameError, Message};
-use starling_proto::op;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -41,7 +43,9 @@ pub(crate) enum Phase {
     /// WebSocket: waiting for the upgrade request.
     Upgrading,
     /// Waiting for op 7; other ops are ignored (goim).
-    Authing { cookie: String },
+    Authing {
+        cookie: String,
+    },
     /// op 7 handed to logic; nothing more is read until it answers.
     AuthPending,
     Authed,
@@ -119,7 +123,11 @@ pub(crate) enum Wire {
 pub(crate) enum Step {
     Continue,
     /// An auth packet arrived: ask logic, then go on.
-    Auth { req: ConnectReq, ver: i16, seq: i32 },
+    Auth {
+        req: ConnectReq,
+        ver: i16,
+        seq: i32,
+    },
     Closed,
 }
 
@@ -178,7 +186,10 @@ impl Worker {
                 }
             }
         };
-        let due = self.clock.now() + self.clock.ticks(self.shared.config.protocol.handshake_timeout);
+        let due = self.clock.now()
+            + self
+                .clock
+                .ticks(self.shared.config.protocol.handshake_timeout);
         let id = self.conns.borrow_mut().insert(Conn {
             stream,
             fd,
@@ -284,7 +295,12 @@ impl Worker {
 
     /// Handles plaintext bytes from the client, keeping an incomplete tail for next time.
     fn ingest(&self, id: ConnId, data: &mut [u8]) -> Result<Step, CloseReason> {
-        let Some(mut buf) = self.conns.borrow_mut().get_mut(id).map(|c| std::mem::take(&mut c.inbuf)) else {
+        let Some(mut buf) = self
+            .conns
+            .borrow_mut()
+            .get_mut(id)
+            .map(|c| std::mem::take(&mut c.inbuf))
+        else {
             return Ok(Step::Closed);
         };
         let from_buf = !buf.is_empty();
@@ -336,7 +352,8 @@ impl Worker {
         if upgrading {
             let Some(up) = ws::parse_upgrade(input).map_err(|e| {
                 debug!(error = %e, "bad upgrade");
-                self.reply(id, &ws::http_error(400, "Bad Request"), Wire::Http).ok();
+                self.reply(id, &ws::http_error(400, "Bad Request"), Wire::Http)
+                    .ok();
                 CloseReason::BadUpgrade
             })?
             else {
@@ -344,7 +361,8 @@ impl Worker {
             };
             if up.path != "/sub" {
                 debug!(path = %up.path, "upgrade on a path other than /sub");
-                self.reply(id, &ws::http_error(404, "Not Found"), Wire::Http).ok();
+                self.reply(id, &ws::http_error(404, "Not Found"), Wire::Http)
+                    .ok();
                 return Err(CloseReason::BadUpgrade);
             }
             self.reply(id, &ws::switching_protocols(&up.key), Wire::Http)?;
@@ -356,7 +374,9 @@ impl Worker {
         let mut asm = match self.conns.borrow_mut().get_mut(id) {
             Some(c) => match &mut c.transport {
                 Transport::Ws(a) => std::mem::replace(a, Assembler::new(packet::MAX_PACK)),
-                Transport::Tls(t) => std::mem::replace(&mut t.asm, Assembler::new(packet::MAX_PACK)),
+                Transport::Tls(t) => {
+                    std::mem::replace(&mut t.asm, Assembler::new(packet::MAX_PACK))
+                }
                 Transport::Tcp => unreachable!("checked above"),
             },
             None => return Ok((0, Step::Closed)),
@@ -420,12 +440,21 @@ impl Worker {
     fn reply(&self, id: ConnId, bytes: &[u8], wire: Wire) -> Result<(), CloseReason> {
         let cap = self.shared.config.protocol.out_ring;
         match self.conns.borrow_mut().get_mut(id) {
-            Some(c) => c.queue(cap, bytes, wire).map_err(|_| CloseReason::SlowConsumer),
+            Some(c) => c
+                .queue(cap, bytes, wire)
+                .map_err(|_| CloseReason::SlowConsumer),
             None => Ok(()),
         }
     }
 
-    fn reply_packet(&self, id: ConnId, ver: i16, op: i32, seq: i32, body: &[u8]) -> Result<(), CloseReason> {
+    fn reply_packet(
+        &self,
+        id: ConnId,
+        ver: i16,
+        op: i32,
+        seq: i32,
+        body: &[u8],
+    ) -> Result<(), CloseReason> {
         let mut bytes = Vec::with_capacity(packet::HEADER_LEN + body.len());
         packet::encode(&mut bytes, ver, op, seq, body);
         self.reply(id, &bytes, Wire::Packet)
@@ -469,7 +498,11 @@ impl Worker {
             }
             op::SUB | op::UNSUB => {
                 if let Some(ops) = op::parse_op_list(p.body)
-                    && let Some(sess) = self.conns.borrow_mut().get_mut(id).and_then(|c| c.session.as_mut())
+                    && let Some(sess) = self
+                        .conns
+                        .borrow_mut()
+                        .get_mut(id)
+                        .and_then(|c| c.session.as_mut())
                 {
                     if p.op == op::SUB {
                         sess.accepts.extend(ops);
@@ -513,8 +546,12 @@ impl Worker {
         let now = self.clock.now();
         let (room, renew) = {
             let mut conns = self.conns.borrow_mut();
-            let Some(conn) = conns.get_mut(id) else { return Ok(()) };
-            let Some(sess) = conn.session.as_mut() else { return Ok(()) };
+            let Some(conn) = conns.get_mut(id) else {
+                return Ok(());
+            };
+            let Some(sess) = conn.session.as_mut() else {
+                return Ok(());
+            };
             let due = now + sess.hb_ticks;
             let room = sess.room.clone();
             let renew = if now >= sess.next_renew {
@@ -549,7 +586,13 @@ impl Worker {
     }
 
     /// Asks logic to admit the connection, then registers it under its key and room.
-    async fn authenticate(self: &Rc<Self>, id: ConnId, req: ConnectReq, ver: i16, seq: i32) -> bool {
+    async fn authenticate(
+        self: &Rc<Self>,
+        id: ConnId,
+        req: ConnectReq,
+        ver: i16,
+        seq: i32,
+    ) -> bool {
         let reply = match self.shared.logic.connect(req).await {
             Ok(r) => r,
             Err(e) => {
@@ -596,7 +639,9 @@ impl Worker {
         accepts.dedup();
         let peer = {
             let mut conns = self.conns.borrow_mut();
-            let Some(conn) = conns.get_mut(id) else { return };
+            let Some(conn) = conns.get_mut(id) else {
+                return;
+            };
             let hb_ticks = self.clock.ticks(hb);
             conn.session = Some(Box::new(Session {
                 key: key.clone(),

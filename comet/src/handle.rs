@@ -96,7 +96,9 @@ impl Comet {
     /// goim `PushMsg`: deliver to each key's connection if it accepts `protoOp`. Unknown keys
     /// are skipped (the connection has gone).
     pub async fn push_msg(&self, req: PushMsgReq) -> Result<(), CometError> {
-        let proto = req.proto.ok_or(CometError::InvalidArgument("proto is missing"))?;
+        let proto = req
+            .proto
+            .ok_or(CometError::InvalidArgument("proto is missing"))?;
         if req.keys.is_empty() {
             return Err(CometError::InvalidArgument("keys are missing"));
         }
@@ -124,7 +126,9 @@ impl Comet {
     /// goim `Broadcast`: every connection accepting `protoOp`, at most `speed` connections per
     /// second over the whole comet (0: as fast as possible).
     pub async fn broadcast(&self, req: BroadcastReq) -> Result<(), CometError> {
-        let proto = req.proto.ok_or(CometError::InvalidArgument("proto is missing"))?;
+        let proto = req
+            .proto
+            .ok_or(CometError::InvalidArgument("proto is missing"))?;
         let msg = Outbound::from_proto(&proto);
         let workers = self.senders().len() as u32;
         let speed = match req.speed {
@@ -147,7 +151,9 @@ impl Comet {
     /// and flushed it, so a caller that waits before sending the next batch merges messages
     /// only while the comet is busy.
     pub async fn broadcast_room(&self, req: BroadcastRoomReq) -> Result<(), CometError> {
-        let proto = req.proto.ok_or(CometError::InvalidArgument("proto is missing"))?;
+        let proto = req
+            .proto
+            .ok_or(CometError::InvalidArgument("proto is missing"))?;
         if req.room_id.is_empty() {
             return Err(CometError::InvalidArgument("roomID is missing"));
         }
@@ -187,7 +193,8 @@ impl Comet {
         for tx in self.senders() {
             let _ = tx.send(Cmd::Stop);
         }
-        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             let _ = t.join();
         }

@@ -32,7 +32,11 @@ impl Outbound {
             Bytes::from(goim_head.clone())
         };
         let mut ws_head = Vec::with_capacity(10 + packet::HEADER_LEN);
-        ws::encode_header(&mut ws_head, ws::Opcode::Binary, packet::HEADER_LEN + body.len());
+        ws::encode_header(
+            &mut ws_head,
+            ws::Opcode::Binary,
+            packet::HEADER_LEN + body.len(),
+        );
         ws_head.extend_from_slice(&goim_head);
         Outbound {
             tcp_head,

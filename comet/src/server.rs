@@ -21,12 +21,17 @@ const CMD_QUEUE: usize = 4096;
 
 /// Binds `addr` once per worker with SO_REUSEPORT, so the kernel spreads connections over the
 /// workers. Port 0 is resolved by the first bind and reused by the others.
-fn bind_group(addr: SocketAddr, n: usize, backlog: i32) -> Result<Vec<std::net::TcpListener>, CometError> {
+fn bind_group(
+    addr: SocketAddr,
+    n: usize,
+    backlog: i32,
+) -> Result<Vec<std::net::TcpListener>, CometError> {
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
         let err = |e: std::io::Error| CometError::Bind { addr, source: e };
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(err)?;
         s.set_reuse_address(true).map_err(err)?;
         s.set_reuse_port(true).map_err(err)?;
         s.set_nonblocking(true).map_err(err)?;
@@ -45,7 +50,10 @@ pub fn start(config: Config, logic: Arc<dyn LogicClient>) -> Result<Comet, Comet
     config.validate()?;
     let n = config.worker_count();
     let tls = if config.tls_enabled() {
-        Some(crate::tls::server_config(&config.websocket.cert_file, &config.websocket.key_file)?)
+        Some(crate::tls::server_config(
+            &config.websocket.cert_file,
+            &config.websocket.key_file,
+        )?)
     } else {
         None
     };
@@ -88,8 +96,10 @@ pub fn start(config: Config, logic: Arc<dyn LogicClient>) -> Result<Comet, Comet
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::with_capacity(n);
     for (i, rx) in receivers.into_iter().enumerate() {
-        let listeners: Vec<(Kind, std::net::TcpListener)> =
-            groups.iter_mut().map(|(k, g)| (*k, g.pop().expect("one per worker"))).collect();
+        let listeners: Vec<(Kind, std::net::TcpListener)> = groups
+            .iter_mut()
+            .map(|(k, g)| (*k, g.pop().expect("one per worker")))
+            .collect();
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let t = std::thread::Builder::new()
@@ -198,7 +208,9 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
         if w.stopping.get() {
             return;
         }
-        w.stats().accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        w.stats()
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let fd = stream.as_raw_fd();
         if let Err(e) = crate::io::set_nonblocking(fd) {
             warn!(error = %e, "set_nonblocking failed");

@@ -45,7 +45,10 @@ impl<T> Slab<T> {
             generation: 0,
             value: Some(value),
         });
-        ConnId { index, generation: 0 }
+        ConnId {
+            index,
+            generation: 0,
+        }
     }
 
     pub fn get(&self, id: ConnId) -> Option<&T> {

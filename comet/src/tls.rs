@@ -30,7 +30,10 @@ pub enum TlsError {
 }
 
 /// Loads a PEM certificate chain and key into a server configuration (ring provider).
-pub fn server_config(cert_file: &str, key_file: &str) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    cert_file: &str,
+    key_file: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::Cert {
@@ -65,8 +68,13 @@ impl TlsState {
     /// Feeds ciphertext; appends the plaintext it yields to `plain`.
     pub fn decrypt(&mut self, mut cipher: &[u8], plain: &mut Vec<u8>) -> Result<(), CloseReason> {
         while !cipher.is_empty() {
-            self.conn.read_tls(&mut cipher).map_err(|_| CloseReason::Tls)?;
-            let state = self.conn.process_new_packets().map_err(|_| CloseReason::Tls)?;
+            self.conn
+                .read_tls(&mut cipher)
+                .map_err(|_| CloseReason::Tls)?;
+            let state = self
+                .conn
+                .process_new_packets()
+                .map_err(|_| CloseReason::Tls)?;
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
                 let start = plain.len();

@@ -39,7 +39,11 @@ pub(crate) enum Cmd {
         done: flume::Sender<()>,
     },
     /// Broadcast to every connection accepting `op`, at most `speed` per second (0: no limit).
-    Broadcast { op: i32, msg: Outbound, speed: u32 },
+    Broadcast {
+        op: i32,
+        msg: Outbound,
+        speed: u32,
+    },
     /// Another connection took this one's key.
     Kick(ConnId),
     /// Reply with this worker's room member counts.
@@ -62,7 +66,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn senders(&self) -> &[flume::Sender<Cmd>] {
-        self.senders.get().expect("senders set before workers start")
+        self.senders
+            .get()
+            .expect("senders set before workers start")
     }
 }
 
@@ -217,7 +223,9 @@ impl Worker {
             return;
         };
         let stats = self.stats();
-        stats.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         stats.record_close(reason);
         if reason.is_bad_input() {
             info!(peer = %conn.peer, reason = reason.as_str(), code = reason.code(), "connection closed");
@@ -232,10 +240,17 @@ impl Worker {
         }
         io::shutdown(conn.fd);
         if let Some(sess) = conn.session.take() {
-            stats.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .sessions
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(room) = &sess.room {
                 let mut conns = self.conns.borrow_mut();
-                leave_room(&mut self.rooms.borrow_mut(), &mut conns, room, sess.room_slot);
+                leave_room(
+                    &mut self.rooms.borrow_mut(),
+                    &mut conns,
+                    room,
+                    sess.room_slot,
+                );
             }
             let owned = self.shared.buckets.remove(&sess.key, self.conn_ref(id));
             self.shared.buckets.remove_ip(conn.peer.ip());
@@ -258,7 +273,12 @@ impl Worker {
     }
 
     /// Queues a push for one connection; a full queue closes it as a slow consumer.
-    pub fn queue_push(&self, conn: &mut Conn, id: ConnId, msg: &Outbound) -> Result<(), CloseReason> {
+    pub fn queue_push(
+        &self,
+        conn: &mut Conn,
+        id: ConnId,
+        msg: &Outbound,
+    ) -> Result<(), CloseReason> {
         let cap = self.shared.config.protocol.out_ring;
         let queued = match &mut conn.transport {
             Transport::Tcp => conn.out.push(cap, &[&msg.tcp_head, &msg.body]),
@@ -271,7 +291,9 @@ impl Worker {
             }
         };
         queued.map_err(|_| CloseReason::SlowConsumer)?;
-        self.stats().pushed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats()
+            .pushed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.borrow_mut().push(id);
@@ -284,7 +306,9 @@ impl Worker {
     pub fn flush(self: &Rc<Self>, id: ConnId) {
         let result = {
             let mut conns = self.conns.borrow_mut();
-            let Some(conn) = conns.get_mut(id) else { return };
+            let Some(conn) = conns.get_mut(id) else {
+                return;
+            };
             conn.dirty = false;
             if conn.writing {
                 return;
@@ -309,7 +333,9 @@ impl Worker {
                         }
                         let done = {
                             let mut conns = w.conns.borrow_mut();
-                            let Some(conn) = conns.get_mut(id) else { return };
+                            let Some(conn) = conns.get_mut(id) else {
+                                return;
+                            };
                             match w.write_out(conn) {
                                 Ok(true) => {
                                     conn.writing = false;
@@ -344,7 +370,9 @@ impl Worker {
             let want: usize = iov.iter().map(|v| v.iov_len).sum();
             match io::writev(conn.fd, &iov) {
                 Ok(n) => {
-                    self.stats().writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.stats()
+                        .writes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     conn.out.consume(n);
                     if n < want {
                         return Ok(false);
@@ -394,7 +422,9 @@ impl Worker {
                 {
                     let mut conns = self.conns.borrow_mut();
                     for id in ids {
-                        let Some(conn) = conns.get_mut(id) else { continue };
+                        let Some(conn) = conns.get_mut(id) else {
+                            continue;
+                        };
                         if conn.accepts(op) && self.queue_push(conn, id, &msg).is_err() {
                             slow.push(id);
                         }
@@ -438,10 +468,14 @@ impl Worker {
         let mut slow = Vec::new();
         {
             let rooms = self.rooms.borrow();
-            let Some(members) = rooms.get(room) else { return };
+            let Some(members) = rooms.get(room) else {
+                return;
+            };
             let mut conns = self.conns.borrow_mut();
             for &id in members {
-                let Some(conn) = conns.get_mut(id) else { continue };
+                let Some(conn) = conns.get_mut(id) else {
+                    continue;
+                };
                 if self.queue_push(conn, id, msg).is_err() {
                     slow.push(id);
                 }
@@ -457,8 +491,13 @@ impl Worker {
         {
             let mut conns = self.conns.borrow_mut();
             for &id in ids {
-                let Some(conn) = conns.get_mut(id) else { continue };
-                if conn.session.is_some() && conn.accepts(op) && self.queue_push(conn, id, msg).is_err() {
+                let Some(conn) = conns.get_mut(id) else {
+                    continue;
+                };
+                if conn.session.is_some()
+                    && conn.accepts(op)
+                    && self.queue_push(conn, id, msg).is_err()
+                {
                     slow.push(id);
                 }
             }
@@ -496,7 +535,9 @@ impl Worker {
             for (due, id) in fired.drain(..) {
                 let expired = {
                     let mut conns = self.conns.borrow_mut();
-                    let Some(conn) = conns.get_mut(id) else { continue };
+                    let Some(conn) = conns.get_mut(id) else {
+                        continue;
+                    };
                     if conn.scheduled != due {
                         continue; // superseded by an earlier entry
                     }
@@ -578,7 +619,9 @@ fn leave_room(
     room: &str,
     slot: u32,
 ) {
-    let Some(members) = rooms.get_mut(room) else { return };
+    let Some(members) = rooms.get_mut(room) else {
+        return;
+    };
     let slot = slot as usize;
     if slot >= members.len() {
         return;

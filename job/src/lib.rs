@@ -91,11 +91,17 @@ impl Job {
 
     /// Adds or replaces the comet known as `server`.
     pub fn set_comet(&self, server: &str, client: Arc<dyn CometClient>) {
-        self.comets.write().unwrap_or_else(|e| e.into_inner()).insert(server.to_string(), client);
+        self.comets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(server.to_string(), client);
     }
 
     pub fn remove_comet(&self, server: &str) {
-        self.comets.write().unwrap_or_else(|e| e.into_inner()).remove(server);
+        self.comets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(server);
     }
 
     fn comets(&self) -> Vec<(String, Arc<dyn CometClient>)> {
@@ -138,7 +144,12 @@ impl Job {
     ) {
         match push_msg::Type::try_from(msg.r#type) {
             Ok(push_msg::Type::Push) => {
-                let client = self.comets.read().unwrap_or_else(|e| e.into_inner()).get(&msg.server).cloned();
+                let client = self
+                    .comets
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&msg.server)
+                    .cloned();
                 let Some(client) = client else {
                     warn!(server = %msg.server, "push for an unknown comet dropped");
                     return;
@@ -184,11 +195,17 @@ impl Job {
 
     /// Sends what the room has waiting (up to the batch limits) to every comet; `done` hears
     /// the room's name when all have written it.
-    fn send_room_batch(self: &Arc<Self>, room: String, q: &mut RoomQueue, done: &mpsc::UnboundedSender<String>) {
+    fn send_room_batch(
+        self: &Arc<Self>,
+        room: String,
+        q: &mut RoomQueue,
+        done: &mpsc::UnboundedSender<String>,
+    ) {
         let mut batch = RawBatch::new();
         while let Some((op, body)) = q.pending.front() {
             let full = batch.len() >= self.config.room_batch_max
-                || (!batch.is_empty() && batch.byte_len() + body.len() + 16 > self.config.room_batch_bytes);
+                || (!batch.is_empty()
+                    && batch.byte_len() + body.len() + 16 > self.config.room_batch_bytes);
             if full {
                 break;
             }

@@ -75,12 +75,22 @@ async fn idle_room_sends_at_once_and_busy_room_batches_in_order() {
 
     tx.send(room_msg("live://1", 1000, "m0")).await.unwrap();
     settle().await;
-    assert_eq!(rec.rooms.lock().unwrap().len(), 1, "an idle room's message leaves at once");
+    assert_eq!(
+        rec.rooms.lock().unwrap().len(),
+        1,
+        "an idle room's message leaves at once"
+    );
     for i in 1..=4 {
-        tx.send(room_msg("live://1", 1000 + i, &format!("m{i}"))).await.unwrap();
+        tx.send(room_msg("live://1", 1000 + i, &format!("m{i}")))
+            .await
+            .unwrap();
     }
     settle().await;
-    assert_eq!(rec.rooms.lock().unwrap().len(), 1, "nothing more while the first is in flight");
+    assert_eq!(
+        rec.rooms.lock().unwrap().len(),
+        1,
+        "nothing more while the first is in flight"
+    );
     gate.add_permits(1);
     settle().await;
     {
@@ -88,7 +98,11 @@ async fn idle_room_sends_at_once_and_busy_room_batches_in_order() {
         assert_eq!(rooms.len(), 2);
         assert_eq!(bodies(&rooms[0]), vec![(1000, "m0".into())]);
         let expect: Vec<(i32, String)> = (1..=4).map(|i| (1000 + i, format!("m{i}"))).collect();
-        assert_eq!(bodies(&rooms[1]), expect, "the waiting messages leave together, in order");
+        assert_eq!(
+            bodies(&rooms[1]),
+            expect,
+            "the waiting messages leave together, in order"
+        );
     }
     gate.add_permits(1);
     drop(tx);
@@ -110,14 +124,22 @@ async fn batches_respect_the_message_limit() {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(job.clone().run(rx));
     for i in 0..8 {
-        tx.send(room_msg("r://1", 1000, &i.to_string())).await.unwrap();
+        tx.send(room_msg("r://1", 1000, &i.to_string()))
+            .await
+            .unwrap();
     }
     for _ in 0..4 {
         settle().await;
         gate.add_permits(1);
     }
     settle().await;
-    let sizes: Vec<usize> = rec.rooms.lock().unwrap().iter().map(|r| bodies(r).len()).collect();
+    let sizes: Vec<usize> = rec
+        .rooms
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| bodies(r).len())
+        .collect();
     assert_eq!(sizes, vec![1, 3, 3, 1]);
 }
 
@@ -161,7 +183,10 @@ async fn key_pushes_go_to_the_named_comet_and_broadcast_speed_is_split() {
     assert!(a.pushes.lock().unwrap().is_empty());
     let pushes = b.pushes.lock().unwrap();
     assert_eq!(pushes.len(), 1);
-    assert_eq!((pushes[0].keys.clone(), pushes[0].proto_op), (vec!["k1".to_string()], 1000));
+    assert_eq!(
+        (pushes[0].keys.clone(), pushes[0].proto_op),
+        (vec!["k1".to_string()], 1000)
+    );
     let inner: Vec<_> = raw::packets(&pushes[0].proto.as_ref().unwrap().body).collect();
     assert_eq!(inner[0].unwrap().body, b"hi");
     for r in [&a, &b] {

@@ -3,7 +3,7 @@
 //! with HTTP 200: `0` ok, `-400` bad request, `-500` server error. Unknown paths and methods
 //! get the envelope too (`-404`, `-405`), never an HTML page.
 
-use crate::logic::{LogicError, Logic};
+use crate::logic::{Logic, LogicError};
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{RawQuery, State};
@@ -72,18 +72,31 @@ impl Query {
     }
 
     fn first(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn all(&self, name: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// An integer parameter; absent or empty is 0 unless `required` (then 0 is refused too,
     /// as gin's `binding:"required"` does).
-    fn int<T: std::str::FromStr + Default + PartialEq>(&self, name: &str, required: bool) -> Result<T, String> {
+    fn int<T: std::str::FromStr + Default + PartialEq>(
+        &self,
+        name: &str,
+        required: bool,
+    ) -> Result<T, String> {
         let v = match self.first(name) {
-            Some(v) if !v.is_empty() => v.parse().map_err(|_| format!("{name} must be an integer, not {v:?}"))?,
+            Some(v) if !v.is_empty() => v
+                .parse()
+                .map_err(|_| format!("{name} must be an integer, not {v:?}"))?,
             _ => T::default(),
         };
         if required && v == T::default() {
@@ -158,7 +171,10 @@ async fn push_mids(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body)
     let op: i32 = try_bad!(q.int("operation", false));
     let mut mids = Vec::new();
     for m in q.all("mids") {
-        mids.push(try_bad!(m.parse::<i64>().map_err(|_| format!("mids must be integers, not {m:?}"))));
+        mids.push(try_bad!(
+            m.parse::<i64>()
+                .map_err(|_| format!("mids must be integers, not {m:?}"))
+        ));
     }
     let msg = match read_body(&s, body).await {
         Ok(b) => b,
@@ -218,7 +234,10 @@ async fn online_top(State(s): State<AppState>, RawQuery(q): RawQuery) -> Respons
         .collect();
     rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     rooms.truncate(limit);
-    let data: Vec<Value> = rooms.into_iter().map(|(id, n)| json!({"room_id": id, "count": n})).collect();
+    let data: Vec<Value> = rooms
+        .into_iter()
+        .map(|(id, n)| json!({"room_id": id, "count": n}))
+        .collect();
     ok(Some(Value::Array(data)))
 }
 
@@ -315,7 +334,9 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[cfg(test)]

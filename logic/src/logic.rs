@@ -6,8 +6,8 @@ use crate::nodes::{self, Registry};
 use crate::store::{BoxFuture, OnlineTable, SessionStore, StoreError};
 use starling_proto::AuthToken;
 use starling_proto::grpc::logic::{
-    Backoff, ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, NodesReply, OnlineReq, OnlineReply,
-    PushMsg, ReceiveReq, push_msg,
+    Backoff, ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, NodesReply, OnlineReply,
+    OnlineReq, PushMsg, ReceiveReq, push_msg,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,7 +64,8 @@ impl Logic {
     /// Admits a connection (goim `Connect`): parses the token, generates a key when it has
     /// none, stores the session and tells comet the heartbeat deadline in nanoseconds.
     pub async fn connect(&self, req: ConnectReq) -> Result<ConnectReply, LogicError> {
-        let token = AuthToken::parse(&req.token).map_err(|e| LogicError::BadToken(e.to_string()))?;
+        let token =
+            AuthToken::parse(&req.token).map_err(|e| LogicError::BadToken(e.to_string()))?;
         let key = if token.key.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -98,14 +99,23 @@ impl Logic {
 
     pub fn renew_online(&self, req: OnlineReq) -> OnlineReply {
         OnlineReply {
-            all_room_count: self.online.renew(&req.server, req.room_count, self.config.online_expire),
+            all_room_count: self.online.renew(
+                &req.server,
+                req.room_count,
+                self.config.online_expire,
+            ),
         }
     }
 
     /// goim `Receive`: an upstream client message. goim only logs it; so does this issue.
     pub fn receive(&self, req: ReceiveReq) {
         if let Some(p) = req.proto {
-            info!(mid = req.mid, op = p.op, len = p.body.len(), "received client message");
+            info!(
+                mid = req.mid,
+                op = p.op,
+                len = p.body.len(),
+                "received client message"
+            );
         }
     }
 
@@ -186,8 +196,16 @@ impl Logic {
         let mut conns = 0;
         let mut ips = 0;
         for i in self.registry.instances() {
-            conns += i.metadata.get("conn_count").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-            ips += i.metadata.get("ip_count").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            conns += i
+                .metadata
+                .get("conn_count")
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
+            ips += i
+                .metadata
+                .get("ip_count")
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
         }
         (conns, ips)
     }
@@ -206,7 +224,12 @@ impl Logic {
             if platform == "web" {
                 list.push(format!("{}{}", i.hostname, node.host_domain));
             } else if let Some(addrs) = i.metadata.get("addrs") {
-                list.extend(addrs.split(',').filter(|a| !a.is_empty()).map(str::to_string));
+                list.extend(
+                    addrs
+                        .split(',')
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string),
+                );
             }
         }
         if list.is_empty() {

@@ -70,7 +70,10 @@ impl SessionStore for MemorySessions {
 
     fn remove(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
         let mut s = self.lock();
-        let has = s.keys.get(key).is_some_and(|(srv, m)| srv == server && *m == mid);
+        let has = s
+            .keys
+            .get(key)
+            .is_some_and(|(srv, m)| srv == server && *m == mid);
         if has {
             s.keys.remove(key);
             if let Some(keys) = s.mids.get_mut(&mid) {
@@ -84,13 +87,20 @@ impl SessionStore for MemorySessions {
     }
 
     fn touch(&self, _mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let has = self.lock().keys.get(key).is_some_and(|(srv, _)| srv == server);
+        let has = self
+            .lock()
+            .keys
+            .get(key)
+            .is_some_and(|(srv, _)| srv == server);
         Box::pin(async move { Ok(has) })
     }
 
     fn servers(&self, keys: &[String]) -> BoxFuture<'_, Result<Vec<Option<String>>, StoreError>> {
         let s = self.lock();
-        let out = keys.iter().map(|k| s.keys.get(k).map(|(srv, _)| srv.clone())).collect();
+        let out = keys
+            .iter()
+            .map(|k| s.keys.get(k).map(|(srv, _)| srv.clone()))
+            .collect();
         Box::pin(async move { Ok(out) })
     }
 
@@ -116,7 +126,12 @@ pub struct OnlineTable {
 
 impl OnlineTable {
     /// Stores one comet's counts and returns the cluster's.
-    pub fn renew(&self, server: &str, counts: HashMap<String, i32>, expire: Duration) -> HashMap<String, i32> {
+    pub fn renew(
+        &self,
+        server: &str,
+        counts: HashMap<String, i32>,
+        expire: Duration,
+    ) -> HashMap<String, i32> {
         let mut s = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         s.insert(server.to_string(), (counts, Instant::now()));
         s.retain(|_, (_, at)| at.elapsed() < expire);
@@ -154,17 +169,26 @@ mod tests {
         s.add(1, "a", "c1").await.unwrap();
         s.add(1, "b", "c2").await.unwrap();
         s.add(0, "anon", "c1").await.unwrap();
-        let got = s.servers(&["a".into(), "x".into(), "anon".into()]).await.unwrap();
+        let got = s
+            .servers(&["a".into(), "x".into(), "anon".into()])
+            .await
+            .unwrap();
         assert_eq!(got, vec![Some("c1".into()), None, Some("c1".into())]);
         let mut keys = s.keys_of(&[1, 2]).await.unwrap();
         keys.sort();
-        assert_eq!(keys, vec![("a".into(), "c1".into()), ("b".into(), "c2".into())]);
+        assert_eq!(
+            keys,
+            vec![("a".into(), "c1".into()), ("b".into(), "c2".into())]
+        );
         // A stale disconnect from another comet leaves the newer session alone.
         s.add(1, "a", "c3").await.unwrap();
         assert!(!s.remove(1, "a", "c1").await.unwrap());
         assert!(s.touch(1, "a", "c3").await.unwrap());
         assert!(s.remove(1, "a", "c3").await.unwrap());
-        assert_eq!(s.keys_of(&[1]).await.unwrap(), vec![("b".into(), "c2".into())]);
+        assert_eq!(
+            s.keys_of(&[1]).await.unwrap(),
+            vec![("b".into(), "c2".into())]
+        );
     }
 
     #[test]
@@ -172,7 +196,11 @@ mod tests {
         let t = OnlineTable::default();
         let long = Duration::from_secs(60);
         t.renew("c1", HashMap::from([("live://1".into(), 2)]), long);
-        let all = t.renew("c2", HashMap::from([("live://1".into(), 3), ("live://2".into(), 1)]), long);
+        let all = t.renew(
+            "c2",
+            HashMap::from([("live://1".into(), 3), ("live://2".into(), 1)]),
+            long,
+        );
         assert_eq!(all["live://1"], 5);
         assert_eq!(all["live://2"], 1);
         assert!(t.totals(Duration::ZERO).is_empty());

@@ -92,7 +92,10 @@ mod tests {
         let raw = b.finish();
         let got: Vec<_> = packets(&raw).collect::<Result<_, _>>().unwrap();
         assert_eq!(got.len(), 3);
-        assert_eq!((got[0].ver, got[0].op, got[0].seq, got[0].body), (1, 1000, 0, &b"hi"[..]));
+        assert_eq!(
+            (got[0].ver, got[0].op, got[0].seq, got[0].body),
+            (1, 1000, 0, &b"hi"[..])
+        );
         assert_eq!(got[1].op, 1001);
         assert_eq!(got[2].body.len(), 5000);
     }

@@ -96,9 +96,13 @@ mod tests {
 
     #[test]
     fn field_names_are_case_insensitive_and_unknown_ones_ignored() {
-        let t = AuthToken::parse(br#"{"MID":5,"Key":"k","Room_ID":"a://b","x":[1],"accepts":null}"#)
-            .unwrap();
-        assert_eq!((t.mid, t.key.as_str(), t.room_id.as_str()), (5, "k", "a://b"));
+        let t =
+            AuthToken::parse(br#"{"MID":5,"Key":"k","Room_ID":"a://b","x":[1],"accepts":null}"#)
+                .unwrap();
+        assert_eq!(
+            (t.mid, t.key.as_str(), t.room_id.as_str()),
+            (5, "k", "a://b")
+        );
         assert!(t.accepts.is_empty());
     }
 
@@ -116,8 +120,14 @@ mod tests {
 
     #[test]
     fn bad_tokens_are_typed_errors() {
-        assert!(matches!(AuthToken::parse(b"not json"), Err(TokenError::NotJson(_))));
-        assert!(matches!(AuthToken::parse(b"[1]"), Err(TokenError::NotJson(_))));
+        assert!(matches!(
+            AuthToken::parse(b"not json"),
+            Err(TokenError::NotJson(_))
+        ));
+        assert!(matches!(
+            AuthToken::parse(b"[1]"),
+            Err(TokenError::NotJson(_))
+        ));
         assert_eq!(
             AuthToken::parse(br#"{"mid":"1"}"#),
             Err(TokenError::FieldType { field: "mid" })

@@ -78,8 +78,10 @@ pub fn parse_upgrade(buf: &[u8]) -> Result<Option<Upgrade>, HandshakeError> {
         return Err(HandshakeError::Version);
     }
     let upgrade_ok = header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let connection_ok = header("Connection")
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let connection_ok = header("Connection").is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
     if !upgrade_ok || !connection_ok {
         return Err(HandshakeError::NotUpgrade);
     }
@@ -198,7 +200,10 @@ pub fn decode_frame(buf: &mut [u8], max_message: usize) -> Result<Option<FrameHe
         126 if buf.len() < 4 => return Ok(None),
         126 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),
         127 if buf.len() < 10 => return Ok(None),
-        127 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 10),
+        127 => (
+            u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
+            10,
+        ),
         n => (n as u64, 2),
     };
     if opcode.is_control() && (len > MAX_CONTROL as u64 || !fin) {

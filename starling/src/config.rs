@@ -41,7 +41,9 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { filter: "info".into() }
+        Log {
+            filter: "info".into(),
+        }
     }
 }
 

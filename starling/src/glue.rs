@@ -8,7 +8,8 @@ use starling_logic::store::BoxFuture;
 use starling_logic::{Logic, LogicError, PushError, PushSink};
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq};
 use starling_proto::grpc::logic::{
-    ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, OnlineReply, OnlineReq, PushMsg, ReceiveReq,
+    ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, OnlineReply, OnlineReq, PushMsg,
+    ReceiveReq,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -110,15 +111,30 @@ fn comet_err(c: &Comet, e: starling_comet::CometError) -> JobError {
 
 impl CometClient for LocalComet {
     fn push_msg(&self, req: PushMsgReq) -> JobFuture<'_, Result<(), JobError>> {
-        Box::pin(async move { self.0.push_msg(req).await.map_err(|e| comet_err(&self.0, e)) })
+        Box::pin(async move {
+            self.0
+                .push_msg(req)
+                .await
+                .map_err(|e| comet_err(&self.0, e))
+        })
     }
 
     fn broadcast(&self, req: BroadcastReq) -> JobFuture<'_, Result<(), JobError>> {
-        Box::pin(async move { self.0.broadcast(req).await.map_err(|e| comet_err(&self.0, e)) })
+        Box::pin(async move {
+            self.0
+                .broadcast(req)
+                .await
+                .map_err(|e| comet_err(&self.0, e))
+        })
     }
 
     fn broadcast_room(&self, req: BroadcastRoomReq) -> JobFuture<'_, Result<(), JobError>> {
-        Box::pin(async move { self.0.broadcast_room(req).await.map_err(|e| comet_err(&self.0, e)) })
+        Box::pin(async move {
+            self.0
+                .broadcast_room(req)
+                .await
+                .map_err(|e| comet_err(&self.0, e))
+        })
     }
 }
 
@@ -145,7 +161,9 @@ impl LocalRegistry {
 
 impl Registry for LocalRegistry {
     fn instances(&self) -> Vec<Instance> {
-        let Some(c) = self.comet.get() else { return Vec::new() };
+        let Some(c) = self.comet.get() else {
+            return Vec::new();
+        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);

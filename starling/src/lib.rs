@@ -55,7 +55,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
-    let registry = Arc::new(glue::LocalRegistry::new(config.registry.weight, config.registry.public_addrs.clone()));
+    let registry = Arc::new(glue::LocalRegistry::new(
+        config.registry.weight,
+        config.registry.public_addrs.clone(),
+    ));
     let logic = Arc::new(Logic::new(
         config.logic.clone(),
         Arc::new(MemorySessions::default()),
@@ -64,7 +67,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     ));
     let comet = starling_comet::start(
         config.comet.clone(),
-        Arc::new(glue::InProcessLogic::new(logic.clone(), rt.handle().clone())),
+        Arc::new(glue::InProcessLogic::new(
+            logic.clone(),
+            rt.handle().clone(),
+        )),
     )?;
     registry.set(comet.clone());
     let job = Arc::new(Job::new(config.job.clone()));
@@ -75,9 +81,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
         .map_err(|source| StartError::Http { addr, source })?;
-    let http_addr = listener.local_addr().map_err(|source| StartError::Http { addr, source })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Http { addr, source })?;
     let stats = comet.stats().clone();
-    let metrics: starling_logic::http::MetricsFn = Arc::new(move |out: &mut String| stats.render_prometheus(out));
+    let metrics: starling_logic::http::MetricsFn =
+        Arc::new(move |out: &mut String| stats.render_prometheus(out));
     let router = starling_logic::http::router(logic, Some(metrics));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     rt.spawn(async move {

@@ -6,7 +6,10 @@ use clap::Parser;
 use starling::Config;
 
 #[derive(Parser)]
-#[command(version, about = "Starling all-in-one: goim-compatible comet, logic and job")]
+#[command(
+    version,
+    about = "Starling all-in-one: goim-compatible comet, logic and job"
+)]
 struct Args {
     /// TOML configuration (see conf/starling.toml); defaults apply to every missing key.
     #[arg(long, short, env = "STARLING_CONFIG")]
@@ -17,7 +20,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Config::default(),

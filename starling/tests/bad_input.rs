@@ -22,7 +22,11 @@ fn neighbour(srv: &Server) -> Client {
 
 fn assert_neighbour_works(srv: &Server, n: &mut Client) {
     assert_eq!(n.heartbeat(), n.heartbeat());
-    post_ok(srv.http, "/goim/push/keys?operation=1000&keys=neighbour", b"still here");
+    post_ok(
+        srv.http,
+        "/goim/push/keys?operation=1000&keys=neighbour",
+        b"still here",
+    );
     assert_eq!(n.expect().body.as_ref(), b"still here");
 }
 
@@ -32,11 +36,28 @@ fn bad_packets_close_only_their_connection() {
     let mut n = neighbour(&srv);
     let cases: [(Vec<u8>, CloseReason); 3] = [
         // header length 17
-        ({ let mut p = Packet::new(1, 2, 1, vec![]).to_bytes(); p[5] = 17; p }, CloseReason::BadPacket),
+        (
+            {
+                let mut p = Packet::new(1, 2, 1, vec![]).to_bytes();
+                p[5] = 17;
+                p
+            },
+            CloseReason::BadPacket,
+        ),
         // body over 4096 bytes (refused from the header)
-        (Packet::new(1, 4, 1, vec![0; 4097]).to_bytes()[..16].to_vec(), CloseReason::PacketTooLarge),
+        (
+            Packet::new(1, 4, 1, vec![0; 4097]).to_bytes()[..16].to_vec(),
+            CloseReason::PacketTooLarge,
+        ),
         // negative pack length
-        ({ let mut p = Packet::new(1, 2, 1, vec![]).to_bytes(); p[..4].copy_from_slice(&(-1i32).to_be_bytes()); p }, CloseReason::BadPacket),
+        (
+            {
+                let mut p = Packet::new(1, 2, 1, vec![]).to_bytes();
+                p[..4].copy_from_slice(&(-1i32).to_be_bytes());
+                p
+            },
+            CloseReason::BadPacket,
+        ),
     ];
     for (i, (bytes, reason)) in cases.into_iter().enumerate() {
         let before = closes(&srv, reason);
@@ -128,19 +149,45 @@ fn websocket_ping_fragments_text_and_unmasked_frames() {
     assert_eq!(c.next_frame(), (Opcode::Pong as u8, b"hi".to_vec()));
     // A heartbeat split over three fragments, a ping in between, as text.
     let hb = Packet::new(1, 2, 5, vec![]).to_bytes();
-    c.write_raw(&ws::encode_client_frame(Opcode::Text, false, [1, 2, 3, 4], &hb[..5]));
+    c.write_raw(&ws::encode_client_frame(
+        Opcode::Text,
+        false,
+        [1, 2, 3, 4],
+        &hb[..5],
+    ));
     c.write_raw(&ws::encode_client_frame(Opcode::Ping, true, [4; 4], b""));
-    c.write_raw(&ws::encode_client_frame(Opcode::Continuation, false, [5, 6, 7, 8], &hb[5..9]));
-    c.write_raw(&ws::encode_client_frame(Opcode::Continuation, true, [9; 4], &hb[9..]));
+    c.write_raw(&ws::encode_client_frame(
+        Opcode::Continuation,
+        false,
+        [5, 6, 7, 8],
+        &hb[5..9],
+    ));
+    c.write_raw(&ws::encode_client_frame(
+        Opcode::Continuation,
+        true,
+        [9; 4],
+        &hb[9..],
+    ));
     assert_eq!(c.next_frame().0, Opcode::Pong as u8);
     let p = c.expect();
     assert_eq!((p.op, p.seq), (3, 5));
     // Unmasked client frames are accepted (as goim does).
-    c.write_raw(&ws::encode_frame(Opcode::Binary, &Packet::new(1, 2, 6, vec![]).to_bytes()));
+    c.write_raw(&ws::encode_frame(
+        Opcode::Binary,
+        &Packet::new(1, 2, 6, vec![]).to_bytes(),
+    ));
     assert_eq!(c.expect().seq, 6);
     // Close gets a close frame back.
-    c.write_raw(&ws::encode_client_frame(Opcode::Close, true, [0; 4], &1000u16.to_be_bytes()));
-    assert_eq!(c.next_frame(), (Opcode::Close as u8, 1000u16.to_be_bytes().to_vec()));
+    c.write_raw(&ws::encode_client_frame(
+        Opcode::Close,
+        true,
+        [0; 4],
+        &1000u16.to_be_bytes(),
+    ));
+    assert_eq!(
+        c.next_frame(),
+        (Opcode::Close as u8, 1000u16.to_be_bytes().to_vec())
+    );
 }
 
 #[test]
@@ -148,11 +195,20 @@ fn a_real_websocket_client_library_interoperates() {
     let srv = start();
     let (mut sock, resp) = tungstenite::connect(format!("ws://{}/sub", srv.ws)).unwrap();
     assert_eq!(resp.status(), 101);
-    let send = |s: &mut tungstenite::WebSocket<_>, p: Packet| s.send(tungstenite::Message::binary(p.to_bytes())).unwrap();
-    send(&mut sock, Packet::new(1, 7, 1, token(8, "tung", "live://t", &[1000])));
+    let send = |s: &mut tungstenite::WebSocket<_>, p: Packet| {
+        s.send(tungstenite::Message::binary(p.to_bytes())).unwrap()
+    };
+    send(
+        &mut sock,
+        Packet::new(1, 7, 1, token(8, "tung", "live://t", &[1000])),
+    );
     let msg = sock.read().unwrap().into_data();
     assert_eq!(&msg[..], &Packet::new(1, 8, 1, vec![]).to_bytes()[..]);
-    post_ok(srv.http, "/goim/push/room?operation=1000&type=live&room=t", b"to-room");
+    post_ok(
+        srv.http,
+        "/goim/push/room?operation=1000&type=live&room=t",
+        b"to-room",
+    );
     let msg = sock.read().unwrap().into_data();
     let outer = starling_proto::packet::decode_exact(&msg, usize::MAX >> 1).unwrap();
     assert_eq!(outer.op, 9);
@@ -176,7 +232,10 @@ fn http_errors_use_goims_envelope() {
         let (status, v) = http(srv.http, method, path, b"m");
         assert_eq!(status, 200, "{path}");
         assert_eq!(v["code"], -400, "{path}: {v}");
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{path}: {v}"
+        );
     }
     let (_, v) = http(srv.http, "GET", "/nope", b"");
     assert_eq!(v["code"], -404);
@@ -193,12 +252,17 @@ fn http_errors_use_goims_envelope() {
 fn metrics_expose_close_reasons() {
     let srv = start();
     let mut c = Client::tcp(srv.tcp);
-    c.write_raw(&{ let mut p = Packet::new(1, 2, 1, vec![]).to_bytes(); p[5] = 0; p });
+    c.write_raw(&{
+        let mut p = Packet::new(1, 2, 1, vec![]).to_bytes();
+        p[5] = 0;
+        p
+    });
     c.expect_close();
     eventually("metric", || {
         let mut s = std::net::TcpStream::connect(srv.http).unwrap();
         use std::io::{Read, Write};
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out.contains("starling_comet_closed_total{reason=\"bad_packet\",code=\"4\"} 1")

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
@@ -21,11 +24,17 @@ fn reply_rules_byte_for_byte() {
     // Auth with seq 1: reference vector for the reply.
     c.send(1, 7, 1, &token(5, "rr", "live://1", &[]));
     let auth = c.expect();
-    assert_eq!(Packet::new(1, auth.op, auth.seq, auth.body).to_bytes(), hex("00000010 0010 0001 00000008 00000001"));
+    assert_eq!(
+        Packet::new(1, auth.op, auth.seq, auth.body).to_bytes(),
+        hex("00000010 0010 0001 00000008 00000001")
+    );
     // Heartbeat (reference vector), reply carries the room's online count (1: this client).
     c.write_raw(&hex("00000010 0010 0001 00000002 00000001"));
     let hb = c.expect();
-    assert_eq!(hb.to_bytes(), hex("00000014 0010 0001 00000003 00000001 00000001"));
+    assert_eq!(
+        hb.to_bytes(),
+        hex("00000014 0010 0001 00000003 00000001 00000001")
+    );
     // 12/14/16 answer op+1 with the body echoed; ver and seq echoed.
     for (op, body) in [(14, &b"1000,1001"[..]), (16, b"1001"), (12, b"live://2")] {
         c.send(3, op, 77, body);
@@ -48,29 +57,51 @@ fn key_and_mid_pushes_honour_accepts_over_tcp_and_ws() {
     let mut w = Client::ws(srv.ws);
     w.auth(&token(10, "key-ws", "", &[1000]));
 
-    post_ok(srv.http, "/goim/push/keys?operation=1000&keys=key-tcp&keys=key-ws", b"hello");
+    post_ok(
+        srv.http,
+        "/goim/push/keys?operation=1000&keys=key-tcp&keys=key-ws",
+        b"hello",
+    );
     // TCP: the OpRaw body is written bare, so the client sees the inner packet.
     let p = t.expect();
-    assert_eq!((p.ver, p.op, p.seq, p.body.as_ref()), (1, 1000, 0, &b"hello"[..]));
+    assert_eq!(
+        (p.ver, p.op, p.seq, p.body.as_ref()),
+        (1, 1000, 0, &b"hello"[..])
+    );
     // WebSocket: one frame with an op-9 header around the inner packet (reference §1.5).
     let p = w.expect();
     assert_eq!((p.ver, p.op, p.seq), (1, 9, 0));
     let inner_p = inner(&p.body);
-    assert_eq!((inner_p[0].op, inner_p[0].body.as_ref()), (1000, &b"hello"[..]));
+    assert_eq!(
+        (inner_p[0].op, inner_p[0].body.as_ref()),
+        (1000, &b"hello"[..])
+    );
 
     // Not accepted: not delivered, until the client subscribes.
-    post_ok(srv.http, "/goim/push/mids?operation=2000&mids=10", b"skipped");
+    post_ok(
+        srv.http,
+        "/goim/push/mids?operation=2000&mids=10",
+        b"skipped",
+    );
     t.expect_nothing(Duration::from_millis(200));
     t.send(1, 14, 1, b"2000");
     assert_eq!(t.expect().op, 15);
-    post_ok(srv.http, "/goim/push/mids?operation=2000&mids=10", b"by-mid");
+    post_ok(
+        srv.http,
+        "/goim/push/mids?operation=2000&mids=10",
+        b"by-mid",
+    );
     assert_eq!(t.expect().body.as_ref(), b"by-mid");
     // The WebSocket connection of the same member never accepted 2000.
     w.expect_nothing(Duration::from_millis(150));
     // Unsubscribed again: dropped.
     t.send(1, 16, 2, b"2000");
     assert_eq!(t.expect().op, 17);
-    post_ok(srv.http, "/goim/push/keys?operation=2000&keys=key-tcp", b"x");
+    post_ok(
+        srv.http,
+        "/goim/push/keys?operation=2000&keys=key-tcp",
+        b"x",
+    );
     t.expect_nothing(Duration::from_millis(200));
 }
 
@@ -79,14 +110,22 @@ fn room_pushes_reach_every_member_in_order_without_accepts() {
     let srv = start();
     let mut members: Vec<Client> = Vec::new();
     for i in 0..6 {
-        let mut c = if i % 2 == 0 { Client::tcp(srv.tcp) } else { Client::ws(srv.ws) };
+        let mut c = if i % 2 == 0 {
+            Client::tcp(srv.tcp)
+        } else {
+            Client::ws(srv.ws)
+        };
         c.auth(&token(i, &format!("room-{i}"), "live://7", &[]));
         members.push(c);
     }
     let mut outsider = Client::tcp(srv.tcp);
     outsider.auth(&token(99, "outsider", "live://8", &[]));
     for n in 0..50 {
-        post_ok(srv.http, "/goim/push/room?operation=1000&type=live&room=7", format!("m{n}").as_bytes());
+        post_ok(
+            srv.http,
+            "/goim/push/room?operation=1000&type=live&room=7",
+            format!("m{n}").as_bytes(),
+        );
     }
     for c in members.iter_mut() {
         let mut got = Vec::new();
@@ -100,7 +139,10 @@ fn room_pushes_reach_every_member_in_order_without_accepts() {
             }
         }
         let expect: Vec<String> = (0..50).map(|n| format!("m{n}")).collect();
-        let got: Vec<String> = got.iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect();
+        let got: Vec<String> = got
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect();
         assert_eq!(got, expect, "every message once, in order");
     }
     outsider.expect_nothing(Duration::from_millis(100));
@@ -109,10 +151,18 @@ fn room_pushes_reach_every_member_in_order_without_accepts() {
     let c = &mut members[0];
     c.send(1, 12, 3, b"live://8");
     assert_eq!(c.expect().op, 13);
-    post_ok(srv.http, "/goim/push/room?operation=1000&type=live&room=8", b"eight");
+    post_ok(
+        srv.http,
+        "/goim/push/room?operation=1000&type=live&room=8",
+        b"eight",
+    );
     assert_eq!(c.expect().body.as_ref(), b"eight");
     assert_eq!(outsider.expect().body.as_ref(), b"eight");
-    post_ok(srv.http, "/goim/push/room?operation=1000&type=live&room=7", b"seven");
+    post_ok(
+        srv.http,
+        "/goim/push/room?operation=1000&type=live&room=7",
+        b"seven",
+    );
     c.expect_nothing(Duration::from_millis(150));
     assert_eq!(members[2].expect().body.as_ref(), b"seven");
 }
@@ -130,7 +180,11 @@ fn broadcast_reaches_accepting_connections() {
     assert_eq!(yes.expect().body.as_ref(), b"all");
     assert_eq!(inner(&slow.expect().body)[0].body.as_ref(), b"all");
     no.expect_nothing(Duration::from_millis(150));
-    post_ok(srv.http, "/goim/push/all?operation=1000&speed=100", b"paced");
+    post_ok(
+        srv.http,
+        "/goim/push/all?operation=1000&speed=100",
+        b"paced",
+    );
     assert_eq!(yes.expect().body.as_ref(), b"paced");
 }
 
@@ -143,10 +197,20 @@ fn a_second_connection_with_the_same_key_kicks_the_first() {
     let mut second = Client::ws(srv.ws);
     second.auth(&token(1, "dup", "", &[1000]));
     first.expect_close();
-    post_ok(srv.http, "/goim/push/keys?operation=1000&keys=dup", b"to-new");
+    post_ok(
+        srv.http,
+        "/goim/push/keys?operation=1000&keys=dup",
+        b"to-new",
+    );
     assert_eq!(inner(&second.expect().body)[0].body.as_ref(), b"to-new");
     eventually("kicked close counted", || {
-        srv.running.as_ref().unwrap().comet().stats().closes(starling_comet::CloseReason::Kicked) == 1
+        srv.running
+            .as_ref()
+            .unwrap()
+            .comet()
+            .stats()
+            .closes(starling_comet::CloseReason::Kicked)
+            == 1
     });
 }
 
@@ -155,7 +219,11 @@ fn a_generated_key_is_pushable_by_mid() {
     let srv = start();
     let mut c = Client::tcp(srv.tcp);
     c.auth(&token(42, "", "", &[1000]));
-    post_ok(srv.http, "/goim/push/mids?operation=1000&mids=42", b"anon-key");
+    post_ok(
+        srv.http,
+        "/goim/push/mids?operation=1000&mids=42",
+        b"anon-key",
+    );
     assert_eq!(c.expect().body.as_ref(), b"anon-key");
 }
 
@@ -173,13 +241,24 @@ fn online_counts_in_heartbeats_and_http() {
     eventually("cluster count in heartbeat", || clients[0].heartbeat() == 3);
     assert_eq!(other.heartbeat(), 1);
     eventually("online/room", || {
-        let (_, v) = http(srv.http, "GET", "/goim/online/room?type=live&rooms=1000&rooms=2000&rooms=3", b"");
+        let (_, v) = http(
+            srv.http,
+            "GET",
+            "/goim/online/room?type=live&rooms=1000&rooms=2000&rooms=3",
+            b"",
+        );
         v["data"] == serde_json::json!({"1000": 3, "2000": 1, "3": 0})
     });
     let (_, v) = http(srv.http, "GET", "/goim/online/top?type=live&limit=1", b"");
-    assert_eq!(v["data"], serde_json::json!([{"room_id": "1000", "count": 3}]));
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{"room_id": "1000", "count": 3}])
+    );
     let (_, v) = http(srv.http, "GET", "/goim/online/total", b"");
-    assert_eq!(v["data"], serde_json::json!({"conn_count": 4, "ip_count": 1}));
+    assert_eq!(
+        v["data"],
+        serde_json::json!({"conn_count": 4, "ip_count": 1})
+    );
     drop(clients);
     eventually("counts fall when clients leave", || {
         let (_, v) = http(srv.http, "GET", "/goim/online/total", b"");
@@ -193,7 +272,14 @@ fn nodes_endpoints() {
     let (_, v) = http(srv.http, "GET", "/goim/nodes/weighted?platform=web", b"");
     assert_eq!(v["code"], 0);
     let d = &v["data"];
-    assert_eq!((d["tcp_port"].as_i64(), d["ws_port"].as_i64(), d["heartbeat"].as_i64()), (Some(3101), Some(3102), Some(240)));
+    assert_eq!(
+        (
+            d["tcp_port"].as_i64(),
+            d["ws_port"].as_i64(),
+            d["heartbeat"].as_i64()
+        ),
+        (Some(3101), Some(3102), Some(240))
+    );
     assert_eq!(d["nodes"], serde_json::json!(["comet-test.goim.io"]));
     assert_eq!(d["backoff"]["max_delay"], 300);
     let (_, v) = http(srv.http, "GET", "/goim/nodes/instances", b"");

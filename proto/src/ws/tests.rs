@@ -5,7 +5,10 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCook
 
 #[test]
 fn rfc_accept_key() {
-    assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    assert_eq!(
+        accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
 }
 
 #[test]
@@ -27,16 +30,31 @@ fn upgrade_parses_at_every_split() {
 #[test]
 fn bad_upgrades_are_typed() {
     let post = REQ.replacen("GET", "POST", 1);
-    assert!(matches!(parse_upgrade(post.as_bytes()), Err(HandshakeError::Method(_))));
+    assert!(matches!(
+        parse_upgrade(post.as_bytes()),
+        Err(HandshakeError::Method(_))
+    ));
     let v12 = REQ.replace("Version: 13", "Version: 12");
     assert_eq!(parse_upgrade(v12.as_bytes()), Err(HandshakeError::Version));
     let plain = REQ.replace("Upgrade: WebSocket\r\n", "");
-    assert_eq!(parse_upgrade(plain.as_bytes()), Err(HandshakeError::NotUpgrade));
+    assert_eq!(
+        parse_upgrade(plain.as_bytes()),
+        Err(HandshakeError::NotUpgrade)
+    );
     let nokey = REQ.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
-    assert_eq!(parse_upgrade(nokey.as_bytes()), Err(HandshakeError::MissingKey));
-    assert!(matches!(parse_upgrade(b"\x00\x01garbage\r\n\r\n"), Err(HandshakeError::Malformed(_))));
+    assert_eq!(
+        parse_upgrade(nokey.as_bytes()),
+        Err(HandshakeError::MissingKey)
+    );
+    assert!(matches!(
+        parse_upgrade(b"\x00\x01garbage\r\n\r\n"),
+        Err(HandshakeError::Malformed(_))
+    ));
     let huge = format!("GET /sub HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HANDSHAKE));
-    assert_eq!(parse_upgrade(huge.as_bytes()), Err(HandshakeError::TooLarge));
+    assert_eq!(
+        parse_upgrade(huge.as_bytes()),
+        Err(HandshakeError::TooLarge)
+    );
 }
 
 /// Decodes a whole stream of frames fed in two parts, returning the messages.
@@ -65,10 +83,25 @@ fn feed(stream: &[u8], cut: usize, max: usize) -> Result<Vec<Vec<u8>>, FrameErro
 #[test]
 fn every_split_of_a_frame_stream() {
     let mut s = Vec::new();
-    s.extend(encode_client_frame(Opcode::Binary, true, [1, 2, 3, 4], b"hello"));
-    s.extend(encode_client_frame(Opcode::Text, false, [9, 9, 9, 9], b"frag"));
+    s.extend(encode_client_frame(
+        Opcode::Binary,
+        true,
+        [1, 2, 3, 4],
+        b"hello",
+    ));
+    s.extend(encode_client_frame(
+        Opcode::Text,
+        false,
+        [9, 9, 9, 9],
+        b"frag",
+    ));
     s.extend(encode_client_frame(Opcode::Ping, true, [5, 6, 7, 8], b"p"));
-    s.extend(encode_client_frame(Opcode::Continuation, true, [0, 1, 0, 1], &[7u8; 300]));
+    s.extend(encode_client_frame(
+        Opcode::Continuation,
+        true,
+        [0, 1, 0, 1],
+        &[7u8; 300],
+    ));
     s.extend(encode_frame(Opcode::Binary, b"unmasked"));
     s.extend(encode_client_frame(Opcode::Close, true, [1, 1, 1, 1], b""));
     for cut in 0..=s.len() {
@@ -103,7 +136,10 @@ fn limits_and_protocol_errors() {
     // Refused from the header alone.
     assert!(matches!(
         decode_frame(&mut big[..8].to_vec(), 4112),
-        Err(FrameError::TooLarge { len: 5000, max: 4112 })
+        Err(FrameError::TooLarge {
+            len: 5000,
+            max: 4112
+        })
     ));
     let mut rsv = encode_frame(Opcode::Binary, b"x");
     rsv[0] |= 0x40;
@@ -114,16 +150,32 @@ fn limits_and_protocol_errors() {
     let mut ping = encode_frame(Opcode::Ping, &[0u8; 126]);
     assert_eq!(decode_frame(&mut ping, 4112), Err(FrameError::BadControl));
     let cont = encode_client_frame(Opcode::Continuation, true, [0; 4], b"x");
-    assert_eq!(feed(&cont, 0, 4112), Err(FrameError::UnexpectedContinuation));
+    assert_eq!(
+        feed(&cont, 0, 4112),
+        Err(FrameError::UnexpectedContinuation)
+    );
     let mut two = encode_client_frame(Opcode::Binary, false, [0; 4], b"a");
     two.extend(encode_client_frame(Opcode::Binary, true, [0; 4], b"b"));
     assert_eq!(feed(&two, 0, 4112), Err(FrameError::ExpectedContinuation));
     let mut many = encode_client_frame(Opcode::Binary, false, [0; 4], b"a");
     for _ in 0..=MAX_FRAGMENTS {
-        many.extend(encode_client_frame(Opcode::Continuation, false, [0; 4], b"a"));
+        many.extend(encode_client_frame(
+            Opcode::Continuation,
+            false,
+            [0; 4],
+            b"a",
+        ));
     }
     assert_eq!(feed(&many, 0, 4112), Err(FrameError::TooManyFragments));
     let mut grow = encode_client_frame(Opcode::Binary, false, [0; 4], &[0u8; 4000]);
-    grow.extend(encode_client_frame(Opcode::Continuation, true, [0; 4], &[0u8; 200]));
-    assert!(matches!(feed(&grow, 0, 4112), Err(FrameError::TooLarge { len: 4200, .. })));
+    grow.extend(encode_client_frame(
+        Opcode::Continuation,
+        true,
+        [0; 4],
+        &[0u8; 200],
+    ));
+    assert!(matches!(
+        feed(&grow, 0, 4112),
+        Err(FrameError::TooLarge { len: 4200, .. })
+    ));
 }

@@ -81,7 +81,8 @@ pub struct Client {
 impl Client {
     pub fn tcp(addr: SocketAddr) -> Client {
         let sock = TcpStream::connect(addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         sock.set_nodelay(true).unwrap();
         Client {
             sock,
@@ -97,7 +98,11 @@ impl Client {
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         );
         let resp = c.read_until(b"\r\n\r\n");
-        assert!(resp.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&resp));
+        assert!(
+            resp.starts_with(b"HTTP/1.1 101 "),
+            "{}",
+            String::from_utf8_lossy(&resp)
+        );
         c.ws = true;
         c
     }
@@ -109,7 +114,12 @@ impl Client {
     pub fn send(&mut self, ver: i16, op: i32, seq: i32, body: &[u8]) {
         let p = Packet::new(ver, op, seq, body.to_vec()).to_bytes();
         if self.ws {
-            self.write_raw(&ws::encode_client_frame(ws::Opcode::Binary, true, [7, 1, 9, 3], &p));
+            self.write_raw(&ws::encode_client_frame(
+                ws::Opcode::Binary,
+                true,
+                [7, 1, 9, 3],
+                &p,
+            ));
         } else {
             self.write_raw(&p);
         }
@@ -146,7 +156,11 @@ impl Client {
             if let Some(i) = self.buf.windows(end.len()).position(|w| w == end) {
                 return self.buf.drain(..i + end.len()).collect();
             }
-            assert!(self.fill(deadline), "closed before {:?}", String::from_utf8_lossy(end));
+            assert!(
+                self.fill(deadline),
+                "closed before {:?}",
+                String::from_utf8_lossy(end)
+            );
         }
     }
 
@@ -169,7 +183,9 @@ impl Client {
         if self.ws {
             let (opcode, payload) = self.next_frame();
             assert_eq!(opcode, 2, "binary frame");
-            return packet::decode_exact(&payload, usize::MAX >> 1).unwrap().to_owned();
+            return packet::decode_exact(&payload, usize::MAX >> 1)
+                .unwrap()
+                .to_owned();
         }
         let deadline = Instant::now() + WAIT;
         loop {
@@ -227,7 +243,10 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, se
     let text = String::from_utf8_lossy(&resp);
     let status: u16 = text[9..12].parse().unwrap();
     let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 pub fn post_ok(addr: SocketAddr, path: &str, body: &[u8]) {
@@ -246,5 +265,7 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// Inner packets of an OpRaw body.
 pub fn inner(body: &[u8]) -> Vec<Packet> {
-    starling_proto::raw::packets(body).map(|p| p.unwrap().to_owned()).collect()
+    starling_proto::raw::packets(body)
+        .map(|p| p.unwrap().to_owned())
+        .collect()
 }
