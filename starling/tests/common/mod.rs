@@ -41,6 +41,12 @@ pub fn test_config() -> Config {
     c.comet.protocol.tick = Duration::from_millis(20);
     c.logic.http.bind = any;
     c.log.filter = "warn".into();
+    // tools/test.sh runs the suite once per driver.
+    c.comet.driver = match std::env::var("STARLING_TEST_DRIVER").as_deref() {
+        Ok("epoll") => starling_comet::config::Driver::Epoll,
+        Ok("io_uring") => starling_comet::config::Driver::IoUring,
+        _ => starling_comet::config::Driver::Auto,
+    };
     c
 }
 
