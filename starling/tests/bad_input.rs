@@ -9,10 +9,6 @@ use starling_proto::packet::Packet;
 use starling_proto::ws::{self, Opcode};
 use std::time::Duration;
 
-fn closes(srv: &Server, r: CloseReason) -> u64 {
-    srv.running.as_ref().unwrap().comet().stats().closes(r)
-}
-
 /// A neighbour that must keep working while others misbehave.
 fn neighbour(srv: &Server) -> Client {
     let mut n = Client::tcp(srv.tcp);
@@ -60,14 +56,14 @@ fn bad_packets_close_only_their_connection() {
         ),
     ];
     for (i, (bytes, reason)) in cases.into_iter().enumerate() {
-        let before = closes(&srv, reason);
+        let before = srv.closes(reason);
         let mut c = Client::tcp(srv.tcp);
         if i == 1 {
             c.auth(&token(5, "authed-bad", "", &[])); // after auth too
         }
         c.write_raw(&bytes);
         c.expect_close();
-        eventually("close counted", || closes(&srv, reason) == before + 1);
+        eventually("close counted", || srv.closes(reason) == before + 1);
         assert_neighbour_works(&srv, &mut n);
     }
 }
@@ -81,7 +77,7 @@ fn handshake_timeout_closes_silent_and_unauthenticated_connections() {
     chatty.send(1, 2, 1, b""); // a heartbeat before auth does not count as auth
     silent.expect_close();
     chatty.expect_close();
-    assert_eq!(closes(&srv, CloseReason::HandshakeTimeout), 2);
+    assert_eq!(srv.closes(CloseReason::HandshakeTimeout), 2);
     assert_neighbour_works(&srv, &mut n);
 }
 
@@ -102,7 +98,7 @@ fn heartbeat_deadline_closes_an_idle_session() {
     }
     idle.expect_close();
     alive.heartbeat();
-    assert_eq!(closes(&srv, CloseReason::HeartbeatTimeout), 1);
+    assert_eq!(srv.closes(CloseReason::HeartbeatTimeout), 1);
 }
 
 #[test]
@@ -117,7 +113,7 @@ fn bad_websocket_input_closes_only_its_connection() {
     let mut c = Client::tcp(srv.ws);
     c.write_raw(b"GET /sub HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(c.expect_close().starts_with(b"HTTP/1.1 400"));
-    assert_eq!(closes(&srv, CloseReason::BadUpgrade), 2);
+    assert_eq!(srv.closes(CloseReason::BadUpgrade), 2);
     // Oversized frame, refused from its header.
     let mut c = Client::ws(srv.ws);
     c.write_raw(&ws::encode_client_frame(Opcode::Binary, true, [1; 4], &[0; 5000])[..8]);
@@ -135,7 +131,7 @@ fn bad_websocket_input_closes_only_its_connection() {
     c.write_raw(&f);
     c.expect_close();
     eventually("frame closes counted", || {
-        closes(&srv, CloseReason::FrameTooLarge) == 1 && closes(&srv, CloseReason::BadFrame) == 2
+        srv.closes(CloseReason::FrameTooLarge) == 1 && srv.closes(CloseReason::BadFrame) == 2
     });
     assert_neighbour_works(&srv, &mut n);
 }

@@ -28,6 +28,18 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// How many connections the comet has closed for `reason`.
+    pub fn closes(&self, reason: starling_comet::CloseReason) -> u64 {
+        self.running
+            .as_ref()
+            .unwrap()
+            .comet()
+            .stats()
+            .closes(reason)
+    }
+}
+
 pub fn test_config() -> Config {
     let mut c = Config::default();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
