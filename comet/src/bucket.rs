@@ -27,9 +27,12 @@ pub fn bucket_of(key: &str, size: usize) -> usize {
     cityhasher::hash::<u32>(key.as_bytes()) as usize % size
 }
 
+/// One shard of the key directory.
+type Shard = Mutex<HashMap<Arc<str>, ConnRef>>;
+
 #[derive(Debug)]
 pub struct Buckets {
-    shards: Box<[Mutex<HashMap<Arc<str>, ConnRef>>]>,
+    shards: Box<[Shard]>,
     ips: Mutex<HashMap<IpAddr, u32>>,
 }
 

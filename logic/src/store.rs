@@ -119,9 +119,12 @@ impl SessionStore for MemorySessions {
 }
 
 /// Room counts reported by each comet (goim's RenewOnline), summed over comets.
+/// A comet's last report: room → members, and when it came.
+type Report = (HashMap<String, i32>, Instant);
+
 #[derive(Debug, Default)]
 pub struct OnlineTable {
-    servers: Mutex<HashMap<String, (HashMap<String, i32>, Instant)>>,
+    servers: Mutex<HashMap<String, Report>>,
 }
 
 impl OnlineTable {

@@ -1,0 +1,159 @@
+//! From bytes to packets: the goim stream on TCP, WebSocket frames (then one packet per
+//! message) after an upgrade, and the upgrade request itself.
+
+use super::{Phase, Step, Transport, Wire, frame_reason, packet_reason};
+use crate::bucket::ConnId;
+use crate::close::CloseReason;
+use crate::worker::Worker;
+use starling_proto::packet;
+use starling_proto::ws::{self, Assembler, Message};
+use tracing::debug;
+
+impl Worker {
+    /// Handles plaintext bytes from the client, keeping an incomplete tail for next time.
+    pub(super) fn ingest(&self, id: ConnId, data: &mut [u8]) -> Result<Step, CloseReason> {
+        let Some(mut buf) = self
+            .conns
+            .borrow_mut()
+            .get_mut(id)
+            .map(|c| std::mem::take(&mut c.inbuf))
+        else {
+            return Ok(Step::Closed);
+        };
+        let from_buf = !buf.is_empty();
+        let input: &mut [u8] = if from_buf {
+            buf.extend_from_slice(data);
+            &mut buf
+        } else {
+            data
+        };
+        let (used, step) = self.process(id, input)?;
+        let tail = if from_buf {
+            buf.drain(..used);
+            buf
+        } else {
+            input[used..].to_vec()
+        };
+        if let Some(conn) = self.conns.borrow_mut().get_mut(id) {
+            conn.inbuf = tail;
+        }
+        Ok(step)
+    }
+
+    /// Decodes and handles what `input` holds; returns the bytes used.
+    pub(super) fn process(
+        &self,
+        id: ConnId,
+        input: &mut [u8],
+    ) -> Result<(usize, Step), CloseReason> {
+        let (is_ws, upgrading) = match self.conns.borrow().get(id) {
+            Some(c) => (c.is_ws(), matches!(c.phase, Phase::Upgrading)),
+            None => return Ok((0, Step::Closed)),
+        };
+        if !is_ws {
+            let mut pos = 0;
+            while pos < input.len() {
+                let p = match packet::decode(&input[pos..], packet::MAX_BODY) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(error = %e, "bad packet");
+                        return Err(packet_reason(e));
+                    }
+                };
+                pos += p.wire_len();
+                match self.on_packet(id, p)? {
+                    Step::Continue => {}
+                    step => return Ok((pos, step)),
+                }
+            }
+            return Ok((pos, Step::Continue));
+        }
+        let mut pos = 0;
+        if upgrading {
+            let Some(up) = ws::parse_upgrade(input).map_err(|e| {
+                debug!(error = %e, "bad upgrade");
+                self.reply(id, &ws::http_error(400, "Bad Request"), Wire::Http)
+                    .ok();
+                CloseReason::BadUpgrade
+            })?
+            else {
+                return Ok((0, Step::Continue));
+            };
+            if up.path != "/sub" {
+                debug!(path = %up.path, "upgrade on a path other than /sub");
+                self.reply(id, &ws::http_error(404, "Not Found"), Wire::Http)
+                    .ok();
+                return Err(CloseReason::BadUpgrade);
+            }
+            self.reply(id, &ws::switching_protocols(&up.key), Wire::Http)?;
+            if let Some(c) = self.conns.borrow_mut().get_mut(id) {
+                c.phase = Phase::Authing { cookie: up.cookie };
+            }
+            pos = up.consumed;
+        }
+        let mut asm = match self.conns.borrow_mut().get_mut(id) {
+            Some(c) => match &mut c.transport {
+                Transport::Ws(a) => std::mem::replace(a, Assembler::new(packet::MAX_PACK)),
+                Transport::Tls(t) => {
+                    std::mem::replace(&mut t.asm, Assembler::new(packet::MAX_PACK))
+                }
+                Transport::Tcp => unreachable!("checked above"),
+            },
+            None => return Ok((0, Step::Closed)),
+        };
+        let result = self.process_frames(id, &mut input[pos..], &mut asm);
+        asm.release();
+        if let Some(c) = self.conns.borrow_mut().get_mut(id) {
+            match &mut c.transport {
+                Transport::Ws(a) => *a = asm,
+                Transport::Tls(t) => t.asm = asm,
+                Transport::Tcp => {}
+            }
+        }
+        result.map(|(used, step)| (pos + used, step))
+    }
+
+    pub(super) fn process_frames(
+        &self,
+        id: ConnId,
+        input: &mut [u8],
+        asm: &mut Assembler,
+    ) -> Result<(usize, Step), CloseReason> {
+        let mut pos = 0;
+        loop {
+            let head = match ws::decode_frame(&mut input[pos..], packet::MAX_PACK) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok((pos, Step::Continue)),
+                Err(e) => {
+                    debug!(error = %e, "bad websocket frame");
+                    return Err(frame_reason(e));
+                }
+            };
+            let payload = &input[pos + head.header_len..pos + head.frame_len()];
+            pos += head.frame_len();
+            let step = match asm.push(&head, payload).map_err(frame_reason)? {
+                None | Some(Message::Pong) => Step::Continue,
+                Some(Message::Ping(p)) => {
+                    self.reply(id, p, Wire::Control(ws::Opcode::Pong))?;
+                    Step::Continue
+                }
+                Some(Message::Close(p)) => {
+                    let code = p.get(..2).unwrap_or(&[]);
+                    self.reply(id, code, Wire::Control(ws::Opcode::Close)).ok();
+                    return Err(CloseReason::ClientClosed);
+                }
+                Some(Message::Data(msg)) => {
+                    let p = packet::decode_exact(msg, packet::MAX_BODY).map_err(|e| {
+                        debug!(error = %e, "bad packet in websocket message");
+                        packet_reason(e)
+                    })?;
+                    self.on_packet(id, p)?
+                }
+            };
+            if !matches!(step, Step::Continue) {
+                return Ok((pos, step));
+            }
+        }
+    }
+}

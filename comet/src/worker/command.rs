@@ -1,0 +1,190 @@
+//! What other threads ask of a worker, and the loop that does it: a batch of commands per
+//! wake-up, then one flush of every connection they touched.
+
+use super::Worker;
+use crate::bucket::ConnId;
+use crate::close::CloseReason;
+use crate::outbound::Outbound;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Commands other threads send to a worker.
+pub(crate) enum Cmd {
+    /// Key/mid push: deliver to these connections if they accept `op`.
+    Push {
+        ids: Vec<ConnId>,
+        op: i32,
+        msg: Outbound,
+    },
+    /// Room push: every member, no accept filter (as goim). `done` is signalled once queued
+    /// and flushed, which is what job's room batching waits on.
+    Room {
+        room: Arc<str>,
+        msg: Outbound,
+        done: flume::Sender<()>,
+    },
+    /// Broadcast to every connection accepting `op`, at most `speed` per second (0: no limit).
+    Broadcast {
+        op: i32,
+        msg: Outbound,
+        speed: u32,
+    },
+    /// Another connection took this one's key.
+    Kick(ConnId),
+    /// Reply with this worker's room member counts.
+    RoomCounts(flume::Sender<Vec<(Arc<str>, i32)>>),
+    /// Cluster-wide room counts from logic, used in heartbeat replies.
+    SetAllOnline(Arc<HashMap<String, i32>>),
+    Stop,
+}
+
+/// Commands handled per wake before flushing.
+const CMD_BATCH: usize = 64;
+
+impl Worker {
+    /// Handles commands from other threads, a batch per wake, flushing once per batch.
+    pub async fn command_loop(self: Rc<Self>, rx: flume::Receiver<Cmd>) {
+        while let Ok(cmd) = rx.recv_async().await {
+            let mut stop = self.handle(cmd);
+            for _ in 1..CMD_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => stop |= self.handle(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.flush_dirty();
+            if stop {
+                break;
+            }
+        }
+        self.stop_all();
+    }
+
+    fn handle(self: &Rc<Self>, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Push { ids, op, msg } => {
+                let mut slow = Vec::new();
+                {
+                    let mut conns = self.conns.borrow_mut();
+                    for id in ids {
+                        let Some(conn) = conns.get_mut(id) else {
+                            continue;
+                        };
+                        if conn.accepts(op) && self.queue_push(conn, id, &msg).is_err() {
+                            slow.push(id);
+                        }
+                    }
+                }
+                for id in slow {
+                    self.close(id, CloseReason::SlowConsumer);
+                }
+            }
+            Cmd::Room { room, msg, done } => {
+                self.push_room(&room, &msg);
+                // The flush that makes "written" true happens before the ack.
+                self.flush_dirty();
+                let _ = done.send(());
+            }
+            Cmd::Broadcast { op, msg, speed } => {
+                if speed == 0 {
+                    let ids = self.conns.borrow().ids();
+                    self.push_each(&ids, op, &msg);
+                } else {
+                    monoio::spawn(self.clone().paced_broadcast(op, msg, speed));
+                }
+            }
+            Cmd::Kick(id) => self.close(id, CloseReason::Kicked),
+            Cmd::RoomCounts(reply) => {
+                let counts = self
+                    .rooms
+                    .borrow()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.len() as i32))
+                    .collect();
+                let _ = reply.send(counts);
+            }
+            Cmd::SetAllOnline(counts) => *self.all_online.borrow_mut() = counts,
+            Cmd::Stop => return true,
+        }
+        false
+    }
+
+    fn push_room(&self, room: &str, msg: &Outbound) {
+        let mut slow = Vec::new();
+        {
+            let rooms = self.rooms.borrow();
+            let Some(members) = rooms.get(room) else {
+                return;
+            };
+            let mut conns = self.conns.borrow_mut();
+            for &id in members {
+                let Some(conn) = conns.get_mut(id) else {
+                    continue;
+                };
+                if self.queue_push(conn, id, msg).is_err() {
+                    slow.push(id);
+                }
+            }
+        }
+        for id in slow {
+            self.close(id, CloseReason::SlowConsumer);
+        }
+    }
+
+    fn push_each(&self, ids: &[ConnId], op: i32, msg: &Outbound) {
+        let mut slow = Vec::new();
+        {
+            let mut conns = self.conns.borrow_mut();
+            for &id in ids {
+                let Some(conn) = conns.get_mut(id) else {
+                    continue;
+                };
+                if conn.session.is_some()
+                    && conn.accepts(op)
+                    && self.queue_push(conn, id, msg).is_err()
+                {
+                    slow.push(id);
+                }
+            }
+        }
+        for id in slow {
+            self.close(id, CloseReason::SlowConsumer);
+        }
+    }
+
+    /// A broadcast spread over time: `speed` connections per second on this worker, in slices
+    /// every 100 ms, so a reconnect storm or a burst of client traffic is avoided.
+    async fn paced_broadcast(self: Rc<Self>, op: i32, msg: Outbound, speed: u32) {
+        const SLICE: Duration = Duration::from_millis(100);
+        let per_slice = (speed as usize / 10).max(1);
+        let ids = self.conns.borrow().ids();
+        for chunk in ids.chunks(per_slice) {
+            if self.stopping.get() {
+                return;
+            }
+            self.push_each(chunk, op, &msg);
+            self.flush_dirty();
+            monoio::time::sleep(SLICE).await;
+        }
+    }
+}
+
+/// Sums the rooms' member counts over every worker (rooms with members only, as goim).
+pub(crate) async fn gather_room_counts(senders: &[flume::Sender<Cmd>]) -> HashMap<String, i32> {
+    let (tx, rx) = flume::bounded(senders.len());
+    for s in senders {
+        let _ = s.send_async(Cmd::RoomCounts(tx.clone())).await;
+    }
+    drop(tx);
+    let mut total: HashMap<String, i32> = HashMap::new();
+    while let Ok(counts) = rx.recv_async().await {
+        for (room, n) in counts {
+            if n > 0 {
+                *total.entry(room.to_string()).or_default() += n;
+            }
+        }
+    }
+    total
+}

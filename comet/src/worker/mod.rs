@@ -1,0 +1,277 @@
+//! A worker: one thread, one monoio runtime, and everything its connections need. Nothing in
+//! here is shared with other threads except through [`Shared`] (the key directory, counters,
+//! the logic client) and the command channel.
+//!
+//! Tasks on a worker: one accept loop per listener, one reader per connection, a writer only
+//! while a connection's socket is full, the wheel tick, the command loop and (worker 0) the
+//! online-count loop.
+//!
+//! # Layout
+//! - this file: [`Worker`] and what every task uses (deadlines, rooms, [`Worker::close`]).
+//! - `write`: queueing pushes and flushing them, many messages per `writev`.
+//! - `command`: [`Cmd`], what other threads ask of a worker, and the loop that runs it.
+//! - `loops`: the wheel tick, the online-count report, shutdown and lame-duck draining.
+
+use crate::bucket::{Buckets, ConnId, ConnRef};
+use crate::close::{CloseReason, Stats};
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::io;
+use crate::logic::LogicClient;
+use crate::slab::Slab;
+use crate::wheel::Wheel;
+use starling_proto::grpc::logic::DisconnectReq;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+mod command;
+mod loops;
+mod write;
+
+pub(crate) use command::{Cmd, gather_room_counts};
+
+/// State every worker shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub server_id: String,
+    pub buckets: Buckets,
+    pub stats: Arc<Stats>,
+    pub logic: Arc<dyn LogicClient>,
+    pub senders: OnceLock<Vec<flume::Sender<Cmd>>>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Shared {
+    pub fn senders(&self) -> &[flume::Sender<Cmd>] {
+        self.senders
+            .get()
+            .expect("senders set before workers start")
+    }
+}
+
+/// Ticks since the worker started, in `config.protocol.tick` units.
+pub(crate) struct Clock {
+    start: Instant,
+    tick: Duration,
+}
+
+impl Clock {
+    pub fn now(&self) -> u64 {
+        (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u64
+    }
+
+    pub fn ticks(&self, d: Duration) -> u64 {
+        (d.as_nanos() / self.tick.as_nanos()).max(1) as u64
+    }
+}
+
+pub(crate) struct Worker {
+    pub id: u16,
+    pub shared: Arc<Shared>,
+    pub conns: RefCell<Slab<Conn>>,
+    /// Room id → members on this worker. A member's index is kept in its session.
+    pub rooms: RefCell<HashMap<Arc<str>, Vec<ConnId>>>,
+    pub wheel: RefCell<Wheel<ConnId>>,
+    pub clock: Clock,
+    /// The one read buffer of this worker (and the TLS plaintext buffer).
+    pub scratch: RefCell<Vec<u8>>,
+    pub plain: RefCell<Vec<u8>>,
+    pub iov: RefCell<Vec<libc::iovec>>,
+    /// Connections with output queued since the last flush.
+    pub dirty: RefCell<Vec<ConnId>>,
+    pub all_online: RefCell<Arc<HashMap<String, i32>>>,
+    rng: Cell<u64>,
+    pub stopping: Cell<bool>,
+}
+
+/// The largest read per syscall; also the worker's only read buffer.
+const SCRATCH: usize = 64 * 1024;
+/// At most this many buffers in one writev.
+pub(crate) const MAX_IOV: usize = 64;
+
+impl Worker {
+    pub fn new(id: u16, shared: Arc<Shared>) -> Self {
+        let tick = shared.config.protocol.tick;
+        let slots = shared.config.protocol.wheel_slots;
+        Worker {
+            id,
+            conns: RefCell::new(Slab::new()),
+            rooms: RefCell::new(HashMap::new()),
+            wheel: RefCell::new(Wheel::new(slots, 0)),
+            clock: Clock {
+                start: Instant::now(),
+                tick,
+            },
+            scratch: RefCell::new(vec![0; SCRATCH]),
+            plain: RefCell::new(Vec::new()),
+            iov: RefCell::new(Vec::with_capacity(MAX_IOV)),
+            dirty: RefCell::new(Vec::new()),
+            all_online: RefCell::new(Arc::new(HashMap::new())),
+            rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (u64::from(id) + 1)),
+            stopping: Cell::new(false),
+            shared,
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// xorshift64*: cheap per-worker randomness for spreading logic heartbeats.
+    pub fn rand_below(&self, n: u64) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+
+    pub fn conn_ref(&self, id: ConnId) -> ConnRef {
+        ConnRef {
+            worker: self.id,
+            id,
+        }
+    }
+
+    /// Sends a command to a worker without blocking this thread.
+    pub fn send_to(&self, worker: u16, cmd: Cmd) {
+        let tx = &self.shared.senders()[worker as usize];
+        if let Err(flume::TrySendError::Full(cmd)) = tx.try_send(cmd) {
+            let tx = tx.clone();
+            monoio::spawn(async move {
+                let _ = tx.send_async(cmd).await;
+            });
+        }
+    }
+
+    /// Sets a connection's deadline. Later deadlines cost nothing now: the wheel entry
+    /// re-inserts itself when it fires early.
+    pub fn set_deadline(&self, conn: &mut Conn, id: ConnId, due: u64) {
+        conn.deadline = due;
+        if due < conn.scheduled {
+            conn.scheduled = due;
+            self.wheel.borrow_mut().insert(due, id);
+        }
+    }
+
+    /// Online count reported in heartbeat replies: the cluster's count from logic when known,
+    /// else this worker's members (goim: `AllOnline` if > 0 else `Online`).
+    pub fn room_online(&self, room: &str) -> i32 {
+        if let Some(&n) = self.all_online.borrow().get(room)
+            && n > 0
+        {
+            return n;
+        }
+        self.rooms.borrow().get(room).map_or(0, |m| m.len() as i32)
+    }
+
+    pub fn join_room(&self, id: ConnId, room: &str) {
+        let mut conns = self.conns.borrow_mut();
+        let Some(sess) = conns.get_mut(id).and_then(|c| c.session.as_mut()) else {
+            return;
+        };
+        if sess.room.as_deref() == Some(room) {
+            return; // goim #306: changing to the same room corrupted its list; a no-op here.
+        }
+        let old = sess.room.take().map(|r| (r, sess.room_slot));
+        let mut rooms = self.rooms.borrow_mut();
+        if !room.is_empty() {
+            let name: Arc<str> = match rooms.get_key_value(room) {
+                Some((k, _)) => k.clone(),
+                None => room.into(),
+            };
+            let members = rooms.entry(name.clone()).or_default();
+            sess.room_slot = members.len() as u32;
+            members.push(id);
+            sess.room = Some(name);
+        }
+        if let Some((old_room, slot)) = old {
+            leave_room(&mut rooms, &mut conns, &old_room, slot);
+        }
+    }
+
+    /// Ends a connection: drops its state, frees its key and room slot, tells logic, and
+    /// shuts the socket so its reader wakes and exits.
+    pub fn close(&self, id: ConnId, reason: CloseReason) {
+        let Some(mut conn) = self.conns.borrow_mut().remove(id) else {
+            return;
+        };
+        let stats = self.stats();
+        stats
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        stats.record_close(reason);
+        if reason.is_bad_input() {
+            info!(peer = %conn.peer, reason = reason.as_str(), code = reason.code(), "connection closed");
+        } else {
+            debug!(peer = %conn.peer, reason = reason.as_str(), code = reason.code(), "connection closed");
+        }
+        // Best effort for a last reply (WS close frame, HTTP error) before the socket goes.
+        if !conn.out.is_empty() && !conn.writing {
+            let mut iov = self.iov.borrow_mut();
+            conn.out.io_slices(&mut iov, MAX_IOV);
+            let _ = io::writev(conn.fd, &iov);
+        }
+        io::shutdown(conn.fd);
+        if let Some(sess) = conn.session.take() {
+            stats
+                .sessions
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(room) = &sess.room {
+                let mut conns = self.conns.borrow_mut();
+                leave_room(
+                    &mut self.rooms.borrow_mut(),
+                    &mut conns,
+                    room,
+                    sess.room_slot,
+                );
+            }
+            let owned = self.shared.buckets.remove(&sess.key, self.conn_ref(id));
+            self.shared.buckets.remove_ip(conn.peer.ip());
+            // A connection whose key was taken over (a kick) must not delete the session,
+            // which now belongs to its successor. goim deletes it and loses the new one.
+            if !owned {
+                return;
+            }
+            let fut = self.shared.logic.disconnect(DisconnectReq {
+                mid: sess.mid,
+                key: sess.key.to_string(),
+                server: self.shared.server_id.clone(),
+            });
+            monoio::spawn(async move {
+                if let Err(e) = fut.await {
+                    warn!(error = %e, "logic disconnect failed");
+                }
+            });
+        }
+    }
+}
+
+/// Removes the member at `slot`, moving the last member into its place.
+fn leave_room(
+    rooms: &mut HashMap<Arc<str>, Vec<ConnId>>,
+    conns: &mut Slab<Conn>,
+    room: &str,
+    slot: u32,
+) {
+    let Some(members) = rooms.get_mut(room) else {
+        return;
+    };
+    let slot = slot as usize;
+    if slot >= members.len() {
+        return;
+    }
+    members.swap_remove(slot);
+    if let Some(&moved) = members.get(slot)
+        && let Some(sess) = conns.get_mut(moved).and_then(|c| c.session.as_mut())
+    {
+        sess.room_slot = slot as u32;
+    }
+    if members.is_empty() {
+        rooms.remove(room);
+    }
+}

@@ -1,0 +1,137 @@
+//! Queueing pushes on a connection and writing them out: everything queued leaves in as few
+//! `writev` calls as the socket allows; a full socket hands the rest to a writer task.
+
+use super::{MAX_IOV, Worker};
+use crate::bucket::ConnId;
+use crate::close::CloseReason;
+use crate::conn::{Conn, Transport};
+use crate::io;
+use crate::outbound::Outbound;
+use std::rc::Rc;
+
+impl Worker {
+    /// Queues a push for one connection; a full queue closes it as a slow consumer.
+    pub fn queue_push(
+        &self,
+        conn: &mut Conn,
+        id: ConnId,
+        msg: &Outbound,
+    ) -> Result<(), CloseReason> {
+        let cap = self.shared.config.protocol.out_ring;
+        let queued = match &mut conn.transport {
+            Transport::Tcp => conn.out.push(cap, &[&msg.tcp_head, &msg.body]),
+            Transport::Ws(_) => conn.out.push(cap, &[&msg.ws_head, &msg.body]),
+            Transport::Tls(tls) => {
+                let mut frame = Vec::with_capacity(msg.ws_head.len() + msg.body.len());
+                frame.extend_from_slice(&msg.ws_head);
+                frame.extend_from_slice(&msg.body);
+                tls.encrypt(&frame, &mut conn.out, cap)
+            }
+        };
+        queued.map_err(|_| CloseReason::SlowConsumer)?;
+        self.stats()
+            .pushed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.borrow_mut().push(id);
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued for one connection in as few writes as possible. If the socket
+    /// is full, a writer task waits for it to drain.
+    pub fn flush(self: &Rc<Self>, id: ConnId) {
+        let result = {
+            let mut conns = self.conns.borrow_mut();
+            let Some(conn) = conns.get_mut(id) else {
+                return;
+            };
+            conn.dirty = false;
+            if conn.writing {
+                return;
+            }
+            match self.write_out(conn) {
+                Ok(true) => return,
+                Ok(false) => {
+                    conn.writing = true;
+                    Ok(conn.stream.clone())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(stream) => {
+                let w = self.clone();
+                monoio::spawn(async move {
+                    loop {
+                        if stream.writable(false).await.is_err() {
+                            w.close(id, CloseReason::Io);
+                            return;
+                        }
+                        let done = {
+                            let mut conns = w.conns.borrow_mut();
+                            let Some(conn) = conns.get_mut(id) else {
+                                return;
+                            };
+                            match w.write_out(conn) {
+                                Ok(true) => {
+                                    conn.writing = false;
+                                    true
+                                }
+                                Ok(false) => false,
+                                Err(_) => {
+                                    drop(conns);
+                                    w.close(id, CloseReason::Io);
+                                    return;
+                                }
+                            }
+                        };
+                        if done {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(_) => self.close(id, CloseReason::Io),
+        }
+    }
+
+    /// Writes until the queue is empty (`Ok(true)`) or the socket is full (`Ok(false)`).
+    fn write_out(&self, conn: &mut Conn) -> std::io::Result<bool> {
+        let mut iov = self.iov.borrow_mut();
+        loop {
+            conn.out.io_slices(&mut iov, MAX_IOV);
+            if iov.is_empty() {
+                return Ok(true);
+            }
+            let want: usize = iov.iter().map(|v| v.iov_len).sum();
+            match io::writev(conn.fd, &iov) {
+                Ok(n) => {
+                    self.stats()
+                        .writes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    conn.out.consume(n);
+                    if n < want {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn flush_dirty(self: &Rc<Self>) {
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        for id in &dirty {
+            self.flush(*id);
+        }
+        let mut slot = self.dirty.borrow_mut();
+        if slot.is_empty() {
+            *slot = dirty;
+            slot.clear();
+        }
+    }
+}
