@@ -34,10 +34,13 @@ pub enum CloseReason {
     Tls = 12,
     /// comet is shutting down.
     Shutdown = 13,
+    /// comet is draining (lame duck): connections are closed spread over a period so their
+    /// clients reconnect elsewhere gradually.
+    LameDuck = 14,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientClosed,
         CloseReason::Io,
         CloseReason::HandshakeTimeout,
@@ -52,6 +55,7 @@ impl CloseReason {
         CloseReason::SlowConsumer,
         CloseReason::Tls,
         CloseReason::Shutdown,
+        CloseReason::LameDuck,
     ];
 
     pub fn code(self) -> u8 {
@@ -75,6 +79,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Tls => "tls",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::LameDuck => "lame_duck",
         }
     }
 

@@ -24,6 +24,11 @@ pub struct Config {
     /// How often room counts are reported to logic and the cluster counts fetched (goim: 10s).
     #[serde(with = "humantime_serde")]
     pub online_interval: Duration,
+    /// On SIGTERM, stop accepting and close connections spread over this period, so clients
+    /// reconnect to other comets gradually instead of all at once; 0 closes them at once.
+    /// A second SIGTERM or SIGINT cuts the drain short.
+    #[serde(with = "humantime_serde")]
+    pub lame_duck: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -94,6 +99,7 @@ impl Default for Config {
             protocol: Protocol::default(),
             bucket: Bucket::default(),
             online_interval: Duration::from_secs(10),
+            lame_duck: Duration::from_secs(10),
         }
     }
 }

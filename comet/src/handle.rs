@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -186,6 +187,25 @@ impl Comet {
     /// Room member counts on this comet.
     pub async fn room_counts(&self) -> HashMap<String, i32> {
         gather_room_counts(self.senders()).await
+    }
+
+    /// Lame duck: every worker stops accepting and closes its connections spread over
+    /// `over`. Returns when the last connection is closed; [`Comet::shutdown`] then stops
+    /// the workers. Pushes keep reaching the connections not yet closed.
+    pub async fn lame_duck(&self, over: Duration) -> Result<(), CometError> {
+        let (done, acks) = flume::bounded(self.senders().len());
+        for tx in self.senders() {
+            let cmd = Cmd::LameDuck {
+                over,
+                done: done.clone(),
+            };
+            tx.send_async(cmd).await.map_err(|_| CometError::Stopped)?;
+        }
+        drop(done);
+        for _ in 0..self.senders().len() {
+            acks.recv_async().await.map_err(|_| CometError::Stopped)?;
+        }
+        Ok(())
     }
 
     /// Stops accepting, closes every connection and joins the workers. Idempotent.

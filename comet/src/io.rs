@@ -34,6 +34,12 @@ pub fn shutdown(fd: RawFd) {
     }
 }
 
+/// On a listening socket, `shutdown` stops it listening: new connections are refused and a
+/// pending accept (io_uring or epoll) wakes with an error, so the accept loop can end.
+pub fn stop_listening(fd: RawFd) {
+    shutdown(fd);
+}
+
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on an open fd.
     unsafe {

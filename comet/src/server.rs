@@ -137,8 +137,10 @@ fn run_worker(
     let main = async move {
         let w = Rc::new(Worker::new(id, shared));
         for (kind, l) in listeners {
+            let fd = l.as_raw_fd();
             match TcpListener::from_std(l) {
                 Ok(l) => {
+                    w.listen_fds.borrow_mut().push(fd);
                     monoio::spawn(accept_loop(w.clone(), l, kind));
                 }
                 Err(e) => {
@@ -196,7 +198,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                if w.stopping.get() {
+                if w.stopping.get() || w.draining.get() {
                     return;
                 }
                 // EMFILE and friends: back off instead of spinning.
@@ -205,7 +207,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
                 continue;
             }
         };
-        if w.stopping.get() {
+        if w.stopping.get() || w.draining.get() {
             return;
         }
         w.stats()

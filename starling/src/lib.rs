@@ -18,6 +18,7 @@ use starling_logic::Logic;
 use starling_logic::store::MemorySessions;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -106,6 +107,21 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// SIGINT or SIGTERM, whichever comes first.
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 impl Running {
     pub fn comet(&self) -> &Comet {
         &self.comet
@@ -117,19 +133,25 @@ impl Running {
 
     /// Blocks until SIGINT or SIGTERM.
     pub fn wait_for_signal(&self) {
-        self.rt.block_on(async {
-            #[cfg(unix)]
-            {
-                use tokio::signal::unix::{SignalKind, signal};
-                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        self.rt.block_on(signal());
+    }
+
+    /// Lame duck, then shutdown: comet stops accepting and closes its connections spread over
+    /// `comet.lame_duck` while pushes keep flowing to those still open; then everything stops.
+    /// `cut_short` (in `main`: a second signal) ends the drain early.
+    pub fn drain(self, over: Duration, cut_short: impl Future<Output = ()>) {
+        let comet = self.comet.clone();
+        self.rt.block_on(async move {
+            tokio::select! {
+                r = comet.lame_duck(over) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "lame duck ended early");
+                    }
                 }
+                _ = cut_short => tracing::warn!("drain cut short"),
             }
-            #[cfg(not(unix))]
-            let _ = tokio::signal::ctrl_c().await;
         });
+        self.shutdown();
     }
 
     /// Stops the HTTP API, closes every connection and joins the workers.

@@ -28,10 +28,16 @@ fn main() -> anyhow::Result<()> {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .init();
+    let lame_duck = config.comet.lame_duck;
     let running = starling::start(config).context("starting")?;
     running.wait_for_signal();
-    tracing::info!("shutting down");
-    running.shutdown();
+    tracing::info!(?lame_duck, "draining; a second signal stops at once");
+    running.drain(lame_duck, starling::signal());
     Ok(())
 }

@@ -189,6 +189,37 @@ fn broadcast_reaches_accepting_connections() {
 }
 
 #[test]
+fn broadcast_speed_spreads_deliveries_over_time() {
+    const CLIENTS: usize = 20;
+    let srv = start();
+    let clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = Client::tcp(srv.tcp);
+            c.auth(&token(i as i64, &format!("sp-{i}"), "", &[1000]));
+            c
+        })
+        .collect();
+    let watchers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                assert_eq!(c.expect().body.as_ref(), b"paced");
+                std::time::Instant::now()
+            })
+        })
+        .collect();
+    // 20 connections per second over the comet: 10 per second on each of the 2 workers, one
+    // every 100 ms. The worker with at least 10 connections needs at least 900 ms.
+    post_ok(srv.http, "/goim/push/all?operation=1000&speed=20", b"paced");
+    let times: Vec<_> = watchers.into_iter().map(|t| t.join().unwrap()).collect();
+    let spread = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    assert!(
+        spread >= Duration::from_millis(800),
+        "speed=20 over 20 connections takes about a second, took {spread:?}"
+    );
+}
+
+#[test]
 fn a_second_connection_with_the_same_key_kicks_the_first() {
     let srv = start();
     let mut first = Client::tcp(srv.tcp);

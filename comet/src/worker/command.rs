@@ -37,6 +37,12 @@ pub(crate) enum Cmd {
     RoomCounts(flume::Sender<Vec<(Arc<str>, i32)>>),
     /// Cluster-wide room counts from logic, used in heartbeat replies.
     SetAllOnline(Arc<HashMap<String, i32>>),
+    /// Stop accepting and close every connection spread over `over`; `done` is signalled
+    /// when the last one is closed.
+    LameDuck {
+        over: Duration,
+        done: flume::Sender<()>,
+    },
     Stop,
 }
 
@@ -106,6 +112,9 @@ impl Worker {
                 let _ = reply.send(counts);
             }
             Cmd::SetAllOnline(counts) => *self.all_online.borrow_mut() = counts,
+            Cmd::LameDuck { over, done } => {
+                monoio::spawn(self.clone().drain(over, done));
+            }
             Cmd::Stop => return true,
         }
         false

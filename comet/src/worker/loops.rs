@@ -4,10 +4,15 @@
 use super::{Cmd, Worker, gather_room_counts};
 use crate::close::CloseReason;
 use crate::conn::Phase;
+use crate::io;
 use starling_proto::grpc::logic::OnlineReq;
 use std::rc::Rc;
 use std::sync::Arc;
-use tracing::warn;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How often a draining worker closes its next share of connections.
+const DRAIN_SLICE: Duration = Duration::from_millis(100);
 
 impl Worker {
     /// Enforces deadlines: every tick, expired connections close and entries whose deadline
@@ -70,6 +75,34 @@ impl Worker {
                 Err(e) => warn!(error = %e, "renew online failed"),
             }
         }
+    }
+
+    /// Lame duck: shuts this worker's listeners, then closes its connections in equal parts
+    /// every [`DRAIN_SLICE`] over `over`, so their clients reconnect elsewhere gradually
+    /// instead of in one storm. Signals `done` when the last is closed.
+    pub(super) async fn drain(self: Rc<Self>, over: Duration, done: flume::Sender<()>) {
+        if !self.draining.replace(true) {
+            for &fd in self.listen_fds.borrow().iter() {
+                io::stop_listening(fd);
+            }
+            let ids = self.conns.borrow().ids();
+            info!(worker = self.id, connections = ids.len(), ?over, "draining");
+            let slices = (over.as_nanos() / DRAIN_SLICE.as_nanos()).max(1) as usize;
+            let per_slice = ids.len().div_ceil(slices).max(1);
+            let mut chunks = ids.chunks(per_slice).peekable();
+            while let Some(chunk) = chunks.next() {
+                if self.stopping.get() {
+                    break;
+                }
+                for &id in chunk {
+                    self.close(id, CloseReason::LameDuck);
+                }
+                if chunks.peek().is_some() {
+                    monoio::time::sleep(DRAIN_SLICE).await;
+                }
+            }
+        }
+        let _ = done.send(());
     }
 
     pub(super) fn stop_all(&self) {

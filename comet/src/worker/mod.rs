@@ -85,6 +85,10 @@ pub(crate) struct Worker {
     pub all_online: RefCell<Arc<HashMap<String, i32>>>,
     rng: Cell<u64>,
     pub stopping: Cell<bool>,
+    /// Lame duck: listeners are shut and connections are being closed over a period.
+    pub draining: Cell<bool>,
+    /// This worker's listening sockets, shut when draining starts.
+    pub listen_fds: RefCell<Vec<std::os::fd::RawFd>>,
 }
 
 /// The largest read per syscall; also the worker's only read buffer.
@@ -112,6 +116,8 @@ impl Worker {
             all_online: RefCell::new(Arc::new(HashMap::new())),
             rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (u64::from(id) + 1)),
             stopping: Cell::new(false),
+            draining: Cell::new(false),
+            listen_fds: RefCell::new(Vec::new()),
             shared,
         }
     }
