@@ -160,14 +160,21 @@ impl Comet {
         }
         let msg = Outbound::from_proto(&proto);
         let room: Arc<str> = req.room_id.into();
+        self.every_worker(|done| Cmd::Room {
+            room: room.clone(),
+            msg: msg.clone(),
+            done,
+        })
+        .await
+    }
+
+    /// Sends one command to every worker and waits until each has signalled its `done`.
+    async fn every_worker(&self, cmd: impl Fn(flume::Sender<()>) -> Cmd) -> Result<(), CometError> {
         let (done, acks) = flume::bounded(self.senders().len());
         for tx in self.senders() {
-            let cmd = Cmd::Room {
-                room: room.clone(),
-                msg: msg.clone(),
-                done: done.clone(),
-            };
-            tx.send_async(cmd).await.map_err(|_| CometError::Stopped)?;
+            tx.send_async(cmd(done.clone()))
+                .await
+                .map_err(|_| CometError::Stopped)?;
         }
         drop(done);
         for _ in 0..self.senders().len() {
@@ -193,19 +200,7 @@ impl Comet {
     /// `over`. Returns when the last connection is closed; [`Comet::shutdown`] then stops
     /// the workers. Pushes keep reaching the connections not yet closed.
     pub async fn lame_duck(&self, over: Duration) -> Result<(), CometError> {
-        let (done, acks) = flume::bounded(self.senders().len());
-        for tx in self.senders() {
-            let cmd = Cmd::LameDuck {
-                over,
-                done: done.clone(),
-            };
-            tx.send_async(cmd).await.map_err(|_| CometError::Stopped)?;
-        }
-        drop(done);
-        for _ in 0..self.senders().len() {
-            acks.recv_async().await.map_err(|_| CometError::Stopped)?;
-        }
-        Ok(())
+        self.every_worker(|done| Cmd::LameDuck { over, done }).await
     }
 
     /// Stops accepting, closes every connection and joins the workers. Idempotent.

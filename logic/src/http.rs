@@ -152,71 +152,85 @@ macro_rules! try_bad {
     };
 }
 
-async fn push_keys(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body) -> Response {
+/// What a push request is aimed at, parsed from its query.
+enum Target {
+    Keys(Vec<String>),
+    Mids(Vec<i64>),
+    /// goim's room key, `type://room`.
+    Room(String),
+    All {
+        speed: i32,
+    },
+}
+
+/// The shape every push endpoint shares: query (a bad one is `-400`), then the body as the
+/// message, then logic (a failure is `-500`).
+async fn push(
+    s: AppState,
+    q: Option<String>,
+    body: Body,
+    target: impl FnOnce(&Query) -> Result<(i32, Target), String>,
+) -> Response {
     let q = try_bad!(Query::parse(q));
-    let op: i32 = try_bad!(q.int("operation", false));
-    let keys = q.all("keys");
+    let (op, target) = try_bad!(target(&q));
     let msg = match read_body(&s, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match s.logic.push_keys(op, &keys, &msg).await {
+    let sent = match target {
+        Target::Keys(keys) => s.logic.push_keys(op, &keys, &msg).await,
+        Target::Mids(mids) => s.logic.push_mids(op, &mids, &msg).await,
+        Target::Room(room) => s.logic.push_room(op, room, &msg).await,
+        Target::All { speed } => s.logic.push_all(op, speed, &msg).await,
+    };
+    match sent {
         Ok(()) => ok(None),
         Err(e) => failed(e),
     }
+}
+
+async fn push_keys(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body) -> Response {
+    push(s, q, body, |q| {
+        Ok((q.int("operation", false)?, Target::Keys(q.all("keys"))))
+    })
+    .await
 }
 
 async fn push_mids(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body) -> Response {
-    let q = try_bad!(Query::parse(q));
-    let op: i32 = try_bad!(q.int("operation", false));
-    let mut mids = Vec::new();
-    for m in q.all("mids") {
-        mids.push(try_bad!(
-            m.parse::<i64>()
-                .map_err(|_| format!("mids must be integers, not {m:?}"))
-        ));
-    }
-    let msg = match read_body(&s, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match s.logic.push_mids(op, &mids, &msg).await {
-        Ok(()) => ok(None),
-        Err(e) => failed(e),
-    }
+    push(s, q, body, |q| {
+        let op = q.int("operation", false)?;
+        let mids = q
+            .all("mids")
+            .iter()
+            .map(|m| {
+                m.parse::<i64>()
+                    .map_err(|_| format!("mids must be integers, not {m:?}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((op, Target::Mids(mids)))
+    })
+    .await
 }
 
 async fn push_room(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body) -> Response {
-    let q = try_bad!(Query::parse(q));
-    let op: i32 = try_bad!(q.int("operation", true));
-    let kind = try_bad!(q.text("type"));
-    let room = try_bad!(q.text("room"));
-    let key = format!("{kind}://{room}");
-    let msg = match read_body(&s, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match s.logic.push_room(op, key, &msg).await {
-        Ok(()) => ok(None),
-        Err(e) => failed(e),
-    }
+    push(s, q, body, |q| {
+        let op = q.int("operation", true)?;
+        let room = format!("{}://{}", q.text("type")?, q.text("room")?);
+        Ok((op, Target::Room(room)))
+    })
+    .await
 }
 
 async fn push_all(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body) -> Response {
-    let q = try_bad!(Query::parse(q));
-    let op: i32 = try_bad!(q.int("operation", true));
-    let speed: i32 = try_bad!(q.int("speed", false));
-    if speed < 0 {
-        return bad("speed must not be negative");
-    }
-    let msg = match read_body(&s, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match s.logic.push_all(op, speed, &msg).await {
-        Ok(()) => ok(None),
-        Err(e) => failed(e),
-    }
+    push(s, q, body, |q| {
+        let op = q.int("operation", true)?;
+        let speed: i32 = q.int("speed", false)?;
+        if speed < 0 {
+            return Err("speed must not be negative".into());
+        }
+        Ok((op, Target::All { speed }))
+    })
+    .await
 }
 
 /// `/goim/online/top?type=live&limit=10`: the busiest rooms of a type. goim matches the bare
