@@ -1,0 +1,126 @@
+//! Connection load: open N connections at a given rate with at most M handshakes in flight,
+//! join, heartbeat, hold; report the connect rate, failures by reason, and the server's
+//! memory per connection (its RSS before and after, divided by the connections alive).
+
+use crate::fleet::Fleet;
+use crate::sub::SubArgs;
+use crate::sys;
+use clap::Args;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnsArgs {
+    #[command(flatten)]
+    pub sub: SubArgs,
+    /// How long to hold the connections once all have joined.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub hold: Duration,
+    /// Connections per process (below the 20,000 open files a process may have).
+    #[arg(long, default_value_t = 15_000)]
+    pub per_process: u64,
+    /// The server's pid, for its memory.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnsResult {
+    pub label: String,
+    pub peer: crate::wire::Peer,
+    pub requested: u64,
+    pub connected: u64,
+    pub failed: BTreeMap<String, u64>,
+    pub connect_s: f64,
+    pub connects_per_s: f64,
+    /// Alive at the end of the hold.
+    pub alive: u64,
+    pub disconnected: BTreeMap<String, u64>,
+    pub server_rss_before: Option<u64>,
+    pub server_rss_after: Option<u64>,
+    pub server_rss_per_conn: Option<f64>,
+    /// Kernel memory (slab and TCP buffer pages) grown per connection, both ends of the
+    /// loopback connection included: the server's share is about half.
+    pub kernel_bytes_per_conn_both_ends: f64,
+}
+
+/// Kernel memory that grows with sockets: slab plus TCP buffer pages.
+fn kernel_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let slab_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Slab:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let tcp_pages: u64 = sockstat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "mem").nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    slab_kb * 1024 + tcp_pages * 4096
+}
+
+pub async fn run(mut args: ConnsArgs) -> anyhow::Result<ConnsResult> {
+    let n = args.sub.count;
+    args.sub.subscribers = n;
+    args.sub.messages = 0;
+    let rss_before = args.pid.map(sys::rss_bytes).transpose()?;
+    let kernel_before = kernel_bytes();
+    let mut fleet = Fleet::spawn(&args.sub, n, args.per_process)?;
+    let ready = fleet.ready().await?;
+    let connect_s = ready.connect_ns as f64 / 1e9;
+    eprintln!(
+        "{} of {n} connected in {connect_s:.2}s ({:.0}/s) over {} processes; failed: {:?}",
+        ready.connected,
+        ready.connected as f64 / connect_s.max(1e-9),
+        fleet.len(),
+        ready.failed
+    );
+    // Let the server finish its side of the last handshakes before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = args.pid.map(sys::rss_bytes).transpose()?;
+    let kernel_after = kernel_bytes();
+    if let (Some(a), Some(b)) = (rss_before, rss_after) {
+        eprintln!(
+            "server RSS {:.1} MiB -> {:.1} MiB: {:.0} bytes per connection",
+            a as f64 / 1048576.0,
+            b as f64 / 1048576.0,
+            (b as f64 - a as f64) / ready.connected.max(1) as f64
+        );
+    }
+    let end = tokio::time::Instant::now() + args.hold;
+    let mut alive = ready.connected;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(1).min(end - tokio::time::Instant::now())).await;
+        alive = fleet.progress().0;
+        eprintln!("holding: {alive} alive");
+    }
+    let results = fleet.stop().await?;
+    let mut disconnected = BTreeMap::new();
+    for r in &results {
+        for (k, v) in &r.disconnected {
+            *disconnected.entry(k.clone()).or_default() += v;
+        }
+    }
+    let per_conn = |a: u64, b: u64| (b as f64 - a as f64) / ready.connected.max(1) as f64;
+    Ok(ConnsResult {
+        label: args.label,
+        peer: args.sub.peer,
+        requested: n,
+        connected: ready.connected,
+        failed: ready.failed,
+        connect_s,
+        connects_per_s: ready.connected as f64 / connect_s.max(1e-9),
+        alive,
+        disconnected,
+        server_rss_before: rss_before,
+        server_rss_after: rss_after,
+        server_rss_per_conn: rss_before.zip(rss_after).map(|(a, b)| per_conn(a, b)),
+        kernel_bytes_per_conn_both_ends: per_conn(kernel_before, kernel_after),
+    })
+}

@@ -1,0 +1,87 @@
+//! The kernel's floor: what one small write to a loopback TCP socket costs the writing thread
+//! when its reader is asleep waiting for it, which is what a server pays per delivery when
+//! nothing can be merged (one message per second). A minimal sender, no server logic.
+
+use crate::sys::thread_cpu_ns;
+use clap::Args;
+use serde::Serialize;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, Clone, Args)]
+pub struct FloorArgs {
+    /// Connections written to in turn.
+    #[arg(long, short = 'n', default_value_t = 2000)]
+    pub conns: usize,
+    /// Rounds; each writes once to every connection, then pauses so readers go back to sleep.
+    #[arg(long, default_value_t = 50)]
+    pub rounds: usize,
+    #[arg(long, short = 's', default_value_t = 64)]
+    pub size: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FloorResult {
+    pub conns: usize,
+    pub rounds: usize,
+    pub size: usize,
+    pub writes: u64,
+    /// CPU time of the writing thread per write (includes the loopback delivery and the
+    /// reader's wake-up, which the kernel charges to the writer).
+    pub cpu_us_per_write: f64,
+}
+
+pub fn run(args: FloorArgs) -> anyhow::Result<FloorResult> {
+    crate::sys::raise_nofile();
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut writers = Vec::with_capacity(args.conns);
+    let mut readers = Vec::with_capacity(args.conns);
+    for _ in 0..args.conns {
+        let w = TcpStream::connect(addr)?;
+        w.set_nodelay(true)?;
+        let (r, _) = listener.accept()?;
+        r.set_nonblocking(true)?;
+        writers.push(w);
+        readers.push(r);
+    }
+    // Readers wait in epoll, as subscribers do, on a thread of their own.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("reader runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            for r in readers {
+                let mut r = tokio::net::TcpStream::from_std(r).expect("register reader");
+                tokio::task::spawn_local(async move {
+                    let mut buf = [0u8; 4096];
+                    while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+            std::future::pending::<()>().await;
+        });
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let msg = vec![b'x'; args.size];
+    let mut cpu = 0u64;
+    for _ in 0..args.rounds {
+        let start = thread_cpu_ns();
+        for w in &mut writers {
+            w.write_all(&msg)?;
+        }
+        cpu += thread_cpu_ns() - start;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let writes = (args.conns * args.rounds) as u64;
+    Ok(FloorResult {
+        conns: args.conns,
+        rounds: args.rounds,
+        size: args.size,
+        writes,
+        cpu_us_per_write: cpu as f64 / 1e3 / writes as f64,
+    })
+}

@@ -1,0 +1,73 @@
+//! `starling-bench`: the load tool. Connection load (`conns`), fan-out (`fanout`) against
+//! Starling or, with the same client, redis-server, nats-server and Mosquitto, and the
+//! kernel's own cost of a small loopback write (`floor`). Results end as one JSON line on
+//! stdout; progress goes to stderr.
+//!
+//! # Layout
+//! - `wire`: what the client says to each peer, and the resumable decoders of what it hears.
+//! - `sub`: a subscriber process (its share of the connections, one source address).
+//! - `fleet`: starting subscriber processes and reading their reports.
+//! - `publish`: the publisher, as fast as accepted or at a fixed rate.
+//! - `track`: per-subscriber accounting (loss, duplicates, order) and the HDR histogram.
+//! - `conns`, `fanout`, `floor`: the three measurements; `plot`: PNG output; `sys`: /proc.
+
+mod conns;
+mod fanout;
+mod fleet;
+mod floor;
+mod plot;
+mod publish;
+mod sub;
+mod sys;
+mod track;
+mod wire;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Starling's load tool: connections, fan-out, and peers side by side"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Open N connections, hold them, report connect rate, failures and server memory.
+    Conns(conns::ConnsArgs),
+    /// Publish M messages to N subscribers; report rate, latency, loss and server CPU.
+    Fanout(fanout::FanoutArgs),
+    /// The kernel's cost of one small write to a sleeping loopback reader.
+    Floor(floor::FloorArgs),
+    /// (internal) one subscriber process of a run.
+    #[command(hide = true)]
+    Sub(sub::SubArgs),
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
+}
+
+fn coordinator<F: std::future::Future<Output = anyhow::Result<R>>, R: serde::Serialize>(
+    f: F,
+) -> anyhow::Result<()> {
+    crate::sys::raise_nofile();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = tokio::task::LocalSet::new().block_on(&rt, f)?;
+    print_json(&result)
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Conns(a) => coordinator(conns::run(a)),
+        Cmd::Fanout(a) => coordinator(fanout::run(a)),
+        Cmd::Floor(a) => print_json(&floor::run(a)?),
+        Cmd::Sub(a) => sub::run(a),
+    }
+}

@@ -1,0 +1,592 @@
+//! What the same client says to each peer: how a subscriber joins, what it keeps sending, how
+//! it reads deliveries, and how a publisher's message is accepted. goim's format comes from
+//! `starling_proto`; Redis (RESP), NATS and MQTT 3.1.1 are small enough to speak here.
+
+use clap::ValueEnum;
+use serde::Serialize;
+use starling_proto::packet::{self, Packet};
+use starling_proto::{AuthToken, op, raw, ws};
+use thiserror::Error;
+
+/// The server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Peer {
+    /// Starling (or goim) over TCP: subscribers on the comet, pushes through the HTTP API.
+    Starling,
+    /// Starling (or goim) over WebSocket `/sub`.
+    StarlingWs,
+    /// redis-server pub/sub: `SUBSCRIBE` / `PUBLISH`.
+    Redis,
+    /// nats-server: `SUB` / `PUB` (the publisher runs `verbose` to get `+OK` per message).
+    Nats,
+    /// Mosquitto (MQTT 3.1.1): subscribers at QoS 0, the publisher at QoS 1 (PUBACK).
+    Mqtt,
+}
+
+/// The operation every benchmark push carries.
+pub const BENCH_OP: i32 = 1000;
+/// The room every subscriber joins in room mode (goim room key `live://bench`).
+pub const ROOM_TYPE: &str = "live";
+pub const ROOM_ID: &str = "bench";
+
+/// A subscriber's topic: the shared room, or its own key.
+pub fn topic(room_mode: bool, index: u64) -> String {
+    if room_mode {
+        ROOM_ID.to_string()
+    } else {
+        format!("k{index}")
+    }
+}
+
+/// Every message starts with its sequence number and the publisher's clock when it was sent.
+pub const STAMP_LEN: usize = 12;
+
+pub fn stamp(seq: u32, sent_ns: u64, size: usize) -> Vec<u8> {
+    let mut m = vec![b'.'; size.max(STAMP_LEN)];
+    m[..4].copy_from_slice(&seq.to_be_bytes());
+    m[4..12].copy_from_slice(&sent_ns.to_be_bytes());
+    m
+}
+
+pub fn read_stamp(m: &[u8]) -> Option<(u32, u64)> {
+    if m.len() < STAMP_LEN {
+        return None;
+    }
+    let seq = u32::from_be_bytes(m[..4].try_into().ok()?);
+    let sent = u64::from_be_bytes(m[4..12].try_into().ok()?);
+    Some((seq, sent))
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("malformed {0} stream")]
+    Malformed(&'static str),
+    #[error("server refused: {0}")]
+    Refused(String),
+}
+
+/// What the subscriber sends right after connecting.
+pub fn hello(peer: Peer, room_mode: bool, index: u64) -> Vec<u8> {
+    let topic = topic(room_mode, index);
+    match peer {
+        Peer::Starling | Peer::StarlingWs => {
+            let token = AuthToken {
+                mid: index as i64,
+                key: format!("k{index}"),
+                room_id: format!("{ROOM_TYPE}://{ROOM_ID}"),
+                platform: "bench".into(),
+                accepts: vec![BENCH_OP],
+            }
+            .to_json();
+            let auth = Packet::new(1, op::AUTH, 1, token).to_bytes();
+            if peer == Peer::StarlingWs {
+                let mut out = b"GET /sub HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n\
+                    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                    Sec-WebSocket-Version: 13\r\n\r\n"
+                    .to_vec();
+                out.extend(ws::encode_client_frame(
+                    ws::Opcode::Binary,
+                    true,
+                    mask(index),
+                    &auth,
+                ));
+                out
+            } else {
+                auth.to_vec()
+            }
+        }
+        Peer::Redis => resp(&[b"SUBSCRIBE", topic.as_bytes()]),
+        Peer::Nats => format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"name\":\"bench-{index}\"}}\r\n\
+             SUB {topic} 1\r\nPING\r\n"
+        )
+        .into_bytes(),
+        Peer::Mqtt => {
+            let mut out = mqtt_connect(&format!("bench-sub-{index}"));
+            out.extend(mqtt_subscribe(&topic));
+            out
+        }
+    }
+}
+
+/// What a subscriber sends every heartbeat interval, if the peer needs it.
+pub fn heartbeat(peer: Peer, index: u64) -> Option<Vec<u8>> {
+    let hb = Packet::new(1, op::HEARTBEAT, 0, Vec::new()).to_bytes();
+    match peer {
+        Peer::Starling => Some(hb.to_vec()),
+        Peer::StarlingWs => Some(ws::encode_client_frame(
+            ws::Opcode::Binary,
+            true,
+            mask(index),
+            &hb,
+        )),
+        // NATS pings the client (answered in `Decoder`); Redis and MQTT (keepalive 0) need
+        // nothing.
+        Peer::Redis | Peer::Nats | Peer::Mqtt => None,
+    }
+}
+
+fn mask(index: u64) -> [u8; 4] {
+    (index as u32 ^ 0x5a5a_a5a5).to_be_bytes()
+}
+
+/// What a decoder found in the bytes it was fed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The subscription is in place.
+    Ready,
+    /// One delivered message.
+    Payload(&'a [u8]),
+    /// Bytes to send back (NATS `PONG`).
+    Reply(&'static [u8]),
+}
+
+/// A resumable parser of what a server sends a subscriber: bytes are appended as they
+/// arrive and every whole unit is reported; an incomplete tail waits for more.
+pub struct Decoder {
+    peer: Peer,
+    buf: Vec<u8>,
+    /// WebSocket: the `101` response has been read.
+    upgraded: bool,
+}
+
+impl Decoder {
+    pub fn new(peer: Peer) -> Self {
+        Decoder {
+            peer,
+            buf: Vec::new(),
+            upgraded: false,
+        }
+    }
+
+    /// Feeds bytes; calls `on` for every event they complete.
+    pub fn feed(&mut self, data: &[u8], on: &mut impl FnMut(Event<'_>)) -> Result<(), WireError> {
+        // The common case parses straight from `data`: nothing pending, and a decoder that
+        // only reads (WebSocket decoding unmasks in place, so it always works on the buffer).
+        if self.buf.is_empty() && self.peer != Peer::StarlingWs {
+            let used = self.parse_plain(data, on)?;
+            self.buf.extend_from_slice(&data[used..]);
+            return Ok(());
+        }
+        self.buf.extend_from_slice(data);
+        let mut buf = std::mem::take(&mut self.buf);
+        let used = match self.peer {
+            Peer::StarlingWs => self.parse_ws(&mut buf, on),
+            _ => self.parse_plain(&buf, on),
+        };
+        let used = used?;
+        buf.drain(..used);
+        self.buf = buf;
+        Ok(())
+    }
+
+    fn parse_plain(&self, data: &[u8], on: &mut impl FnMut(Event<'_>)) -> Result<usize, WireError> {
+        match self.peer {
+            Peer::Starling => parse_goim(data, on),
+            Peer::Redis => parse_resp(data, on),
+            Peer::Nats => parse_nats(data, on),
+            Peer::Mqtt => parse_mqtt(data, on),
+            Peer::StarlingWs => unreachable!("WebSocket input is parsed by parse_ws"),
+        }
+    }
+
+    fn parse_ws(
+        &mut self,
+        input: &mut [u8],
+        on: &mut impl FnMut(Event<'_>),
+    ) -> Result<usize, WireError> {
+        let mut used = 0;
+        if !self.upgraded {
+            let Some(end) = input.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return Ok(0);
+            };
+            if !input.starts_with(b"HTTP/1.1 101") {
+                let line = String::from_utf8_lossy(&input[..end]).into_owned();
+                return Err(WireError::Refused(line));
+            }
+            self.upgraded = true;
+            used = end + 4;
+        }
+        loop {
+            let rest = &mut input[used..];
+            let Some(h) = ws::decode_frame(rest, usize::MAX >> 1)
+                .map_err(|_| WireError::Malformed("websocket"))?
+            else {
+                return Ok(used);
+            };
+            let payload = &rest[h.header_len..h.frame_len()];
+            let p = packet::decode_exact(payload, usize::MAX >> 1)
+                .map_err(|_| WireError::Malformed("goim"))?;
+            if p.op == op::RAW {
+                for inner in raw::packets(p.body) {
+                    let inner = inner.map_err(|_| WireError::Malformed("goim raw"))?;
+                    goim_event(inner.op, inner.body, on);
+                }
+            } else {
+                goim_event(p.op, p.body, on);
+            }
+            used += h.frame_len();
+        }
+    }
+}
+
+fn goim_event(op_code: i32, body: &[u8], on: &mut impl FnMut(Event<'_>)) {
+    match op_code {
+        op::AUTH_REPLY => on(Event::Ready),
+        BENCH_OP => on(Event::Payload(body)),
+        _ => {} // heartbeat replies
+    }
+}
+
+/// goim over TCP: pushed batches arrive as their inner packets.
+fn parse_goim(input: &[u8], on: &mut impl FnMut(Event<'_>)) -> Result<usize, WireError> {
+    let mut used = 0;
+    while let Some(p) =
+        packet::decode(&input[used..], usize::MAX >> 1).map_err(|_| WireError::Malformed("goim"))?
+    {
+        used += p.wire_len();
+        goim_event(p.op, p.body, on);
+    }
+    Ok(used)
+}
+
+/// Finds `\r\n` at or after `from`.
+fn crlf(input: &[u8], from: usize) -> Option<usize> {
+    input[from..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| from + i)
+}
+
+fn number(bytes: &[u8], what: &'static str) -> Result<i64, WireError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or(WireError::Malformed(what))
+}
+
+/// RESP pushes on a subscribed connection: `*3` arrays of bulk strings, the third an
+/// integer for (un)subscribe confirmations.
+fn parse_resp(input: &[u8], on: &mut impl FnMut(Event<'_>)) -> Result<usize, WireError> {
+    let mut used = 0;
+    'outer: while used < input.len() {
+        let Some(eol) = crlf(input, used) else {
+            break;
+        };
+        match input[used] {
+            b'*' => {
+                let n = number(&input[used + 1..eol], "resp")?;
+                let mut at = eol + 2;
+                let mut parts: [&[u8]; 3] = [&[], &[], &[]];
+                #[allow(clippy::needless_range_loop)] // `i` also counts elements past the third
+                for i in 0..n as usize {
+                    let Some(e) = crlf(input, at) else {
+                        break 'outer;
+                    };
+                    match input.get(at) {
+                        Some(b'$') => {
+                            let len = number(&input[at + 1..e], "resp")? as usize;
+                            let start = e + 2;
+                            if input.len() < start + len + 2 {
+                                break 'outer;
+                            }
+                            if i < 3 {
+                                parts[i] = &input[start..start + len];
+                            }
+                            at = start + len + 2;
+                        }
+                        Some(b':') => {
+                            if i < 3 {
+                                parts[i] = &input[at + 1..e];
+                            }
+                            at = e + 2;
+                        }
+                        _ => return Err(WireError::Malformed("resp")),
+                    }
+                }
+                match parts[0] {
+                    b"message" => on(Event::Payload(parts[2])),
+                    b"subscribe" => on(Event::Ready),
+                    _ => {}
+                }
+                used = at;
+            }
+            b'-' => {
+                return Err(WireError::Refused(
+                    String::from_utf8_lossy(&input[used..eol]).into_owned(),
+                ));
+            }
+            _ => used = eol + 2, // +OK, :n, pong
+        }
+    }
+    Ok(used)
+}
+
+/// NATS: `MSG subject sid [reply] size\r\npayload\r\n`, `PING`, `PONG`, `+OK`, `INFO`.
+fn parse_nats(input: &[u8], on: &mut impl FnMut(Event<'_>)) -> Result<usize, WireError> {
+    let mut used = 0;
+    while let Some(eol) = crlf(input, used) {
+        let line = &input[used..eol];
+        if line.starts_with(b"MSG ") {
+            let size = line
+                .rsplit(|&b| b == b' ')
+                .next()
+                .ok_or(WireError::Malformed("nats"))?;
+            let size = number(size, "nats")? as usize;
+            let start = eol + 2;
+            if input.len() < start + size + 2 {
+                break;
+            }
+            on(Event::Payload(&input[start..start + size]));
+            used = start + size + 2;
+            continue;
+        }
+        if line == b"PING" {
+            on(Event::Reply(b"PONG\r\n"));
+        } else if line == b"PONG" {
+            on(Event::Ready);
+        } else if line.starts_with(b"-ERR") {
+            return Err(WireError::Refused(
+                String::from_utf8_lossy(line).into_owned(),
+            ));
+        }
+        used = eol + 2;
+    }
+    Ok(used)
+}
+
+/// MQTT fixed header: type byte and the remaining length (a varint of up to 4 bytes).
+fn mqtt_header(input: &[u8]) -> Result<Option<(u8, usize, usize)>, WireError> {
+    let mut len = 0usize;
+    for i in 0..4 {
+        let Some(&b) = input.get(1 + i) else {
+            return Ok(None);
+        };
+        len |= ((b & 0x7f) as usize) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Some((input[0], 2 + i, len)));
+        }
+    }
+    Err(WireError::Malformed("mqtt"))
+}
+
+fn parse_mqtt(input: &[u8], on: &mut impl FnMut(Event<'_>)) -> Result<usize, WireError> {
+    let mut used = 0;
+    while let Some((kind, head, len)) = mqtt_header(&input[used..])? {
+        if input.len() < used + head + len {
+            break;
+        }
+        let body = &input[used + head..used + head + len];
+        match kind >> 4 {
+            3 => {
+                // PUBLISH at QoS 0: topic length, topic, payload.
+                if body.len() < 2 {
+                    return Err(WireError::Malformed("mqtt"));
+                }
+                let tlen = u16::from_be_bytes([body[0], body[1]]) as usize;
+                let qos = (kind >> 1) & 3;
+                let skip = 2 + tlen + if qos > 0 { 2 } else { 0 };
+                if body.len() < skip {
+                    return Err(WireError::Malformed("mqtt"));
+                }
+                on(Event::Payload(&body[skip..]));
+            }
+            2 if body.get(1).is_some_and(|&rc| rc != 0) => {
+                return Err(WireError::Refused(format!("CONNACK {}", body[1])));
+            }
+            9 => on(Event::Ready),
+            _ => {}
+        }
+        used += head + len;
+    }
+    Ok(used)
+}
+
+/// A RESP command.
+pub fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn mqtt_len(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+fn mqtt_packet(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    mqtt_len(body.len(), &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+fn mqtt_str(s: &[u8], out: &mut Vec<u8>) {
+    out.extend((s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// CONNECT, MQTT 3.1.1, clean session, keepalive off.
+pub fn mqtt_connect(client_id: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    mqtt_str(b"MQTT", &mut body);
+    body.extend([4, 0x02, 0, 0]);
+    mqtt_str(client_id.as_bytes(), &mut body);
+    mqtt_packet(0x10, &body)
+}
+
+/// SUBSCRIBE to one topic at QoS 0, packet id 1.
+pub fn mqtt_subscribe(topic: &str) -> Vec<u8> {
+    let mut body = vec![0, 1];
+    mqtt_str(topic.as_bytes(), &mut body);
+    body.push(0);
+    mqtt_packet(0x82, &body)
+}
+
+/// PUBLISH at QoS 1 with a packet id (the broker answers PUBACK).
+pub fn mqtt_publish(topic: &str, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + payload.len() + 4);
+    mqtt_str(topic.as_bytes(), &mut body);
+    body.extend(id.to_be_bytes());
+    body.extend_from_slice(payload);
+    mqtt_packet(0x32, &body)
+}
+
+/// Reads MQTT packets from a publisher's stream: counts PUBACKs and CONNACKs.
+pub fn mqtt_acks(input: &[u8], acks: &mut usize) -> Result<usize, WireError> {
+    let mut used = 0;
+    while let Some((kind, head, len)) = mqtt_header(&input[used..])? {
+        if input.len() < used + head + len {
+            break;
+        }
+        if kind >> 4 == 4 {
+            *acks += 1;
+        }
+        used += head + len;
+    }
+    Ok(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` split at every position and returns the events' payloads (with
+    /// "READY" for readiness), which must not depend on the split.
+    fn events(peer: Peer, stream: &[u8]) -> Vec<Vec<u8>> {
+        let mut whole = Vec::new();
+        let mut d = Decoder::new(peer);
+        d.feed(stream, &mut |e| whole.push(render(e))).unwrap();
+        for cut in 0..stream.len() {
+            let mut got = Vec::new();
+            let mut d = Decoder::new(peer);
+            d.feed(&stream[..cut], &mut |e| got.push(render(e)))
+                .unwrap();
+            d.feed(&stream[cut..], &mut |e| got.push(render(e)))
+                .unwrap();
+            assert_eq!(got, whole, "{peer:?} split at {cut}");
+        }
+        whole
+    }
+
+    fn render(e: Event<'_>) -> Vec<u8> {
+        match e {
+            Event::Ready => b"READY".to_vec(),
+            Event::Payload(p) => p.to_vec(),
+            Event::Reply(r) => r.to_vec(),
+        }
+    }
+
+    #[test]
+    fn stamps_round_trip() {
+        let m = stamp(7, 123_456, 64);
+        assert_eq!(m.len(), 64);
+        assert_eq!(read_stamp(&m), Some((7, 123_456)));
+        assert_eq!(read_stamp(&m[..5]), None);
+    }
+
+    #[test]
+    fn goim_tcp_and_ws() {
+        let mut tcp = Packet::new(1, op::AUTH_REPLY, 1, vec![])
+            .to_bytes()
+            .to_vec();
+        tcp.extend_from_slice(&Packet::new(1, op::HEARTBEAT_REPLY, 0, vec![0, 0, 0, 1]).to_bytes());
+        tcp.extend_from_slice(&Packet::new(1, BENCH_OP, 0, b"one".to_vec()).to_bytes());
+        tcp.extend_from_slice(&Packet::new(1, BENCH_OP, 0, b"two".to_vec()).to_bytes());
+        assert_eq!(
+            events(Peer::Starling, &tcp),
+            vec![b"READY".to_vec(), b"one".to_vec(), b"two".to_vec()]
+        );
+
+        let mut batch = raw::RawBatch::new();
+        batch.push(BENCH_OP, b"a");
+        batch.push(BENCH_OP, b"b");
+        let outer = Packet::new(1, op::RAW, 0, batch.finish().to_vec()).to_bytes();
+        let mut wsb = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        let reply = Packet::new(1, op::AUTH_REPLY, 1, vec![]).to_bytes();
+        wsb.extend(ws::encode_frame(ws::Opcode::Binary, &reply));
+        wsb.extend(ws::encode_frame(ws::Opcode::Binary, &outer));
+        assert_eq!(
+            events(Peer::StarlingWs, &wsb),
+            vec![b"READY".to_vec(), b"a".to_vec(), b"b".to_vec()]
+        );
+    }
+
+    #[test]
+    fn redis_nats_mqtt() {
+        let r = b"*3\r\n$9\r\nsubscribe\r\n$5\r\nbench\r\n:1\r\n\
+                  *3\r\n$7\r\nmessage\r\n$5\r\nbench\r\n$4\r\nab\r\n\r\n";
+        assert_eq!(
+            events(Peer::Redis, r),
+            vec![b"READY".to_vec(), b"ab\r\n".to_vec()]
+        );
+
+        let n = b"INFO {\"x\":1}\r\nPONG\r\nMSG bench 1 3\r\nxyz\r\nPING\r\nMSG bench 1 0\r\n\r\n";
+        assert_eq!(
+            events(Peer::Nats, n),
+            vec![
+                b"READY".to_vec(),
+                b"xyz".to_vec(),
+                b"PONG\r\n".to_vec(),
+                b"".to_vec()
+            ]
+        );
+
+        let mut m = vec![0x20, 2, 0, 0, 0x90, 3, 0, 1, 0];
+        let mut publish = Vec::new();
+        mqtt_str(b"bench", &mut publish);
+        publish.extend_from_slice(b"payload");
+        m.extend(mqtt_packet(0x30, &publish));
+        assert_eq!(
+            events(Peer::Mqtt, &m),
+            vec![b"READY".to_vec(), b"payload".to_vec()]
+        );
+    }
+
+    #[test]
+    fn refusals_are_errors() {
+        let mut d = Decoder::new(Peer::Redis);
+        assert!(d.feed(b"-ERR no\r\n", &mut |_| {}).is_err());
+        let mut d = Decoder::new(Peer::StarlingWs);
+        assert!(
+            d.feed(b"HTTP/1.1 404 Not Found\r\n\r\n", &mut |_| {})
+                .is_err()
+        );
+        let mut d = Decoder::new(Peer::Mqtt);
+        assert!(d.feed(&[0x20, 2, 0, 5], &mut |_| {}).is_err());
+    }
+}
