@@ -267,6 +267,7 @@ async fn join(
     buf: &mut [u8],
 ) -> Result<TcpStream, String> {
     let socket = TcpSocket::new_v4().map_err(|e| io_reason(&e))?;
+    bind_address_no_port(&socket);
     socket
         .bind(SocketAddr::new(ctx.args.source, 0))
         .map_err(|e| io_reason(&e))?;
@@ -306,6 +307,24 @@ async fn join(
         if ready {
             return Ok(stream);
         }
+    }
+}
+
+/// Binding to a source address with port 0 makes the kernel pick the port at `bind`, before
+/// it knows the destination, so each source address gets one ephemeral range for all
+/// destinations and the search slows as it fills. This defers the choice to `connect`.
+fn bind_address_no_port(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on an open socket with a pointer to a live c_int.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

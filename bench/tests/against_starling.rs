@@ -1,0 +1,116 @@
+//! The bench tool end to end against a real Starling started in this process: every kind of
+//! run completes and accounts for every message. (Figures are not asserted: they belong in
+//! bench/RESULTS.md, not in a test.)
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::process::Command;
+
+fn server() -> starling::Running {
+    let mut c = starling::Config::default();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    c.comet.workers = 2;
+    c.comet.tcp.bind = vec![any];
+    c.comet.websocket.bind = vec![any];
+    c.logic.http.bind = any;
+    c.log.filter = "warn".into();
+    starling::start(c).expect("starling starts")
+}
+
+/// Runs the bench binary and returns its JSON line.
+fn bench(args: &[String]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_starling-bench"))
+        .args(args)
+        .output()
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn assert_complete(v: &Value, expected: u64) {
+    assert_eq!(v["expected"], expected, "{v}");
+    assert_eq!(v["deliveries"], expected, "{v}");
+    for k in ["lost", "duplicated", "out_of_order", "unexpected"] {
+        assert_eq!(v[k], 0, "{k}: {v}");
+    }
+    assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["server_cpu_s"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn room_and_key_fanout_over_tcp_and_websocket() {
+    let s = server();
+    let tcp = s.comet().addrs().tcp[0].to_string();
+    let ws = s.comet().addrs().ws[0].to_string();
+    let http = s.http_addr().to_string();
+    let pid = std::process::id().to_string();
+    // 40 subscribers over 2 processes (two source addresses), 30 room messages each.
+    let base = |peer: &str, addr: &str, messages: &str| {
+        args(&[
+            "fanout",
+            "--peer",
+            peer,
+            "--addr",
+            addr,
+            "--push",
+            &http,
+            "-n",
+            "40",
+            "-m",
+            messages,
+            "--per-process",
+            "20",
+            "--pid",
+            &pid,
+            "--quiet",
+            "1s",
+        ])
+    };
+    assert_complete(&bench(&base("starling", &tcp, "30")), 40 * 30);
+    assert_complete(&bench(&base("starling-ws", &ws, "30")), 40 * 30);
+
+    // Key mode: message s goes to subscriber s % 40; at a fixed rate.
+    let mut keys = base("starling", &tcp, "80");
+    keys.extend(args(&["--keys", "--msg-rate", "400"]));
+    assert_complete(&bench(&keys), 80);
+    s.shutdown();
+}
+
+#[test]
+fn connection_load_reports_memory_per_connection() {
+    let s = server();
+    let tcp = s.comet().addrs().tcp[0].to_string();
+    let pid = std::process::id().to_string();
+    let v = bench(&args(&[
+        "conns",
+        "--peer",
+        "starling",
+        "--addr",
+        &tcp,
+        "-n",
+        "300",
+        "--rate",
+        "3000",
+        "--inflight",
+        "50",
+        "--per-process",
+        "100",
+        "--hold",
+        "1s",
+        "--pid",
+        &pid,
+    ]));
+    assert_eq!(v["connected"], 300, "{v}");
+    assert_eq!(v["alive"], 300, "{v}");
+    assert!(v["server_rss_per_conn"].as_f64().is_some(), "{v}");
+    s.shutdown();
+}
