@@ -230,6 +230,8 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
         if tcp.rcvbuf > 0 {
             let _ = sock.set_recv_buffer_size(tcp.rcvbuf);
         }
-        monoio::spawn(conn::serve(w.clone(), stream, peer, kind));
+        if let Some(reader) = conn::serve(w.clone(), stream, peer, kind) {
+            monoio::spawn(reader);
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -36,12 +36,85 @@ pub struct MemorySessions {
     inner: Mutex<Sessions>,
 }
 
+/// Laid out for a million sessions: each key is stored once (shared by both maps), server
+/// names are interned (a few comets hold every session), and a member's usual single key
+/// takes no list of its own.
 #[derive(Debug, Default)]
 struct Sessions {
-    /// key → (server, mid)
-    keys: HashMap<String, (String, i64)>,
+    /// key → (server index, mid)
+    keys: HashMap<Arc<str>, (u32, i64)>,
     /// mid → keys
-    mids: HashMap<i64, Vec<String>>,
+    mids: HashMap<i64, Keys>,
+    /// Interned server names; indexes are never reused.
+    servers: Vec<Arc<str>>,
+}
+
+/// A member's keys: almost always one.
+#[derive(Debug)]
+enum Keys {
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
+}
+
+impl Keys {
+    fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
+        match self {
+            Keys::One(k) => std::slice::from_ref(k).iter(),
+            Keys::Many(v) => v.iter(),
+        }
+    }
+
+    fn add(&mut self, key: Arc<str>) {
+        if self.iter().any(|k| *k == key) {
+            return;
+        }
+        match self {
+            Keys::One(first) => *self = Keys::Many(vec![first.clone(), key]),
+            Keys::Many(v) => v.push(key),
+        }
+    }
+
+    /// Removes `key`; `true` if none are left.
+    fn remove(&mut self, key: &str) -> bool {
+        match self {
+            Keys::One(k) => &**k == key,
+            Keys::Many(v) => {
+                v.retain(|k| &**k != key);
+                v.is_empty()
+            }
+        }
+    }
+}
+
+impl Sessions {
+    fn server_index(&mut self, server: &str) -> u32 {
+        if let Some(i) = self.servers.iter().position(|s| &**s == server) {
+            return i as u32;
+        }
+        self.servers.push(server.into());
+        (self.servers.len() - 1) as u32
+    }
+
+    fn server_is(&self, index: u32, server: &str) -> bool {
+        self.servers
+            .get(index as usize)
+            .is_some_and(|s| &**s == server)
+    }
+
+    fn server_name(&self, index: u32) -> String {
+        self.servers
+            .get(index as usize)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    }
+
+    fn remove_from_mid(&mut self, mid: i64, key: &str) {
+        if let Some(keys) = self.mids.get_mut(&mid)
+            && keys.remove(key)
+        {
+            self.mids.remove(&mid);
+        }
+    }
 }
 
 impl MemorySessions {
@@ -53,16 +126,22 @@ impl MemorySessions {
 impl SessionStore for MemorySessions {
     fn add(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<(), StoreError>> {
         let mut s = self.lock();
-        if let Some((_, old_mid)) = s.keys.insert(key.to_string(), (server.to_string(), mid))
+        let server = s.server_index(server);
+        let key: Arc<str> = match s.keys.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => key.into(),
+        };
+        if let Some((_, old_mid)) = s.keys.insert(key.clone(), (server, mid))
             && old_mid != mid
-            && let Some(keys) = s.mids.get_mut(&old_mid)
         {
-            keys.retain(|k| k != key);
+            s.remove_from_mid(old_mid, &key);
         }
         if mid > 0 {
-            let keys = s.mids.entry(mid).or_default();
-            if !keys.iter().any(|k| k == key) {
-                keys.push(key.to_string());
+            match s.mids.get_mut(&mid) {
+                Some(keys) => keys.add(key),
+                None => {
+                    s.mids.insert(mid, Keys::One(key));
+                }
             }
         }
         Box::pin(async { Ok(()) })
@@ -73,25 +152,20 @@ impl SessionStore for MemorySessions {
         let has = s
             .keys
             .get(key)
-            .is_some_and(|(srv, m)| srv == server && *m == mid);
+            .is_some_and(|&(srv, m)| s.server_is(srv, server) && m == mid);
         if has {
             s.keys.remove(key);
-            if let Some(keys) = s.mids.get_mut(&mid) {
-                keys.retain(|k| k != key);
-                if keys.is_empty() {
-                    s.mids.remove(&mid);
-                }
-            }
+            s.remove_from_mid(mid, key);
         }
         Box::pin(async move { Ok(has) })
     }
 
     fn touch(&self, _mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let has = self
-            .lock()
+        let s = self.lock();
+        let has = s
             .keys
             .get(key)
-            .is_some_and(|(srv, _)| srv == server);
+            .is_some_and(|&(srv, _)| s.server_is(srv, server));
         Box::pin(async move { Ok(has) })
     }
 
@@ -99,7 +173,7 @@ impl SessionStore for MemorySessions {
         let s = self.lock();
         let out = keys
             .iter()
-            .map(|k| s.keys.get(k).map(|(srv, _)| srv.clone()))
+            .map(|k| s.keys.get(k.as_str()).map(|&(srv, _)| s.server_name(srv)))
             .collect();
         Box::pin(async move { Ok(out) })
     }
@@ -108,9 +182,9 @@ impl SessionStore for MemorySessions {
         let s = self.lock();
         let mut out = Vec::new();
         for mid in mids {
-            for k in s.mids.get(mid).into_iter().flatten() {
-                if let Some((srv, _)) = s.keys.get(k) {
-                    out.push((k.clone(), srv.clone()));
+            for k in s.mids.get(mid).into_iter().flat_map(Keys::iter) {
+                if let Some(&(srv, _)) = s.keys.get(k) {
+                    out.push((k.to_string(), s.server_name(srv)));
                 }
             }
         }
@@ -192,6 +266,20 @@ mod tests {
             s.keys_of(&[1]).await.unwrap(),
             vec![("b".into(), "c2".into())]
         );
+        // A key taken over by another member leaves the first member's list.
+        s.add(2, "b", "c1").await.unwrap();
+        assert!(s.keys_of(&[1]).await.unwrap().is_empty());
+        assert_eq!(
+            s.keys_of(&[2]).await.unwrap(),
+            vec![("b".into(), "c1".into())]
+        );
+        // Adding the same session twice keeps one entry.
+        s.add(2, "b", "c1").await.unwrap();
+        s.add(2, "c", "c1").await.unwrap();
+        assert_eq!(s.keys_of(&[2]).await.unwrap().len(), 2);
+        assert!(s.remove(2, "b", "c1").await.unwrap());
+        assert!(s.remove(2, "c", "c1").await.unwrap());
+        assert!(s.keys_of(&[2]).await.unwrap().is_empty());
     }
 
     #[test]

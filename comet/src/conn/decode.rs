@@ -94,7 +94,7 @@ impl Worker {
         }
         let mut asm = match self.conns.borrow_mut().get_mut(id) {
             Some(c) => match &mut c.transport {
-                Transport::Ws(a) => std::mem::replace(a, Assembler::new(packet::MAX_PACK)),
+                Transport::Ws(a) => std::mem::replace(&mut **a, Assembler::new(packet::MAX_PACK)),
                 Transport::Tls(t) => {
                     std::mem::replace(&mut t.asm, Assembler::new(packet::MAX_PACK))
                 }
@@ -106,7 +106,7 @@ impl Worker {
         asm.release();
         if let Some(c) = self.conns.borrow_mut().get_mut(id) {
             match &mut c.transport {
-                Transport::Ws(a) => *a = asm,
+                Transport::Ws(a) => **a = asm,
                 Transport::Tls(t) => t.asm = asm,
                 Transport::Tcp => {}
             }

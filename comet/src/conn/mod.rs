@@ -38,7 +38,8 @@ pub enum Kind {
 
 pub(crate) enum Transport {
     Tcp,
-    Ws(Assembler),
+    /// Boxed: most connections are TCP, and the assembler is 48 bytes.
+    Ws(Box<Assembler>),
     Tls(Box<TlsState>),
 }
 
@@ -149,12 +150,22 @@ fn frame_reason(e: FrameError) -> CloseReason {
     }
 }
 
-/// Serves one accepted connection until it closes.
-pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, kind: Kind) {
+/// Registers an accepted connection and returns its reader task (`None`: refused). Built
+/// outside the task so the task itself holds only what the read loop needs: an idle
+/// connection's whole reader is this small state machine.
+pub(crate) fn serve(
+    w: Rc<Worker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: Kind,
+) -> Option<impl Future<Output = ()>> {
     let stream = Rc::new(stream);
-    let Some(id) = w.register(stream.clone(), peer, kind) else {
-        return;
-    };
+    let id = w.register(stream.clone(), peer, kind)?;
+    Some(read_loop(w, stream, id))
+}
+
+/// Waits for readability and handles what arrives, until the connection closes.
+async fn read_loop(w: Rc<Worker>, stream: Rc<TcpStream>, id: ConnId) {
     loop {
         if stream.readable(false).await.is_err() {
             w.close(id, CloseReason::Io);
@@ -164,7 +175,8 @@ pub(crate) async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, ki
             Step::Continue => {}
             Step::Closed => return,
             Step::Auth { req, ver, seq } => {
-                if !w.authenticate(id, req, ver, seq).await {
+                // Boxed: the auth state lives only while auth is pending.
+                if !Box::pin(w.authenticate(id, req, ver, seq)).await {
                     return;
                 }
             }
@@ -177,7 +189,7 @@ impl Worker {
         let fd = stream.as_raw_fd();
         let transport = match kind {
             Kind::Tcp => Transport::Tcp,
-            Kind::Ws => Transport::Ws(Assembler::new(packet::MAX_PACK)),
+            Kind::Ws => Transport::Ws(Box::new(Assembler::new(packet::MAX_PACK))),
             Kind::Wss => {
                 let config = self.shared.tls.clone()?;
                 match TlsState::new(config, Assembler::new(packet::MAX_PACK)) {
