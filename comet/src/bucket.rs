@@ -22,6 +22,20 @@ pub struct ConnId {
     pub generation: u32,
 }
 
+impl ConnId {
+    /// Packed into an epoll event's data.
+    pub fn to_u64(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    pub fn from_u64(v: u64) -> Self {
+        ConnId {
+            index: v as u32,
+            generation: (v >> 32) as u32,
+        }
+    }
+}
+
 /// goim's bucket function: `CityHash32(key) % size`.
 pub fn bucket_of(key: &str, size: usize) -> usize {
     cityhasher::hash::<u32>(key.as_bytes()) as usize % size

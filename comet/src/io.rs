@@ -25,8 +25,8 @@ pub fn writev(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     }
 }
 
-/// Ends both directions: the connection's reader wakes up, reads EOF and exits, and the fd is
-/// closed when the last handle to it drops.
+/// Ends both directions (the peer sees the end at once); the fd itself is closed when its
+/// owner drops it.
 pub fn shutdown(fd: RawFd) {
     // SAFETY: plain syscall on an fd the caller still holds open.
     unsafe {

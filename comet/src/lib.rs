@@ -10,7 +10,8 @@
 //! - [`config`]: the `[comet]` configuration.
 //! - `server`: listeners, worker threads, accept loops.
 //! - `worker`: one thread's state (connections, rooms, timing wheel) and its command loop.
-//! - `conn`: a connection's state and reader: decode, reply rules, auth.
+//! - `conn`: a connection's state and input: decode, reply rules, auth.
+//! - `poller`: the worker's readiness set (one epoll fd the monoio driver waits on).
 //! - [`bucket`]: the shared key → connection directory, sharded by CityHash32 as goim.
 //! - [`outbound`]: pushes encoded once per transport; the bounded per-connection queue.
 //! - [`wheel`]: the timing wheel for handshake and heartbeat deadlines.
@@ -26,6 +27,7 @@ mod handle;
 mod io;
 pub mod logic;
 pub mod outbound;
+mod poller;
 mod server;
 mod slab;
 mod tls;

@@ -10,7 +10,7 @@ use crate::worker::{Shared, Worker};
 use monoio::net::TcpListener;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -135,7 +135,13 @@ fn run_worker(
     let driver = shared.config.driver;
     let ready_main = ready.clone();
     let main = async move {
-        let w = Rc::new(Worker::new(id, shared));
+        let w = match Worker::new(id, shared) {
+            Ok(w) => Rc::new(w),
+            Err(e) => {
+                let _ = ready_main.send(Err(format!("readiness set: {e}")));
+                return;
+            }
+        };
         for (kind, l) in listeners {
             let fd = l.as_raw_fd();
             match TcpListener::from_std(l) {
@@ -149,6 +155,7 @@ fn run_worker(
                 }
             }
         }
+        monoio::spawn(w.clone().poll_loop());
         monoio::spawn(w.clone().tick_loop());
         if id == 0 {
             monoio::spawn(w.clone().online_loop());
@@ -213,25 +220,24 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
         w.stats()
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let fd = stream.as_raw_fd();
+        // From here the worker's readiness set, not the runtime, watches the socket.
+        // SAFETY: `into_raw_fd` hands over sole ownership of the accepted socket.
+        let sock = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
+        let fd = sock.as_raw_fd();
         if let Err(e) = crate::io::set_nonblocking(fd) {
             warn!(error = %e, "set_nonblocking failed");
             continue;
         }
         let tcp = &w.shared.config.tcp;
-        // SAFETY: fd belongs to `stream`, alive for this block.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let sock = SockRef::from(&borrowed);
-        let _ = sock.set_nodelay(tcp.nodelay);
-        let _ = sock.set_keepalive(tcp.keepalive);
+        let opts = SockRef::from(&sock);
+        let _ = opts.set_nodelay(tcp.nodelay);
+        let _ = opts.set_keepalive(tcp.keepalive);
         if tcp.sndbuf > 0 {
-            let _ = sock.set_send_buffer_size(tcp.sndbuf);
+            let _ = opts.set_send_buffer_size(tcp.sndbuf);
         }
         if tcp.rcvbuf > 0 {
-            let _ = sock.set_recv_buffer_size(tcp.rcvbuf);
+            let _ = opts.set_recv_buffer_size(tcp.rcvbuf);
         }
-        if let Some(reader) = conn::serve(w.clone(), stream, peer, kind) {
-            monoio::spawn(reader);
-        }
+        conn::serve(&w, sock, peer, kind);
     }
 }

@@ -264,3 +264,61 @@ fn metrics_expose_close_reasons() {
         out.contains("starling_comet_closed_total{reason=\"bad_packet\",code=\"4\"} 1")
     });
 }
+
+/// A server with small socket buffers and a short outbound queue, so a client that does not
+/// read fills both quickly.
+fn start_small_buffers() -> Server {
+    let mut c = test_config();
+    c.comet.tcp.sndbuf = 4096;
+    c.comet.protocol.out_ring = 32;
+    start_with(c)
+}
+
+fn push_big(srv: &Server, key: &str, seq: usize) {
+    let mut body = format!("{seq:06}").into_bytes();
+    body.resize(4000, b'x');
+    post_ok(
+        srv.http,
+        &format!("/goim/push/keys?operation=1000&keys={key}"),
+        &body,
+    );
+}
+
+#[test]
+fn a_full_socket_resumes_when_the_client_reads_again() {
+    let srv = start_small_buffers();
+    let mut c = Client::tcp(srv.tcp);
+    c.small_receive_buffer();
+    c.auth(&token(5, "pauser", "", &[1000]));
+    // More than the socket buffers hold, fewer than the queue: the rest waits for room.
+    for i in 0..24 {
+        push_big(&srv, "pauser", i);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..24 {
+        let p = c.expect();
+        assert_eq!(&p.body[..6], format!("{i:06}").as_bytes(), "in order");
+    }
+    assert_eq!(srv.closes(CloseReason::SlowConsumer), 0);
+    c.heartbeat();
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let srv = start_small_buffers();
+    let mut n = neighbour(&srv);
+    let mut c = Client::tcp(srv.tcp);
+    c.small_receive_buffer();
+    c.auth(&token(6, "stalled", "", &[1000]));
+    // Socket buffers plus 32 queued messages, then one more: closed, and counted.
+    let mut i = 0;
+    while srv.closes(CloseReason::SlowConsumer) == 0 {
+        assert!(i < 500, "never closed");
+        push_big(&srv, "stalled", i);
+        i += 1;
+    }
+    assert!(i > 32, "closed only after the queue filled ({i} pushes)");
+    let rest = c.expect_close();
+    assert!(!rest.is_empty(), "what was written before the close arrives");
+    assert_neighbour_works(&srv, &mut n);
+}

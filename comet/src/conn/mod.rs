@@ -1,11 +1,13 @@
-//! One client connection: its state in the worker's slab, and the reader task that serves it.
+//! One client connection: its state in the worker's slab, and what happens when its socket
+//! has input.
 //!
-//! The reader waits for readability, reads into the worker's scratch buffer, decodes every
-//! whole packet (TCP) or frame (WebSocket), answers by goim's reply rules and flushes once per
-//! read batch. Only a partial packet is kept per connection, in `inbuf`.
+//! The worker's readiness set reports the connection; it is read into the worker's scratch
+//! buffer, every whole packet (TCP) or frame (WebSocket) is decoded and answered by goim's
+//! reply rules, and the replies are flushed once per read. Only a partial packet is kept per
+//! connection, in `inbuf`.
 //!
 //! # Layout
-//! - this file: the connection's state, the reader task, registration and TLS input.
+//! - this file: the connection's state, registration, reading and TLS input.
 //! - `decode`: turning bytes into packets (TCP) or frames and messages (WebSocket).
 //! - `rules`: goim's reply rules per packet: auth, heartbeat, room change, echo ops.
 
@@ -15,15 +17,15 @@ use crate::outbound::{Full, OutQueue};
 use crate::tls::TlsState;
 use crate::worker::Worker;
 use bytes::Bytes;
-use monoio::net::TcpStream;
+use crate::poller::Interest;
 use starling_proto::grpc::logic::ConnectReq;
 use starling_proto::packet::{self, PacketError};
 use starling_proto::ws::{self, Assembler, FrameError};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use tracing::info;
+use tracing::{info, warn};
 
 mod decode;
 mod rules;
@@ -69,8 +71,8 @@ pub(crate) struct Session {
 }
 
 pub(crate) struct Conn {
-    pub stream: Rc<TcpStream>,
-    pub fd: RawFd,
+    /// Owns the socket: dropping the connection closes it.
+    pub sock: OwnedFd,
     pub peer: SocketAddr,
     pub transport: Transport,
     pub phase: Phase,
@@ -78,7 +80,7 @@ pub(crate) struct Conn {
     /// Bytes of an incomplete packet or frame.
     pub inbuf: Vec<u8>,
     pub out: OutQueue,
-    /// A writer task is waiting for the socket to drain.
+    /// The socket was full: output waits for the readiness set to report room.
     pub writing: bool,
     /// Listed in the worker's dirty list.
     pub dirty: bool,
@@ -88,6 +90,22 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// What the connection waits for: input unless auth is pending, output while the
+    /// socket is full.
+    pub fn interest(&self) -> Interest {
+        let reading = !matches!(self.phase, Phase::AuthPending);
+        match (reading, self.writing) {
+            (true, false) => Interest::Read,
+            (true, true) => Interest::ReadWrite,
+            (false, true) => Interest::Write,
+            (false, false) => Interest::Paused,
+        }
+    }
+
     pub fn accepts(&self, op: i32) -> bool {
         self.session
             .as_ref()
@@ -123,7 +141,7 @@ pub(crate) enum Wire {
     Control(ws::Opcode),
 }
 
-/// What the reader does next.
+/// What happens after a read.
 pub(crate) enum Step {
     Continue,
     /// An auth packet arrived: ask logic, then go on.
@@ -150,43 +168,21 @@ fn frame_reason(e: FrameError) -> CloseReason {
     }
 }
 
-/// Registers an accepted connection and returns its reader task (`None`: refused). Built
-/// outside the task so the task itself holds only what the read loop needs: an idle
-/// connection's whole reader is this small state machine.
-pub(crate) fn serve(
-    w: Rc<Worker>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    kind: Kind,
-) -> Option<impl Future<Output = ()>> {
-    let stream = Rc::new(stream);
-    let id = w.register(stream.clone(), peer, kind)?;
-    Some(read_loop(w, stream, id))
-}
-
-/// Waits for readability and handles what arrives, until the connection closes.
-async fn read_loop(w: Rc<Worker>, stream: Rc<TcpStream>, id: ConnId) {
-    loop {
-        if stream.readable(false).await.is_err() {
-            w.close(id, CloseReason::Io);
-            return;
-        }
-        match w.on_readable(id) {
-            Step::Continue => {}
-            Step::Closed => return,
-            Step::Auth { req, ver, seq } => {
-                // Boxed: the auth state lives only while auth is pending.
-                if !Box::pin(w.authenticate(id, req, ver, seq)).await {
-                    return;
-                }
-            }
-        }
+/// Takes an accepted connection into the worker: its state into the slab, its socket into
+/// the worker's readiness set. There is no task per connection.
+pub(crate) fn serve(w: &Worker, sock: OwnedFd, peer: SocketAddr, kind: Kind) {
+    let fd = sock.as_raw_fd();
+    let Some(id) = w.register(sock, peer, kind) else {
+        return;
+    };
+    if let Err(e) = w.poller.add(fd, id) {
+        warn!(error = %e, "epoll registration failed");
+        w.close(id, CloseReason::Io);
     }
 }
 
 impl Worker {
-    fn register(&self, stream: Rc<TcpStream>, peer: SocketAddr, kind: Kind) -> Option<ConnId> {
-        let fd = stream.as_raw_fd();
+    fn register(&self, sock: OwnedFd, peer: SocketAddr, kind: Kind) -> Option<ConnId> {
         let transport = match kind {
             Kind::Tcp => Transport::Tcp,
             Kind::Ws => Transport::Ws(Box::new(Assembler::new(packet::MAX_PACK))),
@@ -206,8 +202,7 @@ impl Worker {
                 .clock
                 .ticks(self.shared.config.protocol.handshake_timeout);
         let id = self.conns.borrow_mut().insert(Conn {
-            stream,
-            fd,
+            sock,
             peer,
             transport,
             phase: match kind {
@@ -229,13 +224,38 @@ impl Worker {
         Some(id)
     }
 
+    /// Input is ready: read and answer it; an auth packet pauses input until logic answers.
+    pub(crate) fn on_input(self: &Rc<Self>, id: ConnId) {
+        if let Step::Auth { req, ver, seq } = self.on_readable(id) {
+            self.update_interest(id);
+            let w = self.clone();
+            monoio::spawn(async move {
+                if w.authenticate(id, req, ver, seq).await {
+                    w.update_interest(id);
+                }
+            });
+        }
+    }
+
+    /// Tells the readiness set what the connection now waits for.
+    pub(crate) fn update_interest(&self, id: ConnId) {
+        let conns = self.conns.borrow();
+        if let Some(conn) = conns.get(id)
+            && let Err(e) = self.poller.set(conn.fd(), id, conn.interest())
+        {
+            drop(conns);
+            warn!(error = %e, "epoll update failed");
+            self.close(id, CloseReason::Io);
+        }
+    }
+
     /// Reads what the socket has (a few buffers at most, for fairness) and handles it.
     fn on_readable(self: &Rc<Self>, id: ConnId) -> Step {
         let Some((fd, tls)) = self
             .conns
             .borrow()
             .get(id)
-            .map(|c| (c.fd, matches!(c.transport, Transport::Tls(_))))
+            .map(|c| (c.fd(), matches!(c.transport, Transport::Tls(_))))
         else {
             return Step::Closed;
         };

@@ -15,6 +15,27 @@ use tracing::{info, warn};
 const DRAIN_SLICE: Duration = Duration::from_millis(100);
 
 impl Worker {
+    /// Handles readiness reports, a batch per wake-up: room for output first (it may make
+    /// room for replies), then input, which is read and answered.
+    pub async fn poll_loop(self: Rc<Self>) {
+        let mut ready = Vec::new();
+        while !self.stopping.get() {
+            if let Err(e) = self.poller.wait(&mut ready).await {
+                warn!(worker = self.id, error = %e, "readiness wait failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            for r in &ready {
+                if r.writable {
+                    self.on_writable(r.id);
+                }
+                if r.readable {
+                    self.on_input(r.id);
+                }
+            }
+        }
+    }
+
     /// Enforces deadlines: every tick, expired connections close and entries whose deadline
     /// moved later go back into the wheel.
     pub async fn tick_loop(self: Rc<Self>) {

@@ -2,9 +2,10 @@
 //! here is shared with other threads except through [`Shared`] (the key directory, counters,
 //! the logic client) and the command channel.
 //!
-//! Tasks on a worker: one accept loop per listener, one reader per connection, a writer only
-//! while a connection's socket is full, the wheel tick, the command loop and (worker 0) the
-//! online-count loop.
+//! Tasks on a worker: one accept loop per listener, the readiness loop (every connection's
+//! input and output, a batch per wake-up: there is no task per connection), an auth task
+//! while logic answers, the wheel tick, the command loop and (worker 0) the online-count
+//! loop.
 //!
 //! # Layout
 //! - this file: [`Worker`] and what every task uses (deadlines, rooms, [`Worker::close`]).
@@ -17,6 +18,7 @@ use crate::close::{CloseReason, Stats};
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::io;
+use crate::poller::Poller;
 use crate::logic::LogicClient;
 use crate::slab::Slab;
 use crate::wheel::Wheel;
@@ -89,6 +91,8 @@ pub(crate) struct Worker {
     pub draining: Cell<bool>,
     /// This worker's listening sockets, shut when draining starts.
     pub listen_fds: RefCell<Vec<std::os::fd::RawFd>>,
+    /// Readiness of every connection's socket.
+    pub poller: Poller,
 }
 
 /// The largest read per syscall; also the worker's only read buffer.
@@ -97,10 +101,11 @@ const SCRATCH: usize = 64 * 1024;
 pub(crate) const MAX_IOV: usize = 64;
 
 impl Worker {
-    pub fn new(id: u16, shared: Arc<Shared>) -> Self {
+    /// Must run inside the worker's runtime (the readiness set registers with its driver).
+    pub fn new(id: u16, shared: Arc<Shared>) -> std::io::Result<Self> {
         let tick = shared.config.protocol.tick;
         let slots = shared.config.protocol.wheel_slots;
-        Worker {
+        Ok(Worker {
             id,
             conns: RefCell::new(Slab::new()),
             rooms: RefCell::new(HashMap::new()),
@@ -118,8 +123,9 @@ impl Worker {
             stopping: Cell::new(false),
             draining: Cell::new(false),
             listen_fds: RefCell::new(Vec::new()),
+            poller: Poller::new()?,
             shared,
-        }
+        })
     }
 
     pub fn stats(&self) -> &Stats {
@@ -201,7 +207,7 @@ impl Worker {
     }
 
     /// Ends a connection: drops its state, frees its key and room slot, tells logic, and
-    /// shuts the socket so its reader wakes and exits.
+    /// takes the socket out of the readiness set, shuts it and closes it.
     pub fn close(&self, id: ConnId, reason: CloseReason) {
         let Some(mut conn) = self.conns.borrow_mut().remove(id) else {
             return;
@@ -220,9 +226,10 @@ impl Worker {
         if !conn.out.is_empty() && !conn.writing {
             let mut iov = self.iov.borrow_mut();
             conn.out.io_slices(&mut iov, MAX_IOV);
-            let _ = io::writev(conn.fd, &iov);
+            let _ = io::writev(conn.fd(), &iov);
         }
-        io::shutdown(conn.fd);
+        self.poller.remove(conn.fd());
+        io::shutdown(conn.fd());
         if let Some(sess) = conn.session.take() {
             stats
                 .sessions

@@ -1,5 +1,5 @@
 //! Queueing pushes on a connection and writing them out: everything queued leaves in as few
-//! `writev` calls as the socket allows; a full socket hands the rest to a writer task.
+//! `writev` calls as the socket allows; a full socket waits in the readiness set for room.
 
 use super::{MAX_IOV, Worker};
 use crate::bucket::ConnId;
@@ -7,7 +7,6 @@ use crate::close::CloseReason;
 use crate::conn::{Conn, Transport};
 use crate::io;
 use crate::outbound::Outbound;
-use std::rc::Rc;
 
 impl Worker {
     /// Queues a push for one connection; a full queue closes it as a slow consumer.
@@ -40,9 +39,9 @@ impl Worker {
     }
 
     /// Writes what is queued for one connection in as few writes as possible. If the socket
-    /// is full, a writer task waits for it to drain.
-    pub fn flush(self: &Rc<Self>, id: ConnId) {
-        let result = {
+    /// is full, the readiness set reports when it has room again ([`Worker::on_writable`]).
+    pub fn flush(&self, id: ConnId) {
+        let full = {
             let mut conns = self.conns.borrow_mut();
             let Some(conn) = conns.get_mut(id) else {
                 return;
@@ -55,44 +54,38 @@ impl Worker {
                 Ok(true) => return,
                 Ok(false) => {
                     conn.writing = true;
-                    Ok(conn.stream.clone())
+                    true
                 }
-                Err(e) => Err(e),
+                Err(_) => false,
             }
         };
-        match result {
-            Ok(stream) => {
-                let w = self.clone();
-                monoio::spawn(async move {
-                    loop {
-                        if stream.writable(false).await.is_err() {
-                            w.close(id, CloseReason::Io);
-                            return;
-                        }
-                        let done = {
-                            let mut conns = w.conns.borrow_mut();
-                            let Some(conn) = conns.get_mut(id) else {
-                                return;
-                            };
-                            match w.write_out(conn) {
-                                Ok(true) => {
-                                    conn.writing = false;
-                                    true
-                                }
-                                Ok(false) => false,
-                                Err(_) => {
-                                    drop(conns);
-                                    w.close(id, CloseReason::Io);
-                                    return;
-                                }
-                            }
-                        };
-                        if done {
-                            return;
-                        }
-                    }
-                });
+        if full {
+            self.update_interest(id);
+        } else {
+            self.close(id, CloseReason::Io);
+        }
+    }
+
+    /// A full socket has room again: write what is queued; stop waiting for room once the
+    /// queue is empty.
+    pub fn on_writable(&self, id: ConnId) {
+        let result = {
+            let mut conns = self.conns.borrow_mut();
+            let Some(conn) = conns.get_mut(id) else {
+                return;
+            };
+            if !conn.writing {
+                return;
             }
+            let r = self.write_out(conn);
+            if let Ok(true) = r {
+                conn.writing = false;
+            }
+            r
+        };
+        match result {
+            Ok(true) => self.update_interest(id),
+            Ok(false) => {}
             Err(_) => self.close(id, CloseReason::Io),
         }
     }
@@ -106,7 +99,7 @@ impl Worker {
                 return Ok(true);
             }
             let want: usize = iov.iter().map(|v| v.iov_len).sum();
-            match io::writev(conn.fd, &iov) {
+            match io::writev(conn.fd(), &iov) {
                 Ok(n) => {
                     self.stats()
                         .writes
@@ -123,7 +116,7 @@ impl Worker {
         }
     }
 
-    pub fn flush_dirty(self: &Rc<Self>) {
+    pub fn flush_dirty(&self) {
         let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
         for id in &dirty {
             self.flush(*id);

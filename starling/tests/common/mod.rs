@@ -125,6 +125,14 @@ impl Client {
         c
     }
 
+    /// Shrinks this client's receive buffer, so a client that stops reading fills the
+    /// server's socket after a few kilobytes.
+    pub fn small_receive_buffer(&self) {
+        socket2::SockRef::from(&self.sock)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+    }
+
     pub fn write_raw(&mut self, bytes: &[u8]) {
         self.sock.write_all(bytes).unwrap();
     }
