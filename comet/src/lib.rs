@@ -19,6 +19,7 @@
 //! - [`logic`]: the trait comet calls logic through.
 //! - `tls`: rustls, sans-IO, for WSS.
 
+mod accepts;
 pub mod bucket;
 pub mod close;
 pub mod config;

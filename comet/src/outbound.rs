@@ -54,6 +54,12 @@ pub struct Full;
 /// message may take two entries: header and shared body). Allocates nothing while empty.
 #[derive(Debug)]
 pub struct OutQueue {
+    /// `None` while nothing is queued: an idle connection holds 8 bytes here, not a queue.
+    inner: Option<Box<Queued>>,
+}
+
+#[derive(Debug)]
+struct Queued {
     items: VecDeque<Bytes>,
     /// Bytes of the front item already written.
     offset: u32,
@@ -62,31 +68,38 @@ pub struct OutQueue {
 
 impl OutQueue {
     pub fn new() -> Self {
-        OutQueue {
-            items: VecDeque::new(),
-            offset: 0,
-            messages: 0,
-        }
+        OutQueue { inner: None }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.inner.is_none()
     }
 
     pub fn messages(&self) -> usize {
-        self.messages as usize
+        self.inner.as_ref().map_or(0, |q| q.messages as usize)
     }
 
     /// Queues one message made of `parts` (empty parts are skipped).
     pub fn push(&mut self, cap: usize, parts: &[&Bytes]) -> Result<(), Full> {
-        if self.messages as usize >= cap {
+        if self.messages() >= cap {
             return Err(Full);
         }
-        self.messages += 1;
+        let q = self.inner.get_or_insert_with(|| {
+            Box::new(Queued {
+                items: VecDeque::new(),
+                offset: 0,
+                messages: 0,
+            })
+        });
+        q.messages += 1;
         for p in parts {
             if !p.is_empty() {
-                self.items.push_back((*p).clone());
+                q.items.push_back((*p).clone());
             }
+        }
+        if q.items.is_empty() {
+            // Only empty parts: nothing to write after all.
+            self.inner = None;
         }
         Ok(())
     }
@@ -94,12 +107,11 @@ impl OutQueue {
     /// Fills `iov` with the queued bytes, in order, up to its capacity.
     pub fn io_slices<'a>(&'a self, iov: &mut Vec<libc::iovec>, max: usize) {
         iov.clear();
-        for (i, b) in self.items.iter().take(max).enumerate() {
-            let s: &'a [u8] = if i == 0 {
-                &b[self.offset as usize..]
-            } else {
-                b
-            };
+        let Some(q) = &self.inner else {
+            return;
+        };
+        for (i, b) in q.items.iter().take(max).enumerate() {
+            let s: &'a [u8] = if i == 0 { &b[q.offset as usize..] } else { b };
             iov.push(libc::iovec {
                 iov_base: s.as_ptr() as *mut libc::c_void,
                 iov_len: s.len(),
@@ -107,26 +119,28 @@ impl OutQueue {
         }
     }
 
-    /// Drops `n` written bytes from the front.
+    /// Drops `n` written bytes from the front. Once everything is written the queue's memory
+    /// goes back (a burst pays one allocation; a million idle connections keep nothing).
     pub fn consume(&mut self, mut n: usize) {
+        let Some(q) = &mut self.inner else {
+            assert_eq!(n, 0, "consumed more than queued");
+            return;
+        };
         while n > 0 {
-            let front = self.items.front().expect("consumed more than queued");
-            let left = front.len() - self.offset as usize;
+            let front = q.items.front().expect("consumed more than queued");
+            let left = front.len() - q.offset as usize;
             if n >= left {
                 n -= left;
-                self.items.pop_front();
-                self.offset = 0;
+                q.items.pop_front();
+                q.offset = 0;
             } else {
                 // An item is one message part: far below 4 GiB.
-                self.offset += n as u32;
+                q.offset += n as u32;
                 n = 0;
             }
         }
-        if self.items.is_empty() {
-            self.messages = 0;
-            // Give the memory back: an idle connection holds no queue (a burst pays one
-            // allocation; a million idle connections do not keep 128 bytes each).
-            self.items = VecDeque::new();
+        if q.items.is_empty() {
+            self.inner = None;
         }
     }
 }

@@ -123,12 +123,7 @@ impl Poller {
         loop {
             // SAFETY: `events` has room for BATCH entries; the kernel fills at most that.
             let n = unsafe {
-                libc::epoll_wait(
-                    self.epfd,
-                    events.as_mut_ptr(),
-                    BATCH as libc::c_int,
-                    0,
-                )
+                libc::epoll_wait(self.epfd, events.as_mut_ptr(), BATCH as libc::c_int, 0)
             };
             if n < 0 {
                 let e = io::Error::last_os_error();

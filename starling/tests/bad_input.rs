@@ -319,6 +319,9 @@ fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     }
     assert!(i > 32, "closed only after the queue filled ({i} pushes)");
     let rest = c.expect_close();
-    assert!(!rest.is_empty(), "what was written before the close arrives");
+    assert!(
+        !rest.is_empty(),
+        "what was written before the close arrives"
+    );
     assert_neighbour_works(&srv, &mut n);
 }

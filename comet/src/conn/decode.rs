@@ -16,7 +16,7 @@ impl Worker {
             .conns
             .borrow_mut()
             .get_mut(id)
-            .map(|c| std::mem::take(&mut c.inbuf))
+            .map(|c| std::mem::take(&mut c.inbuf).into_vec())
         else {
             return Ok(Step::Closed);
         };
@@ -35,7 +35,7 @@ impl Worker {
             input[used..].to_vec()
         };
         if let Some(conn) = self.conns.borrow_mut().get_mut(id) {
-            conn.inbuf = tail;
+            conn.inbuf = tail.into_boxed_slice();
         }
         Ok(step)
     }
@@ -88,7 +88,9 @@ impl Worker {
             }
             self.reply(id, &ws::switching_protocols(&up.key), Wire::Http)?;
             if let Some(c) = self.conns.borrow_mut().get_mut(id) {
-                c.phase = Phase::Authing { cookie: up.cookie };
+                c.phase = Phase::Authing {
+                    cookie: up.cookie.into(),
+                };
             }
             pos = up.consumed;
         }

@@ -11,17 +11,18 @@
 //! - `decode`: turning bytes into packets (TCP) or frames and messages (WebSocket).
 //! - `rules`: goim's reply rules per packet: auth, heartbeat, room change, echo ops.
 
+use crate::accepts::Accepts;
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
 use crate::outbound::{Full, OutQueue};
+use crate::poller::Interest;
 use crate::tls::TlsState;
 use crate::worker::Worker;
 use bytes::Bytes;
-use crate::poller::Interest;
 use starling_proto::grpc::logic::ConnectReq;
 use starling_proto::packet::{self, PacketError};
 use starling_proto::ws::{self, Assembler, FrameError};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -50,7 +51,7 @@ pub(crate) enum Phase {
     Upgrading,
     /// Waiting for op 7; other ops are ignored (goim).
     Authing {
-        cookie: String,
+        cookie: Box<str>,
     },
     /// op 7 handed to logic; nothing more is read until it answers.
     AuthPending,
@@ -61,11 +62,11 @@ pub(crate) struct Session {
     pub key: std::sync::Arc<str>,
     pub mid: i64,
     /// Sorted ops accepted for key, mid and broadcast pushes.
-    pub accepts: Vec<i32>,
+    pub accepts: Accepts,
     pub room: Option<std::sync::Arc<str>>,
     pub room_slot: u32,
     /// Heartbeat deadline in ticks (logic's heartbeat × heartbeat_max).
-    pub hb_ticks: u64,
+    pub hb_ticks: u32,
     /// Tick after which the next client heartbeat also refreshes the session in logic.
     pub next_renew: u64,
 }
@@ -73,12 +74,14 @@ pub(crate) struct Session {
 pub(crate) struct Conn {
     /// Owns the socket: dropping the connection closes it.
     pub sock: OwnedFd,
-    pub peer: SocketAddr,
+    /// The client's address without its port: ip counts and logs need no more.
+    pub peer: IpAddr,
     pub transport: Transport,
     pub phase: Phase,
-    pub session: Option<Box<Session>>,
+    /// Inline, not boxed: nearly every connection has one, and a box costs an allocation.
+    pub session: Option<Session>,
     /// Bytes of an incomplete packet or frame.
-    pub inbuf: Vec<u8>,
+    pub inbuf: Box<[u8]>,
     pub out: OutQueue,
     /// The socket was full: output waits for the readiness set to report room.
     pub writing: bool,
@@ -109,7 +112,7 @@ impl Conn {
     pub fn accepts(&self, op: i32) -> bool {
         self.session
             .as_ref()
-            .is_some_and(|s| s.accepts.binary_search(&op).is_ok())
+            .is_some_and(|s| s.accepts.contains(op))
     }
 
     fn is_ws(&self) -> bool {
@@ -203,16 +206,16 @@ impl Worker {
                 .ticks(self.shared.config.protocol.handshake_timeout);
         let id = self.conns.borrow_mut().insert(Conn {
             sock,
-            peer,
+            peer: peer.ip(),
             transport,
             phase: match kind {
                 Kind::Tcp => Phase::Authing {
-                    cookie: String::new(),
+                    cookie: Box::default(),
                 },
                 _ => Phase::Upgrading,
             },
             session: None,
-            inbuf: Vec::new(),
+            inbuf: Box::default(),
             out: OutQueue::new(),
             writing: false,
             dirty: false,
@@ -326,5 +329,16 @@ impl Worker {
         };
         *self.plain.borrow_mut() = plain;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Memory per connection sizes a node: a connection is its slab entry, session inline.
+    /// The bound catches a field that grows it by accident.
+    #[test]
+    fn connection_state_stays_small() {
+        let size = std::mem::size_of::<super::Conn>();
+        assert!(size <= 184, "Conn is {size} bytes");
     }
 }

@@ -2,6 +2,7 @@
 //! room's online count, room change, echo ops, and everything else handed to logic.
 
 use super::{Phase, Session, Step, Wire};
+use crate::accepts::Accepts;
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
 use crate::worker::{Cmd, Worker};
@@ -51,7 +52,7 @@ impl Worker {
             match &mut conn.phase {
                 Phase::Authed => true,
                 Phase::Authing { cookie } if p.op == op::AUTH => {
-                    let cookie = std::mem::take(cookie);
+                    let cookie = std::mem::take(cookie).into_string();
                     conn.phase = Phase::AuthPending;
                     return Ok(Step::Auth {
                         req: ConnectReq {
@@ -86,11 +87,9 @@ impl Worker {
                         .and_then(|c| c.session.as_mut())
                 {
                     if p.op == op::SUB {
-                        sess.accepts.extend(ops);
-                        sess.accepts.sort_unstable();
-                        sess.accepts.dedup();
+                        sess.accepts.add(&ops);
                     } else {
-                        sess.accepts.retain(|o| !ops.contains(o));
+                        sess.accepts.remove(&ops);
                     }
                 }
                 self.reply_packet(id, p.ver, p.op + 1, p.seq, p.body)?;
@@ -133,7 +132,7 @@ impl Worker {
             let Some(sess) = conn.session.as_mut() else {
                 return Ok(());
             };
-            let due = now + sess.hb_ticks;
+            let due = now + u64::from(sess.hb_ticks);
             let room = sess.room.clone();
             let renew = if now >= sess.next_renew {
                 sess.next_renew = now + self.renew_ticks();
@@ -215,16 +214,15 @@ impl Worker {
             _ => Duration::from_secs(480),
         };
         let key: std::sync::Arc<str> = reply.key.as_str().into();
-        let mut accepts = reply.accepts;
-        accepts.sort_unstable();
-        accepts.dedup();
+        let accepts = Accepts::new(reply.accepts);
         let peer = {
             let mut conns = self.conns.borrow_mut();
             let Some(conn) = conns.get_mut(id) else {
                 return;
             };
-            let hb_ticks = self.clock.ticks(hb);
-            conn.session = Some(Box::new(Session {
+            // A heartbeat deadline is minutes: far below u32::MAX ticks.
+            let hb_ticks = self.clock.ticks(hb).min(u64::from(u32::MAX)) as u32;
+            conn.session = Some(Session {
                 key: key.clone(),
                 mid: reply.mid,
                 accepts,
@@ -232,16 +230,16 @@ impl Worker {
                 room_slot: 0,
                 hb_ticks,
                 next_renew: now + self.renew_ticks(),
-            }));
+            });
             conn.phase = Phase::Authed;
-            self.set_deadline(conn, id, now + hb_ticks);
+            self.set_deadline(conn, id, now + u64::from(hb_ticks));
             conn.peer
         };
         // goim writes the auth reply before the connection joins its bucket and room.
         // The queue is empty right after auth, so this reply always fits.
         let _ = self.reply_packet(id, ver, op::AUTH_REPLY, seq, &[]);
         self.stats().sessions.fetch_add(1, Relaxed);
-        self.shared.buckets.add_ip(peer.ip());
+        self.shared.buckets.add_ip(peer);
         self.join_room(id, &reply.room_id);
         if let Some(old) = self.shared.buckets.put(&key, self.conn_ref(id)) {
             if old.worker == self.id {

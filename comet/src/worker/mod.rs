@@ -18,8 +18,8 @@ use crate::close::{CloseReason, Stats};
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::io;
-use crate::poller::Poller;
 use crate::logic::LogicClient;
+use crate::poller::Poller;
 use crate::slab::Slab;
 use crate::wheel::Wheel;
 use starling_proto::grpc::logic::DisconnectReq;
@@ -244,7 +244,7 @@ impl Worker {
                 );
             }
             let owned = self.shared.buckets.remove(&sess.key, self.conn_ref(id));
-            self.shared.buckets.remove_ip(conn.peer.ip());
+            self.shared.buckets.remove_ip(conn.peer);
             // A connection whose key was taken over (a kick) must not delete the session,
             // which now belongs to its successor. goim deletes it and loses the new one.
             if !owned {
