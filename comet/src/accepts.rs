@@ -3,10 +3,12 @@
 
 const INLINE: usize = 3;
 
+/// 16 bytes: the tag and `len` share the array's first alignment unit, and the heap form
+/// is a thin pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Accepts {
     Inline { len: u8, ops: [i32; INLINE] },
-    Heap(Box<[i32]>),
+    Heap(Box<Vec<i32>>),
 }
 
 impl Accepts {
@@ -26,7 +28,7 @@ impl Accepts {
                 ops,
             }
         } else {
-            Accepts::Heap(v.into_boxed_slice())
+            Accepts::Heap(Box::new(v))
         }
     }
 
@@ -59,6 +61,7 @@ mod tests {
 
     #[test]
     fn a_sorted_set_inline_up_to_three() {
+        assert_eq!(std::mem::size_of::<Accepts>(), 16);
         let mut a = Accepts::new([1002, 1000, 1000]);
         assert!(matches!(a, Accepts::Inline { len: 2, .. }));
         assert_eq!(a.as_slice(), &[1000, 1002]);

@@ -3,12 +3,12 @@
 //! pushes are encrypted into the connection's outbound queue.
 
 use crate::close::CloseReason;
+use crate::conn::WsState;
 use crate::outbound::{Full, OutQueue};
 use bytes::Bytes;
 use rustls::ServerConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use starling_proto::ws::Assembler;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use thiserror::Error;
@@ -54,14 +54,14 @@ pub fn server_config(
 
 pub(crate) struct TlsState {
     conn: ServerConnection,
-    pub asm: Assembler,
+    pub ws: WsState,
 }
 
 impl TlsState {
-    pub fn new(config: Arc<rustls::ServerConfig>, asm: Assembler) -> Result<Self, rustls::Error> {
+    pub fn new(config: Arc<rustls::ServerConfig>, ws: WsState) -> Result<Self, rustls::Error> {
         Ok(TlsState {
             conn: ServerConnection::new(config)?,
-            asm,
+            ws,
         })
     }
 

@@ -1,7 +1,7 @@
 //! From bytes to packets: the goim stream on TCP, WebSocket frames (then one packet per
 //! message) after an upgrade, and the upgrade request itself.
 
-use super::{Phase, Step, Transport, Wire, frame_reason, packet_reason};
+use super::{Phase, Step, Wire, frame_reason, packet_reason};
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
 use crate::worker::Worker;
@@ -16,7 +16,7 @@ impl Worker {
             .conns
             .borrow_mut()
             .get_mut(id)
-            .map(|c| std::mem::take(&mut c.inbuf).into_vec())
+            .map(|c| c.inbuf.take().map(|b| *b).unwrap_or_default())
         else {
             return Ok(Step::Closed);
         };
@@ -35,7 +35,7 @@ impl Worker {
             input[used..].to_vec()
         };
         if let Some(conn) = self.conns.borrow_mut().get_mut(id) {
-            conn.inbuf = tail.into_boxed_slice();
+            conn.inbuf = (!tail.is_empty()).then(|| Box::new(tail));
         }
         Ok(step)
     }
@@ -88,30 +88,29 @@ impl Worker {
             }
             self.reply(id, &ws::switching_protocols(&up.key), Wire::Http)?;
             if let Some(c) = self.conns.borrow_mut().get_mut(id) {
-                c.phase = Phase::Authing {
-                    cookie: up.cookie.into(),
-                };
+                c.phase = Phase::Authing;
+                if let Some(ws) = c.transport.ws_mut() {
+                    ws.cookie = up.cookie.into();
+                }
             }
             pos = up.consumed;
         }
         let mut asm = match self.conns.borrow_mut().get_mut(id) {
-            Some(c) => match &mut c.transport {
-                Transport::Ws(a) => std::mem::replace(&mut **a, Assembler::new(packet::MAX_PACK)),
-                Transport::Tls(t) => {
-                    std::mem::replace(&mut t.asm, Assembler::new(packet::MAX_PACK))
-                }
-                Transport::Tcp => unreachable!("checked above"),
+            Some(c) => match c.transport.ws_mut() {
+                Some(ws) => std::mem::replace(&mut ws.asm, Assembler::new(packet::MAX_PACK)),
+                None => unreachable!("checked above"),
             },
             None => return Ok((0, Step::Closed)),
         };
         let result = self.process_frames(id, &mut input[pos..], &mut asm);
         asm.release();
-        if let Some(c) = self.conns.borrow_mut().get_mut(id) {
-            match &mut c.transport {
-                Transport::Ws(a) => **a = asm,
-                Transport::Tls(t) => t.asm = asm,
-                Transport::Tcp => {}
-            }
+        if let Some(ws) = self
+            .conns
+            .borrow_mut()
+            .get_mut(id)
+            .and_then(|c| c.transport.ws_mut())
+        {
+            ws.asm = asm;
         }
         result.map(|(used, step)| (pos + used, step))
     }

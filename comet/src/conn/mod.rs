@@ -41,18 +41,42 @@ pub enum Kind {
 
 pub(crate) enum Transport {
     Tcp,
-    /// Boxed: most connections are TCP, and the assembler is 48 bytes.
-    Ws(Box<Assembler>),
+    /// Boxed: most connections are TCP.
+    Ws(Box<WsState>),
     Tls(Box<TlsState>),
+}
+
+/// What a WebSocket connection (plain or TLS) keeps beyond a TCP one.
+pub(crate) struct WsState {
+    pub asm: Assembler,
+    /// The upgrade request's `Cookie` header, handed to logic with the auth request (goim).
+    pub cookie: Box<str>,
+}
+
+impl WsState {
+    pub fn new() -> Self {
+        WsState {
+            asm: Assembler::new(packet::MAX_PACK),
+            cookie: Box::default(),
+        }
+    }
+}
+
+impl Transport {
+    pub fn ws_mut(&mut self) -> Option<&mut WsState> {
+        match self {
+            Transport::Tcp => None,
+            Transport::Ws(ws) => Some(ws),
+            Transport::Tls(tls) => Some(&mut tls.ws),
+        }
+    }
 }
 
 pub(crate) enum Phase {
     /// WebSocket: waiting for the upgrade request.
     Upgrading,
     /// Waiting for op 7; other ops are ignored (goim).
-    Authing {
-        cookie: Box<str>,
-    },
+    Authing,
     /// op 7 handed to logic; nothing more is read until it answers.
     AuthPending,
     Authed,
@@ -81,7 +105,7 @@ pub(crate) struct Conn {
     /// Inline, not boxed: nearly every connection has one, and a box costs an allocation.
     pub session: Option<Session>,
     /// Bytes of an incomplete packet or frame.
-    pub inbuf: Box<[u8]>,
+    pub inbuf: Option<Box<Vec<u8>>>,
     pub out: OutQueue,
     /// The socket was full: output waits for the readiness set to report room.
     pub writing: bool,
@@ -188,10 +212,10 @@ impl Worker {
     fn register(&self, sock: OwnedFd, peer: SocketAddr, kind: Kind) -> Option<ConnId> {
         let transport = match kind {
             Kind::Tcp => Transport::Tcp,
-            Kind::Ws => Transport::Ws(Box::new(Assembler::new(packet::MAX_PACK))),
+            Kind::Ws => Transport::Ws(Box::new(WsState::new())),
             Kind::Wss => {
                 let config = self.shared.tls.clone()?;
-                match TlsState::new(config, Assembler::new(packet::MAX_PACK)) {
+                match TlsState::new(config, WsState::new()) {
                     Ok(tls) => Transport::Tls(Box::new(tls)),
                     Err(e) => {
                         info!(error = %e, "tls session setup failed");
@@ -209,13 +233,11 @@ impl Worker {
             peer: peer.ip(),
             transport,
             phase: match kind {
-                Kind::Tcp => Phase::Authing {
-                    cookie: Box::default(),
-                },
+                Kind::Tcp => Phase::Authing,
                 _ => Phase::Upgrading,
             },
             session: None,
-            inbuf: Box::default(),
+            inbuf: None,
             out: OutQueue::new(),
             writing: false,
             dirty: false,
@@ -339,6 +361,6 @@ mod tests {
     #[test]
     fn connection_state_stays_small() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 184, "Conn is {size} bytes");
+        assert!(size <= 144, "Conn is {size} bytes");
     }
 }

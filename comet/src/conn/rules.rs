@@ -51,8 +51,12 @@ impl Worker {
             };
             match &mut conn.phase {
                 Phase::Authed => true,
-                Phase::Authing { cookie } if p.op == op::AUTH => {
-                    let cookie = std::mem::take(cookie).into_string();
+                Phase::Authing if p.op == op::AUTH => {
+                    let cookie = conn
+                        .transport
+                        .ws_mut()
+                        .map(|ws| std::mem::take(&mut ws.cookie).into_string())
+                        .unwrap_or_default();
                     conn.phase = Phase::AuthPending;
                     return Ok(Step::Auth {
                         req: ConnectReq {
