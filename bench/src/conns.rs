@@ -101,6 +101,7 @@ pub async fn run(mut args: ConnsArgs) -> anyhow::Result<ConnsResult> {
         eprintln!("holding: {alive} alive");
     }
     let results = fleet.stop().await?;
+    fleet.exit().await;
     let mut disconnected = BTreeMap::new();
     for r in &results {
         for (k, v) in &r.disconnected {

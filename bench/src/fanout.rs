@@ -135,6 +135,7 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
     let results = fleet.stop().await?;
     let cpu_after = args.pid.map(sys::cpu_ns).transpose()?;
     let rss = args.pid.map(sys::rss_bytes).transpose()?;
+    fleet.exit().await;
 
     let mut hist = new_histogram();
     let mut disconnected = BTreeMap::new();

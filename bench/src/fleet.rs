@@ -149,8 +149,9 @@ impl Fleet {
             .fold((0, 0), |a, p| (a.0 + p.0, a.1 + p.1))
     }
 
-    /// Tells every process to finish and collects their results.
-    pub async fn stop(mut self) -> anyhow::Result<Vec<SubResult>> {
+    /// Tells every process to finish and collects their results. The connections stay
+    /// open until [`Fleet::exit`].
+    pub async fn stop(&mut self) -> anyhow::Result<Vec<SubResult>> {
         for s in &mut self.stdins {
             s.write_all(b"stop\n").await?;
             s.flush().await?;
@@ -161,10 +162,15 @@ impl Fleet {
                 results.push(r);
             }
         }
+        Ok(results)
+    }
+
+    /// Ends the processes (and so their connections).
+    pub async fn exit(self) {
+        drop(self.stdins);
         for mut c in self.children {
             let _ = c.wait().await;
         }
-        Ok(results)
     }
 }
 

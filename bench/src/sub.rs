@@ -134,14 +134,23 @@ async fn main(args: SubArgs) -> anyhow::Result<()> {
         args,
     });
 
+    // stdin: a `stop` line ends the run; its end (EOF) ends the process. Until then the
+    // connections stay open, so the server's CPU can be read before it handles their closes.
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
+        let mut stopped = false;
         for line in std::io::stdin().lock().lines() {
             match line {
-                Ok(l) if l.trim() == "stop" => break,
+                Ok(l) if l.trim() == "stop" && !stopped => {
+                    stopped = true;
+                    let _ = stop_tx.send(());
+                }
                 Ok(_) => continue,
                 Err(_) => break,
             }
+        }
+        if !stopped {
+            let _ = stop_tx.send(());
         }
         let _ = stop_tx.send(());
     });
@@ -197,6 +206,7 @@ async fn main(args: SubArgs) -> anyhow::Result<()> {
         .borrow()
         .result(ctx.connected.get(), ctx.disconnected.borrow().clone());
     emit(&Report::Result(result));
+    let _ = stop_rx.recv().await;
     // Connections are not closed one by one: the process exit does it.
     std::process::exit(0);
 }

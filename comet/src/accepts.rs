@@ -7,7 +7,10 @@ const INLINE: usize = 3;
 /// is a thin pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Accepts {
-    Inline { len: u8, ops: [i32; INLINE] },
+    Inline {
+        len: u8,
+        ops: [i32; INLINE],
+    },
     #[allow(clippy::box_collection)] // a thin pointer keeps the enum at 16 bytes
     Heap(Box<Vec<i32>>),
 }
