@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Runs the figures of bench/RESULTS.md: Starling (release build) side by side with
+# redis-server, nats-server and Mosquitto, each started here on a spare port and stopped after.
+# Installs the peers with apt-get when absent. Writes one JSON line per run to $OUT.
+#
+#   tools/bench-peers.sh [memory|burst|steady|floor|all]   (default: all)
+#
+# Environment: OUT (default bench/results.jsonl), RUNS (default 2), SUBS (default 10000),
+# STEADY_SECS (default 200).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+OUT=${OUT:-bench/results.jsonl}
+RUNS=${RUNS:-2}
+SUBS=${SUBS:-10000}
+STEADY_SECS=${STEADY_SECS:-200}
+
+need() {
+  command -v "$1" >/dev/null 2>&1 && return
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$2" >/dev/null
+}
+need redis-server redis-server
+need nats-server nats-server
+need mosquitto mosquitto
+
+cargo build --release --locked -p starling -p starling-bench
+B=target/release/starling-bench
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Spare ports, far from goim's.
+REDIS=16379 NATS=14222 MQTT=11883 TCP=13101 WS=13102 HTTP=13111
+
+cat >"$tmp/starling.toml" <<EOF
+[comet.tcp]
+bind = ["0.0.0.0:$TCP"]
+[comet.websocket]
+bind = ["0.0.0.0:$WS"]
+[logic.http]
+bind = "0.0.0.0:$HTTP"
+[log]
+filter = "warn"
+EOF
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' "$MQTT" >"$tmp/mosquitto.conf"
+
+start() { # name, command...
+  local name=$1
+  shift
+  "$@" >"$tmp/$name.log" 2>&1 &
+  pids+=($!)
+  eval "${name}_pid=$!"
+  sleep 1
+}
+
+# A fresh server per memory run: its RSS before is that of a server with no connections.
+fresh() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+  start starling target/release/starling --config "$tmp/starling.toml"
+  start redis redis-server --port "$REDIS" --save '' --appendonly no --protected-mode no \
+    --maxclients 100000 --client-output-buffer-limit "pubsub 0 0 0"
+  start nats nats-server -a 127.0.0.1 -p "$NATS"
+  start mosquitto mosquitto -c "$tmp/mosquitto.conf"
+}
+
+run() { # label, args...
+  local label=$1
+  shift
+  echo "== $label" >&2
+  "$B" "$@" --label "$label" | tee -a "$OUT"
+}
+
+peers() { # yields: peer addr push pid
+  echo "starling 127.0.0.1:$TCP 127.0.0.1:$HTTP $starling_pid"
+  echo "redis 127.0.0.1:$REDIS 127.0.0.1:$REDIS $redis_pid"
+  echo "nats 127.0.0.1:$NATS 127.0.0.1:$NATS $nats_pid"
+  echo "mqtt 127.0.0.1:$MQTT 127.0.0.1:$MQTT $mosquitto_pid"
+}
+
+if [[ $what == memory || $what == all ]]; then
+  for r in $(seq "$RUNS"); do
+    fresh
+    while read -r peer addr _push pid; do
+      run "memory-$peer-$r" conns --peer "$peer" --addr "$addr" -n 19000 --inflight 500 \
+        --hold 5s --pid "$pid"
+    done < <(peers)
+  done
+fi
+fresh
+if [[ $what == burst || $what == all ]]; then
+  for r in $(seq "$RUNS"); do
+    while read -r peer addr push pid; do
+      run "burst-$peer-$r" fanout --peer "$peer" --addr "$addr" --push "$push" -n "$SUBS" \
+        -m 200 -s 64 --pid "$pid"
+    done < <(peers)
+  done
+fi
+if [[ $what == steady || $what == all ]]; then
+  for r in $(seq "$RUNS"); do
+    while read -r peer addr push pid; do
+      [[ $peer == starling || $peer == redis ]] || continue
+      run "steady-$peer-$r" fanout --peer "$peer" --addr "$addr" --push "$push" -n "$SUBS" \
+        -m "$STEADY_SECS" -s 64 --msg-rate 1 --pid "$pid" \
+        --plot "bench/steady-$peer-$r.png"
+    done < <(peers)
+  done
+fi
+if [[ $what == floor || $what == all ]]; then
+  for r in $(seq "$RUNS"); do
+    echo "== floor-$r" >&2
+    "$B" floor -n 9000 --rounds 20 -s 64 | tee -a "$OUT"
+  done
+fi
