@@ -2,7 +2,7 @@
 //! join, heartbeat, hold; report the connect rate, failures by reason, and the server's
 //! memory per connection (its RSS before and after, divided by the connections alive).
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, RunArgs};
 use crate::sub::SubArgs;
 use crate::sys;
 use clap::Args;
@@ -17,14 +17,8 @@ pub struct ConnsArgs {
     /// How long to hold the connections once all have joined.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub hold: Duration,
-    /// Connections per process (below the 20,000 open files a process may have).
-    #[arg(long, default_value_t = 15_000)]
-    pub per_process: u64,
-    /// The server's pid, for its memory.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    #[arg(long, default_value = "")]
-    pub label: String,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,9 +63,9 @@ pub async fn run(mut args: ConnsArgs) -> anyhow::Result<ConnsResult> {
     let n = args.sub.count;
     args.sub.subscribers = n;
     args.sub.messages = 0;
-    let rss_before = args.pid.map(sys::rss_bytes).transpose()?;
+    let rss_before = args.run.pid.map(sys::rss_bytes).transpose()?;
     let kernel_before = kernel_bytes();
-    let mut fleet = Fleet::spawn(&args.sub, n, args.per_process)?;
+    let mut fleet = Fleet::spawn(&args.sub, n, args.run.per_process)?;
     let ready = fleet.ready().await?;
     let connect_s = ready.connect_ns as f64 / 1e9;
     eprintln!(
@@ -83,7 +77,7 @@ pub async fn run(mut args: ConnsArgs) -> anyhow::Result<ConnsResult> {
     );
     // Let the server finish its side of the last handshakes before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = args.pid.map(sys::rss_bytes).transpose()?;
+    let rss_after = args.run.pid.map(sys::rss_bytes).transpose()?;
     let kernel_after = kernel_bytes();
     if let (Some(a), Some(b)) = (rss_before, rss_after) {
         eprintln!(
@@ -110,7 +104,7 @@ pub async fn run(mut args: ConnsArgs) -> anyhow::Result<ConnsResult> {
     }
     let per_conn = |a: u64, b: u64| (b as f64 - a as f64) / ready.connected.max(1) as f64;
     Ok(ConnsResult {
-        label: args.label,
+        label: args.run.label,
         peer: args.sub.peer,
         requested: n,
         connected: ready.connected,

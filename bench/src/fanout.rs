@@ -2,11 +2,11 @@
 //! messages, and every delivery is accounted for: rate, latency percentiles, loss,
 //! duplication, reordering, and the server's CPU time per delivery.
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, RunArgs};
 use crate::publish::{PubPlan, PubStats, publish};
 use crate::sub::SubArgs;
 use crate::sys;
-use crate::track::{decode_histogram, new_histogram};
+use crate::track::{Counts, decode_histogram, new_histogram};
 use clap::Args;
 use serde::Serialize;
 use std::cell::Cell;
@@ -33,15 +33,8 @@ pub struct FanoutArgs {
     /// Unacknowledged messages allowed when publishing as fast as accepted.
     #[arg(long, default_value_t = 1)]
     pub window: usize,
-    /// Connections per subscriber process (below the 20,000 open files a process may have).
-    #[arg(long, default_value_t = 15_000)]
-    pub per_process: u64,
-    /// The server's pid, for its CPU time and memory.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// A name for the run in the JSON line.
-    #[arg(long, default_value = "")]
-    pub label: String,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Write a PNG plot of latency percentiles here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -64,11 +57,8 @@ pub struct FanoutResult {
     pub msg_rate: f64,
     pub publish: PubStats,
     pub expected: u64,
-    pub deliveries: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub out_of_order: u64,
-    pub unexpected: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     pub disconnected: BTreeMap<String, u64>,
     /// From the first send to the last delivery.
     pub duration_s: f64,
@@ -92,7 +82,7 @@ pub struct Percentiles {
 pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
     let n = args.sub.count;
     args.sub.subscribers = n;
-    let mut fleet = Fleet::spawn(&args.sub, n, args.per_process)?;
+    let mut fleet = Fleet::spawn(&args.sub, n, args.run.per_process)?;
     let ready = fleet.ready().await?;
     eprintln!(
         "{} of {n} subscribers joined in {:.2}s over {} processes; failed: {:?}",
@@ -114,7 +104,7 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
         rate: args.msg_rate,
         window: args.window,
     };
-    let cpu_before = args.pid.map(sys::cpu_ns).transpose()?;
+    let cpu_before = args.run.pid.map(sys::cpu_ns).transpose()?;
     let sent = Rc::new(Cell::new(0u64));
     let publisher = {
         let sent = sent.clone();
@@ -133,22 +123,18 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
     }
     let pub_stats = publisher.await??;
     let results = fleet.stop().await?;
-    let cpu_after = args.pid.map(sys::cpu_ns).transpose()?;
-    let rss = args.pid.map(sys::rss_bytes).transpose()?;
+    let cpu_after = args.run.pid.map(sys::cpu_ns).transpose()?;
+    let rss = args.run.pid.map(sys::rss_bytes).transpose()?;
     fleet.exit().await;
 
     let mut hist = new_histogram();
     let mut disconnected = BTreeMap::new();
     let mut last_ns = 0;
     let mut timeline: BTreeMap<u64, u64> = BTreeMap::new();
-    let (mut deliveries, mut lost, mut dup, mut ooo, mut unexpected) = (0, 0, 0, 0, 0);
+    let mut counts = Counts::default();
     for r in &results {
         hist.add(decode_histogram(&r.hist)?)?;
-        deliveries += r.deliveries;
-        lost += r.lost;
-        dup += r.duplicated;
-        ooo += r.out_of_order;
-        unexpected += r.unexpected;
+        counts.add(&r.counts);
         last_ns = last_ns.max(r.last_ns);
         for (k, v) in &r.disconnected {
             *disconnected.entry(k.clone()).or_default() += v;
@@ -162,11 +148,12 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
     } else {
         u64::from(args.sub.messages) * n
     };
+    let deliveries = counts.deliveries;
     let duration_s = last_ns.saturating_sub(pub_stats.first_send_ns) as f64 / 1e9;
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     let server_cpu_ns = cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a));
     let result = FanoutResult {
-        label: args.label.clone(),
+        label: args.run.label.clone(),
         peer: args.sub.peer,
         mode: if args.sub.keys { "keys" } else { "room" },
         subscribers: n,
@@ -177,11 +164,7 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
         msg_rate: args.msg_rate,
         publish: pub_stats,
         expected,
-        deliveries,
-        lost,
-        duplicated: dup,
-        out_of_order: ooo,
-        unexpected,
+        counts,
         disconnected,
         duration_s,
         deliveries_per_s: if duration_s > 0.0 {
@@ -204,10 +187,10 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
         server_rss_bytes: rss,
     };
     if let Some(path) = &args.plot {
-        crate::plot::latency(path, &args.label, &hist)?;
+        crate::plot::latency(path, &args.run.label, &hist)?;
     }
     if let Some(path) = &args.plot_timeline {
-        crate::plot::timeline(path, &args.label, &timeline)?;
+        crate::plot::timeline(path, &args.run.label, &timeline)?;
     }
     Ok(result)
 }

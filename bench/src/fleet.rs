@@ -12,6 +12,20 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+/// What every run with subscriber processes takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Connections per subscriber process (below the 20,000 open files a process may have).
+    #[arg(long, default_value_t = 15_000)]
+    pub per_process: u64,
+    /// The server's pid, for its CPU time and memory.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// A name for the run in the JSON line.
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
 pub struct Fleet {
     children: Vec<Child>,
     stdins: Vec<ChildStdin>,

@@ -3,16 +3,20 @@
 
 use std::io;
 
-/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process on this machine, so a
-/// timestamp written by the publisher is comparable with the subscriber's receive time.
-pub fn now_ns() -> u64 {
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process on this machine, so a
+/// timestamp written by the publisher is comparable with the subscriber's receive time.
+pub fn now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Resident set size of a process, in bytes (`VmRSS`).
@@ -47,13 +51,7 @@ pub fn cpu_ns(pid: u32) -> io::Result<u64> {
 
 /// This thread's CPU time in nanoseconds.
 pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// The soft limit on open files of this process.

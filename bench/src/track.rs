@@ -161,11 +161,13 @@ impl Tracker {
     pub fn result(&self, connected: u64, disconnected: BTreeMap<String, u64>) -> SubResult {
         SubResult {
             connected,
-            deliveries: self.deliveries,
-            lost: self.lost(),
-            duplicated: self.duplicated,
-            out_of_order: self.out_of_order,
-            unexpected: self.unexpected,
+            counts: Counts {
+                deliveries: self.deliveries,
+                lost: self.lost(),
+                duplicated: self.duplicated,
+                out_of_order: self.out_of_order,
+                unexpected: self.unexpected,
+            },
             disconnected,
             first_ns: self.first_ns,
             last_ns: self.last_ns,
@@ -175,15 +177,33 @@ impl Tracker {
     }
 }
 
-/// What one subscriber process reports at the end.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SubResult {
-    pub connected: u64,
+/// What arrived, against the plan.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
     pub deliveries: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
+    /// Deliveries not in the plan (a stray or corrupt message).
     pub unexpected: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.deliveries += o.deliveries;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.out_of_order += o.out_of_order;
+        self.unexpected += o.unexpected;
+    }
+}
+
+/// What one subscriber process reports at the end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubResult {
+    pub connected: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Connections the server closed (or that failed) after they had joined, by reason.
     pub disconnected: BTreeMap<String, u64>,
     pub first_ns: u64,
