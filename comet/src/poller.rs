@@ -104,16 +104,19 @@ impl Poller {
         }
     }
 
-    /// Waits until some connections are ready and returns them (at most `BATCH`). Reports
-    /// are level-triggered: what is not handled now is reported again.
-    pub async fn wait(&self, out: &mut Vec<Ready>) -> io::Result<()> {
+    /// Waits until some connections are ready and puts them in `out` (at most `BATCH`).
+    /// Reports are level-triggered: what is not handled now is reported again. Returns
+    /// whether it had to wait (`false`: they were ready at once, the worker is busy).
+    pub async fn wait(&self, out: &mut Vec<Ready>) -> io::Result<bool> {
         out.clear();
+        let mut waited = false;
         loop {
             if self.take(out)? {
-                return Ok(());
+                return Ok(waited);
             }
             // Nothing ready: sleep until the epoll fd is (only now, so an edge is never missed).
             self.waiter.readable(false).await?;
+            waited = true;
         }
     }
 

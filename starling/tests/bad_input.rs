@@ -325,3 +325,48 @@ fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     );
     assert_neighbour_works(&srv, &mut n);
 }
+
+/// A client that sends heartbeats as fast as the server answers them.
+struct Flooder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Flooder {
+    fn start(srv: &Server, i: i64) -> Flooder {
+        let mut c = Client::tcp(srv.tcp);
+        c.auth(&token(100 + i, &format!("flooder-{i}"), "live://f", &[]));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                c.heartbeat();
+            }
+        });
+        Flooder { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
+#[test]
+fn clients_flooding_their_sockets_do_not_starve_their_worker() {
+    let mut config = test_config();
+    config.comet.workers = 1; // the flooders and the others share the one worker
+    let srv = start_with(config);
+    let flooders: Vec<Flooder> = (0..64).map(|i| Flooder::start(&srv, i)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // While the flood goes on: a new client is accepted and authenticated, a push arrives, and
+    // a silent client still meets its handshake deadline.
+    let mut silent = Client::tcp(srv.tcp);
+    let mut n = neighbour(&srv);
+    assert_neighbour_works(&srv, &mut n);
+    silent.expect_close();
+    for f in flooders {
+        f.stop();
+    }
+    assert_eq!(srv.closes(CloseReason::SlowConsumer), 0);
+}

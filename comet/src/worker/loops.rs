@@ -11,19 +11,51 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// Batches handled back to back before the readiness loop lets the runtime park.
+const BUSY_BATCHES: u32 = 4;
+
+/// Pending once (waking itself): the other runnable tasks of the worker go first.
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 /// How often a draining worker closes its next share of connections.
 const DRAIN_SLICE: Duration = Duration::from_millis(100);
 
 impl Worker {
     /// Handles readiness reports, a batch per wake-up: room for output first (it may make
     /// room for replies), then input, which is read and answered.
+    ///
+    /// While connections stay ready the loop would never wait, and nothing else on the
+    /// worker would run: after each batch it lets the worker's other tasks run, and after
+    /// [`BUSY_BATCHES`] batches in a row without a wait it sleeps one timer tick, so the
+    /// runtime polls its driver (accepts, auth answers, commands, the wheel's tick).
     pub async fn poll_loop(self: Rc<Self>) {
         let mut ready = Vec::new();
+        let mut busy = 0;
         while !self.stopping.get() {
-            if let Err(e) = self.poller.wait(&mut ready).await {
-                warn!(worker = self.id, error = %e, "readiness wait failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
-                continue;
+            match self.poller.wait(&mut ready).await {
+                Ok(true) => busy = 0,
+                Ok(false) => busy += 1,
+                Err(e) => {
+                    warn!(worker = self.id, error = %e, "readiness wait failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             }
             for r in &ready {
                 if r.writable {
@@ -32,6 +64,12 @@ impl Worker {
                 if r.readable {
                     self.on_input(r.id);
                 }
+            }
+            if busy >= BUSY_BATCHES {
+                busy = 0;
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            } else {
+                YieldNow(false).await;
             }
         }
     }
