@@ -3,7 +3,7 @@
 # redis-server, nats-server and Mosquitto, each started here on a spare port and stopped after.
 # Installs the peers with apt-get when absent. Writes one JSON line per run to $OUT.
 #
-#   tools/bench-peers.sh [memory|burst|steady|floor|all]   (default: all)
+#   tools/bench-peers.sh [memory|burst|steady|floor|keys|ws|all]   (default: all)
 #
 # Environment: OUT (default bench/results.jsonl), RUNS (default 2), SUBS (default 10000),
 # STEADY_SECS (default 200).
@@ -110,6 +110,21 @@ if [[ $what == steady || $what == all ]]; then
         -m "$STEADY_SECS" -s 64 --msg-rate 1 --pid "$pid" \
         --plot "bench/steady-$peer-$r.png"
     done < <(peers)
+  done
+fi
+if [[ $what == keys || $what == all ]]; then
+  # 1:1 pushes: message s goes to subscriber s % SUBS, two messages per subscriber.
+  for r in $(seq "$RUNS"); do
+    while read -r peer addr push pid; do
+      run "keys-$peer-$r" fanout --peer "$peer" --addr "$addr" --push "$push" -n "$SUBS" \
+        -m $((SUBS * 2)) -s 64 --keys --pid "$pid"
+    done < <(peers)
+  done
+fi
+if [[ $what == ws || $what == all ]]; then
+  for r in $(seq "$RUNS"); do
+    run "burst-starling-ws-$r" fanout --peer starling-ws --addr "127.0.0.1:$WS" \
+      --push "127.0.0.1:$HTTP" -n "$SUBS" -m 200 -s 64 --pid "$starling_pid"
   done
 fi
 if [[ $what == floor || $what == all ]]; then
