@@ -284,6 +284,16 @@ fn push_big(srv: &Server, key: &str, seq: usize) {
     );
 }
 
+fn push_big_to_room(srv: &Server, room: &str, seq: usize) {
+    let mut body = format!("{seq:06}").into_bytes();
+    body.resize(4000, b'x');
+    post_ok(
+        srv.http,
+        &format!("/goim/push/room?operation=1000&type=live&room={room}"),
+        &body,
+    );
+}
+
 #[test]
 fn a_full_socket_resumes_when_the_client_reads_again() {
     let srv = start_small_buffers();
@@ -298,6 +308,27 @@ fn a_full_socket_resumes_when_the_client_reads_again() {
     for i in 0..24 {
         let p = c.expect();
         assert_eq!(&p.body[..6], format!("{i:06}").as_bytes(), "in order");
+    }
+    assert_eq!(srv.closes(CloseReason::SlowConsumer), 0);
+    c.heartbeat();
+}
+
+#[test]
+fn a_full_socket_resumes_for_room_pushes_too() {
+    let srv = start_small_buffers();
+    let mut c = Client::tcp(srv.tcp);
+    c.small_receive_buffer();
+    c.auth(&token(8, "room-pauser", "live://full", &[]));
+    // Room pushes are written at once when nothing waits: the socket fills part-way through
+    // a message, and the rest must follow in order.
+    for i in 0..24 {
+        push_big_to_room(&srv, "full", i);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..24 {
+        let p = c.expect();
+        assert_eq!(&p.body[..6], format!("{i:06}").as_bytes(), "in order");
+        assert_eq!(p.body.len(), 4000, "whole");
     }
     assert_eq!(srv.closes(CloseReason::SlowConsumer), 0);
     c.heartbeat();

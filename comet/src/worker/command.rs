@@ -120,8 +120,11 @@ impl Worker {
         false
     }
 
+    /// A room message goes to each member at once (one message per member per command, so
+    /// there is nothing to merge it with unless output is already waiting).
     fn push_room(&self, room: &str, msg: &Outbound) {
-        let mut slow = Vec::new();
+        let mut failed = Vec::new();
+        let mut full = Vec::new();
         {
             let rooms = self.rooms.borrow();
             let Some(members) = rooms.get(room) else {
@@ -132,13 +135,18 @@ impl Worker {
                 let Some(conn) = conns.get_mut(id) else {
                     continue;
                 };
-                if self.queue_push(conn, id, msg).is_err() {
-                    slow.push(id);
+                match self.push_now(conn, id, msg) {
+                    Ok(false) => {}
+                    Ok(true) => full.push(id),
+                    Err(reason) => failed.push((id, reason)),
                 }
             }
         }
-        for id in slow {
-            self.close(id, CloseReason::SlowConsumer);
+        for id in full {
+            self.update_interest(id);
+        }
+        for (id, reason) in failed {
+            self.close(id, reason);
         }
     }
 

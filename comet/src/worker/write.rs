@@ -7,6 +7,7 @@ use crate::close::CloseReason;
 use crate::conn::{Conn, Transport};
 use crate::io;
 use crate::outbound::Outbound;
+use std::sync::atomic::Ordering::Relaxed;
 
 impl Worker {
     /// Queues a push for one connection; a full queue closes it as a slow consumer.
@@ -36,6 +37,71 @@ impl Worker {
             self.dirty.borrow_mut().push(id);
         }
         Ok(())
+    }
+
+    /// A push to a connection with nothing queued or pending is written at once, straight
+    /// from the shared message (no queue allocated, no reference taken); only what the socket
+    /// does not take is queued. Anything else queues as usual for the next flush.
+    /// `Ok(true)`: the socket filled, the connection now waits for room.
+    pub fn push_now(
+        &self,
+        conn: &mut Conn,
+        id: ConnId,
+        msg: &Outbound,
+    ) -> Result<bool, CloseReason> {
+        let head = match &conn.transport {
+            Transport::Tcp => &msg.tcp_head,
+            Transport::Ws(_) => &msg.ws_head,
+            Transport::Tls(_) => return self.queue_push(conn, id, msg).map(|()| false),
+        };
+        if !conn.out.is_empty() || conn.writing || conn.dirty {
+            return self.queue_push(conn, id, msg).map(|()| false);
+        }
+        let parts = [head, &msg.body];
+        let mut vecs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 2];
+        let mut n_vecs = 0;
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            vecs[n_vecs] = libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            };
+            n_vecs += 1;
+        }
+        let total = head.len() + msg.body.len();
+        let stats = self.stats();
+        match io::writev(conn.fd(), &vecs[..n_vecs]) {
+            Ok(n) => {
+                stats.writes.fetch_add(1, Relaxed);
+                stats.pushed.fetch_add(1, Relaxed);
+                if n == total {
+                    return Ok(false);
+                }
+                // The socket took part of it: the rest waits for room.
+                let rest: [bytes::Bytes; 2] = if n < head.len() {
+                    [head.slice(n..), msg.body.clone()]
+                } else {
+                    [bytes::Bytes::new(), msg.body.slice(n - head.len()..)]
+                };
+                let cap = self.shared.config.protocol.out_ring;
+                conn.out
+                    .push(cap, &[&rest[0], &rest[1]])
+                    .map_err(|_| CloseReason::SlowConsumer)?;
+                conn.writing = true;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.queue_push(conn, id, msg)?;
+                // Queued and marked dirty; the flush finds the socket full and waits.
+                Ok(false)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                self.queue_push(conn, id, msg).map(|()| false)
+            }
+            Err(_) => Err(CloseReason::Io),
+        }
     }
 
     /// Writes what is queued for one connection in as few writes as possible. If the socket
