@@ -145,45 +145,43 @@ impl Logic {
         msg: &[u8],
     ) -> Result<(), LogicError> {
         for (server, keys) in by_server {
-            self.sink
-                .publish(PushMsg {
-                    r#type: push_msg::Type::Push as i32,
-                    operation: op,
-                    server,
-                    keys,
-                    msg: msg.to_vec(),
-                    ..Default::default()
-                })
-                .await?;
+            self.publish(push_msg::Type::Push, op, msg, |m| {
+                m.server = server;
+                m.keys = keys;
+            })
+            .await?;
         }
+        Ok(())
+    }
+
+    /// Hands one `PushMsg` to job; `fill` sets the fields its type needs.
+    async fn publish(
+        &self,
+        kind: push_msg::Type,
+        op: i32,
+        msg: &[u8],
+        fill: impl FnOnce(&mut PushMsg),
+    ) -> Result<(), LogicError> {
+        let mut m = PushMsg {
+            r#type: kind as i32,
+            operation: op,
+            msg: msg.to_vec(),
+            ..Default::default()
+        };
+        fill(&mut m);
+        self.sink.publish(m).await?;
         Ok(())
     }
 
     /// Room push; `room` is goim's room key `type://id`.
     pub async fn push_room(&self, op: i32, room: String, msg: &[u8]) -> Result<(), LogicError> {
-        self.sink
-            .publish(PushMsg {
-                r#type: push_msg::Type::Room as i32,
-                operation: op,
-                room,
-                msg: msg.to_vec(),
-                ..Default::default()
-            })
-            .await?;
-        Ok(())
+        self.publish(push_msg::Type::Room, op, msg, |m| m.room = room)
+            .await
     }
 
     pub async fn push_all(&self, op: i32, speed: i32, msg: &[u8]) -> Result<(), LogicError> {
-        self.sink
-            .publish(PushMsg {
-                r#type: push_msg::Type::Broadcast as i32,
-                operation: op,
-                speed,
-                msg: msg.to_vec(),
-                ..Default::default()
-            })
-            .await?;
-        Ok(())
+        self.publish(push_msg::Type::Broadcast, op, msg, |m| m.speed = speed)
+            .await
     }
 
     /// Cluster room counts (goim's `roomCount`).

@@ -274,22 +274,14 @@ fn start_small_buffers() -> Server {
     start_with(c)
 }
 
-fn push_big(srv: &Server, key: &str, seq: usize) {
+/// Pushes a 4000-byte message that starts with its sequence number, to `target` (the query
+/// naming the keys or the room).
+fn push_big(srv: &Server, kind: &str, target: &str, seq: usize) {
     let mut body = format!("{seq:06}").into_bytes();
     body.resize(4000, b'x');
     post_ok(
         srv.http,
-        &format!("/goim/push/keys?operation=1000&keys={key}"),
-        &body,
-    );
-}
-
-fn push_big_to_room(srv: &Server, room: &str, seq: usize) {
-    let mut body = format!("{seq:06}").into_bytes();
-    body.resize(4000, b'x');
-    post_ok(
-        srv.http,
-        &format!("/goim/push/room?operation=1000&type=live&room={room}"),
+        &format!("/goim/push/{kind}?operation=1000&{target}"),
         &body,
     );
 }
@@ -302,7 +294,7 @@ fn a_full_socket_resumes_when_the_client_reads_again() {
     c.auth(&token(5, "pauser", "", &[1000]));
     // More than the socket buffers hold, fewer than the queue: the rest waits for room.
     for i in 0..24 {
-        push_big(&srv, "pauser", i);
+        push_big(&srv, "keys", "keys=pauser", i);
     }
     std::thread::sleep(Duration::from_millis(200));
     for i in 0..24 {
@@ -322,7 +314,7 @@ fn a_full_socket_resumes_for_room_pushes_too() {
     // Room pushes are written at once when nothing waits: the socket fills part-way through
     // a message, and the rest must follow in order.
     for i in 0..24 {
-        push_big_to_room(&srv, "full", i);
+        push_big(&srv, "room", "type=live&room=full", i);
     }
     std::thread::sleep(Duration::from_millis(200));
     for i in 0..24 {
@@ -345,7 +337,7 @@ fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     let mut i = 0;
     while srv.closes(CloseReason::SlowConsumer) == 0 {
         assert!(i < 500, "never closed");
-        push_big(&srv, "stalled", i);
+        push_big(&srv, "keys", "keys=stalled", i);
         i += 1;
     }
     assert!(i > 32, "closed only after the queue filled ({i} pushes)");
