@@ -18,6 +18,7 @@
 //! - [`close`]: close reasons with stable codes, and the counters.
 //! - [`logic`]: the trait comet calls logic through.
 //! - `tls`: rustls, sans-IO, for WSS.
+//! - [`node`]: comet as its own process (the `comet` binary): gRPC both ways, registry.
 
 mod accepts;
 pub mod bucket;
@@ -27,6 +28,7 @@ mod conn;
 mod handle;
 mod io;
 pub mod logic;
+pub mod node;
 pub mod outbound;
 mod poller;
 mod server;

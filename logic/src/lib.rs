@@ -8,11 +8,19 @@
 //! - [`store`]: session store trait and its in-memory default; room-count table.
 //! - [`nodes`]: comet registry trait and goim's weighted node selection.
 //! - [`http`]: the `/goim/...` HTTP API with goim's envelope.
+//! - [`grpc`]: goim's `goim.logic.Logic` service over [`Logic`].
+//! - [`kafka`]: the Kafka producer behind [`PushSink`].
+//! - [`node`]: logic as its own process (the `logic` binary).
+//! - [`redis_store`]: sessions and room counts in Redis, in goim's layout.
 
 pub mod config;
+pub mod grpc;
 pub mod http;
+pub mod kafka;
 pub mod logic;
+pub mod node;
 pub mod nodes;
+pub mod redis_store;
 pub mod store;
 
 pub use config::Config;

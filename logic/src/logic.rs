@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::nodes::{self, Registry};
-use crate::store::{BoxFuture, OnlineTable, SessionStore, StoreError};
+use crate::store::{BoxFuture, OnlineStore, OnlineTable, SessionStore, StoreError};
 use starling_proto::AuthToken;
 use starling_proto::grpc::logic::{
     Backoff, ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, NodesReply, OnlineReply,
@@ -41,6 +41,8 @@ pub struct Logic {
     pub config: Config,
     sessions: Arc<dyn SessionStore>,
     online: OnlineTable,
+    /// Shared room counts (Redis) when several logics serve one cluster.
+    online_store: Option<Arc<dyn OnlineStore>>,
     sink: Arc<dyn PushSink>,
     registry: Arc<dyn Registry>,
 }
@@ -56,6 +58,7 @@ impl Logic {
             config,
             sessions,
             online: OnlineTable::default(),
+            online_store: None,
             sink,
             registry,
         }
@@ -97,14 +100,39 @@ impl Logic {
         Ok(())
     }
 
-    pub fn renew_online(&self, req: OnlineReq) -> OnlineReply {
-        OnlineReply {
-            all_room_count: self.online.renew(
-                &req.server,
-                req.room_count,
-                self.config.online_expire,
-            ),
+    /// Shares room counts through `store` (goim's `ol_{server}` in Redis).
+    pub fn with_online_store(mut self, store: Arc<dyn OnlineStore>) -> Self {
+        self.online_store = Some(store);
+        self
+    }
+
+    /// goim `RenewOnline`: stores one comet's room counts and answers the cluster's (as last
+    /// gathered: see [`Logic::refresh_online`]).
+    pub async fn renew_online(&self, req: OnlineReq) -> Result<OnlineReply, LogicError> {
+        if let Some(store) = &self.online_store {
+            store.put(&req.server, &req.room_count).await?;
         }
+        let all_room_count =
+            self.online
+                .renew(&req.server, req.room_count, self.config.online_expire);
+        Ok(OnlineReply { all_room_count })
+    }
+
+    /// Rereads every registered comet's room counts from the shared store (goim does this
+    /// every 10 s). Without a shared store the table is already complete.
+    pub async fn refresh_online(&self) -> Result<(), LogicError> {
+        let Some(store) = &self.online_store else {
+            return Ok(());
+        };
+        let servers: Vec<String> = self
+            .registry
+            .instances()
+            .into_iter()
+            .map(|i| i.hostname)
+            .collect();
+        let reports = store.get(&servers).await?;
+        self.online.replace(reports);
+        Ok(())
     }
 
     /// goim `Receive`: an upstream client message. goim only logs it; so does this issue.

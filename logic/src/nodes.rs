@@ -1,34 +1,7 @@
 //! Node selection for clients (`/goim/nodes/weighted`, gRPC `Nodes`) and the comet registry
 //! it reads (`/goim/nodes/instances`).
 
-use serde::Serialize;
-use std::collections::BTreeMap;
-
-/// A comet as a registry lists it; the JSON shape of goim's discovery instance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Instance {
-    pub region: String,
-    pub zone: String,
-    pub env: String,
-    pub appid: String,
-    pub hostname: String,
-    pub addrs: Vec<String>,
-    pub version: String,
-    pub latest_timestamp: i64,
-    /// goim's metadata keys, string-valued: `weight`, `offline`, `addrs` (public IPs,
-    /// comma-separated), `conn_count`, `ip_count`.
-    pub metadata: BTreeMap<String, String>,
-}
-
-impl Instance {
-    fn meta_num(&self, key: &str) -> Option<f64> {
-        self.metadata.get(key)?.parse().ok()
-    }
-
-    pub fn offline(&self) -> bool {
-        self.metadata.get("offline").is_some_and(|v| v == "true")
-    }
-}
+pub use starling_cluster::Instance;
 
 /// The comets logic can hand out. The all-in-one lists its own comet; the distributed
 /// deployment reads a registry.

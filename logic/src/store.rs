@@ -22,7 +22,8 @@ pub trait SessionStore: Send + Sync + 'static {
     fn add(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Removes the session only if it still points at `server` (a newer login elsewhere stays).
     fn remove(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
-    /// Refreshes a session; `false` if it had gone (the caller adds it again).
+    /// Refreshes a session; `false` if the key had gone (the caller adds it again, as goim's
+    /// Heartbeat). A key now held by another comet is left to it.
     fn touch(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
     /// The server of each key, in order (`None`: unknown key).
     fn servers(&self, keys: &[String]) -> BoxFuture<'_, Result<Vec<Option<String>>, StoreError>>;
@@ -162,10 +163,8 @@ impl SessionStore for MemorySessions {
 
     fn touch(&self, _mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
         let s = self.lock();
-        let has = s
-            .keys
-            .get(key)
-            .is_some_and(|&(srv, _)| s.server_is(srv, server));
+        let _ = server; // nothing expires in memory: a present key needs no refresh
+        let has = s.keys.contains_key(key);
         Box::pin(async move { Ok(has) })
     }
 
@@ -192,13 +191,31 @@ impl SessionStore for MemorySessions {
     }
 }
 
+/// Where comets' room counts are shared between logic instances (Redis `ol_{server}` when
+/// distributed). Without one, a single logic keeps them in its [`OnlineTable`].
+pub trait OnlineStore: Send + Sync + 'static {
+    /// Stores one comet's room counts, replacing its last report.
+    fn put(&self, server: &str, counts: &HashMap<String, i32>)
+    -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The last report of each of these comets that has one.
+    fn get(&self, servers: &[String]) -> BoxFuture<'_, Result<Vec<Report>, StoreError>>;
+}
+
+/// One comet's room counts and how old they are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub server: String,
+    pub counts: HashMap<String, i32>,
+    pub age: Duration,
+}
+
 /// Room counts reported by each comet (goim's RenewOnline), summed over comets.
 /// A comet's last report: room → members, and when it came.
-type Report = (HashMap<String, i32>, Instant);
+type Entry = (HashMap<String, i32>, Instant);
 
 #[derive(Debug, Default)]
 pub struct OnlineTable {
-    servers: Mutex<HashMap<String, Report>>,
+    servers: Mutex<HashMap<String, Entry>>,
 }
 
 impl OnlineTable {
@@ -219,6 +236,17 @@ impl OnlineTable {
             }
         }
         total
+    }
+
+    /// Replaces every comet's counts with `reports` (read from a shared [`OnlineStore`]).
+    pub fn replace(&self, reports: Vec<Report>) {
+        let now = Instant::now();
+        let mut s = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        s.clear();
+        for r in reports {
+            let at = now.checked_sub(r.age).unwrap_or(now);
+            s.insert(r.server, (r.counts, at));
+        }
     }
 
     /// The cluster's counts, leaving out comets silent for longer than `expire`.

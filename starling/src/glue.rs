@@ -64,7 +64,7 @@ impl LogicClient for InProcessLogic {
     }
 
     fn renew_online(&self, req: OnlineReq) -> LocalBoxFuture<Result<OnlineReply, CometLogicError>> {
-        self.call(move |l| async move { Ok(l.renew_online(req)) })
+        self.call(move |l| async move { l.renew_online(req).await })
     }
 
     fn receive(&self, req: ReceiveReq) -> LocalBoxFuture<Result<(), CometLogicError>> {

@@ -1,0 +1,74 @@
+//! How a tier binary starts: its TOML file (every key defaulted, unknown keys named) and its
+//! logs.
+
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum BootError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("in {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+}
+
+/// Parses the file at `path`, or takes every default when there is none.
+pub fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, BootError> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| BootError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| BootError::Parse {
+        path: shown,
+        source,
+    })
+}
+
+/// Logs to stdout with `filter` (`RUST_LOG` overrides it); colour only on a terminal, so
+/// journald and log files get plain text.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .init();
+}
+
+/// The `[log]` table.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter (`info`, `starling_comet=debug,info`); `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            filter: "info".into(),
+        }
+    }
+}
+
+/// SIGINT or SIGTERM, whichever comes first.
+pub async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,30 @@
+//! The `[kafka]` table: where logic produces `PushMsg`s and job consumes them.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Bootstrap brokers, `host:port` (goim: `127.0.0.1:9092`).
+    pub brokers: Vec<String>,
+    /// goim: `goim-push-topic`.
+    pub topic: String,
+    /// job's consumer group (goim: `goim-push-group-job`).
+    pub group: String,
+    /// How long logic waits for the brokers to acknowledge a push (acks=all) before the HTTP
+    /// push answers -500.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            brokers: vec!["127.0.0.1:9092".into()],
+            topic: "goim-push-topic".into(),
+            group: "goim-push-group-job".into(),
+            timeout: Duration::from_millis(1500),
+        }
+    }
+}

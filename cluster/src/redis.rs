@@ -1,0 +1,46 @@
+//! Redis: the `[redis]` table shared by comet, logic and job, and a connection that
+//! reconnects by itself and never waits longer than its deadline.
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+use std::time::Duration;
+
+pub use redis::RedisError;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `redis://[:password@]host:port[/db]` (goim: `127.0.0.1:6379`).
+    pub url: String,
+    /// Deadline of one command, and of one connection attempt (goim: 500 ms / 200 ms).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// TTL of sessions and room counts; heartbeats refresh it (goim `redis.expire`: 30m).
+    #[serde(with = "humantime_serde")]
+    pub expire: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: "redis://127.0.0.1:6379".into(),
+            timeout: Duration::from_millis(500),
+            expire: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// A connection that is made on first use and remade after a failure: a call while Redis is
+/// down fails within `timeout` instead of waiting, and calls succeed again once it is back.
+/// Must be called inside a tokio runtime.
+pub fn connect(config: &Config) -> Result<ConnectionManager, RedisError> {
+    let client = redis::Client::open(config.url.as_str())?;
+    let mc = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.timeout))
+        .set_response_timeout(Some(config.timeout))
+        // A failed call is reported at once; the next call tries a fresh connection.
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(config.timeout);
+    ConnectionManager::new_lazy_with_config(client, mc)
+}

@@ -1,0 +1,26 @@
+//! `logic`: goim's logic tier on its own (HTTP push API 3111, gRPC 3119), with sessions in
+//! Redis and pushes to Kafka. See conf/logic.toml.
+
+use clap::Parser;
+use starling_cluster::boot;
+use starling_logic::node::{self, NodeConfig};
+
+#[derive(Parser)]
+#[command(version, about = "Starling logic: auth, sessions, HTTP push API, gRPC for comets")]
+struct Args {
+    /// TOML configuration (see conf/logic.toml); defaults apply to every missing key.
+    #[arg(long, short, env = "STARLING_LOGIC_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config: NodeConfig = boot::load(args.config.as_deref())?;
+    boot::init_logging(&config.log.filter);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("logic")
+        .enable_all()
+        .build()?;
+    rt.block_on(node::run(config, boot::signal()))?;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! logic as its own process (the `logic` binary): the HTTP push API and goim's
+//! `goim.logic.Logic` gRPC service, sessions and room counts in Redis, pushes produced to
+//! Kafka, comets read from the Redis registry. `conf/logic.toml` documents every key.
+
+use crate::kafka::KafkaSink;
+use crate::nodes::{Instance, Registry};
+use crate::redis_store::{RedisOnline, RedisSessions};
+use crate::{Logic, grpc};
+use serde::Deserialize;
+use starling_cluster::{boot, kafka, redis, registry};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub logic: crate::Config,
+    pub grpc: Grpc,
+    pub redis: redis::Config,
+    pub kafka: kafka::Config,
+    pub registry: registry::Config,
+    pub log: boot::Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grpc {
+    /// `goim.logic.Logic`, for comets (goim: 3119).
+    pub bind: SocketAddr,
+    /// How often room counts are reread from Redis (goim: 10s).
+    #[serde(with = "humantime_serde")]
+    pub online_refresh: Duration,
+}
+
+impl Default for Grpc {
+    fn default() -> Self {
+        Grpc {
+            bind: SocketAddr::from(([0, 0, 0, 0], 3119)),
+            online_refresh: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            logic: crate::Config::default(),
+            grpc: Grpc::default(),
+            redis: redis::Config::default(),
+            kafka: kafka::Config::default(),
+            registry: registry::Config::default(),
+            log: boot::Log::default(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// The comets as the Redis registry last listed them.
+pub struct WatchedRegistry(pub watch::Receiver<Arc<Vec<Instance>>>);
+
+impl Registry for WatchedRegistry {
+    fn instances(&self) -> Vec<Instance> {
+        self.0.borrow().as_ref().clone()
+    }
+}
+
+/// Serves until `shutdown` resolves. Redis and Kafka need not be up at start: calls fail
+/// (logins refused, pushes -500) until they are.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let conn = redis::connect(&config.redis)?;
+    let instances = registry::watch(conn.clone(), config.registry.clone());
+    let logic = Arc::new(
+        Logic::new(
+            config.logic.clone(),
+            Arc::new(RedisSessions::new(conn.clone(), config.redis.expire)),
+            Arc::new(KafkaSink::new(&config.kafka)?),
+            Arc::new(WatchedRegistry(instances)),
+        )
+        .with_online_store(Arc::new(RedisOnline::new(conn, config.redis.expire))),
+    );
+
+    let refresh = {
+        let logic = logic.clone();
+        let every = config.grpc.online_refresh;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = logic.refresh_online().await {
+                    warn!(error = %e, "room counts not refreshed");
+                }
+            }
+        })
+    };
+
+    let http_addr = config.logic.http.bind;
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: http_addr,
+            source,
+        })?;
+    let grpc_addr = config.grpc.bind;
+    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: grpc_addr,
+            source,
+        })?;
+    info!(http = %http_addr, grpc = %grpc_addr, "logic running");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let router = crate::http::router(logic.clone(), None);
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(crate::http::serve(http, router, async move {
+        let _ = http_stop.changed().await;
+    }));
+    let mut grpc_stop = stop_rx;
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc::LogicServer::new(grpc::Service(logic)))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async move {
+                    let _ = grpc_stop.changed().await;
+                },
+            ),
+    );
+    shutdown.await;
+    info!("logic stopping");
+    let _ = stop_tx.send(true);
+    refresh.abort();
+    if let Ok(Err(e)) = http_task.await {
+        warn!(error = %e, "HTTP API ended with an error");
+    }
+    if let Ok(Err(e)) = grpc_task.await {
+        warn!(error = %e, "gRPC ended with an error");
+    }
+    Ok(())
+}
