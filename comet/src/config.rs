@@ -29,6 +29,12 @@ pub struct Config {
     /// A second SIGTERM or SIGINT cuts the drain short.
     #[serde(with = "humantime_serde")]
     pub lame_duck: Duration,
+    /// A connection's heartbeats refresh its session in logic at most once per a random
+    /// moment between half this and this (goim: every 10–30 min, which can outlast its 30 min
+    /// session TTL). Keep it under logic's session TTL (`redis.expire`). A session lost with
+    /// Redis comes back within it.
+    #[serde(with = "humantime_serde")]
+    pub session_renew: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -100,6 +106,7 @@ impl Default for Config {
             bucket: Bucket::default(),
             online_interval: Duration::from_secs(10),
             lame_duck: Duration::from_secs(10),
+            session_renew: Duration::from_secs(600),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`CometClient`]: the seam to comets (in-process handle, or gRPC `goim.comet.Comet`).
 //! - [`Job`]: the comet set and the dispatcher loop ([`Job::run`]).
+//! - [`node`]: job as its own process (the `job` binary): Kafka in, gRPC out.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -25,6 +26,8 @@ use std::sync::{Arc, RwLock};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
+
+pub mod node;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -60,10 +63,32 @@ impl Default for Config {
     }
 }
 
+/// Called once a message has been handed to every comet it targets (or given up on after
+/// the comet client's retries): where a Kafka consumer stores the message's offset.
+pub type Done = Box<dyn FnOnce() + Send>;
+
+/// A `PushMsg` and what to do once it has been handed over.
+pub struct Delivery {
+    pub msg: PushMsg,
+    pub done: Option<Done>,
+}
+
+impl From<PushMsg> for Delivery {
+    fn from(msg: PushMsg) -> Self {
+        Delivery { msg, done: None }
+    }
+}
+
+fn finish(done: Option<Done>) {
+    if let Some(d) = done {
+        d();
+    }
+}
+
 /// A room's messages waiting while its previous batch is written.
 #[derive(Default)]
 struct RoomQueue {
-    pending: VecDeque<(i32, Bytes)>,
+    pending: VecDeque<(i32, Bytes, Option<Done>)>,
     in_flight: bool,
 }
 
@@ -113,15 +138,15 @@ impl Job {
             .collect()
     }
 
-    /// Consumes `PushMsg`s until the sender side closes.
-    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<PushMsg>) {
+    /// Consumes `PushMsg`s (or [`Delivery`]s) until the sender side closes.
+    pub async fn run<M: Into<Delivery>>(self: Arc<Self>, mut rx: mpsc::Receiver<M>) {
         let mut rooms: HashMap<String, RoomQueue> = HashMap::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         loop {
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
-                    self.route(msg, &mut rooms, &done_tx).await;
+                    self.route(msg.into(), &mut rooms, &done_tx).await;
                 }
                 Some(room) = done_rx.recv() => {
                     let q = rooms.get_mut(&room).expect("in-flight room has a queue");
@@ -138,10 +163,11 @@ impl Job {
 
     async fn route(
         self: &Arc<Self>,
-        msg: PushMsg,
+        delivery: Delivery,
         rooms: &mut HashMap<String, RoomQueue>,
         done: &mpsc::UnboundedSender<String>,
     ) {
+        let Delivery { msg, done: handed } = delivery;
         match push_msg::Type::try_from(msg.r#type) {
             Ok(push_msg::Type::Push) => {
                 let client = self
@@ -152,6 +178,7 @@ impl Job {
                     .cloned();
                 let Some(client) = client else {
                     warn!(server = %msg.server, "push for an unknown comet dropped");
+                    finish(handed);
                     return;
                 };
                 let req = PushMsgReq {
@@ -163,10 +190,11 @@ impl Job {
                 if let Err(e) = client.push_msg(req).await {
                     warn!(error = %e, "push failed");
                 }
+                finish(handed);
             }
             Ok(push_msg::Type::Room) => {
                 let q = rooms.entry(msg.room.clone()).or_default();
-                q.pending.push_back((msg.operation, Bytes::from(msg.msg)));
+                q.pending.push_back((msg.operation, Bytes::from(msg.msg), handed));
                 if !q.in_flight {
                     self.send_room_batch(msg.room, q, done);
                 }
@@ -174,6 +202,7 @@ impl Job {
             Ok(push_msg::Type::Broadcast) => {
                 let comets = self.comets();
                 if comets.is_empty() {
+                    finish(handed);
                     return; // goim divides by zero here
                 }
                 let speed = msg.speed / comets.len() as i32;
@@ -188,8 +217,12 @@ impl Job {
                         warn!(%server, error = %e, "broadcast failed");
                     }
                 }
+                finish(handed);
             }
-            Err(_) => warn!(kind = msg.r#type, "PushMsg of unknown type dropped"),
+            Err(_) => {
+                warn!(kind = msg.r#type, "PushMsg of unknown type dropped");
+                finish(handed);
+            }
         }
     }
 
@@ -202,7 +235,8 @@ impl Job {
         done: &mpsc::UnboundedSender<String>,
     ) {
         let mut batch = RawBatch::new();
-        while let Some((op, body)) = q.pending.front() {
+        let mut handed = Vec::new();
+        while let Some((op, body, _)) = q.pending.front() {
             let full = batch.len() >= self.config.room_batch_max
                 || (!batch.is_empty()
                     && batch.byte_len() + body.len() + 16 > self.config.room_batch_bytes);
@@ -210,7 +244,9 @@ impl Job {
                 break;
             }
             batch.push(*op, body);
-            q.pending.pop_front();
+            if let Some((_, _, Some(d))) = q.pending.pop_front() {
+                handed.push(d);
+            }
         }
         q.in_flight = true;
         debug!(%room, messages = batch.len(), "room batch");
@@ -232,6 +268,7 @@ impl Job {
                 });
             }
             while sends.join_next().await.is_some() {}
+            handed.into_iter().for_each(|d| d());
             let _ = done.send(room);
         });
     }

@@ -165,8 +165,8 @@ impl Worker {
 
     /// goim refreshes a session in logic every 10 to 30 minutes (random per connection).
     pub(super) fn renew_ticks(&self) -> u64 {
-        let min = self.clock.ticks(Duration::from_secs(600));
-        min + self.rand_below(self.clock.ticks(Duration::from_secs(1200)))
+        let half = self.clock.ticks(self.shared.config.session_renew / 2);
+        half + self.rand_below(half.max(1))
     }
 
     /// Asks logic to admit the connection, then registers it under its key and room.
