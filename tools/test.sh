@@ -1,8 +1,39 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, and the integration tests again on comet's epoll driver
-# (the fallback when io_uring is unavailable). Later issues add here the servers the tests
-# need (Redis, a Kafka-protocol broker), installed when absent, on spare ports, stopped after.
+# The test command (README). Installs what the tests need when it is absent:
+#   - redis-server (Debian's package) and iproute2 (`ip netns`, for the multi-host test);
+#   - tansu, a Kafka-protocol broker (crates.io), under cargo's bin directory: about 15
+#     minutes to build the first time, reused after.
+# The tests start their own Redis and broker on spare ports and stop them when they end.
+# Then it builds the tier binaries (the multi-host test runs them as processes), runs every
+# test of the workspace, and the integration tests again on comet's epoll driver (the
+# fallback when io_uring is unavailable). The multi-host test needs root (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+apt_install() {
+    if command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ||
+            { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+    else
+        echo "test.sh: please install $* (no apt-get here)" >&2
+        exit 1
+    fi
+}
+
+if ! command -v redis-server >/dev/null; then
+    echo "test.sh: installing redis-server"
+    apt_install redis-server
+    # The package may start a system instance; the tests run their own.
+    (service redis-server stop || true) >/dev/null 2>&1
+fi
+command -v ip >/dev/null || apt_install iproute2
+
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if [ -z "${STARLING_TANSU:-}" ] && ! command -v tansu >/dev/null && [ ! -x "$cargo_bin/tansu" ]; then
+    echo "test.sh: installing tansu 0.6.0 (a Kafka-protocol broker; ~15 min the first time)"
+    cargo install tansu --version 0.6.0 --locked --features libsql --quiet
+fi
+
+cargo build --workspace --bins --locked
 cargo test --workspace --locked
 STARLING_TEST_DRIVER=epoll cargo test --locked -p starling --tests

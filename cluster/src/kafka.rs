@@ -13,9 +13,13 @@ pub struct Config {
     /// job's consumer group (goim: `goim-push-group-job`).
     pub group: String,
     /// How long logic waits for the brokers to acknowledge a push (acks=all) before the HTTP
-    /// push answers -500.
+    /// push answers -500 (at most 200 ms later).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// job: how long the group waits for a silent consumer before giving its partitions to
+    /// another (or to the same job restarted). Kafka's default is 45s.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
 }
 
 impl Default for Config {
@@ -24,7 +28,8 @@ impl Default for Config {
             brokers: vec!["127.0.0.1:9092".into()],
             topic: "goim-push-topic".into(),
             group: "goim-push-group-job".into(),
-            timeout: Duration::from_millis(1500),
+            timeout: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(10),
         }
     }
 }

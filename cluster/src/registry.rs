@@ -188,7 +188,9 @@ pub fn watch(mut conn: ConnectionManager, config: Config) -> watch::Receiver<Arc
                 Ok(now) => {
                     failing = false;
                     let names = |l: &[Instance]| -> Vec<(String, Vec<String>)> {
-                        l.iter().map(|i| (i.hostname.clone(), i.addrs.clone())).collect()
+                        l.iter()
+                            .map(|i| (i.hostname.clone(), i.addrs.clone()))
+                            .collect()
                     };
                     if names(&tx.borrow()) != names(&now) {
                         info!(comets = ?names(&now), "registry changed");

@@ -38,7 +38,10 @@ fn scratch_dir(name: &str) -> PathBuf {
 }
 
 fn find(program: &str, extra: &[PathBuf]) -> PathBuf {
-    if let Ok(p) = std::env::var(format!("STARLING_{}", program.to_uppercase().replace('-', "_"))) {
+    if let Ok(p) = std::env::var(format!(
+        "STARLING_{}",
+        program.to_uppercase().replace('-', "_")
+    )) {
         return PathBuf::from(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();

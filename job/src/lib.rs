@@ -194,7 +194,8 @@ impl Job {
             }
             Ok(push_msg::Type::Room) => {
                 let q = rooms.entry(msg.room.clone()).or_default();
-                q.pending.push_back((msg.operation, Bytes::from(msg.msg), handed));
+                q.pending
+                    .push_back((msg.operation, Bytes::from(msg.msg), handed));
                 if !q.in_flight {
                     self.send_room_batch(msg.room, q, done);
                 }

@@ -26,7 +26,11 @@ fn status(e: LogicError) -> Status {
 #[tonic::async_trait]
 impl logic_server::Logic for Service {
     async fn connect(&self, r: Request<ConnectReq>) -> Result<Response<ConnectReply>, Status> {
-        self.0.connect(r.into_inner()).await.map(Response::new).map_err(status)
+        self.0
+            .connect(r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
     }
 
     async fn disconnect(
@@ -37,7 +41,10 @@ impl logic_server::Logic for Service {
         Ok(Response::new(DisconnectReply { has }))
     }
 
-    async fn heartbeat(&self, r: Request<HeartbeatReq>) -> Result<Response<HeartbeatReply>, Status> {
+    async fn heartbeat(
+        &self,
+        r: Request<HeartbeatReq>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
         self.0.heartbeat(r.into_inner()).await.map_err(status)?;
         Ok(Response::new(HeartbeatReply {}))
     }

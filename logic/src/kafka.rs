@@ -57,10 +57,12 @@ impl PushSink for KafkaSink {
             let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
             // The local queue wait counts toward the same deadline.
             let send = self.producer.send(record, Timeout::After(self.timeout));
-            match tokio::time::timeout(self.timeout + Duration::from_millis(400), send).await {
+            match tokio::time::timeout(self.timeout + Duration::from_millis(200), send).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err((e, _))) => Err(PushError::Unavailable(format!("kafka: {e}"))),
-                Err(_) => Err(PushError::Unavailable("kafka: no acknowledgement in time".into())),
+                Err(_) => Err(PushError::Unavailable(
+                    "kafka: no acknowledgement in time".into(),
+                )),
             }
         })
     }

@@ -6,7 +6,10 @@ use starling_cluster::boot;
 use starling_logic::node::{self, NodeConfig};
 
 #[derive(Parser)]
-#[command(version, about = "Starling logic: auth, sessions, HTTP push API, gRPC for comets")]
+#[command(
+    version,
+    about = "Starling logic: auth, sessions, HTTP push API, gRPC for comets"
+)]
 struct Args {
     /// TOML configuration (see conf/logic.toml); defaults apply to every missing key.
     #[arg(long, short, env = "STARLING_LOGIC_CONFIG")]

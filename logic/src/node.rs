@@ -15,7 +15,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     pub logic: crate::Config,
@@ -41,19 +41,6 @@ impl Default for Grpc {
         Grpc {
             bind: SocketAddr::from(([0, 0, 0, 0], 3119)),
             online_refresh: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            logic: crate::Config::default(),
-            grpc: Grpc::default(),
-            redis: redis::Config::default(),
-            kafka: kafka::Config::default(),
-            registry: registry::Config::default(),
-            log: boot::Log::default(),
         }
     }
 }

@@ -58,6 +58,7 @@ pub fn weighted<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn inst(host: &str, weight: &str, conns: &str) -> Instance {
         Instance {

@@ -195,8 +195,11 @@ impl SessionStore for MemorySessions {
 /// distributed). Without one, a single logic keeps them in its [`OnlineTable`].
 pub trait OnlineStore: Send + Sync + 'static {
     /// Stores one comet's room counts, replacing its last report.
-    fn put(&self, server: &str, counts: &HashMap<String, i32>)
-    -> BoxFuture<'_, Result<(), StoreError>>;
+    fn put(
+        &self,
+        server: &str,
+        counts: &HashMap<String, i32>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The last report of each of these comets that has one.
     fn get(&self, servers: &[String]) -> BoxFuture<'_, Result<Vec<Report>, StoreError>>;
 }

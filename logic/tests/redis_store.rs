@@ -34,7 +34,10 @@ async fn sessions_use_goims_layout_and_delete_only_their_own() {
     let h: HashMap<String, String> = raw.hgetall("mid_7").await.unwrap();
     assert_eq!(
         h,
-        HashMap::from([("k1".into(), "comet-a".into()), ("k2".into(), "comet-b".into())])
+        HashMap::from([
+            ("k1".into(), "comet-a".into()),
+            ("k2".into(), "comet-b".into())
+        ])
     );
     let ttl: i64 = raw.ttl("key_k1").await.unwrap();
     assert!((50..=60).contains(&ttl), "ttl {ttl}");
@@ -55,7 +58,10 @@ async fn sessions_use_goims_layout_and_delete_only_their_own() {
     keys.sort();
     assert_eq!(
         keys,
-        vec![("k1".into(), "comet-a".into()), ("k2".into(), "comet-b".into())]
+        vec![
+            ("k1".into(), "comet-a".into()),
+            ("k2".into(), "comet-b".into())
+        ]
     );
 
     // k1 moves to comet-c; the late disconnect from comet-a must not delete it.
@@ -95,7 +101,11 @@ async fn room_counts_are_sharded_as_goim_and_replaced_whole() {
     let counts: HashMap<String, i32> = (0..100).map(|i| (format!("live://{i}"), i)).collect();
     o.put("comet-a", &counts).await.unwrap();
     let fields: HashMap<String, String> = raw.hgetall("ol_comet-a").await.unwrap();
-    assert!(fields.len() > 1 && fields.len() <= 64, "{} fields", fields.len());
+    assert!(
+        fields.len() > 1 && fields.len() <= 64,
+        "{} fields",
+        fields.len()
+    );
     let room = "live://42";
     let field = (cityhasher::hash::<u32>(room.as_bytes()) % 64).to_string();
     let shard: serde_json::Value = serde_json::from_str(&fields[&field]).unwrap();

@@ -2,6 +2,7 @@
 //! serves goim's ports; an unknown key is an error that names it.
 
 use serde::Deserialize;
+pub use starling_cluster::boot::Log;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -28,21 +29,6 @@ impl Default for Registry {
         Registry {
             weight: 10,
             public_addrs: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Log {
-    /// A tracing filter (`info`, `starling_comet=debug,info`); `RUST_LOG` overrides it.
-    pub filter: String,
-}
-
-impl Default for Log {
-    fn default() -> Self {
-        Log {
-            filter: "info".into(),
         }
     }
 }

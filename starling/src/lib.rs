@@ -108,19 +108,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 }
 
 /// SIGINT or SIGTERM, whichever comes first.
-pub async fn signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-}
+pub use starling_cluster::boot::signal;
 
 impl Running {
     pub fn comet(&self) -> &Comet {

@@ -26,14 +26,7 @@ fn main() -> anyhow::Result<()> {
         }
         None => Config::default(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
-    // Colour only on a terminal: journald and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .init();
+    starling_cluster::boot::init_logging(&config.log.filter);
     let lame_duck = config.comet.lame_duck;
     let running = starling::start(config).context("starting")?;
     running.wait_for_signal();

@@ -37,7 +37,10 @@ impl comet_server::Comet for Service {
         Ok(Response::new(PushMsgReply {}))
     }
 
-    async fn broadcast(&self, r: Request<BroadcastReq>) -> Result<Response<BroadcastReply>, Status> {
+    async fn broadcast(
+        &self,
+        r: Request<BroadcastReq>,
+    ) -> Result<Response<BroadcastReply>, Status> {
         self.0.broadcast(r.into_inner()).await.map_err(status)?;
         Ok(Response::new(BroadcastReply {}))
     }
@@ -46,7 +49,10 @@ impl comet_server::Comet for Service {
         &self,
         r: Request<BroadcastRoomReq>,
     ) -> Result<Response<BroadcastRoomReply>, Status> {
-        self.0.broadcast_room(r.into_inner()).await.map_err(status)?;
+        self.0
+            .broadcast_room(r.into_inner())
+            .await
+            .map_err(status)?;
         Ok(Response::new(BroadcastRoomReply {}))
     }
 
@@ -126,7 +132,11 @@ impl LogicClient for GrpcLogic {
     }
 
     fn renew_online(&self, req: OnlineReq) -> LocalBoxFuture<Result<OnlineReply, LogicError>> {
-        self.call(req, |mut s, r| async move { s.renew_online(r).await }, |r| r)
+        self.call(
+            req,
+            |mut s, r| async move { s.renew_online(r).await },
+            |r| r,
+        )
     }
 
     fn receive(&self, req: ReceiveReq) -> LocalBoxFuture<Result<(), LogicError>> {

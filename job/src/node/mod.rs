@@ -113,6 +113,15 @@ fn consumer(config: &kafka::Config) -> Result<StreamConsumer, NodeError> {
         // A new group starts at the oldest message: nothing logic acknowledged before job
         // first ran is skipped (goim's sarama default starts at the newest).
         .set("auto.offset.reset", "earliest")
+        // A job that died leaves the group after this; until then its partitions wait.
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 3).max(1).to_string(),
+        )
         .create()?;
     c.subscribe(&[&config.topic])?;
     Ok(c)
