@@ -72,34 +72,45 @@ async fn follow_registry(
     job: Arc<Job>,
     mut rx: tokio::sync::watch::Receiver<Arc<Vec<registry::Instance>>>,
     config: Comets,
+    mut known: HashMap<String, String>,
 ) {
-    let mut known: HashMap<String, String> = HashMap::new();
     loop {
-        let list = rx.borrow_and_update().clone();
-        let mut seen = HashMap::new();
-        for i in list.iter() {
-            let Some(addr) = i.grpc_addr() else { continue };
-            seen.insert(i.hostname.clone(), addr.to_string());
-            if known.get(&i.hostname).map(String::as_str) == Some(addr) {
-                continue;
-            }
-            match GrpcComet::new(&i.hostname, addr, config.timeout, config.retries) {
-                Ok(c) => {
-                    info!(server = %i.hostname, %addr, "comet added");
-                    job.set_comet(&i.hostname, Arc::new(c));
-                }
-                Err(e) => warn!(server = %i.hostname, %addr, error = %e, "bad comet address"),
-            }
-        }
-        for gone in known.keys().filter(|k| !seen.contains_key(*k)) {
-            info!(server = %gone, "comet removed");
-            job.remove_comet(gone);
-        }
-        known = seen;
         if rx.changed().await.is_err() {
             return;
         }
+        let list = rx.borrow_and_update().clone();
+        known = apply(&job, &list, known, &config);
     }
+}
+
+/// Adds the comets that appeared (or moved) and removes those that left; returns the new
+/// hostname → address map.
+fn apply(
+    job: &Job,
+    list: &[registry::Instance],
+    known: HashMap<String, String>,
+    config: &Comets,
+) -> HashMap<String, String> {
+    let mut seen = HashMap::new();
+    for i in list.iter() {
+        let Some(addr) = i.grpc_addr() else { continue };
+        seen.insert(i.hostname.clone(), addr.to_string());
+        if known.get(&i.hostname).map(String::as_str) == Some(addr) {
+            continue;
+        }
+        match GrpcComet::new(&i.hostname, addr, config.timeout, config.retries) {
+            Ok(c) => {
+                info!(server = %i.hostname, %addr, "comet added");
+                job.set_comet(&i.hostname, Arc::new(c));
+            }
+            Err(e) => warn!(server = %i.hostname, %addr, error = %e, "bad comet address"),
+        }
+    }
+    for gone in known.keys().filter(|k| !seen.contains_key(*k)) {
+        info!(server = %gone, "comet removed");
+        job.remove_comet(gone);
+    }
+    seen
 }
 
 fn consumer(config: &kafka::Config) -> Result<StreamConsumer, NodeError> {
@@ -135,8 +146,21 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let conn = redis::connect(&config.redis)?;
     let job = Arc::new(Job::new(config.job.clone()));
-    let comets = registry::watch(conn, config.registry.clone());
-    tokio::spawn(follow_registry(job.clone(), comets, config.comets.clone()));
+    // Nothing is consumed before the comets are known: a room message routed to an empty
+    // comet set would be handed to nobody and its offset stored.
+    let mut comets = registry::watch(conn, config.registry.clone());
+    info!("waiting for the comet registry");
+    if comets.changed().await.is_err() {
+        return Ok(());
+    }
+    let first = comets.borrow_and_update().clone();
+    let known = apply(&job, &first, HashMap::new(), &config.comets);
+    tokio::spawn(follow_registry(
+        job.clone(),
+        comets,
+        config.comets.clone(),
+        known,
+    ));
     let (tx, rx) = mpsc::channel::<Delivery>(IN_FLIGHT);
     let dispatcher = tokio::spawn(job.run(rx));
 
