@@ -161,7 +161,21 @@ fn pushes_cross_hosts_and_survive_failures() {
     eventually("both comets registered", || {
         comets_listed(&["comet1", "comet2"])
     });
-    phase(t0, "logic lists comet1 and comet2 from the Redis registry");
+    let (code, v) = call(http, "GET", "/goim/nodes/weighted?platform=web", b"");
+    let mut nodes: Vec<&str> = v["data"]["nodes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    nodes.sort();
+    assert_eq!(
+        (code, nodes),
+        (0, vec!["comet1.goim.io", "comet2.goim.io"]),
+        "{v}"
+    );
+    phase(
+        t0,
+        "logic lists comet1 and comet2 from the Redis registry (instances and weighted)",
+    );
 
     // --- pushes by key, by mid and to a room with members on both hosts
     let room = "live://7";
@@ -205,6 +219,15 @@ fn pushes_cross_hosts_and_survive_failures() {
         );
         assert_eq!(code, 0, "{v}");
     }
+    for i in 0..3 {
+        let (code, v) = call(
+            http,
+            "POST",
+            "/goim/push/all?operation=1000",
+            format!("all-{i}").as_bytes(),
+        );
+        assert_eq!(code, 0, "{v}");
+    }
     let (keys, mids, rooms) = (seq("key-", 5), seq("mid-", 5), seq("room-", 20));
     for m in [&mut a1, &mut a2, &mut b1, &mut b2] {
         assert!(
@@ -218,8 +241,16 @@ fn pushes_cross_hosts_and_survive_failures() {
     assert!(a1.until(|m| m.with_prefix("key-").len() >= 5 && m.with_prefix("mid-").len() >= 5));
     assert!(a2.until(|m| m.with_prefix("mid-").len() >= 5));
     assert!(b2.until(|m| m.with_prefix("key-").len() >= 5));
+    for m in [&mut a1, &mut a2, &mut b1, &mut b2] {
+        assert!(
+            m.until(|m| m.with_prefix("all-").len() >= 3),
+            "{} broadcast",
+            m.key
+        );
+    }
     for m in [&a1, &a2, &b1, &b2] {
         assert_exact(m, "room-", &rooms);
+        assert_exact(m, "all-", &seq("all-", 3));
     }
     assert_exact(&a1, "key-", &keys);
     assert_exact(&b2, "key-", &keys);
@@ -230,7 +261,7 @@ fn pushes_cross_hosts_and_survive_failures() {
     assert_exact(&a2, "key-", &[]);
     phase(
         t0,
-        "key, mid and room pushes: every connection got each message once, in order",
+        "key, mid, room and broadcast pushes: every connection got each message once, in order",
     );
     // Room counts are summed over both comets (RenewOnline → Redis ol_{server} → logic).
     assert!(
