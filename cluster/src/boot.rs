@@ -72,3 +72,12 @@ pub async fn signal() {
         _ = term.recv() => {}
     }
 }
+
+/// Runs `main` on a multi-threaded tokio runtime whose threads are named `name`.
+pub fn block_on<T>(name: &str, main: impl Future<Output = T>) -> std::io::Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(name)
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(main))
+}

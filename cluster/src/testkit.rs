@@ -4,7 +4,7 @@
 //! and says how to get it (it never passes without the real server).
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -54,118 +54,89 @@ fn find(program: &str, extra: &[PathBuf]) -> PathBuf {
         })
 }
 
-/// A process we started, killed when dropped.
-struct Proc(Option<Child>);
+/// A server process on a fixed address with its own scratch directory; `stop` kills it,
+/// `resume` starts it again on the same address (with whatever its directory kept).
+pub struct Daemon {
+    pub addr: SocketAddr,
+    name: &'static str,
+    dir: PathBuf,
+    command: fn(SocketAddr, &Path) -> Command,
+    child: Option<Child>,
+}
 
-impl Proc {
-    fn stop(&mut self) {
-        if let Some(mut c) = self.0.take() {
+impl Daemon {
+    fn start(ip: IpAddr, name: &'static str, command: fn(SocketAddr, &Path) -> Command) -> Self {
+        let mut d = Daemon {
+            addr: SocketAddr::new(ip, spare_port(ip)),
+            name,
+            dir: scratch_dir(name),
+            command,
+            child: None,
+        };
+        d.resume();
+        d
+    }
+
+    /// Kills the server (SIGKILL, as a crash).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
-}
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `redis-server` with no persistence, on `ip:port`.
-pub struct Redis {
-    pub addr: SocketAddr,
-    dir: PathBuf,
-    proc: Proc,
-}
-
-impl Redis {
-    pub fn start() -> Redis {
-        Redis::start_on(IpAddr::from([127, 0, 0, 1]))
-    }
-
-    pub fn start_on(ip: IpAddr) -> Redis {
-        let addr = SocketAddr::new(ip, spare_port(ip));
-        let mut r = Redis {
-            addr,
-            dir: scratch_dir("redis"),
-            proc: Proc(None),
-        };
-        r.resume();
-        r
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-
-    /// Kills the server (its data goes with it, as after a crash without persistence).
-    pub fn stop(&mut self) {
-        self.proc.stop();
-    }
-
-    /// Starts it again on the same port.
+    /// Starts it again on the same address.
     pub fn resume(&mut self) {
-        let bin = find("redis-server", &[]);
-        let child = Command::new(bin)
-            .args(["--port", &self.addr.port().to_string()])
-            .args(["--bind", &self.addr.ip().to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
+        let child = (self.command)(self.addr, &self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting redis-server");
-        self.proc = Proc(Some(child));
-        wait_listening(self.addr, "redis-server");
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.name));
+        self.child = Some(child);
+        wait_listening(self.addr, self.name);
     }
 }
 
-impl Drop for Redis {
+impl Drop for Daemon {
     fn drop(&mut self) {
-        self.proc.stop();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// The `tansu` broker on its SQLite engine (which survives a restart; its memory engine lost
-/// committed offsets here).
-pub struct Tansu {
-    pub addr: SocketAddr,
-    dir: PathBuf,
-    proc: Proc,
-}
+/// `redis-server` without persistence: a stop loses its data, as a crash would.
+pub struct Redis;
 
-fn tansu_bin() -> PathBuf {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|h| h.join("bin"));
-    find("tansu", &cargo_bin.into_iter().collect::<Vec<_>>())
-}
-
-impl Tansu {
-    pub fn start() -> Tansu {
-        Tansu::start_on(IpAddr::from([127, 0, 0, 1]))
+impl Redis {
+    pub fn start() -> Daemon {
+        Redis::start_on(IpAddr::from([127, 0, 0, 1]))
     }
 
-    pub fn start_on(ip: IpAddr) -> Tansu {
-        let addr = SocketAddr::new(ip, spare_port(ip));
-        let mut t = Tansu {
-            addr,
-            dir: scratch_dir("tansu"),
-            proc: Proc(None),
-        };
-        t.resume();
-        t
+    pub fn start_on(ip: IpAddr) -> Daemon {
+        Daemon::start(ip, "redis-server", |addr, dir| {
+            let mut c = Command::new(find("redis-server", &[]));
+            c.args(["--port", &addr.port().to_string()])
+                .args(["--bind", &addr.ip().to_string()])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .arg("--dir")
+                .arg(dir);
+            c
+        })
+    }
+}
+
+impl Daemon {
+    /// `redis://addr`, for a Redis daemon.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
     }
 
+    /// The bootstrap list, for a broker daemon.
     pub fn brokers(&self) -> Vec<String> {
         vec![self.addr.to_string()]
     }
 
-    /// Creates a topic with `partitions` partitions.
+    /// Creates a topic with `partitions` partitions on a tansu broker.
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let status = Command::new(tansu_bin())
             .args(["topic", "create", name])
@@ -176,32 +147,35 @@ impl Tansu {
             .expect("running tansu topic create");
         assert!(status.success(), "tansu topic create {name} failed");
     }
-
-    pub fn stop(&mut self) {
-        self.proc.stop();
-    }
-
-    /// Starts it again on the same port, with the same data.
-    pub fn resume(&mut self) {
-        let url = format!("tcp://{}", self.addr);
-        let child = Command::new(tansu_bin())
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            // tansu reads the path after `sqlite://` relative to its working directory.
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting tansu");
-        self.proc = Proc(Some(child));
-        wait_listening(self.addr, "tansu");
-    }
 }
 
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.proc.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// The `tansu` broker on its SQLite engine, which keeps messages and committed offsets over
+/// a restart (its memory engine lost committed offsets here).
+pub struct Tansu;
+
+fn tansu_bin() -> PathBuf {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|h| h.join("bin"));
+    find("tansu", &cargo_bin.into_iter().collect::<Vec<_>>())
+}
+
+impl Tansu {
+    pub fn start() -> Daemon {
+        Tansu::start_on(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    pub fn start_on(ip: IpAddr) -> Daemon {
+        Daemon::start(ip, "tansu", |addr, dir| {
+            let url = format!("tcp://{addr}");
+            let mut c = Command::new(tansu_bin());
+            c.arg("broker")
+                .args(["--listener-url", &url, "--advertised-listener-url", &url])
+                // tansu reads the path after `sqlite://` relative to its working directory.
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .current_dir(dir);
+            c
+        })
     }
 }

@@ -20,10 +20,6 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config: NodeConfig = boot::load(args.config.as_deref())?;
     boot::init_logging(&config.log.filter);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("logic")
-        .enable_all()
-        .build()?;
-    rt.block_on(node::run(config, boot::signal()))?;
+    boot::block_on("logic", node::run(config, boot::signal()))??;
     Ok(())
 }

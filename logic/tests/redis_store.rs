@@ -9,7 +9,7 @@ use starling_logic::store::{OnlineStore, SessionStore, StoreError};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-fn config(r: &testkit::Redis) -> starling_cluster::redis::Config {
+fn config(r: &testkit::Daemon) -> starling_cluster::redis::Config {
     starling_cluster::redis::Config {
         url: r.url(),
         timeout: Duration::from_millis(300),

@@ -5,6 +5,7 @@
 //! provides all of them. Run with `--nocapture` to see each phase.
 
 mod cluster;
+mod common;
 
 use cluster::{Member, Net, Proc, bin, call, eventually, redis_get};
 use starling_cluster::testkit::{Redis, Tansu};

@@ -332,25 +332,13 @@ impl Drop for Member {
     }
 }
 
-/// One HTTP request to logic's push API; (goim code, message).
+/// One HTTP request to logic's API: (goim code, the whole reply); `i64::MIN` when logic
+/// cannot be reached or answers no envelope.
 pub fn call(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (i64, serde_json::Value) {
-    let mut s = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Ok(s) => s,
-        Err(e) => return (i64::MIN, serde_json::Value::String(e.to_string())),
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp);
-    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(json).unwrap_or(serde_json::Value::Null);
-    (v["code"].as_i64().unwrap_or(i64::MIN), v)
+    match crate::common::try_http(addr, method, path, body) {
+        Ok((_, v)) => (v["code"].as_i64().unwrap_or(i64::MIN), v),
+        Err(e) => (i64::MIN, serde_json::Value::String(e.to_string())),
+    }
 }
 
 /// Polls `f` until it holds, or fails the test after [`WAIT`].

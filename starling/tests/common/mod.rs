@@ -256,23 +256,33 @@ impl Client {
 
 /// One HTTP/1.1 request; returns (status, JSON body).
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
+    try_http(addr, method, path, body).unwrap()
+}
+
+/// [`http`], with a server that may be down.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, serde_json::Value)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(WAIT))?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
+    s.read_to_end(&mut resp)?;
     let text = String::from_utf8_lossy(&resp);
-    let status: u16 = text[9..12].parse().unwrap();
+    let status: u16 = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (
+    Ok((
         status,
         serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
-    )
+    ))
 }
 
 pub fn post_ok(addr: SocketAddr, path: &str, body: &[u8]) {
