@@ -78,6 +78,12 @@ retries = 2
     )
 }
 
+/// POSTs `body` to logic and asserts it was accepted.
+fn push(http: SocketAddr, path: &str, body: &str) {
+    let (code, v) = call(http, "POST", path, body.as_bytes());
+    assert_eq!(code, 0, "{path} {body}: {v}");
+}
+
 fn phase(start: Instant, what: &str) {
     println!("[{:>6.2}s] {what}", start.elapsed().as_secs_f64());
 }
@@ -196,38 +202,26 @@ fn pushes_cross_hosts_and_survive_failures() {
     let mut b1 = join(c1, 2, "b1");
     let mut b2 = join(c2, 3, "b2");
     for i in 0..5 {
-        let (code, v) = call(
+        push(
             http,
-            "POST",
             "/goim/push/keys?operation=1000&keys=a1&keys=b2",
-            format!("key-{i}").as_bytes(),
+            &format!("key-{i}"),
         );
-        assert_eq!(code, 0, "{v}");
-        let (code, v) = call(
+        push(
             http,
-            "POST",
             "/goim/push/mids?operation=1000&mids=1",
-            format!("mid-{i}").as_bytes(),
+            &format!("mid-{i}"),
         );
-        assert_eq!(code, 0, "{v}");
     }
     for i in 0..20 {
-        let (code, v) = call(
+        push(
             http,
-            "POST",
             "/goim/push/room?operation=1000&type=live&room=7",
-            format!("room-{i}").as_bytes(),
+            &format!("room-{i}"),
         );
-        assert_eq!(code, 0, "{v}");
     }
     for i in 0..3 {
-        let (code, v) = call(
-            http,
-            "POST",
-            "/goim/push/all?operation=1000",
-            format!("all-{i}").as_bytes(),
-        );
-        assert_eq!(code, 0, "{v}");
+        push(http, "/goim/push/all?operation=1000", &format!("all-{i}"));
     }
     let (keys, mids, rooms) = (seq("key-", 5), seq("mid-", 5), seq("room-", 20));
     for m in [&mut a1, &mut a2, &mut b1, &mut b2] {
@@ -284,13 +278,11 @@ fn pushes_cross_hosts_and_survive_failures() {
         let sent = sent.clone();
         std::thread::spawn(move || {
             for i in 0..100 {
-                let (code, v) = call(
+                push(
                     http,
-                    "POST",
                     "/goim/push/room?operation=1000&type=live&room=7",
-                    format!("s-{i}").as_bytes(),
+                    &format!("s-{i}"),
                 );
-                assert_eq!(code, 0, "s-{i}: {v}");
                 sent.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -352,13 +344,11 @@ fn pushes_cross_hosts_and_survive_failures() {
     // would lose them for comet2's members)
     comet2.signal("STOP");
     for i in 0..30 {
-        let (code, v) = call(
+        push(
             http,
-            "POST",
             "/goim/push/room?operation=1000&type=live&room=7",
-            format!("w-{i}").as_bytes(),
+            &format!("w-{i}"),
         );
-        assert_eq!(code, 0, "{v}");
     }
     assert!(
         a1.until(|m| m.got.contains(&"w-0".to_string())),
@@ -477,13 +467,11 @@ fn pushes_cross_hosts_and_survive_failures() {
     });
     for i in 0..10 {
         let body = format!("k-after-{i}");
-        let (code, v) = call(
+        push(
             http,
-            "POST",
             "/goim/push/room?operation=1000&type=live&room=7",
-            body.as_bytes(),
+            &body,
         );
-        assert_eq!(code, 0, "{v}");
         accepted.push(body);
     }
     for m in [&mut a1, &mut a2, &mut b1, &mut b2] {
@@ -539,13 +527,11 @@ fn pushes_cross_hosts_and_survive_failures() {
     );
     let mut a1 = join(c2, 1, "a1"); // b1 does not come back
     for i in 0..3 {
-        let (code, v) = call(
+        push(
             http,
-            "POST",
             "/goim/push/keys?operation=1000&keys=a1",
-            format!("moved-{i}").as_bytes(),
+            &format!("moved-{i}"),
         );
-        assert_eq!(code, 0, "{v}");
     }
     let (code, v) = call(
         http,
