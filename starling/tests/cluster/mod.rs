@@ -2,6 +2,8 @@
 //! binaries as processes inside them, and goim clients that heartbeat on their own.
 #![allow(dead_code)]
 
+pub mod deploy;
+
 use starling_proto::packet::{self, Packet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
