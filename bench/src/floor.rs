@@ -20,6 +20,10 @@ pub struct FloorArgs {
     pub rounds: usize,
     #[arg(long, short = 's', default_value_t = 64)]
     pub size: usize,
+    /// Send through one io_uring per round (one submission for many sockets) instead of a
+    /// write(2) per socket.
+    #[arg(long)]
+    pub uring: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,10 +72,15 @@ pub fn run(args: FloorArgs) -> anyhow::Result<FloorResult> {
     std::thread::sleep(Duration::from_millis(200));
     let msg = vec![b'x'; args.size];
     let mut cpu = 0u64;
+    let mut ring = io_uring::IoUring::new(4096)?;
     for _ in 0..args.rounds {
         let start = thread_cpu_ns();
-        for w in &mut writers {
-            w.write_all(&msg)?;
+        if args.uring {
+            uring_round(&mut ring, &writers, &msg)?;
+        } else {
+            for w in &mut writers {
+                w.write_all(&msg)?;
+            }
         }
         cpu += thread_cpu_ns() - start;
         std::thread::sleep(Duration::from_millis(50));
@@ -84,4 +93,31 @@ pub fn run(args: FloorArgs) -> anyhow::Result<FloorResult> {
         writes,
         cpu_us_per_write: cpu as f64 / 1e3 / writes as f64,
     })
+}
+
+/// One send per socket, submitted 4096 at a time.
+fn uring_round(
+    ring: &mut io_uring::IoUring,
+    writers: &[TcpStream],
+    msg: &[u8],
+) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    for chunk in writers.chunks(4096) {
+        for (i, w) in chunk.iter().enumerate() {
+            let e = io_uring::opcode::Send::new(
+                io_uring::types::Fd(w.as_raw_fd()),
+                msg.as_ptr(),
+                msg.len() as u32,
+            )
+            .build()
+            .user_data(i as u64);
+            // SAFETY: `msg` outlives the submission, which is waited for below.
+            unsafe { ring.submission().push(&e)? };
+        }
+        ring.submit_and_wait(chunk.len())?;
+        for cqe in ring.completion() {
+            anyhow::ensure!(cqe.result() == msg.len() as i32, "send: {}", cqe.result());
+        }
+    }
+    Ok(())
 }
