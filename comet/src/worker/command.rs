@@ -2,12 +2,14 @@
 //! wake-up, then one flush of every connection they touched.
 
 use super::Worker;
+use super::write::Sent;
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
 use crate::outbound::Outbound;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// Commands other threads send to a worker.
@@ -131,16 +133,24 @@ impl Worker {
                 return;
             };
             let mut conns = self.conns.borrow_mut();
+            let mut written = 0;
             for &id in members {
                 let Some(conn) = conns.get_mut(id) else {
                     continue;
                 };
                 match self.push_now(conn, id, msg) {
-                    Ok(false) => {}
-                    Ok(true) => full.push(id),
+                    Ok(Sent::Whole) => written += 1,
+                    Ok(Sent::Partly) => {
+                        written += 1;
+                        full.push(id);
+                    }
+                    Ok(Sent::Queued) => {}
                     Err(reason) => failed.push((id, reason)),
                 }
             }
+            let stats = self.stats();
+            stats.writes.fetch_add(written, Relaxed);
+            stats.pushed.fetch_add(written, Relaxed);
         }
         for id in full {
             self.update_interest(id);

@@ -7,7 +7,17 @@ use crate::close::CloseReason;
 use crate::conn::{Conn, Transport};
 use crate::io;
 use crate::outbound::Outbound;
-use std::sync::atomic::Ordering::Relaxed;
+
+/// What [`Worker::push_now`] did with a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Written whole in one `writev`.
+    Whole,
+    /// Written in part; the socket is full and the rest waits for room.
+    Partly,
+    /// Queued for the next flush (and counted as pushed by the queue).
+    Queued,
+}
 
 impl Worker {
     /// Queues a push for one connection; a full queue closes it as a slow consumer.
@@ -42,20 +52,21 @@ impl Worker {
     /// A push to a connection with nothing queued or pending is written at once, straight
     /// from the shared message (no queue allocated, no reference taken); only what the socket
     /// does not take is queued. Anything else queues as usual for the next flush.
-    /// `Ok(true)`: the socket filled, the connection now waits for room.
+    /// The caller counts what was written (see [`Sent`]), once per batch of connections:
+    /// counters shared by every worker are not touched per delivery.
     pub fn push_now(
         &self,
         conn: &mut Conn,
         id: ConnId,
         msg: &Outbound,
-    ) -> Result<bool, CloseReason> {
+    ) -> Result<Sent, CloseReason> {
         let head = match &conn.transport {
             Transport::Tcp => &msg.tcp_head,
             Transport::Ws(_) => &msg.ws_head,
-            Transport::Tls(_) => return self.queue_push(conn, id, msg).map(|()| false),
+            Transport::Tls(_) => return self.queue_push(conn, id, msg).map(|()| Sent::Queued),
         };
         if !conn.out.is_empty() || conn.writing || conn.dirty {
-            return self.queue_push(conn, id, msg).map(|()| false);
+            return self.queue_push(conn, id, msg).map(|()| Sent::Queued);
         }
         let parts = [head, &msg.body];
         let mut vecs = [libc::iovec {
@@ -71,13 +82,10 @@ impl Worker {
             n_vecs += 1;
         }
         let total = head.len() + msg.body.len();
-        let stats = self.stats();
         match io::writev(conn.fd(), &vecs[..n_vecs]) {
             Ok(n) => {
-                stats.writes.fetch_add(1, Relaxed);
-                stats.pushed.fetch_add(1, Relaxed);
                 if n == total {
-                    return Ok(false);
+                    return Ok(Sent::Whole);
                 }
                 // The socket took part of it: the rest waits for room.
                 let rest: [bytes::Bytes; 2] = if n < head.len() {
@@ -90,15 +98,15 @@ impl Worker {
                     .push(cap, &[&rest[0], &rest[1]])
                     .map_err(|_| CloseReason::SlowConsumer)?;
                 conn.writing = true;
-                Ok(true)
+                Ok(Sent::Partly)
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 self.queue_push(conn, id, msg)?;
                 // Queued and marked dirty; the flush finds the socket full and waits.
-                Ok(false)
+                Ok(Sent::Queued)
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                self.queue_push(conn, id, msg).map(|()| false)
+                self.queue_push(conn, id, msg).map(|()| Sent::Queued)
             }
             Err(_) => Err(CloseReason::Io),
         }
