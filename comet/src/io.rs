@@ -5,9 +5,10 @@
 use std::io;
 use std::os::fd::RawFd;
 
+/// `recv(2)`, not `read(2)`: on a socket it skips the file layer (position lock, VFS checks).
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -15,9 +16,23 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Writes the slices in order in one call: `send(2)` for one slice, `sendmsg(2)` for more.
+/// Socket calls rather than `writev(2)`, which goes through the file layer first (measured:
+/// `vfs_writev` and `fdget_pos` were 6.5% of the comet's CPU at one message per second).
 pub fn writev(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    // SAFETY: every iovec points into a `Bytes` the caller keeps alive across the call.
-    let n = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: every iovec points into a `Bytes` the caller keeps alive across the call; the
+    // msghdr only borrows `iov` for the call.
+    let n = unsafe {
+        if let [one] = iov {
+            libc::send(fd, one.iov_base, one.iov_len, flags)
+        } else {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len() as _;
+            libc::sendmsg(fd, &msg, flags)
+        }
+    };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
