@@ -108,7 +108,7 @@ pub struct Stats {
     closes: [AtomicU64; CloseReason::ALL.len()],
     /// Messages queued to clients by pushes (one per connection per push).
     pub pushed: AtomicU64,
-    /// Writes (writev calls) that carried queued output.
+    /// Socket writes (send or sendmsg calls) that carried pushed or queued output.
     pub writes: AtomicU64,
     /// Client packets handled after auth.
     pub packets_in: AtomicU64,

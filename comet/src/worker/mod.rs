@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //! - this file: [`Worker`] and what every task uses (deadlines, rooms, [`Worker::close`]).
-//! - `write`: queueing pushes and flushing them, many messages per `writev`.
+//! - `write`: queueing pushes and flushing them, many messages per `sendmsg`.
 //! - `command`: [`Cmd`], what other threads ask of a worker, and the loop that runs it.
 //! - `loops`: the wheel tick, the online-count report, shutdown and lame-duck draining.
 
@@ -97,7 +97,7 @@ pub(crate) struct Worker {
 
 /// The largest read per syscall; also the worker's only read buffer.
 const SCRATCH: usize = 64 * 1024;
-/// At most this many buffers in one writev.
+/// At most this many buffers in one sendmsg.
 pub(crate) const MAX_IOV: usize = 64;
 
 impl Worker {
@@ -226,7 +226,7 @@ impl Worker {
         if !conn.out.is_empty() && !conn.writing {
             let mut iov = self.iov.borrow_mut();
             conn.out.io_slices(&mut iov, MAX_IOV);
-            let _ = io::writev(conn.fd(), &iov);
+            let _ = io::send_vectored(conn.fd(), &iov);
         }
         self.poller.remove(conn.fd());
         io::shutdown(conn.fd());

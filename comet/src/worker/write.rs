@@ -1,5 +1,5 @@
 //! Queueing pushes on a connection and writing them out: everything queued leaves in as few
-//! `writev` calls as the socket allows; a full socket waits in the readiness set for room.
+//! `sendmsg` calls as the socket allows; a full socket waits in the readiness set for room.
 
 use super::{MAX_IOV, Worker};
 use crate::bucket::ConnId;
@@ -11,7 +11,7 @@ use crate::outbound::Outbound;
 /// What [`Worker::push_now`] did with a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
-    /// Written whole in one `writev`.
+    /// Written whole in one call.
     Whole,
     /// Written in part; the socket is full and the rest waits for room.
     Partly,
@@ -82,7 +82,7 @@ impl Worker {
             n_vecs += 1;
         }
         let total = head.len() + msg.body.len();
-        match io::writev(conn.fd(), &vecs[..n_vecs]) {
+        match io::send_vectored(conn.fd(), &vecs[..n_vecs]) {
             Ok(n) => {
                 if n == total {
                     return Ok(Sent::Whole);
@@ -173,7 +173,7 @@ impl Worker {
                 return Ok(true);
             }
             let want: usize = iov.iter().map(|v| v.iov_len).sum();
-            match io::writev(conn.fd(), &iov) {
+            match io::send_vectored(conn.fd(), &iov) {
                 Ok(n) => {
                     self.stats()
                         .writes
