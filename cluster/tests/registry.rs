@@ -1,0 +1,88 @@
+//! The comet registry against a real `redis-server`: entries appear, expire when their comet
+//! stops renewing, and leave at once on a clean stop.
+
+use starling_cluster::registry::{self, Instance};
+use starling_cluster::testkit::Redis;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn instance(host: &str, conns: u32) -> Instance {
+    Instance {
+        region: String::new(),
+        zone: String::new(),
+        env: String::new(),
+        appid: "goim.comet".into(),
+        hostname: host.into(),
+        addrs: vec![format!("grpc://{host}:3109")],
+        version: "test".into(),
+        latest_timestamp: registry::now_nanos(),
+        metadata: BTreeMap::from([("conn_count".into(), conns.to_string())]),
+    }
+}
+
+fn hosts(list: &[Instance]) -> Vec<&str> {
+    list.iter().map(|i| i.hostname.as_str()).collect()
+}
+
+#[tokio::test]
+async fn entries_expire_or_leave_and_watchers_follow() {
+    let r = Redis::start();
+    let config = starling_cluster::redis::Config {
+        url: r.url(),
+        ..Default::default()
+    };
+    let mut conn = starling_cluster::redis::connect(&config).unwrap();
+
+    registry::publish(&mut conn, &instance("c1", 3), Duration::from_secs(60))
+        .await
+        .unwrap();
+    registry::publish(&mut conn, &instance("c2", 0), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let list = registry::list(&mut conn).await.unwrap();
+    assert_eq!(hosts(&list), ["c1", "c2"]);
+    assert_eq!(list[0].grpc_addr(), Some("c1:3109"));
+    assert_eq!(list[0].meta_num("conn_count"), Some(3.0));
+
+    // c2 stops renewing: gone after its TTL, and dropped from the set too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hosts(&registry::list(&mut conn).await.unwrap()), ["c1"]);
+    let members: Vec<String> = redis::AsyncCommands::smembers(&mut conn, "starling:comets")
+        .await
+        .unwrap();
+    assert_eq!(members, ["c1"]);
+
+    // A watcher sees a comet that keeps itself registered, and sees it leave on stop.
+    let fast = registry::Config {
+        interval: Duration::from_millis(100),
+        ttl: Duration::from_secs(60),
+    };
+    let seen = registry::watch(conn.clone(), fast.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let keeper = tokio::spawn(registry::keep_registered(
+        conn.clone(),
+        fast,
+        || instance("c3", 1),
+        stop_rx,
+    ));
+    let until = |want: Vec<&'static str>| {
+        let mut rx = seen.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if hosts(&rx.borrow_and_update()) == want {
+                        return;
+                    }
+                    rx.changed().await.unwrap();
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("watcher never saw {want:?}"));
+        }
+    };
+    until(vec!["c1", "c3"]).await;
+    // A clean stop withdraws the entry at once, long before its 60 s TTL.
+    stop_tx.send(true).unwrap();
+    keeper.await.unwrap();
+    until(vec!["c1"]).await;
+}
