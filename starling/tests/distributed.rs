@@ -333,4 +333,17 @@ fn comet_killed(c: &mut Cluster, mut m: Members) {
         "b1 (gone with comet1) expired from Redis {:?} later",
         t.elapsed()
     ));
+
+    // A clean stop: SIGTERM drains comet2 (lame duck), leaves the registry and exits 0.
+    c.comet2.signal("TERM");
+    let status = c.comet2.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "comet2 exited with {status}");
+    assert!(
+        a1.until(|m| m.closed) && m.a2.until(|m| m.closed),
+        "drained"
+    );
+    // Withdrawn, not expired: the entry (TTL 1.5 s, renewed every 300 ms) is already gone.
+    assert_eq!(redis_get(c.redis.addr, "starling:comet:comet2"), None);
+    eventually("logic lists no comet", || c.listed(&[]));
+    c.phase("comet2 stopped by SIGTERM: drained its clients, left the registry, exited 0");
 }
