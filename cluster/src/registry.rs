@@ -60,7 +60,40 @@ pub struct Instance {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// What a comet reports about itself in goim's discovery metadata.
+#[derive(Debug, Clone, Default)]
+pub struct CometMeta<'a> {
+    pub weight: u32,
+    /// Draining: still pushed to, but handed to no new client.
+    pub offline: bool,
+    /// Public addresses for non-web clients.
+    pub public_addrs: &'a [String],
+    pub conns: usize,
+    pub ips: usize,
+}
+
 impl Instance {
+    /// A comet listed now, with goim's appid and metadata keys.
+    pub fn comet(hostname: &str, addrs: Vec<String>, meta: CometMeta<'_>) -> Instance {
+        Instance {
+            region: String::new(),
+            zone: String::new(),
+            env: String::new(),
+            appid: "goim.comet".into(),
+            hostname: hostname.into(),
+            addrs,
+            version: env!("CARGO_PKG_VERSION").into(),
+            latest_timestamp: now_nanos(),
+            metadata: BTreeMap::from([
+                ("weight".into(), meta.weight.to_string()),
+                ("offline".into(), meta.offline.to_string()),
+                ("addrs".into(), meta.public_addrs.join(",")),
+                ("conn_count".into(), meta.conns.to_string()),
+                ("ip_count".into(), meta.ips.to_string()),
+            ]),
+        }
+    }
+
     /// A numeric metadata value (`weight`, `conn_count`, `ip_count`).
     pub fn meta_num(&self, key: &str) -> Option<f64> {
         self.metadata.get(key)?.parse().ok()

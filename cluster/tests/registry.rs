@@ -1,23 +1,16 @@
 //! The comet registry against a real `redis-server`: entries appear, expire when their comet
 //! stops renewing, and leave at once on a clean stop.
 
-use starling_cluster::registry::{self, Instance};
+use starling_cluster::registry::{self, CometMeta, Instance};
 use starling_cluster::testkit::Redis;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-fn instance(host: &str, conns: u32) -> Instance {
-    Instance {
-        region: String::new(),
-        zone: String::new(),
-        env: String::new(),
-        appid: "goim.comet".into(),
-        hostname: host.into(),
-        addrs: vec![format!("grpc://{host}:3109")],
-        version: "test".into(),
-        latest_timestamp: registry::now_nanos(),
-        metadata: BTreeMap::from([("conn_count".into(), conns.to_string())]),
-    }
+fn instance(host: &str, conns: usize) -> Instance {
+    let meta = CometMeta {
+        conns,
+        ..Default::default()
+    };
+    Instance::comet(host, vec![format!("grpc://{host}:3109")], meta)
 }
 
 fn hosts(list: &[Instance]) -> Vec<&str> {

@@ -61,20 +61,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn inst(host: &str, weight: &str, conns: &str) -> Instance {
-        Instance {
-            region: String::new(),
-            zone: String::new(),
-            env: String::new(),
-            appid: "goim.comet".into(),
-            hostname: host.into(),
-            addrs: vec![],
-            version: String::new(),
-            latest_timestamp: 0,
-            metadata: BTreeMap::from([
-                ("weight".into(), weight.into()),
-                ("conn_count".into(), conns.into()),
-            ]),
-        }
+        let mut i = Instance::comet(host, vec![], Default::default());
+        i.metadata = BTreeMap::from([
+            ("weight".into(), weight.into()),
+            ("conn_count".into(), conns.into()),
+        ]);
+        i
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use crate::store::{BoxFuture, OnlineStore, Report, SessionStore, StoreError};
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -220,12 +220,18 @@ impl OnlineStore for RedisOnline {
         let servers = servers.to_vec();
         let mut conn = self.conn.clone();
         Box::pin(async move {
+            if servers.is_empty() {
+                return Ok(Vec::new());
+            }
+            // One round trip for every comet's hash.
+            let mut pipe = redis::pipe();
+            for server in &servers {
+                pipe.hgetall(online_key(server));
+            }
+            let hashes: Vec<HashMap<String, String>> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
             let mut out = Vec::with_capacity(servers.len());
-            for server in servers {
-                let fields: HashMap<String, String> = conn
-                    .hgetall(online_key(&server))
-                    .await
-                    .map_err(unavailable)?;
+            for (server, fields) in servers.into_iter().zip(hashes) {
                 let mut counts = HashMap::new();
                 let mut updated = 0;
                 for json in fields.values() {

@@ -1,6 +1,7 @@
 //! goim's `goim.logic.Logic` service over a real gRPC connection (tonic client ↔ server on
 //! loopback), on the in-memory session store: what a comet (Starling's or goim's) sees.
 
+use starling_cluster::registry::CometMeta;
 use starling_logic::grpc::{LogicServer, Service};
 use starling_logic::nodes::{Instance, Registry};
 use starling_logic::store::{BoxFuture, MemorySessions};
@@ -9,7 +10,7 @@ use starling_proto::grpc::logic::logic_client::LogicClient;
 use starling_proto::grpc::logic::{
     ConnectReq, DisconnectReq, HeartbeatReq, NodesReq, OnlineReq, PushMsg,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tonic::Code;
 
@@ -27,20 +28,17 @@ struct OneComet;
 
 impl Registry for OneComet {
     fn instances(&self) -> Vec<Instance> {
-        vec![Instance {
-            region: String::new(),
-            zone: String::new(),
-            env: String::new(),
-            appid: "goim.comet".into(),
-            hostname: "comet-a".into(),
-            addrs: vec!["grpc://10.0.0.1:3109".into()],
-            version: "test".into(),
-            latest_timestamp: 0,
-            metadata: BTreeMap::from([
-                ("weight".into(), "10".into()),
-                ("addrs".into(), "203.0.113.7".into()),
-            ]),
-        }]
+        let public = ["203.0.113.7".to_string()];
+        let meta = CometMeta {
+            weight: 10,
+            public_addrs: &public,
+            ..Default::default()
+        };
+        vec![Instance::comet(
+            "comet-a",
+            vec!["grpc://10.0.0.1:3109".into()],
+            meta,
+        )]
     }
 }
 

@@ -1,6 +1,7 @@
 //! In-process adapters across the seams. The distributed deployment replaces each with a
 //! network one (gRPC client, Kafka producer, registry) without touching comet, logic or job.
 
+use starling_cluster::registry::CometMeta;
 use starling_comet::{Comet, LocalBoxFuture, LogicClient, LogicError as CometLogicError};
 use starling_job::{BoxFuture as JobFuture, CometClient, JobError};
 use starling_logic::nodes::{Instance, Registry};
@@ -11,7 +12,6 @@ use starling_proto::grpc::logic::{
     ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, OnlineReply, OnlineReq, PushMsg,
     ReceiveReq,
 };
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -164,26 +164,14 @@ impl Registry for LocalRegistry {
         let Some(c) = self.comet.get() else {
             return Vec::new();
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        let addrs: Vec<String> = c.addrs().tcp.iter().map(|a| format!("tcp://{a}")).collect();
-        vec![Instance {
-            region: String::new(),
-            zone: String::new(),
-            env: String::new(),
-            appid: "goim.comet".into(),
-            hostname: c.server_id().to_string(),
-            addrs,
-            version: env!("CARGO_PKG_VERSION").into(),
-            latest_timestamp: now,
-            metadata: BTreeMap::from([
-                ("weight".into(), self.weight.to_string()),
-                ("offline".into(), "false".into()),
-                ("addrs".into(), self.public_addrs.join(",")),
-                ("conn_count".into(), c.conn_count().to_string()),
-                ("ip_count".into(), c.ip_count().to_string()),
-            ]),
-        }]
+        let addrs = c.addrs().tcp.iter().map(|a| format!("tcp://{a}")).collect();
+        let meta = CometMeta {
+            weight: self.weight,
+            offline: false,
+            public_addrs: &self.public_addrs,
+            conns: c.conn_count(),
+            ips: c.ip_count(),
+        };
+        vec![Instance::comet(c.server_id(), addrs, meta)]
     }
 }

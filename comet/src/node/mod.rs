@@ -7,9 +7,8 @@ pub mod grpc;
 
 use crate::Comet;
 use serde::Deserialize;
-use starling_cluster::registry::{self, Instance};
+use starling_cluster::registry::{self, CometMeta, Instance};
 use starling_cluster::{boot, redis};
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,24 +164,18 @@ fn logic_channel(l: &Logic) -> Result<Channel, NodeError> {
 }
 
 fn describe(comet: &Comet, r: &Registration, grpc: &str, draining: bool) -> Instance {
-    Instance {
-        region: r.region.clone(),
-        zone: r.zone.clone(),
-        env: r.env.clone(),
-        appid: "goim.comet".into(),
-        hostname: comet.server_id().to_string(),
-        addrs: vec![format!("grpc://{grpc}")],
-        version: env!("CARGO_PKG_VERSION").into(),
-        latest_timestamp: registry::now_nanos(),
-        metadata: BTreeMap::from([
-            ("weight".into(), r.weight.to_string()),
-            // A draining comet is still pushed to, but handed to no new client.
-            ("offline".into(), draining.to_string()),
-            ("addrs".into(), r.public_addrs.join(",")),
-            ("conn_count".into(), comet.conn_count().to_string()),
-            ("ip_count".into(), comet.ip_count().to_string()),
-        ]),
-    }
+    let meta = CometMeta {
+        weight: r.weight,
+        offline: draining,
+        public_addrs: &r.public_addrs,
+        conns: comet.conn_count(),
+        ips: comet.ip_count(),
+    };
+    let mut i = Instance::comet(comet.server_id(), vec![format!("grpc://{grpc}")], meta);
+    i.region = r.region.clone();
+    i.zone = r.zone.clone();
+    i.env = r.env.clone();
+    i
 }
 
 /// Runs until SIGINT or SIGTERM, then drains over `comet.lame_duck` (listed offline
