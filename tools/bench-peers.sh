@@ -6,7 +6,9 @@
 #   tools/bench-peers.sh [memory|burst|steady|floor|keys|ws|all]   (default: all)
 #
 # Environment: OUT (default bench/results.jsonl), RUNS (default 2), SUBS (default 10000),
-# STEADY_SECS (default 200).
+# STEADY_SECS (default 200), BATCH_WAIT (default 1ms: the subscribers' and the floor's reader
+# pause after a wake-up that found sockets ready, in the one-message-per-second runs; 0s reads
+# as soon as anything is ready).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -14,6 +16,7 @@ OUT=${OUT:-bench/results.jsonl}
 RUNS=${RUNS:-2}
 SUBS=${SUBS:-10000}
 STEADY_SECS=${STEADY_SECS:-200}
+BATCH_WAIT=${BATCH_WAIT:-1ms}
 
 need() {
   command -v "$1" >/dev/null 2>&1 && return
@@ -107,7 +110,7 @@ if [[ $what == steady || $what == all ]]; then
     while read -r peer addr push pid; do
       [[ $peer == starling || $peer == redis ]] || continue
       run "steady-$peer-$r" fanout --peer "$peer" --addr "$addr" --push "$push" -n "$SUBS" \
-        -m "$STEADY_SECS" -s 64 --msg-rate 1 --pid "$pid" \
+        -m "$STEADY_SECS" -s 64 --msg-rate 1 --batch-wait "$BATCH_WAIT" --pid "$pid" \
         --plot "bench/steady-$peer-$r.png"
     done < <(peers)
   done
@@ -130,6 +133,6 @@ fi
 if [[ $what == floor || $what == all ]]; then
   for r in $(seq "$RUNS"); do
     echo "== floor-$r" >&2
-    "$B" floor -n 9000 --rounds 20 -s 64 | tee -a "$OUT"
+    "$B" floor -n 9000 --rounds 20 -s 64 --batch-wait "$BATCH_WAIT" | tee -a "$OUT"
   done
 fi

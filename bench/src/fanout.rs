@@ -67,6 +67,10 @@ pub struct FanoutResult {
     pub server_cpu_s: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
     pub server_rss_bytes: Option<u64>,
+    /// CPU time of the subscriber processes while deliveries were read (the client's share
+    /// of the two cores when client and server run on one machine).
+    pub client_cpu_s: f64,
+    pub client_cpu_us_per_delivery: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,7 +136,9 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
     let mut last_ns = 0;
     let mut timeline: BTreeMap<u64, u64> = BTreeMap::new();
     let mut counts = Counts::default();
+    let mut client_cpu_ns = 0;
     for r in &results {
+        client_cpu_ns += r.cpu_ns;
         hist.add(decode_histogram(&r.hist)?)?;
         counts.add(&r.counts);
         last_ns = last_ns.max(r.last_ns);
@@ -185,6 +191,9 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
             .filter(|_| deliveries > 0)
             .map(|c| c as f64 / 1e3 / deliveries as f64),
         server_rss_bytes: rss,
+        client_cpu_s: client_cpu_ns as f64 / 1e9,
+        client_cpu_us_per_delivery: (deliveries > 0)
+            .then(|| client_cpu_ns as f64 / 1e3 / deliveries as f64),
     };
     if let Some(path) = &args.plot {
         crate::plot::latency(path, &args.run.label, &hist)?;

@@ -219,6 +219,8 @@ fn sub_args(a: &SubArgs) -> Vec<String> {
         humantime::format_duration(a.quiet).to_string(),
         "--read-buf".into(),
         a.read_buf.to_string(),
+        "--batch-wait".into(),
+        humantime::format_duration(a.batch_wait).to_string(),
     ];
     if a.keys {
         v.push("--keys".into());

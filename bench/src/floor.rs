@@ -2,13 +2,14 @@
 //! when its reader is asleep waiting for it, which is what a server pays per delivery when
 //! nothing can be merged (one message per second). A minimal sender, no server logic.
 
+use crate::epoll::Epoll;
 use crate::sys::thread_cpu_ns;
 use clap::Args;
 use serde::Serialize;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 #[derive(Debug, Clone, Args)]
 pub struct FloorArgs {
@@ -24,6 +25,10 @@ pub struct FloorArgs {
     /// write(2) per socket.
     #[arg(long)]
     pub uring: bool,
+    /// The reader's pause after a wake-up that found sockets ready, as `fanout --batch-wait`
+    /// (so the floor is measured against the same reader as the runs it is compared with).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub batch_wait: Duration,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,6 +37,8 @@ pub struct FloorResult {
     pub rounds: usize,
     pub size: usize,
     pub writes: u64,
+    /// The reader's `--batch-wait`, in µs.
+    pub batch_wait_us: u64,
     /// CPU time of the writing thread per write (includes the loopback delivery and the
     /// reader's wake-up, which the kernel charges to the writer).
     pub cpu_us_per_write: f64,
@@ -52,23 +59,8 @@ pub fn run(args: FloorArgs) -> anyhow::Result<FloorResult> {
         readers.push(r);
     }
     // Readers wait in epoll, as subscribers do, on a thread of their own.
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("reader runtime");
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async move {
-            for r in readers {
-                let mut r = tokio::net::TcpStream::from_std(r).expect("register reader");
-                tokio::task::spawn_local(async move {
-                    let mut buf = [0u8; 4096];
-                    while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
-                });
-            }
-            std::future::pending::<()>().await;
-        });
-    });
+    let batch_wait = args.batch_wait;
+    std::thread::spawn(move || read_all(&readers, batch_wait));
     std::thread::sleep(Duration::from_millis(200));
     let msg = vec![b'x'; args.size];
     let mut cpu = 0u64;
@@ -91,8 +83,33 @@ pub fn run(args: FloorArgs) -> anyhow::Result<FloorResult> {
         rounds: args.rounds,
         size: args.size,
         writes,
+        batch_wait_us: args.batch_wait.as_micros() as u64,
         cpu_us_per_write: cpu as f64 / 1e3 / writes as f64,
     })
+}
+
+/// The reader: the subscribers' loop, one `read` per ready socket, until an error.
+fn read_all(readers: &[TcpStream], batch_wait: Duration) -> std::io::Result<()> {
+    let epoll = Epoll::new()?;
+    for (i, r) in readers.iter().enumerate() {
+        epoll.add(r.as_raw_fd(), i as u64)?;
+    }
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut buf = [0u8; 4096];
+    loop {
+        let ready = epoll.wait(&mut events, -1)?;
+        for ev in ready {
+            match (&readers[ev.u64 as usize]).read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !ready.is_empty() && !batch_wait.is_zero() {
+            std::thread::sleep(batch_wait);
+        }
+    }
 }
 
 /// One send per socket, submitted 4096 at a time.
@@ -101,7 +118,6 @@ fn uring_round(
     writers: &[TcpStream],
     msg: &[u8],
 ) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
     for chunk in writers.chunks(4096) {
         for (i, w) in chunk.iter().enumerate() {
             let e = io_uring::opcode::Send::new(

@@ -12,6 +12,7 @@
 //! - `conns`, `fanout`, `floor`: the three measurements; `plot`: PNG output; `sys`: /proc.
 
 mod conns;
+mod epoll;
 mod fanout;
 mod fleet;
 mod floor;

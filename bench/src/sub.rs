@@ -2,6 +2,7 @@
 //! heartbeats, and accounts for every delivery. It talks to the coordinator by JSON lines: it
 //! prints `ready`, `progress` and finally `result`; it reads `stop` on stdin.
 
+use crate::epoll::Epoll;
 use crate::sys::now_ns;
 use crate::track::{Plan, SubResult, Tracker};
 use crate::wire::{self, Decoder, Event, Peer};
@@ -9,9 +10,12 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::io::{BufRead, ErrorKind, Write};
+use std::collections::VecDeque;
+use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::mpsc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -53,9 +57,14 @@ pub struct SubArgs {
     /// After `stop`, how long without a delivery before giving up on missing messages.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
     pub quiet: Duration,
-    /// Read buffer per connection.
+    /// Read buffer (one for all connections in the delivery loop).
     #[arg(long, default_value_t = 16384)]
     pub read_buf: usize,
+    /// After a wake-up that found sockets ready, wait this long before looking again, so
+    /// what arrives meanwhile is read in one batch instead of waking the reader per socket
+    /// (0: read as soon as anything is ready).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub batch_wait: Duration,
 }
 
 /// A line a subscriber process prints.
@@ -85,16 +94,27 @@ struct Ctx {
     args: SubArgs,
     tracker: RefCell<Tracker>,
     connected: Cell<u64>,
-    attempted: Cell<u64>,
     failed: RefCell<BTreeMap<String, u64>>,
     disconnected: RefCell<BTreeMap<String, u64>>,
     handshakes: Semaphore,
+    /// Connections that have joined, for the delivery loop.
+    joined: RefCell<Vec<Conn>>,
 }
 
 impl Ctx {
     fn count(map: &RefCell<BTreeMap<String, u64>>, reason: String) {
         *map.borrow_mut().entry(reason).or_default() += 1;
     }
+}
+
+/// A joined connection, as the delivery loop holds it.
+struct Conn {
+    /// `None` once closed.
+    stream: Option<std::net::TcpStream>,
+    decoder: Decoder,
+    local: usize,
+    heartbeat: Option<Vec<u8>>,
+    joined_ns: u64,
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -104,21 +124,59 @@ fn io_reason(e: &std::io::Error) -> String {
         ErrorKind::AddrNotAvailable => "no_source_port".into(),
         ErrorKind::TimedOut => "timeout".into(),
         ErrorKind::UnexpectedEof => "closed".into(),
+        ErrorKind::WouldBlock => "write_blocked".into(),
         _ if e.raw_os_error() == Some(libc::EMFILE) => "too_many_files".into(),
         k => format!("{k:?}").to_lowercase(),
     }
 }
 
+/// Joins every connection on a tokio runtime (connect rate, handshakes in flight, timeouts),
+/// then reads deliveries in a plain epoll loop: one `recv` per ready socket and no task,
+/// waker or timer per connection, so the client costs as little as it can of the CPU it
+/// shares with the server under test.
 pub fn run(args: SubArgs) -> anyhow::Result<()> {
     crate::sys::raise_nofile();
+    let stop = stdin_stops();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, main(args))
+    let ctx = local.block_on(&rt, open(args))?;
+    drop(local);
+    drop(rt);
+    let conns = std::mem::take(&mut *ctx.joined.borrow_mut());
+    deliver(&ctx, conns, &stop)?;
+    // Connections are not closed one by one: the process exit does it.
+    std::process::exit(0);
 }
 
-async fn main(args: SubArgs) -> anyhow::Result<()> {
+/// stdin: a `stop` line ends the run; its end (EOF) ends the process. Until then the
+/// connections stay open, so the server's CPU can be read before it handles their closes.
+/// The receiver gets one message for `stop` and one for the end.
+fn stdin_stops() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stopped = false;
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(l) if l.trim() == "stop" && !stopped => {
+                    stopped = true;
+                    let _ = tx.send(());
+                }
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        if !stopped {
+            let _ = tx.send(());
+        }
+        let _ = tx.send(());
+    });
+    rx
+}
+
+/// Opens and joins this process's share; reports `ready`.
+async fn open(args: SubArgs) -> anyhow::Result<Rc<Ctx>> {
     let plan = Plan {
         messages: args.messages,
         room_mode: !args.keys,
@@ -127,36 +185,14 @@ async fn main(args: SubArgs) -> anyhow::Result<()> {
     let ctx = Rc::new(Ctx {
         tracker: RefCell::new(Tracker::new(plan, args.first..args.first + args.count)),
         connected: Cell::new(0),
-        attempted: Cell::new(0),
         failed: RefCell::new(BTreeMap::new()),
         disconnected: RefCell::new(BTreeMap::new()),
         handshakes: Semaphore::new(args.inflight.max(1)),
+        joined: RefCell::new(Vec::with_capacity(args.count as usize)),
         args,
     });
-
-    // stdin: a `stop` line ends the run; its end (EOF) ends the process. Until then the
-    // connections stay open, so the server's CPU can be read before it handles their closes.
-    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        let mut stopped = false;
-        for line in std::io::stdin().lock().lines() {
-            match line {
-                Ok(l) if l.trim() == "stop" && !stopped => {
-                    stopped = true;
-                    let _ = stop_tx.send(());
-                }
-                Ok(_) => continue,
-                Err(_) => break,
-            }
-        }
-        if !stopped {
-            let _ = stop_tx.send(());
-        }
-        let _ = stop_tx.send(());
-    });
-
     let start = now_ns();
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut tasks = tokio::task::JoinSet::new();
     for i in 0..ctx.args.count {
         if ctx.args.rate > 0.0 {
             let due = start + (i as f64 * 1e9 / ctx.args.rate) as u64;
@@ -167,54 +203,21 @@ async fn main(args: SubArgs) -> anyhow::Result<()> {
         }
         let permit = ctx.handshakes.acquire().await.expect("never closed");
         permit.forget();
-        tokio::task::spawn_local(subscriber(ctx.clone(), i as usize, done_tx.clone()));
+        tasks.spawn_local(subscriber(ctx.clone(), i as usize));
     }
-    drop(done_tx);
     // Every connection has either joined or failed.
-    for _ in 0..ctx.args.count {
-        let _ = done_rx.recv().await;
-    }
+    while tasks.join_next().await.is_some() {}
     emit(&Report::Ready {
         connected: ctx.connected.get(),
         failed: ctx.failed.borrow().clone(),
         connect_ns: now_ns() - start,
     });
-
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => emit(&Report::Progress {
-                connected: ctx.connected.get(),
-                deliveries: ctx.tracker.borrow().deliveries,
-            }),
-            _ = stop_rx.recv() => break,
-        }
-    }
-    // Wait for what is still on its way, until everything is in or nothing comes for a while.
-    let mut last = (ctx.tracker.borrow().deliveries, now_ns());
-    while !ctx.tracker.borrow().complete() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let n = ctx.tracker.borrow().deliveries;
-        if n != last.0 {
-            last = (n, now_ns());
-        } else if now_ns() - last.1 > ctx.args.quiet.as_nanos() as u64 {
-            break;
-        }
-    }
-    let result = ctx
-        .tracker
-        .borrow()
-        .result(ctx.connected.get(), ctx.disconnected.borrow().clone());
-    emit(&Report::Result(result));
-    let _ = stop_rx.recv().await;
-    // Connections are not closed one by one: the process exit does it.
-    std::process::exit(0);
+    Ok(ctx)
 }
 
-/// One connection: connect, join, then read deliveries and heartbeat until the end.
-async fn subscriber(ctx: Rc<Ctx>, local: usize, done: tokio::sync::mpsc::UnboundedSender<()>) {
+/// One connection: connect and join, then hand it to the delivery loop.
+async fn subscriber(ctx: Rc<Ctx>, local: usize) {
     let global = ctx.args.first + local as u64;
-    ctx.attempted.set(ctx.attempted.get() + 1);
     let mut decoder = Decoder::new(ctx.args.peer);
     let mut buf = vec![0u8; ctx.args.read_buf];
     let joined = tokio::time::timeout(
@@ -223,48 +226,153 @@ async fn subscriber(ctx: Rc<Ctx>, local: usize, done: tokio::sync::mpsc::Unbound
     )
     .await;
     ctx.handshakes.add_permits(1);
-    let mut stream = match joined {
-        Ok(Ok(s)) => s,
-        Ok(Err(reason)) => {
-            Ctx::count(&ctx.failed, reason);
-            let _ = done.send(());
-            return;
-        }
-        Err(_) => {
-            Ctx::count(&ctx.failed, "handshake_timeout".into());
-            let _ = done.send(());
-            return;
-        }
+    let reason = match joined {
+        Ok(Ok(stream)) => match stream.into_std() {
+            Ok(stream) => {
+                ctx.connected.set(ctx.connected.get() + 1);
+                ctx.joined.borrow_mut().push(Conn {
+                    stream: Some(stream),
+                    decoder,
+                    local,
+                    heartbeat: wire::heartbeat(ctx.args.peer, global),
+                    joined_ns: now_ns(),
+                });
+                return;
+            }
+            Err(e) => io_reason(&e),
+        },
+        Ok(Err(reason)) => reason,
+        Err(_) => "handshake_timeout".into(),
     };
-    ctx.connected.set(ctx.connected.get() + 1);
-    let _ = done.send(());
-    drop(done);
+    Ctx::count(&ctx.failed, reason);
+}
 
-    let heartbeat = wire::heartbeat(ctx.args.peer, global);
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + ctx.args.heartbeat,
-        ctx.args.heartbeat,
-    );
-    let reason = loop {
-        tokio::select! {
-            r = stream.read(&mut buf) => match r {
-                Ok(0) => break "closed".to_string(),
-                Ok(n) => {
-                    if let Err(e) = receive(&ctx, local, &mut decoder, &buf[..n], &mut stream).await {
-                        break e;
-                    }
-                }
-                Err(e) => break io_reason(&e),
-            },
-            _ = tick.tick(), if heartbeat.is_some() => {
-                if let Err(e) = stream.write_all(heartbeat.as_deref().unwrap_or_default()).await {
-                    break io_reason(&e);
-                }
+/// The delivery loop: reads every ready socket once per wake-up, sends heartbeats when due,
+/// prints progress each second, and after `stop` waits for what is still on its way until
+/// everything is in or nothing comes for `quiet`. Prints the result, then waits for the end.
+fn deliver(ctx: &Ctx, mut conns: Vec<Conn>, stop: &mpsc::Receiver<()>) -> anyhow::Result<()> {
+    let cpu_start = crate::sys::cpu_ns(std::process::id()).unwrap_or(0);
+    let epoll = Epoll::new()?;
+    for (i, c) in conns.iter().enumerate() {
+        let fd = c.stream.as_ref().expect("joined").as_raw_fd();
+        epoll.add(fd, i as u64)?;
+    }
+    let every = ctx.args.heartbeat.as_nanos() as u64;
+    let mut due: VecDeque<(u64, usize)> = conns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.joined_ns + every, i))
+        .collect();
+    due.make_contiguous().sort_unstable();
+    let mut buf = vec![0u8; ctx.args.read_buf.max(4096)];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut next_progress = now_ns() + SECOND;
+    // After `stop`: (deliveries last seen, when they last changed).
+    let mut draining: Option<(u64, u64)> = None;
+    loop {
+        let now = now_ns();
+        while let Some(&(at, i)) = due.front() {
+            if at > now {
+                break;
+            }
+            due.pop_front();
+            let c = &mut conns[i];
+            let (Some(stream), Some(hb)) = (&c.stream, &c.heartbeat) else {
+                continue;
+            };
+            match (&*stream).write_all(hb) {
+                Ok(()) => due.push_back((at + every, i)),
+                Err(e) => close(ctx, c, io_reason(&e)),
             }
         }
+        if now >= next_progress {
+            next_progress = now + SECOND;
+            emit(&Report::Progress {
+                connected: ctx.connected.get(),
+                deliveries: ctx.tracker.borrow().deliveries,
+            });
+        }
+        if draining.is_none() && !matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+            draining = Some((ctx.tracker.borrow().deliveries, now));
+        }
+        if let Some((seen, since)) = &mut draining {
+            let tracker = ctx.tracker.borrow();
+            if tracker.complete() {
+                break;
+            }
+            if tracker.deliveries != *seen {
+                (*seen, *since) = (tracker.deliveries, now);
+            } else if now - *since > ctx.args.quiet.as_nanos() as u64 {
+                break;
+            }
+        }
+        let mut wake = next_progress;
+        if let Some(&(at, _)) = due.front() {
+            wake = wake.min(at);
+        }
+        if draining.is_some() {
+            wake = wake.min(now + 50 * MILLI);
+        }
+        let timeout_ms = wake.saturating_sub(now).div_ceil(MILLI) as i32;
+        let ready = epoll.wait(&mut events, timeout_ms)?;
+        for ev in ready {
+            read(ctx, &mut conns[ev.u64 as usize], &mut buf);
+        }
+        if !ready.is_empty() && !ctx.args.batch_wait.is_zero() {
+            std::thread::sleep(ctx.args.batch_wait);
+        }
+    }
+    let mut result = ctx
+        .tracker
+        .borrow()
+        .result(ctx.connected.get(), ctx.disconnected.borrow().clone());
+    result.cpu_ns = crate::sys::cpu_ns(std::process::id())
+        .unwrap_or(0)
+        .saturating_sub(cpu_start);
+    emit(&Report::Result(result));
+    let _ = stop.recv();
+    Ok(())
+}
+
+const MILLI: u64 = 1_000_000;
+const SECOND: u64 = 1_000 * MILLI;
+
+/// One `recv` from a ready socket, accounted for; answers what must be answered (NATS PING).
+/// A socket with more than the buffer stays ready and is read again on the next wake-up.
+fn read(ctx: &Ctx, c: &mut Conn, buf: &mut [u8]) {
+    let Some(stream) = &c.stream else { return };
+    let n = match (&*stream).read(buf) {
+        Ok(0) => return close(ctx, c, "closed".into()),
+        Ok(n) => n,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => return,
+        Err(e) => return close(ctx, c, io_reason(&e)),
     };
-    ctx.connected.set(ctx.connected.get() - 1);
-    Ctx::count(&ctx.disconnected, reason);
+    let now = now_ns();
+    let mut replies: Vec<&'static [u8]> = Vec::new();
+    let fed = {
+        let mut tracker = ctx.tracker.borrow_mut();
+        c.decoder.feed(&buf[..n], &mut |e| match e {
+            Event::Payload(p) => tracker.deliver(c.local, p, now),
+            Event::Reply(r) => replies.push(r),
+            Event::Ready => {}
+        })
+    };
+    if let Err(e) = fed {
+        return close(ctx, c, e.to_string());
+    }
+    for r in replies {
+        if let Err(e) = (&*stream).write_all(r) {
+            return close(ctx, c, io_reason(&e));
+        }
+    }
+}
+
+/// Closes a joined connection (its fd leaves the epoll set with it) and counts why.
+fn close(ctx: &Ctx, c: &mut Conn, reason: String) {
+    if c.stream.take().is_some() {
+        ctx.connected.set(ctx.connected.get() - 1);
+        Ctx::count(&ctx.disconnected, reason);
+    }
 }
 
 /// Connects from the source address, sends the join bytes and reads until the peer says
@@ -336,30 +444,4 @@ fn bind_address_no_port(socket: &TcpSocket) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-}
-
-/// Accounts for one read's worth of bytes; answers what must be answered (NATS PING).
-async fn receive(
-    ctx: &Ctx,
-    local: usize,
-    decoder: &mut Decoder,
-    data: &[u8],
-    stream: &mut TcpStream,
-) -> Result<(), String> {
-    let now = now_ns();
-    let mut reply: Option<&'static [u8]> = None;
-    {
-        let mut tracker = ctx.tracker.borrow_mut();
-        decoder
-            .feed(data, &mut |e| match e {
-                Event::Payload(p) => tracker.deliver(local, p, now),
-                Event::Reply(r) => reply = Some(r),
-                Event::Ready => {}
-            })
-            .map_err(|e| e.to_string())?;
-    }
-    if let Some(r) = reply {
-        stream.write_all(r).await.map_err(|e| io_reason(&e))?;
-    }
-    Ok(())
 }

@@ -173,6 +173,7 @@ impl Tracker {
             last_ns: self.last_ns,
             hist: encode_histogram(&self.hist),
             timeline: self.timeline.iter().map(|(&k, &v)| (k, v)).collect(),
+            cpu_ns: 0,
         }
     }
 }
@@ -212,6 +213,10 @@ pub struct SubResult {
     pub hist: String,
     /// (interval index of `TIMELINE_NS`, deliveries in it).
     pub timeline: Vec<(u64, u64)>,
+    /// CPU time the subscriber process used from the moment every connection had joined to
+    /// its result (reading, accounting, heartbeats), in ns.
+    #[serde(default)]
+    pub cpu_ns: u64,
 }
 
 #[cfg(test)]

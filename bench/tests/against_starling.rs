@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 fn server() -> starling::Running {
-    let mut c = starling::Config::default();
+    server_with(starling::Config::default())
+}
+
+fn server_with(mut c: starling::Config) -> starling::Running {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     c.comet.workers = 2;
     c.comet.tcp.bind = vec![any];
@@ -83,6 +86,76 @@ fn room_and_key_fanout_over_tcp_and_websocket() {
     keys.extend(args(&["--keys", "--msg-rate", "400"]));
     assert_complete(&bench(&keys), 80);
     s.shutdown();
+}
+
+/// The delivery loop keeps connections alive by itself: against a server that closes a
+/// connection after 600 ms without a heartbeat, a 2-second run at `--heartbeat 100ms` (and a
+/// reader that waits between batches) loses nothing, and the same run heartbeating too
+/// rarely is cut off.
+#[test]
+fn subscribers_heartbeat_while_reading_in_batches() {
+    let mut c = starling::Config::default();
+    c.logic.node.heartbeat = std::time::Duration::from_millis(300);
+    c.logic.node.heartbeat_max = 2;
+    c.comet.protocol.tick = std::time::Duration::from_millis(50);
+    let s = server_with(c);
+    let tcp = s.comet().addrs().tcp[0].to_string();
+    let http = s.http_addr().to_string();
+    let pid = std::process::id().to_string();
+    let run = |heartbeat: &str| {
+        bench(&args(&[
+            "fanout",
+            "--peer",
+            "starling",
+            "--addr",
+            &tcp,
+            "--push",
+            &http,
+            "-n",
+            "20",
+            "-m",
+            "40",
+            "--msg-rate",
+            "20",
+            "--heartbeat",
+            heartbeat,
+            "--batch-wait",
+            "2ms",
+            "--pid",
+            &pid,
+            "--quiet",
+            "1s",
+        ]))
+    };
+    let v = run("100ms");
+    assert_complete(&v, 20 * 40);
+    assert_eq!(v["disconnected"], serde_json::json!({}), "{v}");
+    assert!(
+        v["client_cpu_us_per_delivery"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+
+    let v = run("10s");
+    assert_eq!(v["disconnected"]["closed"], 20, "{v}");
+    assert!(v["lost"].as_u64().unwrap() > 0, "{v}");
+    s.shutdown();
+}
+
+#[test]
+fn floor_measures_writes_to_sleeping_readers() {
+    for wait in ["0s", "1ms"] {
+        let v = bench(&args(&[
+            "floor",
+            "-n",
+            "50",
+            "--rounds",
+            "3",
+            "--batch-wait",
+            wait,
+        ]));
+        assert_eq!(v["writes"], 150, "{v}");
+        assert!(v["cpu_us_per_write"].as_f64().unwrap() > 0.0, "{v}");
+    }
 }
 
 #[test]

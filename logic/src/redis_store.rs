@@ -12,8 +12,8 @@
 //! key back from the comet that holds it now. Every call has the connection's deadline.
 
 use crate::store::{BoxFuture, OnlineStore, Report, SessionStore, StoreError};
-use redis::aio::ConnectionManager;
 use redis::Script;
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
