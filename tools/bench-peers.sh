@@ -3,7 +3,7 @@
 # redis-server, nats-server and Mosquitto, each started here on a spare port and stopped after.
 # Installs the peers with apt-get when absent. Writes one JSON line per run to $OUT.
 #
-#   tools/bench-peers.sh [memory|burst|steady|floor|keys|ws|all]   (default: all)
+#   tools/bench-peers.sh [memory|burst|steady|idle|floor|keys|ws|all]   (default: all)
 #
 # Environment: OUT (default bench/results.jsonl), RUNS (default 2), SUBS (default 10000),
 # STEADY_SECS (default 200), BATCH_WAIT (default 1ms: the subscribers' and the floor's reader
@@ -112,6 +112,17 @@ if [[ $what == steady || $what == all ]]; then
       run "steady-$peer-$r" fanout --peer "$peer" --addr "$addr" --push "$push" -n "$SUBS" \
         -m "$STEADY_SECS" -s 64 --msg-rate 1 --batch-wait "$BATCH_WAIT" --pid "$pid" \
         --plot "bench/steady-$peer-$r.png"
+    done < <(peers)
+  done
+fi
+if [[ $what == idle || $what == all ]]; then
+  # What the steady runs' connections cost besides deliveries: the same subscribers,
+  # heartbeating at the bench's default 30 s, no messages; CPU over a 60 s hold.
+  for r in $(seq "$RUNS"); do
+    while read -r peer addr _push pid; do
+      [[ $peer == starling || $peer == redis ]] || continue
+      run "idle-$peer-$r" conns --peer "$peer" --addr "$addr" -n "$SUBS" --hold 60s \
+        --heartbeat 30s --pid "$pid"
     done < <(peers)
   done
 fi

@@ -1,6 +1,7 @@
 //! Connection load: open N connections at a given rate with at most M handshakes in flight,
-//! join, heartbeat, hold; report the connect rate, failures by reason, and the server's
-//! memory per connection (its RSS before and after, divided by the connections alive).
+//! join, heartbeat, hold; report the connect rate, failures by reason, the server's memory
+//! per connection (its RSS before and after, divided by the connections alive) and what the
+//! held connections cost it in CPU (their heartbeats and the server's timers).
 
 use crate::fleet::{Fleet, RunArgs};
 use crate::sub::SubArgs;
@@ -39,6 +40,10 @@ pub struct ConnsResult {
     /// Kernel memory (slab and TCP buffer pages) grown per connection, both ends of the
     /// loopback connection included: the server's share is about half.
     pub kernel_bytes_per_conn_both_ends: f64,
+    /// The server's CPU time over the hold, in seconds.
+    pub server_cpu_hold_s: Option<f64>,
+    /// The same per second of hold: what idle connections heartbeating at `--heartbeat` cost.
+    pub server_cpu_ms_per_s: Option<f64>,
 }
 
 /// Kernel memory that grows with sockets: slab plus TCP buffer pages.
@@ -87,15 +92,22 @@ pub async fn run(mut args: ConnsArgs) -> anyhow::Result<ConnsResult> {
             (b as f64 - a as f64) / ready.connected.max(1) as f64
         );
     }
-    let end = tokio::time::Instant::now() + args.hold;
+    let cpu_before = args.run.pid.map(sys::cpu_ns).transpose()?;
+    let held_from = tokio::time::Instant::now();
+    let end = held_from + args.hold;
     let mut alive = ready.connected;
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(1).min(end - tokio::time::Instant::now())).await;
         alive = fleet.progress().0;
         eprintln!("holding: {alive} alive");
     }
+    let cpu_after = args.run.pid.map(sys::cpu_ns).transpose()?;
+    let held_s = held_from.elapsed().as_secs_f64();
     let results = fleet.stop().await?;
     fleet.exit().await;
+    let hold_cpu_s = cpu_before
+        .zip(cpu_after)
+        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e9);
     let mut disconnected = BTreeMap::new();
     for r in &results {
         for (k, v) in &r.disconnected {
@@ -117,5 +129,7 @@ pub async fn run(mut args: ConnsArgs) -> anyhow::Result<ConnsResult> {
         server_rss_after: rss_after,
         server_rss_per_conn: rss_before.zip(rss_after).map(|(a, b)| per_conn(a, b)),
         kernel_bytes_per_conn_both_ends: per_conn(kernel_before, kernel_after),
+        server_cpu_hold_s: hold_cpu_s,
+        server_cpu_ms_per_s: hold_cpu_s.map(|c| c * 1e3 / held_s.max(1e-9)),
     })
 }

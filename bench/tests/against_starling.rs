@@ -185,5 +185,7 @@ fn connection_load_reports_memory_per_connection() {
     assert_eq!(v["connected"], 300, "{v}");
     assert_eq!(v["alive"], 300, "{v}");
     assert!(v["server_rss_per_conn"].as_f64().is_some(), "{v}");
+    assert!(v["server_cpu_hold_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["server_cpu_ms_per_s"].as_f64().unwrap() > 0.0, "{v}");
     s.shutdown();
 }
