@@ -114,7 +114,23 @@ struct Conn {
     decoder: Decoder,
     local: usize,
     heartbeat: Option<Vec<u8>>,
-    joined_ns: u64,
+    /// When its next heartbeat is due.
+    next_heartbeat: u64,
+}
+
+impl Conn {
+    /// Sends the heartbeat if it is due, and schedules the next one `every` from now (at
+    /// least 1 ms, so a zero interval cannot spin); `Err` if the socket failed.
+    fn heartbeat_due(&mut self, now: u64, every: u64) -> Result<(), String> {
+        let (Some(stream), Some(hb)) = (&self.stream, &self.heartbeat) else {
+            return Ok(());
+        };
+        if self.next_heartbeat > now {
+            return Ok(());
+        }
+        self.next_heartbeat = now + every.max(1_000_000);
+        (&*stream).write_all(hb).map_err(|e| io_reason(&e))
+    }
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -192,6 +208,9 @@ async fn open(args: SubArgs) -> anyhow::Result<Rc<Ctx>> {
         args,
     });
     let start = now_ns();
+    // Connections that joined early heartbeat while the others connect (a slow connect rate
+    // can outlast the server's heartbeat deadline); their replies wait in the socket.
+    tokio::task::spawn_local(keep_alive(ctx.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..ctx.args.count {
         if ctx.args.rate > 0.0 {
@@ -215,6 +234,24 @@ async fn open(args: SubArgs) -> anyhow::Result<Rc<Ctx>> {
     Ok(ctx)
 }
 
+/// Until the delivery loop takes over: sends the heartbeats that are due, looking every
+/// second (or every heartbeat interval, if shorter).
+async fn keep_alive(ctx: Rc<Ctx>) {
+    let every = ctx.args.heartbeat.as_nanos() as u64;
+    let tick = ctx
+        .args
+        .heartbeat
+        .clamp(Duration::from_millis(1), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = now_ns();
+        for c in ctx.joined.borrow_mut().iter_mut() {
+            // A failed socket is found and counted by the delivery loop's read.
+            let _ = c.heartbeat_due(now, every);
+        }
+    }
+}
+
 /// One connection: connect and join, then hand it to the delivery loop.
 async fn subscriber(ctx: Rc<Ctx>, local: usize) {
     let global = ctx.args.first + local as u64;
@@ -235,7 +272,7 @@ async fn subscriber(ctx: Rc<Ctx>, local: usize) {
                     decoder,
                     local,
                     heartbeat: wire::heartbeat(ctx.args.peer, global),
-                    joined_ns: now_ns(),
+                    next_heartbeat: now_ns() + ctx.args.heartbeat.as_nanos() as u64,
                 });
                 return;
             }
@@ -261,7 +298,7 @@ fn deliver(ctx: &Ctx, mut conns: Vec<Conn>, stop: &mpsc::Receiver<()>) -> anyhow
     let mut due: VecDeque<(u64, usize)> = conns
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.joined_ns + every, i))
+        .map(|(i, c)| (c.next_heartbeat, i))
         .collect();
     due.make_contiguous().sort_unstable();
     let mut buf = vec![0u8; ctx.args.read_buf.max(4096)];
@@ -277,12 +314,12 @@ fn deliver(ctx: &Ctx, mut conns: Vec<Conn>, stop: &mpsc::Receiver<()>) -> anyhow
             }
             due.pop_front();
             let c = &mut conns[i];
-            let (Some(stream), Some(hb)) = (&c.stream, &c.heartbeat) else {
-                continue;
-            };
-            match (&*stream).write_all(hb) {
-                Ok(()) => due.push_back((at + every, i)),
-                Err(e) => close(ctx, c, io_reason(&e)),
+            match c.heartbeat_due(now, every) {
+                Ok(()) if c.stream.is_some() && c.heartbeat.is_some() => {
+                    due.push_back((c.next_heartbeat, i));
+                }
+                Ok(()) => {}
+                Err(reason) => close(ctx, c, reason),
             }
         }
         if now >= next_progress {

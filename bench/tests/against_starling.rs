@@ -88,12 +88,12 @@ fn room_and_key_fanout_over_tcp_and_websocket() {
     s.shutdown();
 }
 
-/// The delivery loop keeps connections alive by itself: against a server that closes a
+/// Subscribers keep their connections alive by themselves: against a server that closes a
 /// connection after 600 ms without a heartbeat, a 2-second run at `--heartbeat 100ms` (and a
-/// reader that waits between batches) loses nothing, and the same run heartbeating too
-/// rarely is cut off.
+/// reader that waits between batches) loses nothing, the same run heartbeating too rarely is
+/// cut off, and connections that joined first stay alive through a 2.5 s connect phase.
 #[test]
-fn subscribers_heartbeat_while_reading_in_batches() {
+fn subscribers_heartbeat_while_connecting_and_reading() {
     let mut c = starling::Config::default();
     c.logic.node.heartbeat = std::time::Duration::from_millis(300);
     c.logic.node.heartbeat_max = 2;
@@ -138,6 +138,27 @@ fn subscribers_heartbeat_while_reading_in_batches() {
     let v = run("10s");
     assert_eq!(v["disconnected"]["closed"], 20, "{v}");
     assert!(v["lost"].as_u64().unwrap() > 0, "{v}");
+
+    let v = bench(&args(&[
+        "conns",
+        "--peer",
+        "starling",
+        "--addr",
+        &tcp,
+        "-n",
+        "20",
+        "--rate",
+        "8",
+        "--heartbeat",
+        "100ms",
+        "--hold",
+        "1s",
+        "--pid",
+        &pid,
+    ]));
+    assert_eq!(v["connected"], 20, "{v}");
+    assert_eq!(v["alive"], 20, "{v}");
+    assert_eq!(v["disconnected"], serde_json::json!({}), "{v}");
     s.shutdown();
 }
 
