@@ -87,11 +87,13 @@ pub struct Tracker {
     pub first_ns: u64,
     pub last_ns: u64,
     timeline: BTreeMap<u64, u64>,
+    /// Subscribers still missing a message (kept so `complete` is cheap on every wake-up).
+    incomplete: usize,
 }
 
 impl Tracker {
     pub fn new(plan: Plan, globals: impl Iterator<Item = u64>) -> Self {
-        let subs = globals
+        let subs: Vec<Sub> = globals
             .map(|global| Sub {
                 global,
                 seen: vec![0u64; (plan.expected(global) as usize).div_ceil(64)].into(),
@@ -99,7 +101,9 @@ impl Tracker {
                 max_seq: None,
             })
             .collect();
+        let incomplete = subs.iter().filter(|s| plan.expected(s.global) > 0).count();
         Tracker {
+            incomplete,
             plan,
             subs,
             deliveries: 0,
@@ -137,6 +141,9 @@ impl Tracker {
         }
         sub.seen[word] |= bit;
         sub.distinct += 1;
+        if sub.distinct == self.plan.expected(sub.global) {
+            self.incomplete -= 1;
+        }
         match sub.max_seq {
             Some(m) if seq < m => self.out_of_order += 1,
             _ => sub.max_seq = Some(seq),
@@ -146,9 +153,7 @@ impl Tracker {
 
     /// Every subscriber has everything it was to get.
     pub fn complete(&self) -> bool {
-        self.subs
-            .iter()
-            .all(|s| s.distinct == self.plan.expected(s.global))
+        self.incomplete == 0
     }
 
     pub fn lost(&self) -> u64 {
