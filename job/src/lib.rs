@@ -1,33 +1,44 @@
 //! job: turns `PushMsg`s (from Kafka, or logic's in-process queue) into comet calls.
 //!
 //! - PUSH goes to the one comet named in the message.
-//! - ROOM messages are batched per room without goim's fixed 1 s window: a message to an idle
-//!   room leaves at once; while a room's batch is being written, later messages wait and
-//!   leave together in the next batch (one OpRaw payload, order kept). Each room has at most
-//!   one batch in flight, so per-room order holds.
+//! - ROOM messages go to every comet, batched per room without goim's fixed 1 s window: a
+//!   message to an idle room leaves at once; while a room's batch is being written to a
+//!   comet, later messages wait and leave together in that comet's next batch (one OpRaw
+//!   payload, order kept).
 //! - BROADCAST goes to every comet, `speed` split between them as goim does.
+//!
+//! Each comet has its own bounded, ordered queue drained by its own task ([`queue`]), so a
+//! stalled or dead comet holds up only its own messages. A message's [`Done`] runs once
+//! every comet it targets is through with it (handed over, given up on, or dropped).
 //!
 //! # Layout
 //! - [`CometClient`]: the seam to comets (in-process handle, or gRPC `goim.comet.Comet`).
 //! - [`Job`]: the comet set and the dispatcher loop ([`Job::run`]).
+//! - [`queue`]: one comet's queue: lanes per key/room/broadcast, bound, behind policy.
 //! - [`node`]: job as its own process (the `job` binary): Kafka in, gRPC out.
 
 use bytes::Bytes;
+use queue::{CometQueue, Item, ticket};
 use serde::Deserialize;
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq};
 use starling_proto::grpc::logic::{PushMsg, push_msg};
 use starling_proto::grpc::protocol::Proto;
 use starling_proto::op;
-use starling_proto::raw::{PUSH_VER, RawBatch};
-use std::collections::{HashMap, VecDeque};
+use starling_proto::raw::PUSH_VER;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::warn;
+
+pub use queue::Stats;
 
 pub mod node;
+pub mod queue;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -52,6 +63,12 @@ pub struct Config {
     pub room_batch_max: usize,
     /// Most bytes in one room batch (a single larger message still goes alone).
     pub room_batch_bytes: usize,
+    /// Most messages waiting for one comet (in flight included); see [`queue`].
+    pub comet_queue: usize,
+    /// How long a comet with a full queue may go without answering any call before it is
+    /// behind and what waits for it is dropped (counted).
+    #[serde(with = "humantime_serde")]
+    pub comet_stall: Duration,
 }
 
 impl Default for Config {
@@ -59,12 +76,15 @@ impl Default for Config {
         Config {
             room_batch_max: 200,
             room_batch_bytes: 256 * 1024,
+            comet_queue: 16384,
+            comet_stall: Duration::from_secs(5),
         }
     }
 }
 
-/// Called once a message has been handed to every comet it targets (or given up on after
-/// the comet client's retries): where a Kafka consumer stores the message's offset.
+/// Called once every comet a message targets is through with it: handed over, given up on
+/// after the comet client's retries, or dropped because that comet was behind or left
+/// (counted in [`Stats`]). Where a Kafka consumer stores the message's offset.
 pub type Done = Box<dyn FnOnce() + Send>;
 
 /// A `PushMsg` and what to do once it has been handed over.
@@ -79,25 +99,17 @@ impl From<PushMsg> for Delivery {
     }
 }
 
-fn finish(done: Option<Done>) {
-    if let Some(d) = done {
-        d();
-    }
-}
-
-/// A room's messages waiting while its previous batch is written.
-#[derive(Default)]
-struct RoomQueue {
-    pending: VecDeque<(i32, Bytes, Option<Done>)>,
-    in_flight: bool,
-}
-
 pub struct Job {
     config: Config,
+    /// The comets to push to, as set by [`Job::set_comet`]; the dispatcher keeps a queue per
+    /// entry and rereads the map when `version` moves.
     comets: RwLock<HashMap<String, Arc<dyn CometClient>>>,
+    version: AtomicU64,
+    stats: Arc<Stats>,
 }
 
-fn wrap(body: Bytes) -> Proto {
+/// The OpRaw packet job hands a comet: goim's `{ver 1, op 9, seq 0, body}`.
+pub(crate) fn wrap(body: Bytes) -> Proto {
     Proto {
         ver: i32::from(PUSH_VER),
         op: op::RAW,
@@ -111,74 +123,120 @@ impl Job {
         Job {
             config,
             comets: RwLock::new(HashMap::new()),
+            version: AtomicU64::new(0),
+            stats: Arc::default(),
         }
     }
 
-    /// Adds or replaces the comet known as `server`.
+    /// Adds or replaces the comet known as `server`. A replaced comet's waiting messages are
+    /// dropped (counted).
     pub fn set_comet(&self, server: &str, client: Arc<dyn CometClient>) {
         self.comets
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(server.to_string(), client);
+        self.version.fetch_add(1, Relaxed);
     }
 
+    /// Forgets the comet known as `server`; what waits for it is dropped (counted).
     pub fn remove_comet(&self, server: &str) {
         self.comets
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(server);
+        self.version.fetch_add(1, Relaxed);
     }
 
-    fn comets(&self) -> Vec<(String, Arc<dyn CometClient>)> {
-        self.comets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
-    /// Consumes `PushMsg`s (or [`Delivery`]s) until the sender side closes.
-    pub async fn run<M: Into<Delivery>>(self: Arc<Self>, mut rx: mpsc::Receiver<M>) {
-        let mut rooms: HashMap<String, RoomQueue> = HashMap::new();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
-        loop {
-            tokio::select! {
-                msg = rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    self.route(msg.into(), &mut rooms, &done_tx).await;
-                }
-                Some(room) = done_rx.recv() => {
-                    let q = rooms.get_mut(&room).expect("in-flight room has a queue");
-                    q.in_flight = false;
-                    if q.pending.is_empty() {
-                        rooms.remove(&room);
-                    } else {
-                        self.send_room_batch(room, q, &done_tx);
-                    }
-                }
-            }
+    /// Prometheus text for job's counters.
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = &self.stats;
+        for (name, help, v) in [
+            (
+                "starling_job_dropped_total",
+                "Messages for one comet dropped because it was behind or left.",
+                &s.dropped,
+            ),
+            (
+                "starling_job_comet_behind_total",
+                "Times a comet's queue was full and the comet silent for job.comet_stall.",
+                &s.behind,
+            ),
+            (
+                "starling_job_comet_failed_total",
+                "Calls to a comet given up on after the client's retries.",
+                &s.failed,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
         }
     }
 
-    async fn route(
-        self: &Arc<Self>,
-        delivery: Delivery,
-        rooms: &mut HashMap<String, RoomQueue>,
-        done: &mpsc::UnboundedSender<String>,
-    ) {
-        let Delivery { msg, done: handed } = delivery;
+    /// Brings the dispatcher's queues in line with the comet map.
+    fn sync(&self, queues: &mut Queues) {
+        let version = self.version.load(Relaxed);
+        if queues.version == Some(version) {
+            return;
+        }
+        queues.version = Some(version);
+        let comets = self.comets.read().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = queues
+            .by_server
+            .iter()
+            .filter(|(server, (client, _))| {
+                !comets.get(*server).is_some_and(|c| Arc::ptr_eq(c, client))
+            })
+            .map(|(server, _)| server.clone())
+            .collect();
+        for server in gone {
+            if let Some((_, q)) = queues.by_server.remove(&server) {
+                q.remove();
+            }
+        }
+        for (server, client) in comets.iter() {
+            queues.by_server.entry(server.clone()).or_insert_with(|| {
+                let q = CometQueue::start(
+                    server,
+                    client.clone(),
+                    self.config.clone(),
+                    self.stats.clone(),
+                );
+                (client.clone(), q)
+            });
+        }
+    }
+
+    /// Consumes `PushMsg`s (or [`Delivery`]s) until the sender side closes, handing each to
+    /// the queue of every comet it targets (see [`queue`]); then waits until every queue
+    /// has handed over what it holds.
+    pub async fn run<M: Into<Delivery>>(self: Arc<Self>, mut rx: mpsc::Receiver<M>) {
+        let mut queues = Queues::default();
+        while let Some(msg) = rx.recv().await {
+            self.sync(&mut queues);
+            self.route(msg.into(), &queues).await;
+        }
+        for (_, (_, q)) in queues.by_server.drain() {
+            q.finish().await;
+        }
+    }
+
+    async fn route(&self, delivery: Delivery, queues: &Queues) {
+        let Delivery { msg, done } = delivery;
+        let t = ticket(done);
+        let (cap, stall) = (self.config.comet_queue, self.config.comet_stall);
         match push_msg::Type::try_from(msg.r#type) {
             Ok(push_msg::Type::Push) => {
-                let client = self
-                    .comets
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&msg.server)
-                    .cloned();
-                let Some(client) = client else {
+                let Some((_, q)) = queues.by_server.get(&msg.server) else {
+                    self.stats.dropped.fetch_add(1, Relaxed);
                     warn!(server = %msg.server, "push for an unknown comet dropped");
-                    finish(handed);
                     return;
                 };
                 let req = PushMsgReq {
@@ -186,93 +244,42 @@ impl Job {
                     proto_op: msg.operation,
                     proto: Some(wrap(starling_proto::raw::single(msg.operation, &msg.msg))),
                 };
-                // Awaited, not spawned: two pushes to one key must not overtake each other.
-                if let Err(e) = client.push_msg(req).await {
-                    warn!(error = %e, "push failed");
-                }
-                finish(handed);
+                q.offer(Item::Push(req, t), cap, stall, &self.stats).await;
             }
             Ok(push_msg::Type::Room) => {
-                let q = rooms.entry(msg.room.clone()).or_default();
-                q.pending
-                    .push_back((msg.operation, Bytes::from(msg.msg), handed));
-                if !q.in_flight {
-                    self.send_room_batch(msg.room, q, done);
+                let room: Arc<str> = msg.room.into();
+                let body = Bytes::from(msg.msg);
+                for (_, q) in queues.by_server.values() {
+                    let item = Item::Room(room.clone(), msg.operation, body.clone(), t.clone());
+                    q.offer(item, cap, stall, &self.stats).await;
                 }
             }
             Ok(push_msg::Type::Broadcast) => {
-                let comets = self.comets();
-                if comets.is_empty() {
-                    finish(handed);
+                if queues.by_server.is_empty() {
                     return; // goim divides by zero here
                 }
-                let speed = msg.speed / comets.len() as i32;
+                let speed = msg.speed / queues.by_server.len() as i32;
                 let proto = wrap(starling_proto::raw::single(msg.operation, &msg.msg));
-                for (server, c) in comets {
+                for (_, q) in queues.by_server.values() {
                     let req = BroadcastReq {
                         proto_op: msg.operation,
                         proto: Some(proto.clone()),
                         speed,
                     };
-                    if let Err(e) = c.broadcast(req).await {
-                        warn!(%server, error = %e, "broadcast failed");
-                    }
+                    q.offer(Item::Broadcast(req, t.clone()), cap, stall, &self.stats)
+                        .await;
                 }
-                finish(handed);
             }
-            Err(_) => {
-                warn!(kind = msg.r#type, "PushMsg of unknown type dropped");
-                finish(handed);
-            }
+            Err(_) => warn!(kind = msg.r#type, "PushMsg of unknown type dropped"),
         }
     }
+}
 
-    /// Sends what the room has waiting (up to the batch limits) to every comet; `done` hears
-    /// the room's name when all have written it.
-    fn send_room_batch(
-        self: &Arc<Self>,
-        room: String,
-        q: &mut RoomQueue,
-        done: &mpsc::UnboundedSender<String>,
-    ) {
-        let mut batch = RawBatch::new();
-        let mut handed = Vec::new();
-        while let Some((op, body, _)) = q.pending.front() {
-            let full = batch.len() >= self.config.room_batch_max
-                || (!batch.is_empty()
-                    && batch.byte_len() + body.len() + 16 > self.config.room_batch_bytes);
-            if full {
-                break;
-            }
-            batch.push(*op, body);
-            if let Some((_, _, Some(d))) = q.pending.pop_front() {
-                handed.push(d);
-            }
-        }
-        q.in_flight = true;
-        debug!(%room, messages = batch.len(), "room batch");
-        let proto = wrap(batch.finish());
-        let comets = self.comets();
-        let done = done.clone();
-        tokio::spawn(async move {
-            // Every comet writes the batch at once; the room's next batch waits for all.
-            let mut sends = tokio::task::JoinSet::new();
-            for (server, c) in comets {
-                let req = BroadcastRoomReq {
-                    room_id: room.clone(),
-                    proto: Some(proto.clone()),
-                };
-                sends.spawn(async move {
-                    if let Err(e) = c.broadcast_room(req).await {
-                        warn!(%server, error = %e, "room push failed");
-                    }
-                });
-            }
-            while sends.join_next().await.is_some() {}
-            handed.into_iter().for_each(|d| d());
-            let _ = done.send(room);
-        });
-    }
+/// The dispatcher's comet queues, keyed by server, with the client each was made for.
+#[derive(Default)]
+struct Queues {
+    version: Option<u64>,
+    by_server: HashMap<String, (Arc<dyn CometClient>, CometQueue)>,
 }
 
 #[cfg(test)]

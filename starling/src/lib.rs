@@ -76,7 +76,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     registry.set(comet.clone());
     let job = Arc::new(Job::new(config.job.clone()));
     job.set_comet(comet.server_id(), Arc::new(glue::LocalComet(comet.clone())));
-    rt.spawn(job.run(push_rx));
+    rt.spawn(job.clone().run(push_rx));
 
     let addr = config.logic.http.bind;
     let listener = rt
@@ -86,8 +86,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Http { addr, source })?;
     let stats = comet.stats().clone();
-    let metrics: starling_logic::http::MetricsFn =
-        Arc::new(move |out: &mut String| stats.render_prometheus(out));
+    let metrics: starling_logic::http::MetricsFn = Arc::new(move |out: &mut String| {
+        stats.render_prometheus(out);
+        job.render_prometheus(out);
+    });
     let router = starling_logic::http::router(logic, Some(metrics));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     rt.spawn(async move {

@@ -61,6 +61,7 @@ fn pushes_cross_hosts_and_survive_failures() {
     };
     every_kind_of_push_reaches_both_hosts(&c, &mut m);
     job_killed_mid_stream(&mut c, &mut m);
+    stalled_comet_delays_only_itself(&mut c, &mut m);
     job_killed_mid_batch(&mut c, &mut m);
     redis_outage(&mut c, &mut m);
     broker_outage(&mut c, &mut m);
@@ -165,6 +166,50 @@ fn job_killed_mid_stream(c: &mut Cluster, m: &mut Members) {
     c.phase(&format!(
         "job restarted: all 100 arrived at all 4 connections, first arrivals in order; \
          {dups} redelivered duplicates in all"
+    ));
+}
+
+/// comet2 stopped (SIGSTOP) for less than job's call deadline: the pushes to comet1's members
+/// arrive while comet2 is still stopped (each comet has its own queue in job); once comet2
+/// continues its members get theirs, each once and in order. With one queue for all comets
+/// (before), comet1's deliveries waited for comet2.
+fn stalled_comet_delays_only_itself(c: &mut Cluster, m: &mut Members) {
+    c.comet2.signal("STOP");
+    let t0 = Instant::now();
+    for i in 0..5 {
+        c.push("/goim/push/keys?operation=1000&keys=b2", &format!("x-{i}")); // comet2
+        c.push("/goim/push/keys?operation=1000&keys=b1", &format!("y-{i}")); // comet1
+        c.push(ROOM_PUSH, &format!("z-{i}")); // both
+        c.push("/goim/push/mids?operation=1000&mids=1", &format!("v-{i}")); // a1, a2
+    }
+    let pushed = t0.elapsed();
+    let (xs, ys, zs, vs) = (seq("x-", 5), seq("y-", 5), seq("z-", 5), seq("v-", 5));
+    let has = |m: &Member, want: &[&Vec<String>]| {
+        want.iter().all(|w| w.iter().all(|s| m.got.contains(s)))
+    };
+    assert!(m.b1.until(|m| has(m, &[&ys, &zs])), "b1 got y- and z-");
+    assert!(m.a1.until(|m| has(m, &[&zs, &vs])), "a1 got z- and v-");
+    let took = t0.elapsed();
+    c.comet2.signal("CONT");
+    within(
+        took,
+        Duration::from_millis(1500),
+        "comet1's deliveries while comet2 was stopped",
+    );
+    assert!(m.b2.until(|m| has(m, &[&xs, &zs])), "b2 got x- and z-");
+    assert!(m.a2.until(|m| has(m, &[&zs, &vs])), "a2 got z- and v-");
+    for x in m.each() {
+        x.pump(Duration::from_millis(300));
+        assert_exact(x, "z-", &zs);
+    }
+    assert_exact(&m.b1, "y-", &ys);
+    assert_exact(&m.b2, "x-", &xs);
+    assert_exact(&m.a1, "v-", &vs);
+    assert_exact(&m.a2, "v-", &vs);
+    c.phase(&format!(
+        "comet2 stopped: comet1's members had all their pushes {:.0?} after the first \
+         (20 pushes made in {pushed:.0?}); after SIGCONT comet2's got theirs once, in order",
+        took
     ));
 }
 

@@ -46,7 +46,8 @@ impl GrpcComet {
         let mut last = None;
         for attempt in 0..=self.retries {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
+                // 100 ms, 200 ms, 400 ms ... (as `comets.retries` documents).
+                tokio::time::sleep(Duration::from_millis(100 << (attempt - 1).min(5))).await;
             }
             let mut r = Request::new(req.clone());
             r.set_timeout(self.timeout);
