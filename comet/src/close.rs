@@ -112,6 +112,11 @@ pub struct Stats {
     pub writes: AtomicU64,
     /// Client packets handled after auth.
     pub packets_in: AtomicU64,
+    /// Forward-and-answer ops, by how they ended: logic answered, comet answered 504
+    /// (logic slower than `protocol.answer_timeout`) or 503 (logic failed).
+    pub answered: AtomicU64,
+    pub answer_timeouts: AtomicU64,
+    pub answer_failures: AtomicU64,
 }
 
 impl Stats {
@@ -154,5 +159,17 @@ impl Stats {
             "starling_comet_packets_in_total {}",
             c(&self.packets_in)
         );
+        let _ = writeln!(out, "# TYPE starling_comet_answers_total counter");
+        for (result, v) in [
+            ("logic", &self.answered),
+            ("timeout", &self.answer_timeouts),
+            ("failed", &self.answer_failures),
+        ] {
+            let _ = writeln!(
+                out,
+                "starling_comet_answers_total{{result=\"{result}\"}} {}",
+                c(v)
+            );
+        }
     }
 }

@@ -76,6 +76,11 @@ pub struct Protocol {
     /// Time allowed from accept to a successful auth (goim: 5s).
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// How long comet waits for logic's answer to a forward-and-answer op (an opted-in
+    /// connection's ops 20–39) before it answers op + 1 with code 504 itself and reads that
+    /// connection's input again (goim's logic deadline: 1s).
+    #[serde(with = "humantime_serde")]
+    pub answer_timeout: Duration,
     /// Resolution of the timing wheel that enforces handshake and heartbeat deadlines.
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
@@ -139,6 +144,7 @@ impl Default for Protocol {
     fn default() -> Self {
         Protocol {
             handshake_timeout: Duration::from_secs(5),
+            answer_timeout: Duration::from_secs(1),
             tick: Duration::from_millis(100),
             wheel_slots: 4096,
             out_ring: 256,

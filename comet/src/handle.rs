@@ -191,6 +191,22 @@ impl Comet {
         }
     }
 
+    /// Open connections (authenticated or not) per worker, by worker id: how evenly the
+    /// kernel spreads accepts over the workers' SO_REUSEPORT listeners.
+    pub async fn worker_conns(&self) -> Vec<usize> {
+        let n = self.senders().len();
+        let (tx, rx) = flume::bounded(n);
+        for s in self.senders() {
+            let _ = s.send_async(Cmd::ConnCount(tx.clone())).await;
+        }
+        drop(tx);
+        let mut counts = vec![0; n];
+        while let Ok((worker, conns)) = rx.recv_async().await {
+            counts[worker] = conns;
+        }
+        counts
+    }
+
     /// Room member counts on this comet.
     pub async fn room_counts(&self) -> HashMap<String, i32> {
         gather_room_counts(self.senders()).await

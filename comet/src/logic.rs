@@ -8,6 +8,7 @@
 use starling_proto::grpc::logic::{
     ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, OnlineReply, OnlineReq, ReceiveReq,
 };
+use starling_proto::grpc::protocol::Proto;
 use std::future::Future;
 use std::pin::Pin;
 use thiserror::Error;
@@ -22,6 +23,9 @@ pub enum LogicError {
     /// logic could not be reached or failed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// logic did not answer within the call's deadline.
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 pub trait LogicClient: Send + Sync + 'static {
@@ -29,5 +33,7 @@ pub trait LogicClient: Send + Sync + 'static {
     fn disconnect(&self, req: DisconnectReq) -> LocalBoxFuture<Result<(), LogicError>>;
     fn heartbeat(&self, req: HeartbeatReq) -> LocalBoxFuture<Result<(), LogicError>>;
     fn renew_online(&self, req: OnlineReq) -> LocalBoxFuture<Result<OnlineReply, LogicError>>;
-    fn receive(&self, req: ReceiveReq) -> LocalBoxFuture<Result<(), LogicError>>;
+    /// goim's `Receive`: a client packet for logic. The answer (`ReceiveReply.replies`) is
+    /// written back to the connection for a forward-and-answer op and dropped otherwise.
+    fn receive(&self, req: ReceiveReq) -> LocalBoxFuture<Result<Vec<Proto>, LogicError>>;
 }

@@ -24,7 +24,6 @@ impl<T> Slab<T> {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

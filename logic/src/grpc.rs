@@ -58,8 +58,8 @@ impl logic_server::Logic for Service {
     }
 
     async fn receive(&self, r: Request<ReceiveReq>) -> Result<Response<ReceiveReply>, Status> {
-        self.0.receive(r.into_inner());
-        Ok(Response::new(ReceiveReply {}))
+        let replies = self.0.receive(r.into_inner()).await.map_err(status)?;
+        Ok(Response::new(ReceiveReply { replies }))
     }
 
     async fn nodes(&self, r: Request<NodesReq>) -> Result<Response<NodesReply>, Status> {

@@ -7,6 +7,7 @@
 //! - [`logic`]: the rules, shared by gRPC and HTTP.
 //! - [`store`]: session store trait and its in-memory default; room-count table.
 //! - [`nodes`]: comet registry trait and goim's weighted node selection.
+//! - [`receive`]: client packets forwarded by comet, routed to handlers by op.
 //! - [`http`]: the `/goim/...` HTTP API with goim's envelope.
 //! - [`grpc`]: goim's `goim.logic.Logic` service over [`Logic`].
 //! - [`kafka`]: the Kafka producer behind [`PushSink`].
@@ -20,6 +21,7 @@ pub mod kafka;
 pub mod logic;
 pub mod node;
 pub mod nodes;
+pub mod receive;
 pub mod redis_store;
 pub mod store;
 

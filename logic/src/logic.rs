@@ -3,16 +3,18 @@
 
 use crate::config::Config;
 use crate::nodes::{self, Registry};
+use crate::receive::{Handler, Handlers};
 use crate::store::{BoxFuture, OnlineStore, OnlineTable, SessionStore, StoreError};
 use starling_proto::AuthToken;
 use starling_proto::grpc::logic::{
     Backoff, ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, NodesReply, OnlineReply,
     OnlineReq, PushMsg, ReceiveReq, push_msg,
 };
+use starling_proto::grpc::protocol::Proto;
 use std::collections::HashMap;
 use std::sync::Arc;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::info;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LogicError {
@@ -45,6 +47,7 @@ pub struct Logic {
     online_store: Option<Arc<dyn OnlineStore>>,
     sink: Arc<dyn PushSink>,
     registry: Arc<dyn Registry>,
+    handlers: Handlers,
 }
 
 impl Logic {
@@ -61,7 +64,13 @@ impl Logic {
             online_store: None,
             sink,
             registry,
+            handlers: Handlers::default(),
         }
+    }
+
+    /// Routes client packets of `op` (goim's `Receive`) to `handler`.
+    pub fn set_handler(&self, op: i32, handler: Arc<dyn Handler>) {
+        self.handlers.set(op, handler);
     }
 
     /// Admits a connection (goim `Connect`): parses the token, generates a key when it has
@@ -86,6 +95,8 @@ impl Logic {
             room_id: token.room_id,
             accepts: token.accepts,
             heartbeat,
+            // No connection opts in to answered ops yet: IM will, on a verified im_token.
+            im: 0,
         })
     }
 
@@ -135,15 +146,20 @@ impl Logic {
         Ok(())
     }
 
-    /// goim `Receive`: an upstream client message. goim only logs it; so does this issue.
-    pub fn receive(&self, req: ReceiveReq) {
-        if let Some(p) = req.proto {
-            info!(
-                mid = req.mid,
-                op = p.op,
-                len = p.body.len(),
-                "received client message"
-            );
+    /// goim `Receive`: a client packet comet forwarded. Its op's handler answers it (see
+    /// [`crate::receive`]); with no handler it is logged, as goim does, and answered with
+    /// nothing.
+    pub async fn receive(&self, req: ReceiveReq) -> Result<Vec<Proto>, LogicError> {
+        let Some(op) = req.proto.as_ref().map(|p| p.op) else {
+            return Ok(Vec::new());
+        };
+        match self.handlers.get(op) {
+            Some(h) => h.handle(req).await,
+            None => {
+                let len = req.proto.map_or(0, |p| p.body.len());
+                info!(mid = req.mid, key = %req.key, op, len, "received client message");
+                Ok(Vec::new())
+            }
         }
     }
 
@@ -277,10 +293,5 @@ impl Logic {
                 jitter: b.jitter,
             }),
         }
-    }
-
-    /// Logs a failed call that the client will not hear about.
-    pub fn log_error(what: &str, e: &LogicError) {
-        warn!(error = %e, "{what} failed");
     }
 }

@@ -2,14 +2,17 @@
 //! loopback), on the in-memory session store: what a comet (Starling's or goim's) sees.
 
 use starling_cluster::registry::CometMeta;
+use starling_logic::LogicError;
 use starling_logic::grpc::{LogicServer, Service};
 use starling_logic::nodes::{Instance, Registry};
+use starling_logic::receive::Handler;
 use starling_logic::store::{BoxFuture, MemorySessions};
 use starling_logic::{Config, Logic, PushError, PushSink};
 use starling_proto::grpc::logic::logic_client::LogicClient;
 use starling_proto::grpc::logic::{
-    ConnectReq, DisconnectReq, HeartbeatReq, NodesReq, OnlineReq, PushMsg,
+    ConnectReq, DisconnectReq, HeartbeatReq, NodesReq, OnlineReq, PushMsg, ReceiveReq,
 };
+use starling_proto::grpc::protocol::Proto;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tonic::Code;
@@ -42,6 +45,30 @@ impl Registry for OneComet {
     }
 }
 
+/// Answers with the request's body reversed, as op + 1; fails on "fail".
+struct Reverse;
+
+impl Handler for Reverse {
+    fn handle(&self, req: ReceiveReq) -> BoxFuture<'_, Result<Vec<Proto>, LogicError>> {
+        Box::pin(async move {
+            let p = req.proto.unwrap_or_default();
+            if p.body == b"fail" {
+                return Err(LogicError::Push(PushError::Unavailable(
+                    "queue down".into(),
+                )));
+            }
+            let mut body = p.body;
+            body.reverse();
+            body.extend_from_slice(req.key.as_bytes());
+            Ok(vec![Proto {
+                op: p.op + 1,
+                body,
+                ..Proto::default()
+            }])
+        })
+    }
+}
+
 #[tokio::test]
 async fn a_comet_sees_goims_logic_service() {
     let sink = Arc::new(Recorded::default());
@@ -51,6 +78,7 @@ async fn a_comet_sees_goims_logic_service() {
         sink.clone(),
         Arc::new(OneComet),
     ));
+    logic.set_handler(20, Arc::new(Reverse));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -92,6 +120,7 @@ async fn a_comet_sees_goims_logic_service() {
         (5, "k5", "live://1")
     );
     assert_eq!(r.accepts, vec![1000]);
+    assert_eq!(r.im, 0, "no connection opts in to answered ops yet");
     // goim: heartbeat in nanoseconds = node.heartbeat (4m) × heartbeat_max (2).
     assert_eq!(r.heartbeat, 480_000_000_000);
     c.heartbeat(HeartbeatReq {
@@ -101,6 +130,29 @@ async fn a_comet_sees_goims_logic_service() {
     })
     .await
     .unwrap();
+
+    // Receive is routed by op: op 20's handler answers (ReceiveReply.replies), an op with
+    // no handler is answered with nothing (goim: logged only), a failed handler is an error.
+    let receive = |op: i32, body: &[u8]| ReceiveReq {
+        mid: 5,
+        key: "k5".into(),
+        proto: Some(Proto {
+            ver: 1,
+            op,
+            seq: 7,
+            body: body.to_vec(),
+        }),
+    };
+    let r = c.receive(receive(20, b"abc")).await.unwrap().into_inner();
+    assert_eq!(r.replies.len(), 1);
+    assert_eq!(
+        (r.replies[0].op, r.replies[0].body.as_slice()),
+        (21, &b"cbak5"[..])
+    );
+    let r = c.receive(receive(4, b"goim")).await.unwrap().into_inner();
+    assert!(r.replies.is_empty());
+    let e = c.receive(receive(20, b"fail")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
 
     // The session routes a key push to comet-a.
     logic.push_keys(1000, &["k5".into()], b"hi").await.unwrap();

@@ -27,6 +27,45 @@ pub const SUB_REPLY: i32 = 15;
 pub const UNSUB: i32 = 16;
 pub const UNSUB_REPLY: i32 = 17;
 
+/// Starling: ops a connection that opted in (`ConnectReply.im` ≠ 0) sends to logic and gets
+/// logic's answer to (`ReceiveReply.replies`) instead of goim's empty echo. The IM requests of
+/// the design (reference im.md §5.2: 20 send … 34 members, 36–39 reserved); their replies are
+/// op + 1. Outside an opted-in connection these ops take goim's default branch.
+pub const ANSWERED: std::ops::RangeInclusive<i32> = 20..=39;
+
+/// The codec an opted-in connection's answered ops use (`ConnectReply.im`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Protobuf = 1,
+    Json = 2,
+}
+
+impl Codec {
+    /// `ConnectReply.im`: 0 (goim only) and unknown values are `None`.
+    pub fn from_im(im: i32) -> Option<Codec> {
+        match im {
+            1 => Some(Codec::Protobuf),
+            2 => Some(Codec::Json),
+            _ => None,
+        }
+    }
+
+    /// The body of a reply carrying only `int32 code = 1`, which every answered op's reply
+    /// message starts with (reference im.md §5.2, §7.1), so comet can answer for logic
+    /// (504 when logic is too slow, 503 when it failed) without knowing the schema:
+    /// protobuf `08 <varint code>`, JSON `{"code":N}`.
+    pub fn code_body(self, code: u32) -> Vec<u8> {
+        match self {
+            Codec::Json => format!("{{\"code\":{code}}}").into_bytes(),
+            Codec::Protobuf => {
+                let mut b = vec![0x08]; // field 1, varint
+                prost::encoding::encode_varint(u64::from(code), &mut b);
+                b
+            }
+        }
+    }
+}
+
 /// Parses goim's op list (`"1000,1001"`). Like goim, a list with a bad entry is ignored whole.
 pub fn parse_op_list(body: &[u8]) -> Option<Vec<i32>> {
     let text = std::str::from_utf8(body).ok()?;
@@ -47,5 +86,15 @@ mod tests {
         assert_eq!(parse_op_list(b""), Some(vec![]));
         assert_eq!(parse_op_list(b"1000,x"), None);
         assert_eq!(parse_op_list(&[0xff]), None);
+    }
+
+    #[test]
+    fn code_bodies_match_the_design() {
+        // reference im.md §7.1: pb `08 F8 03` for 504, JSON `{"code":504}`.
+        assert_eq!(Codec::Protobuf.code_body(504), vec![0x08, 0xF8, 0x03]);
+        assert_eq!(Codec::Protobuf.code_body(5), vec![0x08, 0x05]);
+        assert_eq!(Codec::Json.code_body(503), br#"{"code":503}"#.to_vec());
+        assert_eq!(Codec::from_im(0), None);
+        assert_eq!(Codec::from_im(2), Some(Codec::Json));
     }
 }

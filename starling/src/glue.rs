@@ -12,6 +12,7 @@ use starling_proto::grpc::logic::{
     ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, OnlineReply, OnlineReq, PushMsg,
     ReceiveReq,
 };
+use starling_proto::grpc::protocol::Proto;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -67,11 +68,8 @@ impl LogicClient for InProcessLogic {
         self.call(move |l| async move { l.renew_online(req).await })
     }
 
-    fn receive(&self, req: ReceiveReq) -> LocalBoxFuture<Result<(), CometLogicError>> {
-        self.call(move |l| async move {
-            l.receive(req);
-            Ok(())
-        })
+    fn receive(&self, req: ReceiveReq) -> LocalBoxFuture<Result<Vec<Proto>, CometLogicError>> {
+        self.call(move |l| async move { l.receive(req).await })
     }
 }
 

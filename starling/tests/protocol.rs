@@ -215,13 +215,34 @@ fn broadcast_speed_spreads_deliveries_over_time() {
     );
 }
 
+/// The kick takes the cross-worker path every run: the second connection is reopened until
+/// the kernel's SO_REUSEPORT choice puts it on the other worker (it lands there half the
+/// time, so 64 tries fail once in 2^64 runs).
 #[test]
 fn a_second_connection_with_the_same_key_kicks_the_first() {
     let srv = start();
+    let comet = srv.running.as_ref().unwrap().comet().clone();
+    let per_worker = || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(comet.worker_conns())
+    };
     let mut first = Client::tcp(srv.tcp);
     first.auth(&token(1, "dup", "", &[1000]));
-    // Several tries: the second may land on either worker.
-    let mut second = Client::ws(srv.ws);
+    let home = per_worker().iter().position(|&n| n == 1).unwrap();
+    let mut second = None;
+    for _ in 0..64 {
+        let c = Client::ws(srv.ws);
+        eventually("accepted", || per_worker().iter().sum::<usize>() == 2);
+        if per_worker()[home] == 1 {
+            second = Some(c);
+            break;
+        }
+        drop(c);
+        eventually("closed", || per_worker().iter().sum::<usize>() == 1);
+    }
+    let mut second = second.expect("a connection on the other worker");
     second.auth(&token(1, "dup", "", &[1000]));
     first.expect_close();
     post_ok(
@@ -231,13 +252,7 @@ fn a_second_connection_with_the_same_key_kicks_the_first() {
     );
     assert_eq!(inner(&second.expect().body)[0].body.as_ref(), b"to-new");
     eventually("kicked close counted", || {
-        srv.running
-            .as_ref()
-            .unwrap()
-            .comet()
-            .stats()
-            .closes(starling_comet::CloseReason::Kicked)
-            == 1
+        comet.stats().closes(starling_comet::CloseReason::Kicked) == 1
     });
 }
 

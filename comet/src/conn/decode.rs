@@ -11,15 +11,28 @@ use tracing::debug;
 
 impl Worker {
     /// Handles plaintext bytes from the client, keeping an incomplete tail for next time.
+    /// While logic answers (auth, or a forward-and-answer op) bytes that still arrive (TLS
+    /// records read with a handshake, say) are only kept: packets are handled in order once
+    /// logic has answered.
     pub(super) fn ingest(&self, id: ConnId, data: &mut [u8]) -> Result<Step, CloseReason> {
-        let Some(mut buf) = self
-            .conns
-            .borrow_mut()
-            .get_mut(id)
-            .map(|c| c.inbuf.take().map(|b| *b).unwrap_or_default())
-        else {
+        let Some(mut buf) = self.conns.borrow_mut().get_mut(id).map(|c| {
+            let mut buf = c.inbuf.take().map(|b| *b).unwrap_or_default();
+            if c.phase.paused() {
+                buf.extend_from_slice(data);
+                c.inbuf = (!buf.is_empty()).then(|| Box::new(std::mem::take(&mut buf)));
+            }
+            buf
+        }) else {
             return Ok(Step::Closed);
         };
+        if self
+            .conns
+            .borrow()
+            .get(id)
+            .is_some_and(|c| c.phase.paused())
+        {
+            return Ok(Step::Continue);
+        }
         let from_buf = !buf.is_empty();
         let input: &mut [u8] = if from_buf {
             buf.extend_from_slice(data);

@@ -9,7 +9,8 @@
 //! # Layout
 //! - this file: the connection's state, registration, reading and TLS input.
 //! - `decode`: turning bytes into packets (TCP) or frames and messages (WebSocket).
-//! - `rules`: goim's reply rules per packet: auth, heartbeat, room change, echo ops.
+//! - `ops`: the per-op table: goim's reply rules, echo-and-forward, forward-and-answer.
+//! - `rules`: what each rule does: auth, heartbeat, room change, echo, logic's answer.
 
 use crate::accepts::Accepts;
 use crate::bucket::ConnId;
@@ -19,7 +20,8 @@ use crate::poller::Interest;
 use crate::tls::TlsState;
 use crate::worker::Worker;
 use bytes::Bytes;
-use starling_proto::grpc::logic::ConnectReq;
+use starling_proto::grpc::logic::{ConnectReq, ReceiveReq};
+use starling_proto::op::Codec;
 use starling_proto::packet::{self, PacketError};
 use starling_proto::ws::{self, Assembler, FrameError};
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +31,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use tracing::{info, warn};
 
 mod decode;
+mod ops;
 mod rules;
 
 /// Which listener a connection came in on.
@@ -79,7 +82,21 @@ pub(crate) enum Phase {
     Authing,
     /// op 7 handed to logic; nothing more is read until it answers.
     AuthPending,
-    Authed,
+    /// `im`: opted in at auth to forward-and-answer ops (`ConnectReply.im`), with the codec
+    /// of comet's own error replies to them; `None` for a goim connection. (Kept in the
+    /// phase, a byte either way, rather than in the session where it would cost 8 bytes.)
+    Authed { im: Option<Codec> },
+    /// Authed and opted in, and a forward-and-answer op is with logic: nothing more is read
+    /// until logic answers or `protocol.answer_timeout` passes. (Its codec travels with the
+    /// request, `Ask`: one variant with data keeps the phase one byte.)
+    Answering,
+}
+
+impl Phase {
+    /// Waiting for logic: input stays in the socket (or in `inbuf`) until it answers.
+    pub fn paused(&self) -> bool {
+        matches!(self, Phase::AuthPending | Phase::Answering)
+    }
 }
 
 pub(crate) struct Session {
@@ -125,7 +142,7 @@ impl Conn {
     /// What the connection waits for: input unless auth is pending, output while the
     /// socket is full.
     pub fn interest(&self) -> Interest {
-        let reading = !matches!(self.phase, Phase::AuthPending);
+        let reading = !self.phase.paused();
         match (reading, self.writing) {
             (true, false) => Interest::Read,
             (true, true) => Interest::ReadWrite,
@@ -178,7 +195,18 @@ pub(crate) enum Step {
         ver: i16,
         seq: i32,
     },
+    /// A forward-and-answer op arrived: ask logic, write its answer, then go on.
+    Answer(Ask),
     Closed,
+}
+
+/// A forward-and-answer op on its way to logic, and what comet needs to answer it.
+pub(crate) struct Ask {
+    pub req: ReceiveReq,
+    pub ver: i16,
+    pub seq: i32,
+    pub op: i32,
+    pub codec: Codec,
 }
 
 fn packet_reason(e: PacketError) -> CloseReason {
@@ -252,14 +280,26 @@ impl Worker {
 
     /// Input is ready: read and answer it; an auth packet pauses input until logic answers.
     pub(crate) fn on_input(self: &Rc<Self>, id: ConnId) {
-        if let Step::Auth { req, ver, seq } = self.on_readable(id) {
-            self.update_interest(id);
-            let w = self.clone();
-            monoio::spawn(async move {
-                if w.authenticate(id, req, ver, seq).await {
-                    w.update_interest(id);
-                }
-            });
+        match self.on_readable(id) {
+            Step::Auth { req, ver, seq } => {
+                self.update_interest(id);
+                let w = self.clone();
+                monoio::spawn(async move {
+                    if w.authenticate(id, req, ver, seq).await {
+                        w.update_interest(id);
+                    }
+                });
+            }
+            Step::Answer(ask) => {
+                self.update_interest(id);
+                let w = self.clone();
+                monoio::spawn(async move {
+                    if w.answer(id, ask).await {
+                        w.update_interest(id);
+                    }
+                });
+            }
+            Step::Continue | Step::Closed => {}
         }
     }
 

@@ -1,21 +1,24 @@
-//! goim's reply rules for one packet (reference §1.2–1.3): auth first, heartbeat with the
-//! room's online count, room change, echo ops, and everything else handed to logic.
+//! What each rule of the op table (`ops`) does for one packet (reference goim.md §1.2–1.3):
+//! auth first, heartbeat with the room's online count, room change, accepted ops, goim's
+//! echo-and-forward, and Starling's forward-and-answer.
 
-use super::{Phase, Session, Step, Wire};
+use super::ops::{Rule, rule};
+use super::{Ask, Phase, Session, Step, Wire};
 use crate::accepts::Accepts;
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
+use crate::logic::LogicError;
 use crate::worker::{Cmd, Worker};
 use starling_proto::grpc::logic::{
     ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, ReceiveReq,
 };
 use starling_proto::grpc::protocol::Proto;
-use starling_proto::op;
+use starling_proto::op::{self, Codec};
 use starling_proto::packet::{self, PacketRef};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 impl Worker {
     /// Queues a reply; a full queue closes the connection.
@@ -42,15 +45,15 @@ impl Worker {
         self.reply(id, &bytes, Wire::Packet)
     }
 
-    /// goim's reply rules for one client packet.
+    /// The op table's rule for one client packet.
     pub(super) fn on_packet(&self, id: ConnId, p: PacketRef<'_>) -> Result<Step, CloseReason> {
-        let authed = {
+        let im = {
             let mut conns = self.conns.borrow_mut();
             let Some(conn) = conns.get_mut(id) else {
                 return Ok(Step::Closed);
             };
             match &mut conn.phase {
-                Phase::Authed => true,
+                Phase::Authed { im } => Some(*im),
                 Phase::Authing if p.op == op::AUTH => {
                     let cookie = conn
                         .transport
@@ -68,21 +71,21 @@ impl Worker {
                         seq: p.seq,
                     });
                 }
-                _ => false,
+                _ => None,
             }
         };
-        if !authed {
+        let Some(im) = im else {
             debug!(op = p.op, "op before auth ignored");
             return Ok(Step::Continue);
-        }
+        };
         self.stats().packets_in.fetch_add(1, Relaxed);
-        match p.op {
-            op::HEARTBEAT => self.on_heartbeat(id, p.ver, p.seq)?,
-            op::CHANGE_ROOM => {
+        match rule(p.op, im) {
+            Rule::Heartbeat => self.on_heartbeat(id, p.ver, p.seq)?,
+            Rule::ChangeRoom => {
                 self.join_room(id, &String::from_utf8_lossy(p.body));
                 self.reply_packet(id, p.ver, op::CHANGE_ROOM_REPLY, p.seq, p.body)?;
             }
-            op::SUB | op::UNSUB => {
+            Rule::Accepts => {
                 if let Some(ops) = op::parse_op_list(p.body)
                     && let Some(sess) = self
                         .conns
@@ -98,26 +101,110 @@ impl Worker {
                 }
                 self.reply_packet(id, p.ver, p.op + 1, p.seq, p.body)?;
             }
-            other => {
-                let mid = self.session_of(id).map_or(0, |(mid, _)| mid);
-                let fut = self.shared.logic.receive(ReceiveReq {
-                    mid,
-                    proto: Some(Proto {
-                        ver: i32::from(p.ver),
-                        op: other,
-                        seq: p.seq,
-                        body: p.body.to_vec(),
-                    }),
-                });
+            Rule::EchoAndForward => {
+                let fut = self.shared.logic.receive(self.receive_req(id, &p));
                 monoio::spawn(async move {
                     if let Err(e) = fut.await {
                         debug!(error = %e, "logic receive failed");
                     }
                 });
-                self.reply_packet(id, p.ver, other, p.seq, &[])?;
+                self.reply_packet(id, p.ver, p.op, p.seq, &[])?;
+            }
+            Rule::ForwardAndAnswer(codec) => {
+                if let Some(c) = self.conns.borrow_mut().get_mut(id) {
+                    c.phase = Phase::Answering;
+                }
+                return Ok(Step::Answer(Ask {
+                    req: self.receive_req(id, &p),
+                    ver: p.ver,
+                    seq: p.seq,
+                    op: p.op,
+                    codec,
+                }));
             }
         }
         Ok(Step::Continue)
+    }
+
+    /// goim's `Receive` request for a client packet, with the connection's key.
+    fn receive_req(&self, id: ConnId, p: &PacketRef<'_>) -> ReceiveReq {
+        let (mid, key) = self
+            .session_of(id)
+            .map_or((0, String::new()), |(mid, key)| (mid, key.to_string()));
+        ReceiveReq {
+            mid,
+            key,
+            proto: Some(Proto {
+                ver: i32::from(p.ver),
+                op: p.op,
+                seq: p.seq,
+                body: p.body.to_vec(),
+            }),
+        }
+    }
+
+    /// Asks logic to answer a forward-and-answer op, writes the answer (or comet's own 504 or
+    /// 503 reply, op + 1, when logic is too slow or failed) with the request's `ver` and
+    /// `seq`, and reads the connection's input again: packets the client pipelined behind the
+    /// op are handled in order, the next forward-and-answer op waiting for its own answer.
+    /// Returns whether the connection is still open.
+    pub(super) async fn answer(self: &Rc<Self>, id: ConnId, mut ask: Ask) -> bool {
+        let deadline = self.shared.config.protocol.answer_timeout;
+        loop {
+            let Ask {
+                req,
+                ver,
+                seq,
+                op,
+                codec,
+            } = ask;
+            let call = self.shared.logic.receive(req);
+            let replies = match monoio::time::timeout(deadline, call).await {
+                Ok(Ok(replies)) => {
+                    self.stats().answered.fetch_add(1, Relaxed);
+                    replies
+                }
+                Ok(Err(LogicError::Timeout(e))) => {
+                    self.stats().answer_timeouts.fetch_add(1, Relaxed);
+                    info!(op, error = %e, "logic answered too late: 504");
+                    vec![code_reply(op, codec, 504)]
+                }
+                Err(_) => {
+                    self.stats().answer_timeouts.fetch_add(1, Relaxed);
+                    info!(op, ?deadline, "logic did not answer in time: 504");
+                    vec![code_reply(op, codec, 504)]
+                }
+                Ok(Err(e)) => {
+                    self.stats().answer_failures.fetch_add(1, Relaxed);
+                    warn!(op, error = %e, "logic failed to answer: 503");
+                    vec![code_reply(op, codec, 503)]
+                }
+            };
+            match self.conns.borrow_mut().get_mut(id) {
+                Some(c) => c.phase = Phase::Authed { im: Some(codec) },
+                None => return false, // closed while logic was answering
+            }
+            for r in &replies {
+                if let Err(reason) = self.reply_packet(id, ver, r.op, seq, &r.body) {
+                    self.close(id, reason);
+                    return false;
+                }
+            }
+            match self.ingest(id, &mut []) {
+                Ok(Step::Answer(next)) => {
+                    self.flush(id);
+                    ask = next;
+                }
+                Ok(Step::Closed) => return false,
+                Ok(_) => break,
+                Err(reason) => {
+                    self.close(id, reason);
+                    return false;
+                }
+            }
+        }
+        self.flush(id);
+        self.conns.borrow().get(id).is_some()
     }
 
     pub(super) fn session_of(&self, id: ConnId) -> Option<(i64, std::sync::Arc<str>)> {
@@ -235,7 +322,9 @@ impl Worker {
                 hb_ticks,
                 next_renew: now + self.renew_ticks(),
             });
-            conn.phase = Phase::Authed;
+            conn.phase = Phase::Authed {
+                im: Codec::from_im(reply.im),
+            };
             self.set_deadline(conn, id, now + u64::from(hb_ticks));
             conn.peer
         };
@@ -252,5 +341,15 @@ impl Worker {
                 self.send_to(old.worker, Cmd::Kick(old.id));
             }
         }
+    }
+}
+
+/// comet's own reply to forward-and-answer `op`: op + 1 whose body holds only `code`
+/// (written with the request's `ver` and `seq`).
+fn code_reply(op: i32, codec: Codec, code: u32) -> Proto {
+    Proto {
+        op: op + 1,
+        body: codec.code_body(code),
+        ..Proto::default()
     }
 }

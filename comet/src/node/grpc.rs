@@ -13,6 +13,7 @@ use starling_proto::grpc::logic::logic_client::LogicClient as LogicStub;
 use starling_proto::grpc::logic::{
     ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, OnlineReply, OnlineReq, ReceiveReq,
 };
+use starling_proto::grpc::protocol::Proto;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -102,12 +103,15 @@ impl GrpcLogic {
                 Ok(Err(s)) if s.code() == Code::Unauthenticated => {
                     Err(LogicError::Refused(s.message().to_string()))
                 }
+                Ok(Err(s)) if s.code() == Code::DeadlineExceeded => {
+                    Err(LogicError::Timeout(s.message().to_string()))
+                }
                 Ok(Err(s)) => Err(LogicError::Unavailable(format!(
                     "{:?}: {}",
                     s.code(),
                     s.message()
                 ))),
-                Err(_) => Err(LogicError::Unavailable("deadline exceeded".into())),
+                Err(_) => Err(LogicError::Timeout("deadline exceeded".into())),
             };
             let _ = tx.send(r);
         });
@@ -139,7 +143,11 @@ impl LogicClient for GrpcLogic {
         )
     }
 
-    fn receive(&self, req: ReceiveReq) -> LocalBoxFuture<Result<(), LogicError>> {
-        self.call(req, |mut s, r| async move { s.receive(r).await }, |_| ())
+    fn receive(&self, req: ReceiveReq) -> LocalBoxFuture<Result<Vec<Proto>, LogicError>> {
+        self.call(
+            req,
+            |mut s, r| async move { s.receive(r).await },
+            |r| r.replies,
+        )
     }
 }

@@ -37,6 +37,8 @@ pub(crate) enum Cmd {
     Kick(ConnId),
     /// Reply with this worker's room member counts.
     RoomCounts(flume::Sender<Vec<(Arc<str>, i32)>>),
+    /// Reply with (this worker's id, its open connections, authenticated or not).
+    ConnCount(flume::Sender<(usize, usize)>),
     /// Cluster-wide room counts from logic, used in heartbeat replies.
     SetAllOnline(Arc<HashMap<String, i32>>),
     /// Stop accepting and close every connection spread over `over`; `done` is signalled
@@ -112,6 +114,9 @@ impl Worker {
                     .map(|(k, v)| (k.clone(), v.len() as i32))
                     .collect();
                 let _ = reply.send(counts);
+            }
+            Cmd::ConnCount(reply) => {
+                let _ = reply.send((usize::from(self.id), self.conns.borrow().len()));
             }
             Cmd::SetAllOnline(counts) => *self.all_online.borrow_mut() = counts,
             Cmd::LameDuck { over, done } => {

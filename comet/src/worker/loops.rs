@@ -94,7 +94,9 @@ impl Worker {
                     }
                     if conn.deadline <= now {
                         Some(match conn.phase {
-                            Phase::Authed => CloseReason::HeartbeatTimeout,
+                            Phase::Authed { .. } | Phase::Answering => {
+                                CloseReason::HeartbeatTimeout
+                            }
                             _ => CloseReason::HandshakeTimeout,
                         })
                     } else {
