@@ -2,7 +2,7 @@
 //! io_uring, epoll otherwise) and then read into the worker's one scratch buffer, so an idle
 //! connection owns no read buffer, neither in user space nor pinned by an in-flight read.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 
 /// `recv(2)`, not `read(2)`: on a socket it skips the file layer (position lock, VFS checks).
@@ -20,17 +20,19 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// Socket calls rather than `writev(2)`, which goes through the file layer first (perf at one
 /// message per second: `vfs_writev`, `fdget_pos` and the iovec import were 7.1% of the comet's
 /// samples; `__sys_sendto` and `fdget` are 4.9%).
-pub fn send_vectored(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+pub fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    // SAFETY: every iovec points into a `Bytes` the caller keeps alive across the call; the
-    // msghdr only borrows `iov` for the call.
+    // SAFETY: `bufs` borrows every slice for the duration of the call, and `IoSlice` is ABI
+    // compatible with `iovec` on Unix (std's guarantee), so the kernel reads only memory the
+    // slices cover. The msghdr only borrows `bufs` for the call and the kernel does not
+    // write through `msg_iov`.
     let n = unsafe {
-        if let [one] = iov {
-            libc::send(fd, one.iov_base, one.iov_len, flags)
+        if let [one] = bufs {
+            libc::send(fd, one.as_ptr().cast(), one.len(), flags)
         } else {
             let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = iov.len() as _;
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = bufs.len() as _;
             libc::sendmsg(fd, &msg, flags)
         }
     };

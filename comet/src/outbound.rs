@@ -5,6 +5,7 @@ use bytes::Bytes;
 use starling_proto::grpc::protocol::Proto;
 use starling_proto::{op, packet, ws};
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 /// A push, encoded once for each transport. Every receiver queues clones of the same `Bytes`
 /// (a reference count, not a copy).
@@ -104,19 +105,19 @@ impl OutQueue {
         Ok(())
     }
 
-    /// Fills `iov` with the queued bytes, in order, up to its capacity.
-    pub fn io_slices<'a>(&'a self, iov: &mut Vec<libc::iovec>, max: usize) {
-        iov.clear();
+    /// Fills `out` with the queued bytes, in order, as far as it goes; returns how many
+    /// slices it filled.
+    pub fn io_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
         let Some(q) = &self.inner else {
-            return;
+            return 0;
         };
-        for (i, b) in q.items.iter().take(max).enumerate() {
+        let mut n = 0;
+        for (slot, (i, b)) in out.iter_mut().zip(q.items.iter().enumerate()) {
             let s: &'a [u8] = if i == 0 { &b[q.offset as usize..] } else { b };
-            iov.push(libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            });
+            *slot = IoSlice::new(s);
+            n += 1;
         }
+        n
     }
 
     /// Drops `n` written bytes from the front. Once everything is written the queue's memory
@@ -181,13 +182,19 @@ mod tests {
         q.push(2, &[&a, &b]).unwrap();
         q.push(2, &[&Bytes::new(), &a]).unwrap();
         assert_eq!(q.push(2, &[&a]), Err(Full));
-        let mut iov = Vec::new();
-        q.io_slices(&mut iov, 64);
-        assert_eq!(iov.iter().map(|v| v.iov_len).sum::<usize>(), 10);
+        {
+            let mut iov = [IoSlice::new(&[]); 64];
+            let n = q.io_slices(&mut iov);
+            assert_eq!(iov[..n].iter().map(|v| v.len()).sum::<usize>(), 10);
+        }
         q.consume(4);
-        q.io_slices(&mut iov, 64);
-        assert_eq!(iov.len(), 2);
-        assert_eq!(iov[0].iov_len, 3);
+        {
+            let mut iov = [IoSlice::new(&[]); 64];
+            assert_eq!(q.io_slices(&mut iov), 2);
+            assert_eq!(&*iov[0], b"efg");
+            let mut one = [IoSlice::new(&[])];
+            assert_eq!(q.io_slices(&mut one), 1, "as far as the slices go");
+        }
         q.consume(6);
         assert!(q.is_empty());
         assert_eq!(q.messages(), 0);

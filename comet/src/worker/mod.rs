@@ -81,7 +81,6 @@ pub(crate) struct Worker {
     /// The one read buffer of this worker (and the TLS plaintext buffer).
     pub scratch: RefCell<Vec<u8>>,
     pub plain: RefCell<Vec<u8>>,
-    pub iov: RefCell<Vec<libc::iovec>>,
     /// Connections with output queued since the last flush.
     pub dirty: RefCell<Vec<ConnId>>,
     pub all_online: RefCell<Arc<HashMap<String, i32>>>,
@@ -116,7 +115,6 @@ impl Worker {
             },
             scratch: RefCell::new(vec![0; SCRATCH]),
             plain: RefCell::new(Vec::new()),
-            iov: RefCell::new(Vec::with_capacity(MAX_IOV)),
             dirty: RefCell::new(Vec::new()),
             all_online: RefCell::new(Arc::new(HashMap::new())),
             rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (u64::from(id) + 1)),
@@ -224,9 +222,9 @@ impl Worker {
         }
         // Best effort for a last reply (WS close frame, HTTP error) before the socket goes.
         if !conn.out.is_empty() && !conn.writing {
-            let mut iov = self.iov.borrow_mut();
-            conn.out.io_slices(&mut iov, MAX_IOV);
-            let _ = io::send_vectored(conn.fd(), &iov);
+            let mut slices = [std::io::IoSlice::new(&[]); MAX_IOV];
+            let n = conn.out.io_slices(&mut slices);
+            let _ = io::send_vectored(conn.fd(), &slices[..n]);
         }
         self.poller.remove(conn.fd());
         io::shutdown(conn.fd());

@@ -7,6 +7,7 @@ use crate::close::CloseReason;
 use crate::conn::{Conn, Transport};
 use crate::io;
 use crate::outbound::Outbound;
+use std::io::IoSlice;
 
 /// What [`Worker::push_now`] did with a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,21 +69,14 @@ impl Worker {
         if !conn.out.is_empty() || conn.writing || conn.dirty {
             return self.queue_push(conn, id, msg).map(|()| Sent::Queued);
         }
-        let parts = [head, &msg.body];
-        let mut vecs = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 2];
-        let mut n_vecs = 0;
-        for p in parts.iter().filter(|p| !p.is_empty()) {
-            vecs[n_vecs] = libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            };
-            n_vecs += 1;
+        let mut slices = [IoSlice::new(&[]); 2];
+        let mut n_slices = 0;
+        for p in [head, &msg.body].into_iter().filter(|p| !p.is_empty()) {
+            slices[n_slices] = IoSlice::new(p);
+            n_slices += 1;
         }
         let total = head.len() + msg.body.len();
-        match io::send_vectored(conn.fd(), &vecs[..n_vecs]) {
+        match io::send_vectored(conn.fd(), &slices[..n_slices]) {
             Ok(n) => {
                 if n == total {
                     return Ok(Sent::Whole);
@@ -166,14 +160,15 @@ impl Worker {
 
     /// Writes until the queue is empty (`Ok(true)`) or the socket is full (`Ok(false)`).
     fn write_out(&self, conn: &mut Conn) -> std::io::Result<bool> {
-        let mut iov = self.iov.borrow_mut();
         loop {
-            conn.out.io_slices(&mut iov, MAX_IOV);
-            if iov.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n_slices = conn.out.io_slices(&mut slices);
+            if n_slices == 0 {
                 return Ok(true);
             }
-            let want: usize = iov.iter().map(|v| v.iov_len).sum();
-            match io::send_vectored(conn.fd(), &iov) {
+            let iov = &slices[..n_slices];
+            let want: usize = iov.iter().map(|v| v.len()).sum();
+            match io::send_vectored(conn.fd(), iov) {
                 Ok(n) => {
                     self.stats()
                         .writes
