@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // goim's Logic.Connect would clash with the generated `connect` constructor;
         // clients are built from a `Channel` instead.
         .build_transport(false)
+        // Every protobuf `bytes` field is a `bytes::Bytes`: a push body is shared, not
+        // copied, from the HTTP request to the comet's encode-once queue.
+        .bytes(".")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -19,9 +19,9 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    /// Shares the proto's body (no copy).
     pub fn from_proto(p: &Proto) -> Self {
-        let body = Bytes::copy_from_slice(&p.body);
-        Self::new(p.ver as i16, p.op, p.seq, body)
+        Self::new(p.ver as i16, p.op, p.seq, p.body.clone())
     }
 
     pub fn new(ver: i16, op_code: i32, seq: i32, body: Bytes) -> Self {

@@ -108,13 +108,13 @@ pub struct Job {
     stats: Arc<Stats>,
 }
 
-/// The OpRaw packet job hands a comet: goim's `{ver 1, op 9, seq 0, body}`.
+/// The OpRaw packet job hands a comet: goim's `{ver 1, op 9, seq 0, body}`, sharing `body`.
 pub(crate) fn wrap(body: Bytes) -> Proto {
     Proto {
         ver: i32::from(PUSH_VER),
         op: op::RAW,
         seq: 0,
-        body: body.to_vec(),
+        body,
     }
 }
 
@@ -248,7 +248,7 @@ impl Job {
             }
             Ok(push_msg::Type::Room) => {
                 let room: Arc<str> = msg.room.into();
-                let body = Bytes::from(msg.msg);
+                let body = msg.msg;
                 for (_, q) in queues.by_server.values() {
                     let item = Item::Room(room.clone(), msg.operation, body.clone(), t.clone());
                     q.offer(item, cap, stall, &self.stats).await;

@@ -63,7 +63,7 @@ fn room_msg(room: &str, op: i32, body: &str) -> PushMsg {
         r#type: push_msg::Type::Room as i32,
         operation: op,
         room: room.into(),
-        msg: body.as_bytes().to_vec(),
+        msg: body.as_bytes().to_vec().into(),
         ..Default::default()
     }
 }
@@ -178,7 +178,7 @@ async fn key_pushes_go_to_the_named_comet_and_broadcast_speed_is_split() {
         operation: 1000,
         server: "b".into(),
         keys: vec!["k1".into()],
-        msg: b"hi".to_vec(),
+        msg: b"hi".to_vec().into(),
         ..Default::default()
     })
     .await
@@ -195,7 +195,7 @@ async fn key_pushes_go_to_the_named_comet_and_broadcast_speed_is_split() {
         r#type: push_msg::Type::Broadcast as i32,
         operation: 1001,
         speed: 100,
-        msg: b"all".to_vec(),
+        msg: b"all".to_vec().into(),
         ..Default::default()
     })
     .await
@@ -223,7 +223,7 @@ fn key_msg(server: &str, key: &str, body: &str) -> PushMsg {
         operation: 1000,
         server: server.into(),
         keys: vec![key.into()],
-        msg: body.as_bytes().to_vec(),
+        msg: body.as_bytes().to_vec().into(),
         ..Default::default()
     }
 }

@@ -178,10 +178,10 @@ async fn push(
         Err(r) => return r,
     };
     let sent = match target {
-        Target::Keys(keys) => s.logic.push_keys(op, &keys, &msg).await,
-        Target::Mids(mids) => s.logic.push_mids(op, &mids, &msg).await,
-        Target::Room(room) => s.logic.push_room(op, room, &msg).await,
-        Target::All { speed } => s.logic.push_all(op, speed, &msg).await,
+        Target::Keys(keys) => s.logic.push_keys(op, &keys, msg).await,
+        Target::Mids(mids) => s.logic.push_mids(op, &mids, msg).await,
+        Target::Room(room) => s.logic.push_room(op, room, msg).await,
+        Target::All { speed } => s.logic.push_all(op, speed, msg).await,
     };
     match sent {
         Ok(()) => ok(None),

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::nodes::{self, Registry};
 use crate::receive::{Handler, Handlers};
 use crate::store::{BoxFuture, OnlineStore, OnlineTable, SessionStore, StoreError};
+use bytes::Bytes;
 use starling_proto::AuthToken;
 use starling_proto::grpc::logic::{
     Backoff, ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, NodesReply, OnlineReply,
@@ -163,7 +164,7 @@ impl Logic {
         }
     }
 
-    pub async fn push_keys(&self, op: i32, keys: &[String], msg: &[u8]) -> Result<(), LogicError> {
+    pub async fn push_keys(&self, op: i32, keys: &[String], msg: Bytes) -> Result<(), LogicError> {
         let servers = self.sessions.servers(keys).await?;
         let mut by_server: HashMap<String, Vec<String>> = HashMap::new();
         for (key, server) in keys.iter().zip(servers) {
@@ -174,7 +175,7 @@ impl Logic {
         self.publish_by_server(op, by_server, msg).await
     }
 
-    pub async fn push_mids(&self, op: i32, mids: &[i64], msg: &[u8]) -> Result<(), LogicError> {
+    pub async fn push_mids(&self, op: i32, mids: &[i64], msg: Bytes) -> Result<(), LogicError> {
         let mut by_server: HashMap<String, Vec<String>> = HashMap::new();
         for (key, server) in self.sessions.keys_of(mids).await? {
             by_server.entry(server).or_default().push(key);
@@ -186,10 +187,10 @@ impl Logic {
         &self,
         op: i32,
         by_server: HashMap<String, Vec<String>>,
-        msg: &[u8],
+        msg: Bytes,
     ) -> Result<(), LogicError> {
         for (server, keys) in by_server {
-            self.publish(push_msg::Type::Push, op, msg, |m| {
+            self.publish(push_msg::Type::Push, op, msg.clone(), |m| {
                 m.server = server;
                 m.keys = keys;
             })
@@ -203,13 +204,13 @@ impl Logic {
         &self,
         kind: push_msg::Type,
         op: i32,
-        msg: &[u8],
+        msg: Bytes,
         fill: impl FnOnce(&mut PushMsg),
     ) -> Result<(), LogicError> {
         let mut m = PushMsg {
             r#type: kind as i32,
             operation: op,
-            msg: msg.to_vec(),
+            msg,
             ..Default::default()
         };
         fill(&mut m);
@@ -218,12 +219,12 @@ impl Logic {
     }
 
     /// Room push; `room` is goim's room key `type://id`.
-    pub async fn push_room(&self, op: i32, room: String, msg: &[u8]) -> Result<(), LogicError> {
+    pub async fn push_room(&self, op: i32, room: String, msg: Bytes) -> Result<(), LogicError> {
         self.publish(push_msg::Type::Room, op, msg, |m| m.room = room)
             .await
     }
 
-    pub async fn push_all(&self, op: i32, speed: i32, msg: &[u8]) -> Result<(), LogicError> {
+    pub async fn push_all(&self, op: i32, speed: i32, msg: Bytes) -> Result<(), LogicError> {
         self.publish(push_msg::Type::Broadcast, op, msg, |m| m.speed = speed)
             .await
     }

@@ -52,17 +52,17 @@ impl Handler for Reverse {
     fn handle(&self, req: ReceiveReq) -> BoxFuture<'_, Result<Vec<Proto>, LogicError>> {
         Box::pin(async move {
             let p = req.proto.unwrap_or_default();
-            if p.body == b"fail" {
+            if p.body.as_ref() == b"fail" {
                 return Err(LogicError::Push(PushError::Unavailable(
                     "queue down".into(),
                 )));
             }
-            let mut body = p.body;
+            let mut body = p.body.to_vec();
             body.reverse();
             body.extend_from_slice(req.key.as_bytes());
             Ok(vec![Proto {
                 op: p.op + 1,
-                body,
+                body: body.into(),
                 ..Proto::default()
             }])
         })
@@ -99,7 +99,7 @@ async fn a_comet_sees_goims_logic_service() {
         .connect(ConnectReq {
             server: "comet-a".into(),
             cookie: String::new(),
-            token: b"not json".to_vec(),
+            token: b"not json".to_vec().into(),
         })
         .await
         .unwrap_err();
@@ -110,7 +110,7 @@ async fn a_comet_sees_goims_logic_service() {
         .connect(ConnectReq {
             server: "comet-a".into(),
             cookie: String::new(),
-            token: token.to_vec(),
+            token: token.to_vec().into(),
         })
         .await
         .unwrap()
@@ -140,13 +140,13 @@ async fn a_comet_sees_goims_logic_service() {
             ver: 1,
             op,
             seq: 7,
-            body: body.to_vec(),
+            body: body.to_vec().into(),
         }),
     };
     let r = c.receive(receive(20, b"abc")).await.unwrap().into_inner();
     assert_eq!(r.replies.len(), 1);
     assert_eq!(
-        (r.replies[0].op, r.replies[0].body.as_slice()),
+        (r.replies[0].op, r.replies[0].body.as_ref()),
         (21, &b"cbak5"[..])
     );
     let r = c.receive(receive(4, b"goim")).await.unwrap().into_inner();
@@ -155,7 +155,10 @@ async fn a_comet_sees_goims_logic_service() {
     assert_eq!(e.code(), Code::Unavailable, "{e}");
 
     // The session routes a key push to comet-a.
-    logic.push_keys(1000, &["k5".into()], b"hi").await.unwrap();
+    logic
+        .push_keys(1000, &["k5".into()], "hi".into())
+        .await
+        .unwrap();
     let m = sink.0.lock().unwrap().pop().unwrap();
     assert_eq!(
         (m.server.as_str(), m.keys.as_slice()),
@@ -194,6 +197,9 @@ async fn a_comet_sees_goims_logic_service() {
     };
     assert!(!c.disconnect(has("comet-b")).await.unwrap().into_inner().has);
     assert!(c.disconnect(has("comet-a")).await.unwrap().into_inner().has);
-    logic.push_keys(1000, &["k5".into()], b"hi").await.unwrap();
+    logic
+        .push_keys(1000, &["k5".into()], "hi".into())
+        .await
+        .unwrap();
     assert!(sink.0.lock().unwrap().is_empty(), "no session, no push");
 }

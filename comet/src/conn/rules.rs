@@ -9,6 +9,7 @@ use crate::bucket::ConnId;
 use crate::close::CloseReason;
 use crate::logic::LogicError;
 use crate::worker::{Cmd, Worker};
+use bytes::Bytes;
 use starling_proto::grpc::logic::{
     ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, ReceiveReq,
 };
@@ -65,7 +66,7 @@ impl Worker {
                         req: ConnectReq {
                             server: self.shared.server_id.clone(),
                             cookie,
-                            token: p.body.to_vec(),
+                            token: Bytes::copy_from_slice(p.body),
                         },
                         ver: p.ver,
                         seq: p.seq,
@@ -138,7 +139,7 @@ impl Worker {
                 ver: i32::from(p.ver),
                 op: p.op,
                 seq: p.seq,
-                body: p.body.to_vec(),
+                body: Bytes::copy_from_slice(p.body),
             }),
         }
     }
@@ -349,7 +350,7 @@ impl Worker {
 fn code_reply(op: i32, codec: Codec, code: u32) -> Proto {
     Proto {
         op: op + 1,
-        body: codec.code_body(code),
+        body: codec.code_body(code).into(),
         ..Proto::default()
     }
 }

@@ -91,7 +91,7 @@ fn reply_for(req: &ConnectReq) -> ConnectReply {
 fn answer(op: i32, body: &str) -> Result<Vec<Proto>, LogicError> {
     let p = |b: String| Proto {
         op: op + 1,
-        body: b.into_bytes(),
+        body: b.into_bytes().into(),
         ..Proto::default()
     };
     match body {
