@@ -68,6 +68,10 @@ pub struct WebSocket {
     pub cert_file: String,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: String,
+    /// Close a connection that sends an unmasked frame (as `bad_frame`), as RFC 6455 §5.1
+    /// requires of a server. Off by default: goim accepts unmasked frames, and some native
+    /// goim clients send them.
+    pub require_mask: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -131,6 +135,7 @@ impl Default for WebSocket {
             tls_bind: vec![SocketAddr::from(([0, 0, 0, 0], 3103))],
             cert_file: String::new(),
             key_file: String::new(),
+            require_mask: false,
         }
     }
 }
