@@ -36,10 +36,12 @@ fn unknown_keys_and_bad_values_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("bindd"), "{err}");
-    let err = Config::from_toml("[comet.protocol]\nout_ring = 100\n")
+    let err = Config::from_toml("[comet.protocol]\nout_ring = 0\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("out_ring"), "{err}");
+    let any_count = Config::from_toml("[comet.protocol]\nout_ring = 100\n").unwrap();
+    assert_eq!(any_count.comet.protocol.out_ring, 100);
     let err = Config::from_toml("[logic.node]\nheartbeat = \"soon\"\n")
         .unwrap_err()
         .to_string();
