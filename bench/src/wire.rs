@@ -210,7 +210,7 @@ impl Decoder {
         }
         loop {
             let rest = &mut input[used..];
-            let Some(h) = ws::decode_frame(rest, usize::MAX >> 1)
+            let Some(h) = ws::decode_frame(rest, usize::MAX >> 1, ws::Masking::Optional)
                 .map_err(|_| WireError::Malformed("websocket"))?
             else {
                 return Ok(used);

@@ -1,9 +1,31 @@
-//! How a tier binary starts: its TOML file (every key defaulted, unknown keys named) and its
-//! logs.
+//! How a binary starts (the tier binaries and the all-in-one alike): its TOML file (every key
+//! defaulted, unknown keys named, values checked) and its logs.
 
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use thiserror::Error;
+
+/// What a binary's TOML file parses into. Every key has a default and unknown keys are
+/// refused (serde's `default` and `deny_unknown_fields`); `validate` checks what the types
+/// cannot say.
+pub trait ConfigFile: DeserializeOwned + Default {
+    /// Most files have nothing more to check.
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+/// Why parsed values are refused (the message names the key).
+pub type Invalid = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// toml's message names the key and shows the line.
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error(transparent)]
+    Invalid(Invalid),
+}
 
 #[derive(Debug, Error)]
 pub enum BootError {
@@ -13,14 +35,18 @@ pub enum BootError {
         source: std::io::Error,
     },
     #[error("in {path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
+    Parse { path: String, source: ConfigError },
+}
+
+/// Parses and checks a TOML document.
+pub fn parse<T: ConfigFile>(text: &str) -> Result<T, ConfigError> {
+    let config: T = toml::from_str(text)?;
+    config.validate().map_err(ConfigError::Invalid)?;
+    Ok(config)
 }
 
 /// Parses the file at `path`, or takes every default when there is none.
-pub fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, BootError> {
+pub fn load<T: ConfigFile>(path: Option<&Path>) -> Result<T, BootError> {
     let Some(path) = path else {
         return Ok(T::default());
     };
@@ -29,7 +55,7 @@ pub fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, Boo
         path: shown.clone(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| BootError::Parse {
+    parse(&text).map_err(|source| BootError::Parse {
         path: shown,
         source,
     })

@@ -1,13 +1,14 @@
 //! What the separate comet, logic and job processes share: Redis access with deadlines, the
-//! comet registry (goim's discovery, on Redis TTL keys), the Kafka settings, and how a tier's
-//! binary loads its config file and sets up logging.
+//! comet registry (goim's discovery, on Redis TTL keys), the Kafka settings, and how a binary
+//! (each tier's, and the all-in-one) loads its config file and sets up logging.
 //!
 //! # Layout
 //! - [`redis`]: the `[redis]` table and a reconnecting connection with deadlines.
 //! - [`registry`]: [`Instance`] (goim's discovery JSON), comets registering, logic and job
 //!   watching.
 //! - [`kafka`]: the `[kafka]` table.
-//! - [`boot`]: config file loading and logging, shared by the tier binaries.
+//! - [`boot`]: config file loading and logging, shared by every binary (the tiers and the
+//!   all-in-one).
 //! - [`testkit`]: real `redis-server` and `tansu` processes on spare ports, for tests.
 
 pub mod boot;

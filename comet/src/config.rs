@@ -68,6 +68,10 @@ pub struct WebSocket {
     pub cert_file: String,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: String,
+    /// Close a connection that sends an unmasked frame (as `bad_frame`), as RFC 6455 §5.1
+    /// requires of a server. Off by default: goim accepts unmasked frames, and some native
+    /// goim clients send them.
+    pub require_mask: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -86,8 +90,9 @@ pub struct Protocol {
     pub tick: Duration,
     /// Slots in the timing wheel; deadlines further out take extra turns of the wheel.
     pub wheel_slots: usize,
-    /// Messages queued for one connection before it is closed as a slow consumer. A power of
-    /// two. Queued messages leave in one write, so this bounds memory, not throughput.
+    /// Messages queued for one connection before it is closed as a slow consumer: any count
+    /// from 1 to 65536 (the queue counts its messages; nothing indexes it by mask). Queued
+    /// messages leave in one write, so this bounds memory, not throughput.
     pub out_ring: usize,
 }
 
@@ -136,6 +141,7 @@ impl Default for WebSocket {
             tls_bind: vec![SocketAddr::from(([0, 0, 0, 0], 3103))],
             cert_file: String::new(),
             key_file: String::new(),
+            require_mask: false,
         }
     }
 }
@@ -160,7 +166,7 @@ impl Default for Bucket {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("comet.protocol.out_ring must be a power of two from 2 to 65536, not {0}")]
+    #[error("comet.protocol.out_ring must be from 1 to 65536, not {0}")]
     OutRing(usize),
     #[error("comet.bucket.size must be at least 1")]
     BucketSize,
@@ -175,7 +181,7 @@ pub enum ConfigError {
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ring = self.protocol.out_ring;
-        if !ring.is_power_of_two() || !(2..=65536).contains(&ring) {
+        if !(1..=65536).contains(&ring) {
             return Err(ConfigError::OutRing(ring));
         }
         if self.bucket.size == 0 {
@@ -203,5 +209,25 @@ impl Config {
 
     pub fn tls_enabled(&self) -> bool {
         !self.websocket.cert_file.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_ring_is_any_count_from_1_to_65536() {
+        let with = |n| {
+            let mut c = Config::default();
+            c.protocol.out_ring = n;
+            c.validate()
+        };
+        for n in [1, 3, 100, 256, 65536] {
+            assert_eq!(with(n), Ok(()), "{n}");
+        }
+        for n in [0, 65537] {
+            assert_eq!(with(n), Err(ConfigError::OutRing(n)), "{n}");
+        }
     }
 }

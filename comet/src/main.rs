@@ -16,7 +16,6 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config: NodeConfig = boot::load(args.config.as_deref())?;
-    config.comet.validate()?;
     boot::init_logging(&config.log.filter);
     node::run(config)?;
     Ok(())

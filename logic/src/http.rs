@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
+use starling_proto::grpc::logic::Backoff;
 use std::sync::Arc;
 use tracing::warn;
 
@@ -291,14 +292,26 @@ async fn nodes_weighted(State(s): State<AppState>, RawQuery(q): RawQuery) -> Res
         "nodes": r.nodes,
     });
     if let Some(b) = r.backoff {
-        data["backoff"] = json!({
-            "max_delay": b.max_delay,
-            "base_delay": b.base_delay,
-            "factor": b.factor,
-            "jitter": b.jitter,
-        });
+        data["backoff"] = backoff_json(&b);
     }
     ok(Some(data))
+}
+
+fn backoff_json(b: &Backoff) -> Value {
+    json!({
+        "max_delay": b.max_delay,
+        "base_delay": b.base_delay,
+        "factor": shortest_f64(b.factor),
+        "jitter": shortest_f64(b.jitter),
+    })
+}
+
+/// The f64 whose shortest decimal is the f32's shortest decimal. `Backoff`'s fields are protobuf
+/// `float`s (goim's `logic.proto`), and a JSON `Value` holds f64: widening 1.8f32 directly
+/// prints `1.7999999523162842`, where goim (Go's `encoding/json` formats a float32 at 32 bits)
+/// prints `1.8`.
+fn shortest_f64(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 async fn nodes_instances(State(s): State<AppState>) -> Response {
@@ -367,5 +380,19 @@ mod tests {
         assert!(Query::parse(Some("a=%zz".into())).is_err());
         let bad = Query::parse(Some("operation=12x".into())).unwrap();
         assert!(bad.int::<i32>("operation", false).is_err());
+    }
+
+    #[test]
+    fn backoff_prints_floats_as_goim_does() {
+        let b = Backoff {
+            max_delay: 300,
+            base_delay: 3,
+            factor: 1.8,
+            jitter: 0.3,
+        };
+        assert_eq!(
+            backoff_json(&b).to_string(),
+            r#"{"base_delay":3,"factor":1.8,"jitter":0.3,"max_delay":300}"#
+        );
     }
 }

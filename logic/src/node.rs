@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub log: boot::Log,
 }
 
+impl boot::ConfigFile for NodeConfig {}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Grpc {

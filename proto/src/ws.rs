@@ -1,7 +1,8 @@
 //! A sans-IO WebSocket server codec (RFC 6455), enough for goim's `/sub` endpoint: the
-//! upgrade request, frame headers (client frames masked or not, as goim accepts both),
-//! fragment reassembly with limits, and server frame headers. No extensions: goim never
-//! negotiated permessage-deflate, and neither does Starling.
+//! upgrade request and its refusals, frame headers (client frames masked or not, as goim
+//! accepts both, unless [`Masking::Required`]), fragment reassembly with limits, and server
+//! frame headers. No extensions: goim never negotiated permessage-deflate, and neither does
+//! Starling.
 //!
 //! Decoding is resumable like [`crate::packet`]: `Ok(None)` means "give me more bytes".
 
@@ -44,6 +45,22 @@ pub enum HandshakeError {
     NotUpgrade,
     #[error("missing Sec-WebSocket-Key")]
     MissingKey,
+    #[error("Sec-WebSocket-Key is not base64 of 16 bytes")]
+    BadKey,
+}
+
+impl HandshakeError {
+    /// The HTTP response refusing the upgrade, after which the connection closes. RFC 6455
+    /// §4.2.2: a version the server does not speak gets `426` naming the one it does, so the
+    /// client can retry with it; anything else is a `400`.
+    pub fn response(&self) -> Vec<u8> {
+        match self {
+            HandshakeError::Version => b"HTTP/1.1 426 Upgrade Required\r\n\
+                Sec-WebSocket-Version: 13\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+            _ => http_error(400, "Bad Request"),
+        }
+    }
 }
 
 /// Parses the upgrade request at the start of `buf`.
@@ -74,9 +91,6 @@ pub fn parse_upgrade(buf: &[u8]) -> Result<Option<Upgrade>, HandshakeError> {
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
     };
-    if header("Sec-WebSocket-Version").as_deref() != Some("13") {
-        return Err(HandshakeError::Version);
-    }
     let upgrade_ok = header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let connection_ok = header("Connection").is_some_and(|v| {
         v.split(',')
@@ -85,9 +99,18 @@ pub fn parse_upgrade(buf: &[u8]) -> Result<Option<Upgrade>, HandshakeError> {
     if !upgrade_ok || !connection_ok {
         return Err(HandshakeError::NotUpgrade);
     }
+    // Checked after the upgrade headers: a plain GET is a bad request, not a wrong version.
+    if header("Sec-WebSocket-Version").as_deref() != Some("13") {
+        return Err(HandshakeError::Version);
+    }
     let key = header("Sec-WebSocket-Key").unwrap_or_default();
     if key.is_empty() {
         return Err(HandshakeError::MissingKey);
+    }
+    // RFC 6455 §4.1: a random 16-byte nonce, base64-encoded (24 characters, padded).
+    let nonce = base64::engine::general_purpose::STANDARD.decode(&key);
+    if !nonce.is_ok_and(|n| n.len() == 16) {
+        return Err(HandshakeError::BadKey);
     }
     Ok(Some(Upgrade {
         path: req.path.unwrap_or_default().to_string(),
@@ -164,8 +187,20 @@ impl FrameHead {
     }
 }
 
+/// Whether frames must be masked. RFC 6455 §5.1: a server MUST close a connection whose
+/// client sends an unmasked frame. goim accepts them, and some native goim clients send them,
+/// so comet requires masking only when configured to; clients reading server frames, which
+/// are unmasked, pass `Optional`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Masking {
+    Required,
+    Optional,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum FrameError {
+    #[error("unmasked client frame (masking is required)")]
+    Unmasked,
     #[error("reserved bits set (no extension was negotiated)")]
     Reserved,
     #[error("unknown opcode {0}")]
@@ -183,9 +218,13 @@ pub enum FrameError {
 }
 
 /// Decodes the frame at the start of `buf`, unmasking its payload in place. Returns the head;
-/// the payload is `buf[head.header_len..head.frame_len()]`. Sizes are checked from the header
-/// alone, so an oversized frame is refused before its payload arrives.
-pub fn decode_frame(buf: &mut [u8], max_message: usize) -> Result<Option<FrameHead>, FrameError> {
+/// the payload is `buf[head.header_len..head.frame_len()]`. Sizes and masking are checked from
+/// the header alone, so a bad frame is refused before its payload arrives.
+pub fn decode_frame(
+    buf: &mut [u8],
+    max_message: usize,
+    masking: Masking,
+) -> Result<Option<FrameHead>, FrameError> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -196,6 +235,9 @@ pub fn decode_frame(buf: &mut [u8], max_message: usize) -> Result<Option<FrameHe
     let opcode = Opcode::from_u8(b0 & 0x0f).ok_or(FrameError::Opcode(b0 & 0x0f))?;
     let fin = b0 & 0x80 != 0;
     let masked = b1 & 0x80 != 0;
+    if !masked && masking == Masking::Required {
+        return Err(FrameError::Unmasked);
+    }
     let (len, mut pos) = match b1 & 0x7f {
         126 if buf.len() < 4 => return Ok(None),
         126 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),

@@ -1,9 +1,10 @@
 //! The all-in-one's configuration file. Every key has a default, so an empty file (or none)
-//! serves goim's ports; an unknown key is an error that names it.
+//! serves goim's ports; an unknown key is an error that names it. It loads as the tier
+//! binaries' files do ([`boot::load`]).
 
 use serde::Deserialize;
+use starling_cluster::boot;
 pub use starling_cluster::boot::Log;
-use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,19 +34,8 @@ impl Default for Registry {
     }
 }
 
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Toml(#[from] toml::de::Error),
-    #[error(transparent)]
-    Comet(#[from] starling_comet::config::ConfigError),
-}
-
-impl Config {
-    /// Parses and validates a TOML document.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let c: Config = toml::from_str(text)?;
-        c.comet.validate()?;
-        Ok(c)
+impl boot::ConfigFile for Config {
+    fn validate(&self) -> Result<(), boot::Invalid> {
+        Ok(self.comet.validate()?)
     }
 }

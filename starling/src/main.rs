@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use starling::Config;
+use starling_cluster::boot;
 
 #[derive(Parser)]
 #[command(
@@ -18,15 +19,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?
-        }
-        None => Config::default(),
-    };
-    starling_cluster::boot::init_logging(&config.log.filter);
+    let config: Config = boot::load(args.config.as_deref())?;
+    boot::init_logging(&config.log.filter);
     let lame_duck = config.comet.lame_duck;
     let running = starling::start(config).context("starting")?;
     running.wait_for_signal();

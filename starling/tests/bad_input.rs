@@ -107,7 +107,7 @@ fn bad_websocket_input_closes_only_its_connection() {
     let mut n = neighbour(&srv);
     // Upgrade on another path: 404, closed.
     let mut c = Client::tcp(srv.ws);
-    c.write_raw(b"GET /other HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    c.write_raw(b"GET /other HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
     assert!(c.expect_close().starts_with(b"HTTP/1.1 404"));
     // Not an upgrade at all: 400, closed.
     let mut c = Client::tcp(srv.ws);
@@ -133,6 +133,64 @@ fn bad_websocket_input_closes_only_its_connection() {
     eventually("frame closes counted", || {
         srv.closes(CloseReason::FrameTooLarge) == 1 && srv.closes(CloseReason::BadFrame) == 2
     });
+    assert_neighbour_works(&srv, &mut n);
+}
+
+/// An upgrade request to /sub, with `version` and `key` as given.
+fn upgrade(version: &str, key: &str) -> Vec<u8> {
+    format!(
+        "GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn websocket_upgrades_are_refused_as_rfc_6455_says() {
+    let srv = start();
+    let mut n = neighbour(&srv);
+    // §4.2.2: another version gets 426 and the version comet speaks, then the close.
+    for version in ["8", "14"] {
+        let mut c = Client::tcp(srv.ws);
+        c.write_raw(&upgrade(version, "dGhlIHNhbXBsZSBub25jZQ=="));
+        let resp = String::from_utf8(c.expect_close()).unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.1 426 Upgrade Required\r\n")
+                && resp.contains("\r\nSec-WebSocket-Version: 13\r\n"),
+            "{resp}"
+        );
+    }
+    // §4.1: the key is base64 of a 16-byte nonce; anything else is a bad request.
+    for key in ["a2V5", "AAAAAAAAAAAAAAAAAAAAAAAA", "not base64 at all!"] {
+        let mut c = Client::tcp(srv.ws);
+        c.write_raw(&upgrade("13", key));
+        let resp = String::from_utf8(c.expect_close()).unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{key}: {resp}"
+        );
+    }
+    eventually("upgrade closes counted", || {
+        srv.closes(CloseReason::BadUpgrade) == 5
+    });
+    assert_neighbour_works(&srv, &mut n);
+}
+
+#[test]
+fn unmasked_frames_close_the_connection_when_masking_is_required() {
+    let mut config = test_config();
+    config.comet.websocket.require_mask = true;
+    let srv = start_with(config);
+    let mut n = neighbour(&srv);
+    let mut c = Client::ws(srv.ws);
+    c.auth(&token(3, "masked", "", &[])); // masked frames pass
+    c.heartbeat();
+    c.write_raw(&ws::encode_frame(
+        Opcode::Binary,
+        &Packet::new(1, 2, 6, vec![]).to_bytes(),
+    ));
+    assert!(c.expect_close().is_empty(), "no heartbeat reply");
+    eventually("close counted", || srv.closes(CloseReason::BadFrame) == 1);
     assert_neighbour_works(&srv, &mut n);
 }
 
@@ -167,7 +225,7 @@ fn websocket_ping_fragments_text_and_unmasked_frames() {
     assert_eq!(c.next_frame().0, Opcode::Pong as u8);
     let p = c.expect();
     assert_eq!((p.op, p.seq), (3, 5));
-    // Unmasked client frames are accepted (as goim does).
+    // Unmasked client frames are accepted by default (as goim does).
     c.write_raw(&ws::encode_frame(
         Opcode::Binary,
         &Packet::new(1, 2, 6, vec![]).to_bytes(),
@@ -265,12 +323,12 @@ fn metrics_expose_close_reasons() {
     });
 }
 
-/// A server with small socket buffers and a short outbound queue, so a client that does not
-/// read fills both quickly.
+/// A server with small socket buffers and a short outbound queue (not a power of two: the
+/// queue only counts), so a client that does not read fills both quickly.
 fn start_small_buffers() -> Server {
     let mut c = test_config();
     c.comet.tcp.sndbuf = 4096;
-    c.comet.protocol.out_ring = 32;
+    c.comet.protocol.out_ring = 30;
     start_with(c)
 }
 
@@ -333,14 +391,14 @@ fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     let mut c = Client::tcp(srv.tcp);
     c.small_receive_buffer();
     c.auth(&token(6, "stalled", "", &[1000]));
-    // Socket buffers plus 32 queued messages, then one more: closed, and counted.
+    // Socket buffers plus 30 queued messages, then one more: closed, and counted.
     let mut i = 0;
     while srv.closes(CloseReason::SlowConsumer) == 0 {
         assert!(i < 500, "never closed");
         push_big(&srv, "keys", "keys=stalled", i);
         i += 1;
     }
-    assert!(i > 32, "closed only after the queue filled ({i} pushes)");
+    assert!(i > 30, "closed only after the queue filled ({i} pushes)");
     let rest = c.expect_close();
     assert!(
         !rest.is_empty(),

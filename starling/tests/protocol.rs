@@ -324,6 +324,14 @@ fn nodes_endpoints() {
     );
     assert_eq!(d["nodes"], serde_json::json!(["comet-test.goim.io"]));
     assert_eq!(d["backoff"]["max_delay"], 300);
+    // goim prints the protobuf floats at 32 bits: 1.8, not 1.7999999523162842.
+    assert_eq!(
+        (
+            d["backoff"]["factor"].to_string(),
+            d["backoff"]["jitter"].to_string()
+        ),
+        ("1.8".to_string(), "0.3".to_string())
+    );
     let (_, v) = http(srv.http, "GET", "/goim/nodes/instances", b"");
     assert_eq!(v["data"][0]["hostname"], "comet-test");
     assert_eq!(v["data"][0]["appid"], "goim.comet");

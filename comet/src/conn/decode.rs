@@ -86,8 +86,7 @@ impl Worker {
         if upgrading {
             let Some(up) = ws::parse_upgrade(input).map_err(|e| {
                 debug!(error = %e, "bad upgrade");
-                self.reply(id, &ws::http_error(400, "Bad Request"), Wire::Http)
-                    .ok();
+                self.reply(id, &e.response(), Wire::Http).ok();
                 CloseReason::BadUpgrade
             })?
             else {
@@ -134,9 +133,14 @@ impl Worker {
         input: &mut [u8],
         asm: &mut Assembler,
     ) -> Result<(usize, Step), CloseReason> {
+        let masking = if self.shared.config.websocket.require_mask {
+            ws::Masking::Required
+        } else {
+            ws::Masking::Optional
+        };
         let mut pos = 0;
         loop {
-            let head = match ws::decode_frame(&mut input[pos..], packet::MAX_PACK) {
+            let head = match ws::decode_frame(&mut input[pos..], packet::MAX_PACK, masking) {
                 Ok(Some(h)) => h,
                 Ok(None) => return Ok((pos, Step::Continue)),
                 Err(e) => {

@@ -29,6 +29,12 @@ pub struct NodeConfig {
     pub log: boot::Log,
 }
 
+impl boot::ConfigFile for NodeConfig {
+    fn validate(&self) -> Result<(), boot::Invalid> {
+        Ok(self.comet.validate()?)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Grpc {

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub log: boot::Log,
 }
 
+impl boot::ConfigFile for NodeConfig {}
+
 /// How job calls comets.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -36,6 +36,11 @@ fn bad_upgrades_are_typed() {
     ));
     let v12 = REQ.replace("Version: 13", "Version: 12");
     assert_eq!(parse_upgrade(v12.as_bytes()), Err(HandshakeError::Version));
+    let noversion = REQ.replace("Sec-WebSocket-Version: 13\r\n", "");
+    assert_eq!(
+        parse_upgrade(noversion.as_bytes()),
+        Err(HandshakeError::Version)
+    );
     let plain = REQ.replace("Upgrade: WebSocket\r\n", "");
     assert_eq!(
         parse_upgrade(plain.as_bytes()),
@@ -46,6 +51,20 @@ fn bad_upgrades_are_typed() {
         parse_upgrade(nokey.as_bytes()),
         Err(HandshakeError::MissingKey)
     );
+    for key in [
+        "a2V5",                     // base64 of 3 bytes
+        "AAAAAAAAAAAAAAAAAAAAAAAA", // 18 bytes
+        "dGhlIHNhbXBsZSBub25jZQ",   // unpadded
+        "dGhlIHNhbXBsZSBub25jZQ=!", // not base64
+        "dGhlIHNhbXBsZSBub25jZR==", // trailing bits set: not canonical
+    ] {
+        let bad = REQ.replace("dGhlIHNhbXBsZSBub25jZQ==", key);
+        assert_eq!(
+            parse_upgrade(bad.as_bytes()),
+            Err(HandshakeError::BadKey),
+            "{key}"
+        );
+    }
     assert!(matches!(
         parse_upgrade(b"\x00\x01garbage\r\n\r\n"),
         Err(HandshakeError::Malformed(_))
@@ -57,6 +76,66 @@ fn bad_upgrades_are_typed() {
     );
 }
 
+#[test]
+fn refusals_follow_rfc_6455() {
+    // §4.2.2: a version the server does not speak gets 426 and the versions it does.
+    let v12 = REQ.replace("Version: 13", "Version: 12");
+    let refusal = parse_upgrade(v12.as_bytes()).unwrap_err().response();
+    assert_eq!(
+        String::from_utf8(refusal).unwrap(),
+        "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n\
+         Connection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    // Anything else is a bad request, the version header left out.
+    for bad in [
+        REQ.replace("dGhlIHNhbXBsZSBub25jZQ==", "a2V5"),
+        REQ.replace("Upgrade: WebSocket\r\n", ""),
+        REQ.replacen("GET", "PUT", 1),
+    ] {
+        let refusal = parse_upgrade(bad.as_bytes()).unwrap_err().response();
+        assert_eq!(
+            String::from_utf8(refusal).unwrap(),
+            "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+    // Not an upgrade at all is a bad request, not a wrong version.
+    assert_eq!(
+        parse_upgrade(b"GET /sub HTTP/1.1\r\nHost: x\r\n\r\n"),
+        Err(HandshakeError::NotUpgrade)
+    );
+}
+
+#[test]
+fn unmasked_frames_are_refused_from_the_header_when_masking_is_required() {
+    let unmasked = encode_frame(Opcode::Binary, &[7u8; 300]);
+    // Two bytes tell: the payload need not arrive.
+    assert_eq!(
+        decode_frame(&mut unmasked[..2].to_vec(), 4112, Masking::Required),
+        Err(FrameError::Unmasked)
+    );
+    let mut ping = encode_frame(Opcode::Ping, b"p");
+    assert_eq!(
+        decode_frame(&mut ping, 4112, Masking::Required),
+        Err(FrameError::Unmasked)
+    );
+    let mut ok = unmasked.clone();
+    let head = decode_frame(&mut ok, 4112, Masking::Optional)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.payload_len, 300);
+    let mut masked = encode_client_frame(Opcode::Binary, true, [1, 2, 3, 4], &[7u8; 300]);
+    let head = decode_frame(&mut masked, 4112, Masking::Required)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&masked[head.header_len..], &[7u8; 300][..]);
+    for cut in 0..2 {
+        assert_eq!(
+            decode_frame(&mut unmasked[..cut].to_vec(), 4112, Masking::Required),
+            Ok(None)
+        );
+    }
+}
+
 /// Decodes a whole stream of frames fed in two parts, returning the messages.
 fn feed(stream: &[u8], cut: usize, max: usize) -> Result<Vec<Vec<u8>>, FrameError> {
     let mut pending: Vec<u8> = Vec::new();
@@ -64,7 +143,7 @@ fn feed(stream: &[u8], cut: usize, max: usize) -> Result<Vec<Vec<u8>>, FrameErro
     let mut asm = Assembler::new(max);
     for part in [&stream[..cut], &stream[cut..]] {
         pending.extend_from_slice(part);
-        while let Some(head) = decode_frame(&mut pending, max)? {
+        while let Some(head) = decode_frame(&mut pending, max, Masking::Optional)? {
             let payload = pending[head.header_len..head.frame_len()].to_vec();
             match asm.push(&head, &payload)? {
                 Some(Message::Data(d)) => out.push(d.to_vec()),
@@ -122,10 +201,14 @@ fn length_encodings_round_trip() {
         let payload = vec![0x5a; len];
         let mut f = encode_frame(Opcode::Binary, &payload);
         assert_eq!(f.len(), header_len(len) + len);
-        let head = decode_frame(&mut f, 1 << 20).unwrap().unwrap();
+        let head = decode_frame(&mut f, 1 << 20, Masking::Optional)
+            .unwrap()
+            .unwrap();
         assert_eq!((head.payload_len, head.header_len), (len, header_len(len)));
         let mut c = encode_client_frame(Opcode::Binary, true, [3, 1, 4, 1], &payload);
-        let head = decode_frame(&mut c, 1 << 20).unwrap().unwrap();
+        let head = decode_frame(&mut c, 1 << 20, Masking::Required)
+            .unwrap()
+            .unwrap();
         assert_eq!(&c[head.header_len..], &payload[..]);
     }
 }
@@ -135,7 +218,7 @@ fn limits_and_protocol_errors() {
     let big = encode_client_frame(Opcode::Binary, true, [0; 4], &[0u8; 5000]);
     // Refused from the header alone.
     assert!(matches!(
-        decode_frame(&mut big[..8].to_vec(), 4112),
+        decode_frame(&mut big[..8].to_vec(), 4112, Masking::Required),
         Err(FrameError::TooLarge {
             len: 5000,
             max: 4112
@@ -143,12 +226,21 @@ fn limits_and_protocol_errors() {
     ));
     let mut rsv = encode_frame(Opcode::Binary, b"x");
     rsv[0] |= 0x40;
-    assert_eq!(decode_frame(&mut rsv, 4112), Err(FrameError::Reserved));
+    assert_eq!(
+        decode_frame(&mut rsv, 4112, Masking::Optional),
+        Err(FrameError::Reserved)
+    );
     let mut op = encode_frame(Opcode::Binary, b"x");
     op[0] = 0x83;
-    assert_eq!(decode_frame(&mut op, 4112), Err(FrameError::Opcode(3)));
+    assert_eq!(
+        decode_frame(&mut op, 4112, Masking::Optional),
+        Err(FrameError::Opcode(3))
+    );
     let mut ping = encode_frame(Opcode::Ping, &[0u8; 126]);
-    assert_eq!(decode_frame(&mut ping, 4112), Err(FrameError::BadControl));
+    assert_eq!(
+        decode_frame(&mut ping, 4112, Masking::Optional),
+        Err(FrameError::BadControl)
+    );
     let cont = encode_client_frame(Opcode::Continuation, true, [0; 4], b"x");
     assert_eq!(
         feed(&cont, 0, 4112),

@@ -195,7 +195,9 @@ impl Client {
         let deadline = Instant::now() + WAIT;
         loop {
             let mut copy = self.buf.clone();
-            if let Some(h) = ws::decode_frame(&mut copy, usize::MAX >> 1).unwrap() {
+            if let Some(h) =
+                ws::decode_frame(&mut copy, usize::MAX >> 1, ws::Masking::Optional).unwrap()
+            {
                 let payload = copy[h.header_len..h.frame_len()].to_vec();
                 self.buf.drain(..h.frame_len());
                 return (h.opcode as u8, payload);
