@@ -15,7 +15,7 @@
 //! - [`CometClient`]: the seam to comets (in-process handle, or gRPC `goim.comet.Comet`).
 //! - [`Job`]: the comet set and the dispatcher loop ([`Job::run`]).
 //! - [`queue`]: one comet's queue: lanes per key/room/broadcast, bound, behind policy.
-//! - [`node`]: job as its own process (the `job` binary): Kafka in, gRPC out.
+//! - `node`: job as its own process (the `job` binary): Kafka in, gRPC out (feature `kafka`).
 
 use bytes::Bytes;
 use queue::{CometQueue, Item, ticket};
@@ -37,6 +37,7 @@ use tracing::warn;
 
 pub use queue::Stats;
 
+#[cfg(feature = "kafka")]
 pub mod node;
 pub mod queue;
 

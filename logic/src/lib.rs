@@ -10,15 +10,17 @@
 //! - [`receive`]: client packets forwarded by comet, routed to handlers by op.
 //! - [`http`]: the `/goim/...` HTTP API with goim's envelope.
 //! - [`grpc`]: goim's `goim.logic.Logic` service over [`Logic`].
-//! - [`kafka`]: the Kafka producer behind [`PushSink`].
-//! - [`node`]: logic as its own process (the `logic` binary).
+//! - `kafka`: the Kafka producer behind [`PushSink`] (feature `kafka`).
+//! - `node`: logic as its own process, the `logic` binary (feature `kafka`).
 //! - [`redis_store`]: sessions and room counts in Redis, in goim's layout.
 
 pub mod config;
 pub mod grpc;
 pub mod http;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod logic;
+#[cfg(feature = "kafka")]
 pub mod node;
 pub mod nodes;
 pub mod receive;
