@@ -10,6 +10,7 @@
 //! - [`config`]: the `[comet]` configuration.
 //! - `server`: listeners, worker threads, accept loops.
 //! - `worker`: one thread's state (connections, rooms, timing wheel) and its command loop.
+//! - `rooms`: a worker's rooms: room id → members, O(1) join and leave.
 //! - `conn`: a connection's state and input: decode, reply rules, auth.
 //! - `poller`: the worker's readiness set (one epoll fd the monoio driver waits on).
 //! - [`bucket`]: the shared key → connection directory, sharded by CityHash32 as goim.
@@ -31,6 +32,7 @@ pub mod logic;
 pub mod node;
 pub mod outbound;
 mod poller;
+mod rooms;
 mod server;
 mod slab;
 mod tls;

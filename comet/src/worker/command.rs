@@ -107,13 +107,7 @@ impl Worker {
             }
             Cmd::Kick(id) => self.close(id, CloseReason::Kicked),
             Cmd::RoomCounts(reply) => {
-                let counts = self
-                    .rooms
-                    .borrow()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.len() as i32))
-                    .collect();
-                let _ = reply.send(counts);
+                let _ = reply.send(self.rooms.borrow().counts());
             }
             Cmd::ConnCount(reply) => {
                 let _ = reply.send((usize::from(self.id), self.conns.borrow().len()));
@@ -134,7 +128,7 @@ impl Worker {
         let mut full = Vec::new();
         {
             let rooms = self.rooms.borrow();
-            let Some(members) = rooms.get(room) else {
+            let Some(members) = rooms.members(room) else {
                 return;
             };
             let mut conns = self.conns.borrow_mut();

@@ -20,6 +20,7 @@ use crate::conn::Conn;
 use crate::io;
 use crate::logic::LogicClient;
 use crate::poller::Poller;
+use crate::rooms::Rooms;
 use crate::slab::Slab;
 use crate::wheel::Wheel;
 use starling_proto::grpc::logic::DisconnectReq;
@@ -74,8 +75,8 @@ pub(crate) struct Worker {
     pub id: u16,
     pub shared: Arc<Shared>,
     pub conns: RefCell<Slab<Conn>>,
-    /// Room id → members on this worker. A member's index is kept in its session.
-    pub rooms: RefCell<HashMap<Arc<str>, Vec<ConnId>>>,
+    /// Room id → members on this worker. A member's slot is kept in its session.
+    pub rooms: RefCell<Rooms>,
     pub wheel: RefCell<Wheel<ConnId>>,
     pub clock: Clock,
     /// The one read buffer of this worker (and the TLS plaintext buffer).
@@ -107,7 +108,7 @@ impl Worker {
         Ok(Worker {
             id,
             conns: RefCell::new(Slab::new()),
-            rooms: RefCell::new(HashMap::new()),
+            rooms: RefCell::new(Rooms::default()),
             wheel: RefCell::new(Wheel::new(slots, 0)),
             clock: Clock {
                 start: Instant::now(),
@@ -176,9 +177,10 @@ impl Worker {
         {
             return n;
         }
-        self.rooms.borrow().get(room).map_or(0, |m| m.len() as i32)
+        self.rooms.borrow().count(room)
     }
 
+    /// Moves the connection to `room` (empty: out of any room).
     pub fn join_room(&self, id: ConnId, room: &str) {
         let mut conns = self.conns.borrow_mut();
         let Some(sess) = conns.get_mut(id).and_then(|c| c.session.as_mut()) else {
@@ -190,14 +192,9 @@ impl Worker {
         let old = sess.room.take().map(|r| (r, sess.room_slot));
         let mut rooms = self.rooms.borrow_mut();
         if !room.is_empty() {
-            let name: Arc<str> = match rooms.get_key_value(room) {
-                Some((k, _)) => k.clone(),
-                None => room.into(),
-            };
-            let members = rooms.entry(name.clone()).or_default();
-            sess.room_slot = members.len() as u32;
-            members.push(id);
-            sess.room = Some(name);
+            let seat = rooms.join(room, id);
+            sess.room_slot = seat.slot;
+            sess.room = Some(seat.room);
         }
         if let Some((old_room, slot)) = old {
             leave_room(&mut rooms, &mut conns, &old_room, slot);
@@ -262,27 +259,11 @@ impl Worker {
     }
 }
 
-/// Removes the member at `slot`, moving the last member into its place.
-fn leave_room(
-    rooms: &mut HashMap<Arc<str>, Vec<ConnId>>,
-    conns: &mut Slab<Conn>,
-    room: &str,
-    slot: u32,
-) {
-    let Some(members) = rooms.get_mut(room) else {
-        return;
-    };
-    let slot = slot as usize;
-    if slot >= members.len() {
-        return;
-    }
-    members.swap_remove(slot);
-    if let Some(&moved) = members.get(slot)
+/// Takes the member at `slot` out of `room`, updating the slot of the member moved there.
+fn leave_room(rooms: &mut Rooms, conns: &mut Slab<Conn>, room: &str, slot: u32) {
+    if let Some(moved) = rooms.leave(room, slot)
         && let Some(sess) = conns.get_mut(moved).and_then(|c| c.session.as_mut())
     {
-        sess.room_slot = slot as u32;
-    }
-    if members.is_empty() {
-        rooms.remove(room);
+        sess.room_slot = slot;
     }
 }
