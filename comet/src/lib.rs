@@ -11,7 +11,8 @@
 //! - `server`: listeners, worker threads, accept loops.
 //! - `worker`: one thread's state (connections, rooms, timing wheel) and its command loop.
 //! - `rooms`: a worker's rooms: room id → members, O(1) join and leave.
-//! - `conn`: a connection's state and input: decode, reply rules, auth.
+//! - `conn`: a connection's state and its output (queue, write); knows nothing of workers.
+//! - `websocket`: what a WebSocket connection keeps beyond a TCP one (shared by conn and tls).
 //! - `poller`: the worker's readiness set (one epoll fd the monoio driver waits on).
 //! - [`bucket`]: the shared key → connection directory, sharded by CityHash32 as goim.
 //! - [`outbound`]: pushes encoded once per transport; the bounded per-connection queue.
@@ -36,6 +37,7 @@ mod rooms;
 mod server;
 mod slab;
 mod tls;
+mod websocket;
 pub mod wheel;
 mod worker;
 

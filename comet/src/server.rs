@@ -3,7 +3,7 @@
 use crate::bucket::Buckets;
 use crate::close::Stats;
 use crate::config::{Config, Driver};
-use crate::conn::{self, Kind};
+use crate::conn::Kind;
 use crate::handle::{Addrs, Comet, CometError};
 use crate::logic::LogicClient;
 use crate::worker::{Shared, Worker};
@@ -238,6 +238,6 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
         if tcp.rcvbuf > 0 {
             let _ = opts.set_recv_buffer_size(tcp.rcvbuf);
         }
-        conn::serve(&w, sock, peer, kind);
+        crate::worker::serve(&w, sock, peer, kind);
     }
 }

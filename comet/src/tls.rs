@@ -3,8 +3,8 @@
 //! pushes are encrypted into the connection's outbound queue.
 
 use crate::close::CloseReason;
-use crate::conn::WsState;
 use crate::outbound::{Full, OutQueue};
+use crate::websocket::WsState;
 use bytes::Bytes;
 use rustls::ServerConnection;
 use rustls::pki_types::pem::PemObject;

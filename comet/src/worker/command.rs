@@ -2,9 +2,9 @@
 //! wake-up, then one flush of every connection they touched.
 
 use super::Worker;
-use super::write::Sent;
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
+use crate::conn::Sent;
 use crate::outbound::Outbound;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -82,7 +82,7 @@ impl Worker {
                         let Some(conn) = conns.get_mut(id) else {
                             continue;
                         };
-                        if conn.accepts(op) && self.queue_push(conn, id, &msg).is_err() {
+                        if conn.accepts(op) && conn.queue_push(&self.out(), id, &msg).is_err() {
                             slow.push(id);
                         }
                     }
@@ -132,12 +132,13 @@ impl Worker {
                 return;
             };
             let mut conns = self.conns.borrow_mut();
+            let out = self.out();
             let mut written = 0;
             for &id in members {
                 let Some(conn) = conns.get_mut(id) else {
                     continue;
                 };
-                match self.push_now(conn, id, msg) {
+                match conn.push_now(&out, id, msg) {
                     Ok(Sent::Whole) => written += 1,
                     Ok(Sent::Partly) => {
                         written += 1;
@@ -169,7 +170,7 @@ impl Worker {
                 };
                 if conn.session.is_some()
                     && conn.accepts(op)
-                    && self.queue_push(conn, id, msg).is_err()
+                    && conn.queue_push(&self.out(), id, msg).is_err()
                 {
                     slow.push(id);
                 }

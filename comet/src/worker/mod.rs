@@ -9,7 +9,9 @@
 //!
 //! # Layout
 //! - this file: [`Worker`] and what every task uses (deadlines, rooms, [`Worker::close`]).
-//! - `write`: queueing pushes and flushing them, many messages per `sendmsg`.
+//! - `input`: what a connection's input means: decoding, the op table, auth, logic's answers.
+//! - `write`: flushing the connections touched by a batch (a connection writes itself:
+//!   `conn::write`).
 //! - `command`: [`Cmd`], what other threads ask of a worker, and the loop that runs it.
 //! - `loops`: the wheel tick, the online-count report, shutdown and lame-duck draining.
 
@@ -31,8 +33,11 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 mod command;
+mod input;
 mod loops;
 mod write;
+
+pub(crate) use input::serve;
 
 pub(crate) use command::{Cmd, gather_room_counts};
 
@@ -97,8 +102,6 @@ pub(crate) struct Worker {
 
 /// The largest read per syscall; also the worker's only read buffer.
 const SCRATCH: usize = 64 * 1024;
-/// At most this many buffers in one sendmsg.
-pub(crate) const MAX_IOV: usize = 64;
 
 impl Worker {
     /// Must run inside the worker's runtime (the readiness set registers with its driver).
@@ -219,7 +222,7 @@ impl Worker {
         }
         // Best effort for a last reply (WS close frame, HTTP error) before the socket goes.
         if !conn.out.is_empty() && !conn.writing {
-            let mut slices = [std::io::IoSlice::new(&[]); MAX_IOV];
+            let mut slices = [std::io::IoSlice::new(&[]); crate::conn::MAX_IOV];
             let n = conn.out.io_slices(&mut slices);
             let _ = io::send_vectored(conn.fd(), &slices[..n]);
         }

@@ -3,10 +3,11 @@
 //! echo-and-forward, and Starling's forward-and-answer.
 
 use super::ops::{Rule, rule};
-use super::{Ask, Phase, Session, Step, Wire};
+use super::{Ask, Step};
 use crate::accepts::Accepts;
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
+use crate::conn::{Phase, Session, Wire};
 use crate::logic::LogicError;
 use crate::worker::{Cmd, Worker};
 use bytes::Bytes;

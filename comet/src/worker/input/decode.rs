@@ -1,9 +1,10 @@
 //! From bytes to packets: the goim stream on TCP, WebSocket frames (then one packet per
 //! message) after an upgrade, and the upgrade request itself.
 
-use super::{Phase, Step, Wire, frame_reason, packet_reason};
+use super::{Step, frame_reason, packet_reason};
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
+use crate::conn::{Phase, Wire};
 use crate::worker::Worker;
 use starling_proto::packet;
 use starling_proto::ws::{self, Assembler, Message};

@@ -1,0 +1,140 @@
+//! A connection's output: pushes and replies queue in its bounded queue, and everything
+//! waiting leaves in as few `send`/`sendmsg` calls as the socket allows; a push to an idle
+//! connection is written at once from the shared message.
+
+use super::{Conn, Transport};
+use crate::bucket::ConnId;
+use crate::close::{CloseReason, Stats};
+use crate::io;
+use crate::outbound::Outbound;
+use std::cell::RefCell;
+use std::io::IoSlice;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// At most this many buffers in one `sendmsg`.
+pub(crate) const MAX_IOV: usize = 64;
+
+/// What a connection needs from its worker to queue output.
+pub(crate) struct Out<'a> {
+    /// Messages a connection may have waiting (`protocol.out_ring`); more closes it as a
+    /// slow consumer.
+    pub cap: usize,
+    pub stats: &'a Stats,
+    /// Connections with output queued since the worker's last flush, each listed once.
+    pub dirty: &'a RefCell<Vec<ConnId>>,
+}
+
+/// What [`Conn::push_now`] did with a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Written whole in one call.
+    Whole,
+    /// Written in part; the socket is full and the rest waits for room.
+    Partly,
+    /// Queued for the next flush (and counted as pushed by the queue).
+    Queued,
+}
+
+impl Conn {
+    /// Queues a push for one connection; a full queue closes it as a slow consumer.
+    pub fn queue_push(&mut self, out: &Out, id: ConnId, msg: &Outbound) -> Result<(), CloseReason> {
+        let cap = out.cap;
+        let queued = match &mut self.transport {
+            Transport::Tcp => self.out.push(cap, &[&msg.tcp_head, &msg.body]),
+            Transport::Ws(_) => self.out.push(cap, &[&msg.ws_head, &msg.body]),
+            Transport::Tls(tls) => {
+                let mut frame = Vec::with_capacity(msg.ws_head.len() + msg.body.len());
+                frame.extend_from_slice(&msg.ws_head);
+                frame.extend_from_slice(&msg.body);
+                tls.encrypt(&frame, &mut self.out, cap)
+            }
+        };
+        queued.map_err(|_| CloseReason::SlowConsumer)?;
+        out.stats.pushed.fetch_add(1, Relaxed);
+        self.mark_dirty(out, id);
+        Ok(())
+    }
+
+    /// Lists the connection for the worker's next flush (once).
+    pub fn mark_dirty(&mut self, out: &Out, id: ConnId) {
+        if !self.dirty {
+            self.dirty = true;
+            out.dirty.borrow_mut().push(id);
+        }
+    }
+
+    /// A push to a connection with nothing queued or pending is written at once, straight
+    /// from the shared message (no queue allocated, no reference taken); only what the socket
+    /// does not take is queued. Anything else queues as usual for the next flush.
+    /// The caller counts what was written (see [`Sent`]), once per batch of connections:
+    /// counters shared by every worker are not touched per delivery.
+    pub fn push_now(&mut self, out: &Out, id: ConnId, msg: &Outbound) -> Result<Sent, CloseReason> {
+        let head = match &self.transport {
+            Transport::Tcp => &msg.tcp_head,
+            Transport::Ws(_) => &msg.ws_head,
+            Transport::Tls(_) => return self.queue_push(out, id, msg).map(|()| Sent::Queued),
+        };
+        if !self.out.is_empty() || self.writing || self.dirty {
+            return self.queue_push(out, id, msg).map(|()| Sent::Queued);
+        }
+        let mut slices = [IoSlice::new(&[]); 2];
+        let mut n_slices = 0;
+        for p in [head, &msg.body].into_iter().filter(|p| !p.is_empty()) {
+            slices[n_slices] = IoSlice::new(p);
+            n_slices += 1;
+        }
+        let total = head.len() + msg.body.len();
+        match io::send_vectored(self.fd(), &slices[..n_slices]) {
+            Ok(n) => {
+                if n == total {
+                    return Ok(Sent::Whole);
+                }
+                // The socket took part of it: the rest waits for room.
+                let rest: [bytes::Bytes; 2] = if n < head.len() {
+                    [head.slice(n..), msg.body.clone()]
+                } else {
+                    [bytes::Bytes::new(), msg.body.slice(n - head.len()..)]
+                };
+                self.out
+                    .push(out.cap, &[&rest[0], &rest[1]])
+                    .map_err(|_| CloseReason::SlowConsumer)?;
+                self.writing = true;
+                Ok(Sent::Partly)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.queue_push(out, id, msg)?;
+                // Queued and marked dirty; the flush finds the socket full and waits.
+                Ok(Sent::Queued)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                self.queue_push(out, id, msg).map(|()| Sent::Queued)
+            }
+            Err(_) => Err(CloseReason::Io),
+        }
+    }
+
+    /// Writes until the queue is empty (`Ok(true)`) or the socket is full (`Ok(false)`).
+    pub fn write_out(&mut self, stats: &Stats) -> std::io::Result<bool> {
+        loop {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n_slices = self.out.io_slices(&mut slices);
+            if n_slices == 0 {
+                return Ok(true);
+            }
+            let iov = &slices[..n_slices];
+            let want: usize = iov.iter().map(|v| v.len()).sum();
+            match io::send_vectored(self.fd(), iov) {
+                Ok(n) => {
+                    stats.writes.fetch_add(1, Relaxed);
+                    self.out.consume(n);
+                    if n < want {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
