@@ -3,12 +3,18 @@
 # redis-server, nats-server and Mosquitto, each started here on a spare port and stopped after.
 # Installs the peers with apt-get when absent. Writes one JSON line per run to $OUT.
 #
-#   tools/bench-peers.sh [memory|burst|steady|idle|floor|keys|ws|all]   (default: all)
+#   tools/bench-peers.sh [memory|burst|pinned|steady|idle|floor|keys|ws|all]   (default: all)
+#
+# burst: 200 room messages as fast as each peer accepts them, WINDOW of them unacknowledged
+# (pipelined), the same window for every peer. pinned: the same bursts with each server
+# restarted on core 0 alone and the client on core 1 alone (taskset), so a single-threaded
+# peer and Starling (then one comet worker) are compared on equal cores.
 #
 # Environment: OUT (default bench/results.jsonl), RUNS (default 2), SUBS (default 10000),
 # STEADY_SECS (default 200), BATCH_WAIT (default 1ms: the subscribers' and the floor's reader
 # pause after a wake-up that found sockets ready, in the one-message-per-second runs; 0s reads
-# as soon as anything is ready).
+# as soon as anything is ready), WINDOW (default 200: the whole burst in flight, so the peer,
+# not the publisher's round trips, is the limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -17,6 +23,8 @@ RUNS=${RUNS:-2}
 SUBS=${SUBS:-10000}
 STEADY_SECS=${STEADY_SECS:-200}
 BATCH_WAIT=${BATCH_WAIT:-1ms}
+WINDOW=${WINDOW:-200}
+need taskset util-linux
 
 need() {
   command -v "$1" >/dev/null 2>&1 && return
@@ -52,9 +60,14 @@ filter = "warn"
 EOF
 printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' "$MQTT" >"$tmp/mosquitto.conf"
 
+# SERVER_CPUS: when set, servers start on those cores only (taskset -c).
+SERVER_CPUS=
 start() { # name, command...
   local name=$1
   shift
+  if [[ -n $SERVER_CPUS ]]; then
+    set -- taskset -c "$SERVER_CPUS" "$@"
+  fi
   "$@" >"$tmp/$name.log" 2>&1 &
   pids+=($!)
   eval "${name}_pid=$!"
@@ -73,11 +86,15 @@ fresh() {
   start mosquitto mosquitto -c "$tmp/mosquitto.conf"
 }
 
+# CLIENT_CPUS: when set, the bench client (and its subscriber processes) run on those cores.
+CLIENT_CPUS=
 run() { # label, args...
   local label=$1
   shift
   echo "== $label" >&2
-  "$B" "$@" --label "$label" | tee -a "$OUT"
+  local pin=()
+  [[ -z $CLIENT_CPUS ]] || pin=(taskset -c "$CLIENT_CPUS")
+  "${pin[@]}" "$B" "$@" --label "$label" | tee -a "$OUT"
 }
 
 peers() { # yields: peer addr push pid
@@ -101,9 +118,21 @@ if [[ $what == burst || $what == all ]]; then
   for r in $(seq "$RUNS"); do
     while read -r peer addr push pid; do
       run "burst-$peer-$r" fanout --peer "$peer" --addr "$addr" --push "$push" -n "$SUBS" \
-        -m 200 -s 64 --pid "$pid"
+        -m 200 -s 64 --window "$WINDOW" --pid "$pid"
     done < <(peers)
   done
+fi
+if [[ $what == pinned || $what == all ]]; then
+  SERVER_CPUS=0 CLIENT_CPUS=1
+  fresh
+  for r in $(seq "$RUNS"); do
+    while read -r peer addr push pid; do
+      run "pinned-$peer-$r" fanout --peer "$peer" --addr "$addr" --push "$push" -n "$SUBS" \
+        -m 200 -s 64 --window "$WINDOW" --pid "$pid"
+    done < <(peers)
+  done
+  SERVER_CPUS='' CLIENT_CPUS=''
+  fresh
 fi
 if [[ $what == steady || $what == all ]]; then
   for r in $(seq "$RUNS"); do
@@ -138,7 +167,7 @@ fi
 if [[ $what == ws || $what == all ]]; then
   for r in $(seq "$RUNS"); do
     run "burst-starling-ws-$r" fanout --peer starling-ws --addr "127.0.0.1:$WS" \
-      --push "127.0.0.1:$HTTP" -n "$SUBS" -m 200 -s 64 --pid "$starling_pid"
+      --push "127.0.0.1:$HTTP" -n "$SUBS" -m 200 -s 64 --window "$WINDOW" --pid "$starling_pid"
   done
 fi
 if [[ $what == floor || $what == all ]]; then
