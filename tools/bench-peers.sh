@@ -24,7 +24,6 @@ SUBS=${SUBS:-10000}
 STEADY_SECS=${STEADY_SECS:-200}
 BATCH_WAIT=${BATCH_WAIT:-1ms}
 WINDOW=${WINDOW:-200}
-need taskset util-linux
 
 need() {
   command -v "$1" >/dev/null 2>&1 && return
@@ -33,6 +32,7 @@ need() {
 need redis-server redis-server
 need nats-server nats-server
 need mosquitto mosquitto
+need taskset util-linux
 
 cargo build --release --locked -p starling -p starling-bench
 B=target/release/starling-bench
