@@ -10,12 +10,17 @@
 //! - `write`: queueing and writing output ([`Out`], [`Sent`]).
 
 use crate::accepts::Accepts;
+use crate::close::CloseReason;
 use crate::outbound::{Full, OutQueue};
 use crate::poller::Interest;
 use crate::tls::TlsState;
 pub(crate) use crate::websocket::WsState;
 use bytes::Bytes;
+use starling_proto::grpc::logic::ReceiveReq;
+use starling_proto::grpc::protocol::Proto;
+use starling_proto::op;
 use starling_proto::op::Codec;
+use starling_proto::packet::{self, PacketRef};
 use starling_proto::ws;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -123,6 +128,53 @@ impl Conn {
             (false, true) => Interest::Write,
             (false, false) => Interest::Paused,
         }
+    }
+
+    /// goim's ops 14 and 16: adds (`sub`) or removes the listed ops; a bad list is ignored
+    /// whole, as goim does.
+    pub fn change_accepts(&mut self, sub: bool, body: &[u8]) {
+        if let Some(ops) = op::parse_op_list(body)
+            && let Some(sess) = self.session.as_mut()
+        {
+            if sub {
+                sess.accepts.add(&ops);
+            } else {
+                sess.accepts.remove(&ops);
+            }
+        }
+    }
+
+    /// goim's `Receive` request for one of this connection's packets, with its key.
+    pub fn receive_req(&self, p: &PacketRef<'_>) -> ReceiveReq {
+        let (mid, key) = self
+            .session
+            .as_ref()
+            .map_or((0, String::new()), |s| (s.mid, s.key.to_string()));
+        ReceiveReq {
+            mid,
+            key,
+            proto: Some(Proto {
+                ver: i32::from(p.ver),
+                op: p.op,
+                seq: p.seq,
+                body: Bytes::copy_from_slice(p.body),
+            }),
+        }
+    }
+
+    /// Queues a reply packet; a full queue is a slow consumer.
+    pub fn reply_packet(
+        &mut self,
+        cap: usize,
+        ver: i16,
+        op: i32,
+        seq: i32,
+        body: &[u8],
+    ) -> Result<(), CloseReason> {
+        let mut bytes = Vec::with_capacity(packet::HEADER_LEN + body.len());
+        packet::encode(&mut bytes, ver, op, seq, body);
+        self.queue(cap, &bytes, Wire::Packet)
+            .map_err(|_| CloseReason::SlowConsumer)
     }
 
     pub fn accepts(&self, op: i32) -> bool {

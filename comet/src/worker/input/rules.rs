@@ -7,13 +7,11 @@ use super::{Ask, Step};
 use crate::accepts::Accepts;
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
-use crate::conn::{Phase, Session, Wire};
+use crate::conn::{Conn, Phase, Session, Wire};
 use crate::logic::LogicError;
 use crate::worker::{Cmd, Worker};
 use bytes::Bytes;
-use starling_proto::grpc::logic::{
-    ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, ReceiveReq,
-};
+use starling_proto::grpc::logic::{ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq};
 use starling_proto::grpc::protocol::Proto;
 use starling_proto::op::{self, Codec};
 use starling_proto::packet::{self, PacketRef};
@@ -42,82 +40,70 @@ impl Worker {
         seq: i32,
         body: &[u8],
     ) -> Result<(), CloseReason> {
-        let mut bytes = Vec::with_capacity(packet::HEADER_LEN + body.len());
-        packet::encode(&mut bytes, ver, op, seq, body);
-        self.reply(id, &bytes, Wire::Packet)
+        let cap = self.shared.config.protocol.out_ring;
+        match self.conns.borrow_mut().get_mut(id) {
+            Some(c) => c.reply_packet(cap, ver, op, seq, body),
+            None => Ok(()),
+        }
     }
 
-    /// The op table's rule for one client packet.
+    /// The op table's rule for one client packet. The connection is looked up once; only a
+    /// room change, which touches other members, lets go of it.
     pub(super) fn on_packet(&self, id: ConnId, p: PacketRef<'_>) -> Result<Step, CloseReason> {
-        let im = {
-            let mut conns = self.conns.borrow_mut();
-            let Some(conn) = conns.get_mut(id) else {
-                return Ok(Step::Closed);
-            };
-            match &mut conn.phase {
-                Phase::Authed { im } => Some(*im),
-                Phase::Authing if p.op == op::AUTH => {
-                    let cookie = conn
-                        .transport
-                        .ws_mut()
-                        .map(|ws| std::mem::take(&mut ws.cookie).into_string())
-                        .unwrap_or_default();
-                    conn.phase = Phase::AuthPending;
-                    return Ok(Step::Auth {
-                        req: ConnectReq {
-                            server: self.shared.server_id.clone(),
-                            cookie,
-                            token: Bytes::copy_from_slice(p.body),
-                        },
-                        ver: p.ver,
-                        seq: p.seq,
-                    });
-                }
-                _ => None,
+        let mut conns = self.conns.borrow_mut();
+        let Some(conn) = conns.get_mut(id) else {
+            return Ok(Step::Closed);
+        };
+        let im = match &mut conn.phase {
+            Phase::Authed { im } => *im,
+            Phase::Authing if p.op == op::AUTH => {
+                let cookie = conn
+                    .transport
+                    .ws_mut()
+                    .map(|ws| std::mem::take(&mut ws.cookie).into_string())
+                    .unwrap_or_default();
+                conn.phase = Phase::AuthPending;
+                return Ok(Step::Auth {
+                    req: ConnectReq {
+                        server: self.shared.server_id.clone(),
+                        cookie,
+                        token: Bytes::copy_from_slice(p.body),
+                    },
+                    ver: p.ver,
+                    seq: p.seq,
+                });
+            }
+            _ => {
+                debug!(op = p.op, "op before auth ignored");
+                return Ok(Step::Continue);
             }
         };
-        let Some(im) = im else {
-            debug!(op = p.op, "op before auth ignored");
-            return Ok(Step::Continue);
-        };
         self.stats().packets_in.fetch_add(1, Relaxed);
+        let cap = self.shared.config.protocol.out_ring;
         match rule(p.op, im) {
-            Rule::Heartbeat => self.on_heartbeat(id, p.ver, p.seq)?,
+            Rule::Heartbeat => self.on_heartbeat(conn, id, p.ver, p.seq)?,
             Rule::ChangeRoom => {
+                drop(conns);
                 self.join_room(id, &String::from_utf8_lossy(p.body));
                 self.reply_packet(id, p.ver, op::CHANGE_ROOM_REPLY, p.seq, p.body)?;
             }
             Rule::Accepts => {
-                if let Some(ops) = op::parse_op_list(p.body)
-                    && let Some(sess) = self
-                        .conns
-                        .borrow_mut()
-                        .get_mut(id)
-                        .and_then(|c| c.session.as_mut())
-                {
-                    if p.op == op::SUB {
-                        sess.accepts.add(&ops);
-                    } else {
-                        sess.accepts.remove(&ops);
-                    }
-                }
-                self.reply_packet(id, p.ver, p.op + 1, p.seq, p.body)?;
+                conn.change_accepts(p.op == op::SUB, p.body);
+                conn.reply_packet(cap, p.ver, p.op + 1, p.seq, p.body)?;
             }
             Rule::EchoAndForward => {
-                let fut = self.shared.logic.receive(self.receive_req(id, &p));
+                let fut = self.shared.logic.receive(conn.receive_req(&p));
                 monoio::spawn(async move {
                     if let Err(e) = fut.await {
                         debug!(error = %e, "logic receive failed");
                     }
                 });
-                self.reply_packet(id, p.ver, p.op, p.seq, &[])?;
+                conn.reply_packet(cap, p.ver, p.op, p.seq, &[])?;
             }
             Rule::ForwardAndAnswer(codec) => {
-                if let Some(c) = self.conns.borrow_mut().get_mut(id) {
-                    c.phase = Phase::Answering;
-                }
+                conn.phase = Phase::Answering;
                 return Ok(Step::Answer(Ask {
-                    req: self.receive_req(id, &p),
+                    req: conn.receive_req(&p),
                     ver: p.ver,
                     seq: p.seq,
                     op: p.op,
@@ -126,23 +112,6 @@ impl Worker {
             }
         }
         Ok(Step::Continue)
-    }
-
-    /// goim's `Receive` request for a client packet, with the connection's key.
-    fn receive_req(&self, id: ConnId, p: &PacketRef<'_>) -> ReceiveReq {
-        let (mid, key) = self
-            .session_of(id)
-            .map_or((0, String::new()), |(mid, key)| (mid, key.to_string()));
-        ReceiveReq {
-            mid,
-            key,
-            proto: Some(Proto {
-                ver: i32::from(p.ver),
-                op: p.op,
-                seq: p.seq,
-                body: Bytes::copy_from_slice(p.body),
-            }),
-        }
     }
 
     /// Asks logic to answer a forward-and-answer op, writes the answer (or comet's own 504 or
@@ -209,47 +178,42 @@ impl Worker {
         self.conns.borrow().get(id).is_some()
     }
 
-    pub(super) fn session_of(&self, id: ConnId) -> Option<(i64, std::sync::Arc<str>)> {
-        let conns = self.conns.borrow();
-        let s = conns.get(id)?.session.as_ref()?;
-        Some((s.mid, s.key.clone()))
-    }
-
-    pub(super) fn on_heartbeat(&self, id: ConnId, ver: i16, seq: i32) -> Result<(), CloseReason> {
+    /// goim's heartbeat: moves the deadline, now and then refreshes the session in logic,
+    /// and replies op 3 with the room's online count.
+    fn on_heartbeat(
+        &self,
+        conn: &mut Conn,
+        id: ConnId,
+        ver: i16,
+        seq: i32,
+    ) -> Result<(), CloseReason> {
         let now = self.clock.now();
-        let (room, renew) = {
-            let mut conns = self.conns.borrow_mut();
-            let Some(conn) = conns.get_mut(id) else {
-                return Ok(());
-            };
-            let Some(sess) = conn.session.as_mut() else {
-                return Ok(());
-            };
-            let due = now + u64::from(sess.hb_ticks);
-            let room = sess.room.clone();
-            let renew = if now >= sess.next_renew {
-                sess.next_renew = now + self.renew_ticks();
-                Some(HeartbeatReq {
-                    mid: sess.mid,
-                    key: sess.key.to_string(),
-                    server: self.shared.server_id.clone(),
-                })
-            } else {
-                None
-            };
-            self.set_deadline(conn, id, due);
-            (room, renew)
+        let Some(sess) = conn.session.as_mut() else {
+            return Ok(());
         };
-        if let Some(req) = renew {
-            let fut = self.shared.logic.heartbeat(req);
+        let due = now + u64::from(sess.hb_ticks);
+        let online = sess.room.as_ref().map_or(0, |r| self.room_online(r));
+        if now >= sess.next_renew {
+            sess.next_renew = now + self.renew_ticks();
+            let fut = self.shared.logic.heartbeat(HeartbeatReq {
+                mid: sess.mid,
+                key: sess.key.to_string(),
+                server: self.shared.server_id.clone(),
+            });
             monoio::spawn(async move {
                 if let Err(e) = fut.await {
                     debug!(error = %e, "logic heartbeat failed");
                 }
             });
         }
-        let online = room.map_or(0, |r| self.room_online(&r));
-        self.reply(id, &packet::heartbeat_reply(ver, seq, online), Wire::Packet)
+        self.set_deadline(conn, id, due);
+        let cap = self.shared.config.protocol.out_ring;
+        conn.queue(
+            cap,
+            &packet::heartbeat_reply(ver, seq, online),
+            Wire::Packet,
+        )
+        .map_err(|_| CloseReason::SlowConsumer)
     }
 
     /// goim refreshes a session in logic every 10 to 30 minutes (random per connection).
