@@ -172,6 +172,8 @@ pub enum ConfigError {
     BucketSize,
     #[error("comet.protocol.tick must be at least 1ms")]
     Tick,
+    #[error("comet.protocol.answer_timeout must be at least 1ms")]
+    AnswerTimeout,
     #[error("comet.protocol.wheel_slots must be at least 8")]
     WheelSlots,
     #[error("comet.websocket: cert_file and key_file go together")]
@@ -189,6 +191,9 @@ impl Config {
         }
         if self.protocol.tick < Duration::from_millis(1) {
             return Err(ConfigError::Tick);
+        }
+        if self.protocol.answer_timeout < Duration::from_millis(1) {
+            return Err(ConfigError::AnswerTimeout);
         }
         if self.protocol.wheel_slots < 8 {
             return Err(ConfigError::WheelSlots);

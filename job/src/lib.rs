@@ -43,6 +43,15 @@ pub mod queue;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A `[job]` value the types allow but job cannot run with.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("job.comet_queue must be at least 1")]
+    CometQueue,
+    #[error("job.room_batch_max must be at least 1")]
+    RoomBatchMax,
+}
+
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum JobError {
     #[error("comet {server}: {message}")]
@@ -70,6 +79,21 @@ pub struct Config {
     /// behind and what waits for it is dropped (counted).
     #[serde(with = "humantime_serde")]
     pub comet_stall: Duration,
+}
+
+impl Config {
+    /// A queue of 0 could hold nothing (the dispatcher would wait forever), nor could a
+    /// batch of 0 messages. `comet_stall = "0s"` is allowed: a full queue is then dropped at
+    /// once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.comet_queue == 0 {
+            return Err(ConfigError::CometQueue);
+        }
+        if self.room_batch_max == 0 {
+            return Err(ConfigError::RoomBatchMax);
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {

@@ -36,6 +36,7 @@ impl Default for Registry {
 
 impl boot::ConfigFile for Config {
     fn validate(&self) -> Result<(), boot::Invalid> {
-        Ok(self.comet.validate()?)
+        self.comet.validate()?;
+        Ok(self.job.validate()?)
     }
 }

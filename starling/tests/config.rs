@@ -48,6 +48,24 @@ fn unknown_keys_and_bad_values_are_named() {
     assert!(err.contains("out_ring"), "{err}");
     let any_count = boot::parse::<Config>("[comet.protocol]\nout_ring = 100\n").unwrap();
     assert_eq!(any_count.comet.protocol.out_ring, 100);
+    for (text, key) in [
+        ("[job]\ncomet_queue = 0\n", "comet_queue"),
+        ("[job]\nroom_batch_max = 0\n", "room_batch_max"),
+        (
+            "[comet.protocol]\nanswer_timeout = \"0s\"\n",
+            "answer_timeout",
+        ),
+    ] {
+        let err = boot::parse::<Config>(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+        // The tier binaries check the same tables the same way.
+        if key != "answer_timeout" {
+            let err = boot::parse::<starling_job::node::NodeConfig>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
     let err = boot::parse::<Config>("[logic.node]\nheartbeat = \"soon\"\n")
         .unwrap_err()
         .to_string();

@@ -35,7 +35,11 @@ pub struct NodeConfig {
     pub log: boot::Log,
 }
 
-impl boot::ConfigFile for NodeConfig {}
+impl boot::ConfigFile for NodeConfig {
+    fn validate(&self) -> Result<(), boot::Invalid> {
+        Ok(self.job.validate()?)
+    }
+}
 
 /// How job calls comets.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
