@@ -117,6 +117,9 @@ pub struct Stats {
     pub answered: AtomicU64,
     pub answer_timeouts: AtomicU64,
     pub answer_failures: AtomicU64,
+    /// Calls to logic nobody waits for (heartbeat renewals, disconnects, goim's forwarded
+    /// packets) that failed.
+    pub logic_failures: AtomicU64,
 }
 
 impl Stats {
@@ -158,6 +161,12 @@ impl Stats {
             out,
             "starling_comet_packets_in_total {}",
             c(&self.packets_in)
+        );
+        let _ = writeln!(out, "# TYPE starling_comet_logic_failures_total counter");
+        let _ = writeln!(
+            out,
+            "starling_comet_logic_failures_total {}",
+            c(&self.logic_failures)
         );
         let _ = writeln!(out, "# TYPE starling_comet_answers_total counter");
         for (result, v) in [

@@ -193,6 +193,12 @@ fn a_goim_connection_gets_the_empty_echo_for_every_op() {
     eventually("all forwarded", || {
         c.script.received.lock().unwrap().len() == 3
     });
+    // A forwarded packet logic fails on is counted; the client has had its echo already.
+    client.send(4, 4, b"fail");
+    assert_eq!(client.expect().op, 4);
+    eventually("failure counted", || {
+        c.comet.stats().logic_failures.load(Ordering::Relaxed) == 1
+    });
 }
 
 /// The same key on another worker: the kick goes through the other worker's command

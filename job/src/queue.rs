@@ -200,6 +200,18 @@ struct Lane<T> {
     busy: bool,
 }
 
+impl<T> Lane<T> {
+    /// The next message to send, unless a call is in flight; the lane is then busy.
+    fn next(&mut self) -> Option<T> {
+        if self.busy {
+            return None;
+        }
+        let item = self.pending.pop_front()?;
+        self.busy = true;
+        Some(item)
+    }
+}
+
 impl<T> Default for Lane<T> {
     fn default() -> Self {
         Lane {
@@ -290,13 +302,9 @@ impl Drain {
         let server = self.shared.server.clone();
         match &id {
             LaneId::Keys => {
-                if self.keys.busy {
-                    return;
-                }
-                let Some((req, t)) = self.keys.pending.pop_front() else {
+                let Some((req, t)) = self.keys.next() else {
                     return;
                 };
-                self.keys.busy = true;
                 self.spawn(id, 1, async move {
                     let r = client.push_msg(req).await;
                     drop(t);
@@ -304,13 +312,9 @@ impl Drain {
                 });
             }
             LaneId::Broadcasts => {
-                if self.broadcasts.busy {
-                    return;
-                }
-                let Some((req, t)) = self.broadcasts.pending.pop_front() else {
+                let Some((req, t)) = self.broadcasts.next() else {
                     return;
                 };
-                self.broadcasts.busy = true;
                 self.spawn(id, 1, async move {
                     let r = client.broadcast(req).await;
                     drop(t);

@@ -30,7 +30,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 mod command;
 mod input;
@@ -162,6 +162,25 @@ impl Worker {
         }
     }
 
+    /// Runs a logic call nobody waits for (its answer is dropped). A failure is counted
+    /// (`starling_comet_logic_failures_total`) and logged at debug, `what` naming the call:
+    /// with logic down every connection's heartbeat renewal would otherwise flood the log.
+    pub fn call_logic<T: 'static>(
+        &self,
+        what: &'static str,
+        call: crate::logic::LocalBoxFuture<Result<T, crate::logic::LogicError>>,
+    ) {
+        let stats = self.shared.stats.clone();
+        monoio::spawn(async move {
+            if let Err(e) = call.await {
+                stats
+                    .logic_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                debug!(error = %e, "logic {what} failed");
+            }
+        });
+    }
+
     /// Sets a connection's deadline. Later deadlines cost nothing now: the wheel entry
     /// re-inserts itself when it fires early.
     pub fn set_deadline(&self, conn: &mut Conn, id: ConnId, due: u64) {
@@ -248,16 +267,12 @@ impl Worker {
             if !owned {
                 return;
             }
-            let fut = self.shared.logic.disconnect(DisconnectReq {
+            let call = self.shared.logic.disconnect(DisconnectReq {
                 mid: sess.mid,
                 key: sess.key.to_string(),
                 server: self.shared.server_id.clone(),
             });
-            monoio::spawn(async move {
-                if let Err(e) = fut.await {
-                    warn!(error = %e, "logic disconnect failed");
-                }
-            });
+            self.call_logic("disconnect", call);
         }
     }
 }

@@ -92,12 +92,7 @@ impl Worker {
                 conn.reply_packet(cap, p.ver, p.op + 1, p.seq, p.body)?;
             }
             Rule::EchoAndForward => {
-                let fut = self.shared.logic.receive(conn.receive_req(&p));
-                monoio::spawn(async move {
-                    if let Err(e) = fut.await {
-                        debug!(error = %e, "logic receive failed");
-                    }
-                });
+                self.call_logic("receive", self.shared.logic.receive(conn.receive_req(&p)));
                 conn.reply_packet(cap, p.ver, p.op, p.seq, &[])?;
             }
             Rule::ForwardAndAnswer(codec) => {
@@ -195,16 +190,12 @@ impl Worker {
         let online = sess.room.as_ref().map_or(0, |r| self.room_online(r));
         if now >= sess.next_renew {
             sess.next_renew = now + self.renew_ticks();
-            let fut = self.shared.logic.heartbeat(HeartbeatReq {
+            let call = self.shared.logic.heartbeat(HeartbeatReq {
                 mid: sess.mid,
                 key: sess.key.to_string(),
                 server: self.shared.server_id.clone(),
             });
-            monoio::spawn(async move {
-                if let Err(e) = fut.await {
-                    debug!(error = %e, "logic heartbeat failed");
-                }
-            });
+            self.call_logic("heartbeat", call);
         }
         self.set_deadline(conn, id, due);
         let cap = self.shared.config.protocol.out_ring;
