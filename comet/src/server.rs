@@ -21,11 +21,23 @@ const CMD_QUEUE: usize = 4096;
 
 /// Binds `addr` once per worker with SO_REUSEPORT, so the kernel spreads connections over the
 /// workers. Port 0 is resolved by the first bind and reused by the others.
+///
+/// SO_REUSEPORT would also let a second comet (the same user's) bind a port this one holds,
+/// and the kernel would then hand it part of the connections: a fixed port is first bound
+/// without SO_REUSEPORT, which fails with "address in use" if any process listens there.
 fn bind_group(
     addr: SocketAddr,
     n: usize,
     backlog: i32,
 ) -> Result<Vec<std::net::TcpListener>, CometError> {
+    if addr.port() != 0 {
+        let err = |e: std::io::Error| CometError::Bind { addr, source: e };
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(err)?;
+        // SO_REUSEADDR: a closed connection lingering in TIME_WAIT is no owner.
+        probe.set_reuse_address(true).map_err(err)?;
+        probe.bind(&addr.into()).map_err(err)?;
+    }
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {

@@ -230,3 +230,28 @@ fn the_same_key_on_another_worker_kicks_across_workers() {
     assert_eq!(second.expect().op, 3, "the new connection is served");
     assert_eq!(c.comet.conn_count(), 1);
 }
+
+/// A second comet on a port the first holds is refused at start: SO_REUSEPORT would otherwise
+/// let it take part of the first one's connections without a word.
+#[test]
+fn a_port_another_comet_holds_is_refused() {
+    let first = start();
+    let mut config = common::config();
+    config.tcp.bind = vec![first.tcp];
+    let script = std::sync::Arc::new(common::Script::default());
+    let second = starling_comet::start(config, std::sync::Arc::new(common::Scripted(script)));
+    match second {
+        Err(starling_comet::CometError::Bind { addr, source }) => {
+            assert_eq!(addr, first.tcp);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(c) => {
+            c.shutdown();
+            panic!("a second comet bound {}", first.tcp);
+        }
+    }
+    // The first one still serves.
+    let mut client = Client::connect(first.tcp);
+    client.auth(&token(1, "k", 0));
+}

@@ -55,6 +55,11 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
+    // The HTTP API's port first: a taken port stops the start before comet accepts anyone.
+    let addr = config.logic.http.bind;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|source| StartError::Http { addr, source })?;
     let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
     let registry = Arc::new(glue::LocalRegistry::new(
         config.registry.weight,
@@ -78,10 +83,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     job.set_comet(comet.server_id(), Arc::new(glue::LocalComet(comet.clone())));
     rt.spawn(job.clone().run(push_rx));
 
-    let addr = config.logic.http.bind;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(addr))
-        .map_err(|source| StartError::Http { addr, source })?;
     let http_addr = listener
         .local_addr()
         .map_err(|source| StartError::Http { addr, source })?;

@@ -77,3 +77,30 @@ fn lame_duck_refuses_new_clients_keeps_pushing_and_spreads_closes() {
     assert_eq!(comet.conn_count(), 0);
     assert!(comet.stats().closes(CloseReason::LameDuck) >= CLIENTS as u64);
 }
+
+/// A taken HTTP port stops the start before comet accepts anyone: the comet's TCP port is
+/// still free afterwards (before, comet was already listening when the HTTP bind failed).
+#[test]
+fn a_taken_http_port_stops_the_start_before_comet_listens() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp_port.local_addr().unwrap();
+    drop(tcp_port);
+    let mut config = test_config();
+    config.logic.http.bind = taken.local_addr().unwrap();
+    config.comet.tcp.bind = vec![tcp_addr];
+    match starling::start(config) {
+        Err(starling::StartError::Http { addr, .. }) => {
+            assert_eq!(addr, taken.local_addr().unwrap())
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(r) => {
+            r.shutdown();
+            panic!("started on a taken HTTP port");
+        }
+    }
+    assert!(
+        TcpStream::connect(tcp_addr).is_err(),
+        "comet is not listening on {tcp_addr}"
+    );
+}
