@@ -174,8 +174,13 @@ pub enum ConfigError {
     Tick,
     #[error("comet.protocol.answer_timeout must be at least 1ms")]
     AnswerTimeout,
-    #[error("comet.protocol.wheel_slots must be at least 8")]
-    WheelSlots,
+    #[error("comet.protocol.wheel_slots must be from 8 to 1048576, not {0}")]
+    WheelSlots(usize),
+    #[error(
+        "{0} is listed twice among comet.tcp.bind, comet.websocket.bind and \
+         comet.websocket.tls_bind (the kernel would split its connections between them)"
+    )]
+    SameAddress(SocketAddr),
     #[error("comet.websocket: cert_file and key_file go together")]
     TlsPair,
 }
@@ -195,8 +200,22 @@ impl Config {
         if self.protocol.answer_timeout < Duration::from_millis(1) {
             return Err(ConfigError::AnswerTimeout);
         }
-        if self.protocol.wheel_slots < 8 {
-            return Err(ConfigError::WheelSlots);
+        // Each slot is a list head: a million of them is 24 MB per worker, more is a typo.
+        let slots = self.protocol.wheel_slots;
+        if !(8..=1 << 20).contains(&slots) {
+            return Err(ConfigError::WheelSlots(slots));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let listeners = self.tcp.bind.iter().chain(&self.websocket.bind);
+        let tls = self
+            .websocket
+            .tls_bind
+            .iter()
+            .filter(|_| !self.websocket.cert_file.is_empty());
+        for addr in listeners.chain(tls).filter(|a| a.port() != 0) {
+            if !seen.insert(*addr) {
+                return Err(ConfigError::SameAddress(*addr));
+            }
         }
         if self.websocket.cert_file.is_empty() != self.websocket.key_file.is_empty() {
             return Err(ConfigError::TlsPair);
@@ -234,5 +253,29 @@ mod tests {
         for n in [0, 65537] {
             assert_eq!(with(n), Err(ConfigError::OutRing(n)), "{n}");
         }
+    }
+
+    #[test]
+    fn a_listen_address_twice_and_a_huge_wheel_are_refused() {
+        let mut c = Config::default();
+        c.websocket.bind = c.tcp.bind.clone();
+        assert_eq!(c.validate(), Err(ConfigError::SameAddress(c.tcp.bind[0])));
+        // Port 0 picks a new port each time: not a clash.
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        c.tcp.bind = vec![any];
+        c.websocket.bind = vec![any];
+        assert_eq!(c.validate(), Ok(()));
+        // The WSS listener counts only when it is served (a certificate is set).
+        let mut c = Config::default();
+        c.websocket.tls_bind = c.tcp.bind.clone();
+        assert_eq!(c.validate(), Ok(()));
+        c.websocket.cert_file = "c.pem".into();
+        c.websocket.key_file = "k.pem".into();
+        assert!(matches!(c.validate(), Err(ConfigError::SameAddress(_))));
+        let mut c = Config::default();
+        c.protocol.wheel_slots = 1 << 40;
+        assert_eq!(c.validate(), Err(ConfigError::WheelSlots(1 << 40)));
+        c.protocol.wheel_slots = 1 << 20;
+        assert_eq!(c.validate(), Ok(()));
     }
 }

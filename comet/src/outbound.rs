@@ -61,9 +61,12 @@ pub struct OutQueue {
 
 #[derive(Debug)]
 struct Queued {
-    items: VecDeque<Bytes>,
+    /// Message parts in order; `true` marks a message's last part, so a message stops
+    /// counting against the bound once it is written whole.
+    items: VecDeque<(Bytes, bool)>,
     /// Bytes of the front item already written.
     offset: u32,
+    /// Messages not yet written whole.
     messages: u32,
 }
 
@@ -80,8 +83,13 @@ impl OutQueue {
         self.inner.as_ref().map_or(0, |q| q.messages as usize)
     }
 
-    /// Queues one message made of `parts` (empty parts are skipped).
+    /// Queues one message made of `parts` (empty parts are skipped; a message of only empty
+    /// parts is nothing to write). `cap` bounds the messages waiting, partly written ones
+    /// included.
     pub fn push(&mut self, cap: usize, parts: &[&Bytes]) -> Result<(), Full> {
+        let Some(last) = parts.iter().rposition(|p| !p.is_empty()) else {
+            return Ok(());
+        };
         if self.messages() >= cap {
             return Err(Full);
         }
@@ -93,14 +101,8 @@ impl OutQueue {
             })
         });
         q.messages += 1;
-        for p in parts {
-            if !p.is_empty() {
-                q.items.push_back((*p).clone());
-            }
-        }
-        if q.items.is_empty() {
-            // Only empty parts: nothing to write after all.
-            self.inner = None;
+        for (i, p) in parts.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+            q.items.push_back(((*p).clone(), i == last));
         }
         Ok(())
     }
@@ -112,7 +114,7 @@ impl OutQueue {
             return 0;
         };
         let mut n = 0;
-        for (slot, (i, b)) in out.iter_mut().zip(q.items.iter().enumerate()) {
+        for (slot, (i, (b, _))) in out.iter_mut().zip(q.items.iter().enumerate()) {
             let s: &'a [u8] = if i == 0 { &b[q.offset as usize..] } else { b };
             *slot = IoSlice::new(s);
             n += 1;
@@ -128,11 +130,13 @@ impl OutQueue {
             return;
         };
         while n > 0 {
-            let front = q.items.front().expect("consumed more than queued");
+            let (front, _) = q.items.front().expect("consumed more than queued");
             let left = front.len() - q.offset as usize;
             if n >= left {
                 n -= left;
-                q.items.pop_front();
+                if let Some((_, true)) = q.items.pop_front() {
+                    q.messages -= 1;
+                }
                 q.offset = 0;
             } else {
                 // An item is one message part: far below 4 GiB.
@@ -198,5 +202,30 @@ mod tests {
         q.consume(6);
         assert!(q.is_empty());
         assert_eq!(q.messages(), 0);
+    }
+
+    /// The bound counts messages waiting, not messages queued since the queue was last
+    /// empty: a connection written to steadily, never quite drained, is not a slow consumer.
+    #[test]
+    fn written_messages_stop_counting_against_the_bound() {
+        let mut q = OutQueue::new();
+        let (a, b, c) = (
+            Bytes::from_static(b"aa"),
+            Bytes::from_static(b"bb"),
+            Bytes::from_static(b"cc"),
+        );
+        q.push(3, &[&a]).unwrap();
+        q.push(3, &[&Bytes::from_static(b"h"), &b]).unwrap();
+        q.push(3, &[&c]).unwrap();
+        q.consume(4); // "aa", "h", and one byte of "bb"
+        assert_eq!(q.messages(), 2, "the message partly written still waits");
+        q.consume(1);
+        assert_eq!(q.messages(), 1);
+        q.push(3, &[&a]).unwrap();
+        q.push(3, &[&b]).unwrap();
+        assert_eq!(q.push(3, &[&c]), Err(Full));
+        // A message of empty parts is nothing to write and takes no place.
+        q.push(3, &[&Bytes::new()]).unwrap();
+        assert_eq!(q.messages(), 3);
     }
 }

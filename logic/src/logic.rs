@@ -89,7 +89,9 @@ impl Logic {
         self.sessions.add(token.mid, &key, &req.server).await?;
         let node = &self.config.node;
         let heartbeat = node.heartbeat.as_nanos() as i64 * i64::from(node.heartbeat_max);
-        info!(mid = token.mid, key = %key, server = %req.server, room = %token.room_id, "connected");
+        // Client-chosen strings are logged quoted and escaped (`?`): a key holding a line break
+        // must not forge a log line.
+        info!(mid = token.mid, key = ?key, server = %req.server, room = ?token.room_id, "connected");
         Ok(ConnectReply {
             mid: token.mid,
             key,
@@ -158,13 +160,17 @@ impl Logic {
             Some(h) => h.handle(req).await,
             None => {
                 let len = req.proto.map_or(0, |p| p.body.len());
-                info!(mid = req.mid, key = %req.key, op, len, "received client message");
+                info!(mid = req.mid, key = ?req.key, op, len, "received client message");
                 Ok(Vec::new())
             }
         }
     }
 
+    /// Pushes to each key once, however often the request names it (a key named 300 times
+    /// would otherwise queue 300 copies and close its connection as a slow consumer).
     pub async fn push_keys(&self, op: i32, keys: &[String], msg: Bytes) -> Result<(), LogicError> {
+        let keys = first_of_each(keys);
+        let keys = keys.as_slice();
         let servers = self.sessions.servers(keys).await?;
         let mut by_server: HashMap<String, Vec<String>> = HashMap::new();
         for (key, server) in keys.iter().zip(servers) {
@@ -175,9 +181,12 @@ impl Logic {
         self.publish_by_server(op, by_server, msg).await
     }
 
+    /// Pushes to every key of each mid once, however often the request names the mid (goim
+    /// does the same: it gathers the mids' keys in a map).
     pub async fn push_mids(&self, op: i32, mids: &[i64], msg: Bytes) -> Result<(), LogicError> {
+        let mids = first_of_each(mids);
         let mut by_server: HashMap<String, Vec<String>> = HashMap::new();
-        for (key, server) in self.sessions.keys_of(mids).await? {
+        for (key, server) in self.sessions.keys_of(&mids).await? {
             by_server.entry(server).or_default().push(key);
         }
         self.publish_by_server(op, by_server, msg).await
@@ -294,5 +303,24 @@ impl Logic {
                 jitter: b.jitter,
             }),
         }
+    }
+}
+
+/// The items in order of first appearance, each once.
+fn first_of_each<T: Clone + Eq + std::hash::Hash>(items: &[T]) -> Vec<T> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    items.iter().filter(|i| seen.insert(*i)).cloned().collect()
+}
+
+#[cfg(test)]
+mod dedupe_tests {
+    #[test]
+    fn first_of_each_keeps_the_order_of_first_appearance() {
+        let keys: Vec<String> = ["b", "a", "b", "c", "a"].map(String::from).to_vec();
+        assert_eq!(
+            super::first_of_each(&keys),
+            ["b", "a", "c"].map(String::from).to_vec()
+        );
+        assert_eq!(super::first_of_each(&[7i64, 7, 7]), vec![7]);
     }
 }

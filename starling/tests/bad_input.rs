@@ -451,3 +451,32 @@ fn clients_flooding_their_sockets_do_not_starve_their_worker() {
     }
     assert_eq!(srv.closes(CloseReason::SlowConsumer), 0);
 }
+
+/// A push naming one key (or one mid) 300 times delivers once: it neither floods the
+/// connection with copies nor closes it as a slow consumer (before: 256 copies queued, then
+/// the close).
+#[test]
+fn a_key_or_mid_named_many_times_is_pushed_once() {
+    let srv = start();
+    let mut c = Client::tcp(srv.tcp);
+    c.auth(&token(77, "rk", "", &[1000]));
+    let keys = "&keys=rk".repeat(300);
+    post_ok(
+        srv.http,
+        &format!("/goim/push/keys?operation=1000{keys}"),
+        b"once-k",
+    );
+    let mids = "&mids=77".repeat(300);
+    post_ok(
+        srv.http,
+        &format!("/goim/push/mids?operation=1000{mids}"),
+        b"once-m",
+    );
+    for want in [&b"once-k"[..], b"once-m"] {
+        let p = c.expect();
+        assert_eq!(p.op, 1000);
+        assert_eq!(p.body.as_ref(), want);
+    }
+    c.expect_nothing(Duration::from_millis(300));
+    assert_eq!(srv.closes(starling_comet::CloseReason::SlowConsumer), 0);
+}
