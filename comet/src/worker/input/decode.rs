@@ -16,24 +16,19 @@ impl Worker {
     /// records read with a handshake, say) are only kept: packets are handled in order once
     /// logic has answered.
     pub(super) fn ingest(&self, id: ConnId, data: &mut [u8]) -> Result<Step, CloseReason> {
-        let Some(mut buf) = self.conns.borrow_mut().get_mut(id).map(|c| {
+        let mut buf = {
+            let mut conns = self.conns.borrow_mut();
+            let Some(c) = conns.get_mut(id) else {
+                return Ok(Step::Closed);
+            };
             let mut buf = c.inbuf.take().map(|b| *b).unwrap_or_default();
             if c.phase.paused() {
                 buf.extend_from_slice(data);
-                c.inbuf = (!buf.is_empty()).then(|| Box::new(std::mem::take(&mut buf)));
+                c.inbuf = (!buf.is_empty()).then(|| Box::new(buf));
+                return Ok(Step::Continue);
             }
             buf
-        }) else {
-            return Ok(Step::Closed);
         };
-        if self
-            .conns
-            .borrow()
-            .get(id)
-            .is_some_and(|c| c.phase.paused())
-        {
-            return Ok(Step::Continue);
-        }
         let from_buf = !buf.is_empty();
         let input: &mut [u8] = if from_buf {
             buf.extend_from_slice(data);
