@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README). Installs what the tests need when it is absent:
 #   - redis-server (Debian's package) and iproute2 (`ip netns`, for the multi-host test);
+#   - nodejs, when absent, for goim's own JavaScript client (tools/goim-compat);
 #   - tansu, a Kafka-protocol broker (crates.io), under cargo's bin directory: about 15
 #     minutes to build the first time, reused after.
 # The tests start their own Redis and broker on spare ports and stop them when they end.
@@ -27,6 +28,8 @@ if ! command -v redis-server >/dev/null; then
     (service redis-server stop || true) >/dev/null 2>&1
 fi
 command -v ip >/dev/null || apt_install iproute2
+# goim's own JavaScript client runs under Node (starling/tests/goim_js.rs; Node 20 or newer).
+command -v node >/dev/null || apt_install nodejs
 
 cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
 if [ -z "${STARLING_TANSU:-}" ] && ! command -v tansu >/dev/null && [ ! -x "$cargo_bin/tansu" ]; then
