@@ -1,4 +1,5 @@
-//! Compiles goim's .proto files with protox (pure Rust: no `protoc` on the build machine).
+//! Compiles goim's .proto files and Starling's IM schema with protox (pure Rust: no `protoc`
+//! on the build machine), and the IM schema's canonical proto3 JSON mapping with pbjson.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -6,7 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/goim/comet.proto",
         "proto/goim/logic.proto",
     ];
-    for f in files {
+    let im = ["proto/starling/im/v1/im.proto"];
+    for f in files.iter().chain(&im) {
         println!("cargo:rerun-if-changed={f}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
@@ -20,5 +22,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // copied, from the HTTP request to the comet's encode-once queue.
         .bytes(".")
         .compile_fds(descriptors)?;
+
+    // The IM bodies: prost types plus serde impls in the proto3 JSON mapping (lowerCamel
+    // names, enums by name, 64-bit integers as strings), so pb and JSON come from one schema.
+    let im_fds = protox::compile(im, ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out.join("starling_im_descriptor.bin");
+    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&im_fds))?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(im_fds)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&descriptor_path)?)?
+        // Every field on output, defaults included: a JSON reply always carries `code`, also
+        // when it is 0 (reference im.md 13.4), and browsers need no defaulting of their own.
+        .emit_fields()
+        .build(&[".starling.im.v1"])?;
     Ok(())
 }

@@ -40,8 +40,12 @@ impl KafkaSink {
     }
 }
 
-/// goim's message key (`internal/logic/dao/kafka.go`).
+/// The Kafka record key: `PushMsg.partition_key` when set (IM deliveries, one per
+/// conversation), otherwise goim's (`internal/logic/dao/kafka.go`).
 pub fn message_key(m: &PushMsg) -> String {
+    if !m.partition_key.is_empty() {
+        return m.partition_key.clone();
+    }
     match push_msg::Type::try_from(m.r#type) {
         Ok(push_msg::Type::Push) => m.keys.first().cloned().unwrap_or_default(),
         Ok(push_msg::Type::Room) => m.room.clone(),
@@ -86,5 +90,7 @@ mod tests {
         assert_eq!(message_key(&m), "live://1");
         m.r#type = push_msg::Type::Broadcast as i32;
         assert_eq!(message_key(&m), "1000");
+        m.partition_key = "c:7".into();
+        assert_eq!(message_key(&m), "c:7", "Starling's partition key wins when set");
     }
 }

@@ -100,6 +100,7 @@ impl Logic {
             heartbeat,
             // No connection opts in to answered ops yet: IM will, on a verified im_token.
             im: 0,
+            ..Default::default()
         })
     }
 

@@ -9,8 +9,10 @@
 //! - [`raw`]: OpRaw batches (several packets back to back) that pushes travel in.
 //! - [`ws`]: a sans-IO WebSocket server codec (RFC 6455): upgrade request and frames.
 //! - [`grpc`]: prost/tonic code for goim's `goim.protocol`, `goim.comet` and `goim.logic`.
+//! - [`im`]: Starling's IM bodies (`starling.im.v1`) in protobuf and proto3 JSON.
 
 pub mod grpc;
+pub mod im;
 pub mod op;
 pub mod packet;
 pub mod raw;

@@ -33,6 +33,43 @@ pub const UNSUB_REPLY: i32 = 17;
 /// op + 1. Outside an opted-in connection these ops take goim's default branch.
 pub const ANSWERED: std::ops::RangeInclusive<i32> = 20..=39;
 
+/// Starling's IM ops (reference im.md §5.2). Requests are even, their reply is op + 1;
+/// [`IM_MSG`], [`IM_EVENT`] and [`IM_KICK`] are server pushes. Bodies: [`crate::im::v1`].
+pub mod im {
+    /// `SendReq` → `SendAck`.
+    pub const SEND: i32 = 20;
+    pub const SEND_ACK: i32 = 21;
+    /// `SyncReq` → `SyncReply`: the conversation directory.
+    pub const SYNC: i32 = 22;
+    pub const SYNC_REPLY: i32 = 23;
+    /// `PullReq` → `PullReply`: offline messages (forward) and history (backward).
+    pub const PULL: i32 = 24;
+    pub const PULL_REPLY: i32 = 25;
+    /// `RecallReq` → `SendAck` of the recall event.
+    pub const RECALL: i32 = 26;
+    pub const RECALL_ACK: i32 = 27;
+    /// `MarkReq` → `Result`: read up to a seq.
+    pub const READ: i32 = 28;
+    pub const READ_REPLY: i32 = 29;
+    /// `MarkReq` → `Result`: delivered up to a seq.
+    pub const RECV: i32 = 30;
+    pub const RECV_REPLY: i32 = 31;
+    /// `TypingReq` → `Result`.
+    pub const TYPING: i32 = 32;
+    pub const TYPING_REPLY: i32 = 33;
+    /// `MembersReq` → `MembersReply`.
+    pub const MEMBERS: i32 = 34;
+    pub const MEMBERS_REPLY: i32 = 35;
+    /// Push: `Push`, new sequenced messages.
+    pub const MSG: i32 = 41;
+    /// Push: `Event` (read, delivered, typing, conversation added or removed).
+    pub const EVENT: i32 = 43;
+    /// Push: `Kick`; comet closes the connection once the packet is written.
+    pub const KICK: i32 = 45;
+    /// The pushes an opted-in connection accepts on top of its own `accepts`.
+    pub const PUSHES: [i32; 3] = [MSG, EVENT, KICK];
+}
+
 /// The codec an opted-in connection's answered ops use (`ConnectReply.im`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {

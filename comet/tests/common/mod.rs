@@ -85,6 +85,7 @@ fn reply_for(req: &ConnectReq) -> ConnectReply {
         accepts: vec![1000],
         heartbeat: Duration::from_secs(60).as_nanos() as i64,
         im: v["im"].as_i64().unwrap_or(0) as i32,
+        ..Default::default()
     }
 }
 
