@@ -1,10 +1,29 @@
 //! Starling's IM layer, on logic's side of the tiers (reference im.md): a connection that opted
 //! in at auth sends IM ops 20–39 through comet to logic, where this crate answers them from a
 //! durable per-conversation log and delivers new messages to members' devices as goim key
-//! pushes (ops 41, 43, 45).
+//! pushes (ops 41, 43, 45). Comet stays a pipe: it never decodes an IM body.
 //!
 //! # Layout
+//! - [`config`]: the `[im]` table.
 //! - [`store`]: the `ImStore` trait (one log per conversation, contiguous seqs, dedup,
 //!   memberships with watermarks) and its embedded implementation on fjall.
+//! - [`service`]: [`Im`], installed on logic: admission (im_token, multi-login policy, kicks),
+//!   rate limits, counters.
+//! - [`ops`]: the client ops (send, recall, read, recv, typing); [`read`]: sync, pull, members.
+//! - [`lane`]: per-conversation ordering and batching of writes and their deliveries.
+//! - [`deliver`]: fan-out to devices as key pushes; [`devices`]: the device table.
+//! - [`codec`]: protobuf or JSON bodies; [`token`]: HS256 `im_token`.
 
+pub mod codec;
+pub mod config;
+pub mod deliver;
+pub mod devices;
+pub mod lane;
+pub mod ops;
+pub mod read;
+pub mod service;
 pub mod store;
+pub mod token;
+
+pub use config::Config;
+pub use service::Im;

@@ -3,6 +3,7 @@
 //! push into `PushMsg`s for job.
 //!
 //! # Layout
+//! - [`admit`]: the hook the IM layer admits opted-in connections through.
 //! - [`config`]: the `[logic]` configuration.
 //! - [`logic`]: the rules, shared by gRPC and HTTP.
 //! - [`store`]: session store trait and its in-memory default; room-count table.
@@ -14,6 +15,7 @@
 //! - `node`: logic as its own process, the `logic` binary (feature `kafka`).
 //! - [`redis_store`]: sessions and room counts in Redis, in goim's layout.
 
+pub mod admit;
 pub mod config;
 pub mod grpc;
 pub mod http;

@@ -1,6 +1,7 @@
 //! logic's rules, independent of transport: what gRPC `goim.logic.Logic` and the HTTP API
 //! both call.
 
+use crate::admit::{Admission, ConnectHook, Grant};
 use crate::config::Config;
 use crate::nodes::{self, Registry};
 use crate::receive::{Handler, Handlers};
@@ -49,6 +50,8 @@ pub struct Logic {
     sink: Arc<dyn PushSink>,
     registry: Arc<dyn Registry>,
     handlers: Handlers,
+    /// The IM layer, when enabled.
+    connect_hook: std::sync::OnceLock<Arc<dyn ConnectHook>>,
 }
 
 impl Logic {
@@ -66,6 +69,7 @@ impl Logic {
             sink,
             registry,
             handlers: Handlers::default(),
+            connect_hook: std::sync::OnceLock::new(),
         }
     }
 
@@ -74,15 +78,32 @@ impl Logic {
         self.handlers.set(op, handler);
     }
 
+    /// Lets `hook` admit the connections that ask for IM (set once; later calls are ignored).
+    pub fn set_connect_hook(&self, hook: Arc<dyn ConnectHook>) {
+        let _ = self.connect_hook.set(hook);
+    }
+
     /// Admits a connection (goim `Connect`): parses the token, generates a key when it has
     /// none, stores the session and tells comet the heartbeat deadline in nanoseconds.
     pub async fn connect(&self, req: ConnectReq) -> Result<ConnectReply, LogicError> {
-        let token =
+        let mut token =
             AuthToken::parse(&req.token).map_err(|e| LogicError::BadToken(e.to_string()))?;
-        let key = if token.key.is_empty() {
-            uuid::Uuid::new_v4().to_string()
+        if token.key.is_empty() {
+            token.key = uuid::Uuid::new_v4().to_string();
+        }
+        let key = token.key.clone();
+        let grant = if token.im.is_empty() {
+            Grant::default()
         } else {
-            token.key
+            let Some(hook) = self.connect_hook.get() else {
+                return Err(LogicError::BadToken("IM is not enabled on this server".into()));
+            };
+            hook.admit(Admission {
+                token: &token,
+                key: &key,
+                server: &req.server,
+            })
+            .await?
         };
         // goim logs a failed mapping and admits the connection anyway; Starling refuses it, so
         // a connection that pushes could never reach is not left open.
@@ -92,19 +113,24 @@ impl Logic {
         // Client-chosen strings are logged quoted and escaped (`?`): a key holding a line break
         // must not forge a log line.
         info!(mid = token.mid, key = ?key, server = %req.server, room = ?token.room_id, "connected");
+        let mut accepts = token.accepts;
+        accepts.extend(grant.accepts);
         Ok(ConnectReply {
             mid: token.mid,
             key,
             room_id: token.room_id,
-            accepts: token.accepts,
+            accepts,
             heartbeat,
-            // No connection opts in to answered ops yet: IM will, on a verified im_token.
-            im: 0,
-            ..Default::default()
+            im: grant.im,
+            max_body: grant.max_body,
+            welcome: grant.welcome,
         })
     }
 
     pub async fn disconnect(&self, req: DisconnectReq) -> Result<bool, LogicError> {
+        if let Some(hook) = self.connect_hook.get() {
+            hook.left(req.mid, &req.key, &req.server).await;
+        }
         Ok(self.sessions.remove(req.mid, &req.key, &req.server).await?)
     }
 

@@ -1,7 +1,8 @@
 //! The auth body a client sends with op 7: a JSON object read the way Go's `encoding/json`
 //! reads goim's struct, so field names match case-insensitively and unknown fields are ignored.
 //!
-//! `{"mid":123, "key":"", "room_id":"live://1000", "platform":"web", "accepts":[1000,1001]}`
+//! `{"mid":123, "key":"", "room_id":"live://1000", "platform":"web", "accepts":[1000,1001]}`,
+//! plus Starling's IM opt-in `"im":"pb", "im_token":"<JWT>"` (reference im.md §5.1).
 
 use serde::Serialize;
 use serde_json::Value;
@@ -18,6 +19,13 @@ pub struct AuthToken {
     pub platform: String,
     /// Ops accepted for key, mid and broadcast pushes.
     pub accepts: Vec<i32>,
+    /// Starling: the IM body codec the connection opts in to, `"pb"` or `"json"`; empty = a
+    /// goim connection (reference im.md §5.1).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub im: String,
+    /// Starling: the signed IM token (HS256 JWT) proving `mid` (reference im.md §13.6).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub im_token: String,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -47,6 +55,8 @@ impl AuthToken {
                 "key" => token.key = string(v, "key")?,
                 "room_id" => token.room_id = string(v, "room_id")?,
                 "platform" => token.platform = string(v, "platform")?,
+                "im" => token.im = string(v, "im")?,
+                "im_token" => token.im_token = string(v, "im_token")?,
                 "accepts" => {
                     let Value::Array(items) = v else {
                         return Err(TokenError::FieldType { field: "accepts" });
@@ -114,8 +124,12 @@ mod tests {
             room_id: "test://1".into(),
             platform: "ios".into(),
             accepts: vec![1000],
+            ..Default::default()
         };
         assert_eq!(AuthToken::parse(&t.to_json()).unwrap(), t);
+        assert!(!String::from_utf8(t.to_json()).unwrap().contains("im"), "goim's token unchanged");
+        let im = AuthToken { im: "pb".into(), im_token: "j.w.t".into(), ..t };
+        assert_eq!(AuthToken::parse(&im.to_json()).unwrap(), im);
     }
 
     #[test]

@@ -1,0 +1,211 @@
+//! The `[im]` configuration (reference im.md §11, §13.12). IM is off unless `enabled` and
+//! either a `token_secret` or the development switch `insecure_trust_mid` is set: goim-only
+//! users pay nothing, and a deployment cannot run IM on a default secret.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("im.{key}: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, why: why.into() }
+}
+
+/// Which connections of one user may stay connected together (§7.6, §13.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MultiLogin {
+    /// Any number of devices.
+    #[default]
+    Multi,
+    /// One connection per platform string: a second `ios` login replaces the first.
+    OnePerPlatform,
+    /// One per class: mobile (ios, android), desktop (windows, mac, linux), web, other.
+    OnePerClass,
+    /// One connection per user.
+    Single,
+}
+
+/// Who may open a P2P conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum P2pPolicy {
+    /// Anyone not blocked by the recipient.
+    #[default]
+    Open,
+    /// Only senders the recipient lists as a friend.
+    Friends,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// fjall under `path`: one process owns it.
+    #[default]
+    Embedded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilitySetting {
+    /// fdatasync before any acknowledgement.
+    #[default]
+    Sync,
+    /// To OS buffers only: survives a process crash, not a power loss. Benchmarks only.
+    Buffer,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub enabled: bool,
+    pub store: StoreKind,
+    /// The embedded store's directory (relative to the working directory).
+    pub path: PathBuf,
+    pub durability: DurabilitySetting,
+    /// Signs and verifies `im_token` (HS256, the UTF-8 bytes are the key).
+    pub token_secret: String,
+    /// Development only: trust the `mid` of goim's token, no `im_token` needed.
+    pub insecure_trust_mid: bool,
+    /// Bearer token of the `/im/v1` management API; empty turns the routes off.
+    pub admin_token: String,
+    pub multi_login: MultiLogin,
+    pub p2p_policy: P2pPolicy,
+    /// Largest packet an IM connection may send, header included, bytes.
+    pub max_body: u32,
+    /// Largest `content` of a message, bytes.
+    pub max_content: u32,
+    /// Sends and recalls per connection per second; the burst is twice this.
+    pub send_rate: u32,
+    /// How long after sending a user may recall (owners, admins and the API are exempt);
+    /// 0 = no limit.
+    #[serde(with = "humantime_serde")]
+    pub recall_window: Duration,
+    /// Drop a recalled message's content.
+    pub recall_wipe: bool,
+    pub max_group_members: u32,
+    /// Largest pull page; a larger `limit` is clamped.
+    pub pull_limit_max: u32,
+    pub unread_cap: u32,
+    /// Advertised to clients: how long to wait for a missing seq before pulling.
+    #[serde(with = "humantime_serde")]
+    pub gap_wait: Duration,
+    /// Advertised to clients: the idle resync period.
+    #[serde(with = "humantime_serde")]
+    pub resync_hint: Duration,
+    /// Subtracted from a directory sync's `server_ts`, so commits racing a pass are not missed.
+    #[serde(with = "humantime_serde")]
+    pub sync_overlap: Duration,
+    /// Typing events go to groups up to this size.
+    pub typing_max_members: u32,
+    /// Read events go to a group's members up to this size (0 = never).
+    pub group_read_receipts_max: u32,
+    /// The embedded store's background threads (flush, compaction).
+    pub store_threads: usize,
+    /// Most writes in one group commit.
+    pub store_batch_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: false,
+            store: StoreKind::Embedded,
+            path: PathBuf::from("data/im"),
+            durability: DurabilitySetting::Sync,
+            token_secret: String::new(),
+            insecure_trust_mid: false,
+            admin_token: String::new(),
+            multi_login: MultiLogin::Multi,
+            p2p_policy: P2pPolicy::Open,
+            max_body: 16384,
+            max_content: 8192,
+            send_rate: 20,
+            recall_window: Duration::from_secs(120),
+            recall_wipe: true,
+            max_group_members: 2000,
+            pull_limit_max: 200,
+            unread_cap: 999,
+            gap_wait: Duration::from_secs(1),
+            resync_hint: Duration::from_secs(300),
+            sync_overlap: Duration::from_secs(10),
+            typing_max_members: 100,
+            group_read_receipts_max: 0,
+            store_threads: 1,
+            store_batch_max: 512,
+        }
+    }
+}
+
+/// Secrets too weak to sign tokens with: a deployment that kept one would let anyone log in
+/// as anyone (OpenIM shipped `openIM123` as its default; reference im.md §5.1).
+const WEAK_SECRET_LEN: usize = 16;
+
+impl Config {
+    /// Refuses settings IM cannot run with, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.token_secret.is_empty() && !self.insecure_trust_mid {
+            return Err(invalid(
+                "token_secret",
+                "IM needs a secret to verify im_token (or insecure_trust_mid = true for development)",
+            ));
+        }
+        if !self.token_secret.is_empty() && self.token_secret.len() < WEAK_SECRET_LEN {
+            return Err(invalid(
+                "token_secret",
+                format!("at least {WEAK_SECRET_LEN} bytes"),
+            ));
+        }
+        if self.max_body < 64 || self.max_body > 1 << 20 {
+            return Err(invalid("max_body", "between 64 and 1048576 bytes"));
+        }
+        if self.max_content == 0 || self.max_content >= self.max_body {
+            return Err(invalid("max_content", "above 0 and below max_body"));
+        }
+        if self.send_rate == 0 {
+            return Err(invalid("send_rate", "at least 1"));
+        }
+        if self.max_group_members < 2 {
+            return Err(invalid("max_group_members", "at least 2"));
+        }
+        if self.pull_limit_max == 0 {
+            return Err(invalid("pull_limit_max", "at least 1"));
+        }
+        if self.store_batch_max == 0 {
+            return Err(invalid("store_batch_max", "at least 1"));
+        }
+        if self.store_threads == 0 {
+            return Err(invalid("store_threads", "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_by_default_and_refuses_to_run_without_a_secret() {
+        let c = Config::default();
+        assert!(!c.enabled);
+        assert_eq!(c.validate(), Ok(()));
+        let on = Config { enabled: true, ..Config::default() };
+        assert!(matches!(on.validate(), Err(ConfigError::Invalid { key: "token_secret", .. })));
+        let weak = Config { token_secret: "secret".into(), ..on.clone() };
+        assert!(matches!(weak.validate(), Err(ConfigError::Invalid { key: "token_secret", .. })));
+        let dev = Config { insecure_trust_mid: true, ..on.clone() };
+        assert_eq!(dev.validate(), Ok(()));
+        let bad = Config { max_content: 20000, ..dev };
+        assert!(matches!(bad.validate(), Err(ConfigError::Invalid { key: "max_content", .. })));
+    }
+}

@@ -1,0 +1,409 @@
+//! The IM ops an opted-in connection sends (reference im.md §5.2): each decoded in the
+//! connection's codec, answered with one reply (op + 1) that starts with `code`. A bad body is
+//! answered 400 and the connection stays up.
+
+use crate::codec;
+use crate::config::P2pPolicy;
+use crate::devices::Device;
+use crate::lane::Written;
+use crate::service::{Im, now_ms};
+use crate::store::{
+    AppendReq, Appended, ContactKind, Conv, MarkKind, RecallReq as StoreRecall, StoreError,
+};
+use starling_logic::LogicError;
+use starling_logic::receive::Handler;
+use starling_logic::store::BoxFuture;
+use starling_proto::grpc::logic::ReceiveReq;
+use starling_proto::grpc::protocol::Proto;
+use starling_proto::im::v1::{
+    ConvKind, MarkReq, MsgKind, PullReq, RecallReq, Result as ImResult, SendAck, SendReq, SyncReq,
+    TypingReq, event,
+};
+use starling_proto::op::{self, Codec};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Longest `client_msg_id`, bytes (§5.3).
+pub const MAX_CLIENT_MSG_ID: usize = 64;
+
+pub struct OpHandler(pub Arc<Im>);
+
+impl Handler for OpHandler {
+    fn handle(&self, req: ReceiveReq) -> BoxFuture<'_, Result<Vec<Proto>, LogicError>> {
+        Box::pin(async move {
+            let Some(proto) = req.proto else {
+                return Ok(Vec::new());
+            };
+            let Some(dev) = self.0.devices.get(req.mid, &req.key) else {
+                // Kicked or gone while the request was in flight: comet answers 503 in the
+                // connection's codec, and the client's next connect starts afresh.
+                return Err(LogicError::BadToken("not an IM connection".into()));
+            };
+            let im = &self.0;
+            let body = match proto.op {
+                op::im::SEND => im.send(&dev, &proto.body).await,
+                op::im::SYNC => im.sync(&dev, &proto.body).await,
+                op::im::PULL => im.pull(&dev, &proto.body).await,
+                op::im::RECALL => im.recall(&dev, &proto.body).await,
+                op::im::READ => im.mark(&dev, &proto.body, MarkKind::Read).await,
+                op::im::RECV => im.mark(&dev, &proto.body, MarkKind::Recv).await,
+                op::im::TYPING => im.typing(&dev, &proto.body).await,
+                op::im::MEMBERS => im.members_page(&dev, &proto.body).await,
+                _ => return Ok(Vec::new()),
+            };
+            Ok(vec![Proto { op: proto.op + 1, body, ..Proto::default() }])
+        })
+    }
+}
+
+/// An answer body: a reply message in the connection's codec.
+type Body = bytes::Bytes;
+
+fn result(codec: Codec, code: i32, reason: impl Into<String>) -> Body {
+    codec::encode(codec, &ImResult { code, reason: reason.into(), retry_after_ms: 0 })
+}
+
+/// A stable hash of what makes two sends the same send (CityHash64: the same across builds
+/// and restarts, as the stored dedup entries need).
+fn content_hash(req: &SendReq) -> u64 {
+    let mut b = Vec::with_capacity(req.content.len() + 64);
+    if let Some(c) = &req.conv {
+        b.extend_from_slice(&c.kind.to_be_bytes());
+        b.extend_from_slice(&c.id.to_be_bytes());
+    }
+    b.extend_from_slice(&req.content_type.to_be_bytes());
+    b.extend_from_slice(&req.ref_seq.to_be_bytes());
+    for m in &req.mentions {
+        b.extend_from_slice(&m.to_be_bytes());
+    }
+    b.extend_from_slice(req.content.as_bytes());
+    cityhasher::hash::<u64>(&b)
+}
+
+fn ack_from(req_id: &str, conv: Conv, viewer: i64, a: &Appended) -> SendAck {
+    SendAck {
+        code: 0,
+        client_msg_id: req_id.to_string(),
+        conv: Some(conv.view(viewer)),
+        seq: a.message.seq,
+        msg_id: a.message.msg_id,
+        server_ts: a.message.server_ts,
+        duplicate: a.duplicate,
+        stored: true,
+        ..SendAck::default()
+    }
+}
+
+impl Im {
+    fn bad(&self, codec: Codec, why: impl Into<String>) -> Body {
+        self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+        result(codec, 400, why)
+    }
+
+    /// op 20: stores a message and hands it to delivery, then acks (§7.1).
+    async fn send(&self, dev: &Device, body: &[u8]) -> Body {
+        let c = dev.codec;
+        let nack = |code: i32, reason: String, id: &str, retry: u32| {
+            codec::encode(c, &SendAck {
+                code,
+                client_msg_id: id.to_string(),
+                reason,
+                retry_after_ms: retry,
+                ..SendAck::default()
+            })
+        };
+        let req: SendReq = match codec::decode(c, body) {
+            Ok(r) => r,
+            Err(e) => return self.bad(c, e.to_string()),
+        };
+        let id = req.client_msg_id.clone();
+        if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID {
+            self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return nack(400, format!("client_msg_id must be 1..={MAX_CLIENT_MSG_ID} bytes"), &id, 0);
+        }
+        let Some(conv) = req.conv.as_ref().and_then(|r| Conv::from_ref(dev.mid, r)) else {
+            self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return nack(400, "conv must be a P2P peer (not yourself) or a group".into(), &id, 0);
+        };
+        if conv.kind == ConvKind::Notice {
+            return nack(403, "notices are sent by the system".into(), &id, 0);
+        }
+        if req.content.len() > self.config.max_content as usize {
+            return nack(413, format!("content over {} bytes", self.config.max_content), &id, 0);
+        }
+        if let Some(wait) = self.spend_send_token(&dev.key) {
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return nack(429, "send rate exceeded".into(), &id, wait);
+        }
+        if let Err(e) = self.may_send(dev.mid, conv).await {
+            return nack(e.code(), e.to_string(), &id, 0);
+        }
+        let append = AppendReq {
+            conv,
+            sender: dev.mid,
+            sender_platform: dev.platform.clone(),
+            client_msg_id: id.clone(),
+            content_hash: content_hash(&req),
+            kind: MsgKind::Normal,
+            content_type: req.content_type,
+            content: req.content,
+            mentions: req.mentions,
+            ref_seq: req.ref_seq,
+            as_admin: false,
+        };
+        let store = self.store.clone();
+        let landed = self
+            .lanes
+            .write(conv, Some(dev.key.clone()), move || {
+                Box::pin(async move {
+                    let a = store.append(append).await?;
+                    Ok(Written { deliver: vec![a.message.clone()], reply: a })
+                })
+            })
+            .await;
+        let a = match landed.result {
+            Ok(a) => a,
+            Err(e) => return nack(e.code(), e.to_string(), &id, if e.code() == 503 { 100 } else { 0 }),
+        };
+        let mut ack = ack_from(&id, conv, dev.mid, &a);
+        if a.duplicate {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = landed.delivered {
+            // Stored, not handed to delivery: the client retries the same id, which re-publishes.
+            self.stats.delivery_failures.fetch_add(1, Ordering::Relaxed);
+            ack.code = 503;
+            ack.retry_after_ms = 100;
+            ack.reason = e.to_string();
+        }
+        codec::encode(c, &ack)
+    }
+
+    /// Rules of a send that need no atomicity with the write: blocks, `p2p_policy`, mutes.
+    async fn may_send(&self, uid: i64, conv: Conv) -> Result<(), StoreError> {
+        match conv.kind {
+            ConvKind::P2p => {
+                let peer = conv.peer_of(uid).unwrap_or(0);
+                let contact = self.store.contact(peer, uid).await?;
+                let kind = contact.and_then(|c| c.state).map(|s| s.kind);
+                if kind == Some(ContactKind::Blocked) {
+                    return Err(StoreError::Forbidden("blocked by the recipient".into()));
+                }
+                if self.config.p2p_policy == P2pPolicy::Friends && kind != Some(ContactKind::Friend) {
+                    return Err(StoreError::Forbidden("the recipient accepts friends only".into()));
+                }
+                Ok(())
+            }
+            ConvKind::Group => {
+                let Some(g) = self.store.group(conv.a).await? else {
+                    return Err(StoreError::NotFound(format!("group {}", conv.a)));
+                };
+                let m = self.store.member(conv, uid).await?;
+                let role = m.as_ref().map_or(0, |m| m.role);
+                if g.muted && role == 0 {
+                    return Err(StoreError::Forbidden("the group is muted".into()));
+                }
+                if m.is_some_and(|m| m.muted_until_ms > now_ms()) {
+                    return Err(StoreError::Forbidden("you are muted in this group".into()));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// op 26: recalls a message (§6.1, §13.3); answered with the recall event's SendAck.
+    async fn recall(&self, dev: &Device, body: &[u8]) -> Body {
+        let c = dev.codec;
+        let req: RecallReq = match codec::decode(c, body) {
+            Ok(r) => r,
+            Err(e) => return self.bad(c, e.to_string()),
+        };
+        let nack = |code: i32, reason: String, retry: u32| {
+            codec::encode(c, &SendAck {
+                code,
+                client_msg_id: req.client_msg_id.clone(),
+                reason,
+                retry_after_ms: retry,
+                ..SendAck::default()
+            })
+        };
+        if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID || req.seq == 0 {
+            self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return nack(400, "a recall needs client_msg_id and seq".into(), 0);
+        }
+        let Some(conv) = req.conv.as_ref().and_then(|r| Conv::from_ref(dev.mid, r)) else {
+            self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return nack(400, "bad conv".into(), 0);
+        };
+        if let Some(wait) = self.spend_send_token(&dev.key) {
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return nack(429, "send rate exceeded".into(), wait);
+        }
+        let recall = StoreRecall {
+            conv,
+            seq: req.seq,
+            by: dev.mid,
+            by_platform: dev.platform.clone(),
+            client_msg_id: req.client_msg_id.clone(),
+            as_admin: false,
+            window_ms: self.config.recall_window.as_millis() as u64,
+            wipe: self.config.recall_wipe,
+        };
+        let store = self.store.clone();
+        let landed = self
+            .lanes
+            .write(conv, Some(dev.key.clone()), move || {
+                Box::pin(async move {
+                    let a = store.recall(recall).await?;
+                    Ok(Written { deliver: vec![a.message.clone()], reply: a })
+                })
+            })
+            .await;
+        match landed.result {
+            Ok(a) => {
+                let mut ack = ack_from(&req.client_msg_id, conv, dev.mid, &a);
+                if let Err(e) = landed.delivered {
+                    ack.code = 503;
+                    ack.retry_after_ms = 100;
+                    ack.reason = e.to_string();
+                }
+                codec::encode(c, &ack)
+            }
+            Err(e) => nack(e.code(), e.to_string(), 0),
+        }
+    }
+
+    /// ops 28 and 30: raises the read or delivered mark; events to the user's other devices
+    /// and, in P2P, to the peer (§7.5).
+    async fn mark(&self, dev: &Device, body: &[u8], kind: MarkKind) -> Body {
+        let c = dev.codec;
+        let req: MarkReq = match codec::decode(c, body) {
+            Ok(r) => r,
+            Err(e) => return self.bad(c, e.to_string()),
+        };
+        let Some(conv) = req.conv.as_ref().and_then(|r| Conv::from_ref(dev.mid, r)) else {
+            return self.bad(c, "bad conv");
+        };
+        let marked = match self.store.mark(dev.mid, conv, kind, req.seq).await {
+            Ok(m) => m,
+            Err(e) => return result(c, e.code(), e.to_string()),
+        };
+        if marked.moved {
+            let ty = match kind {
+                MarkKind::Read => event::Type::Read,
+                _ => event::Type::Delivered,
+            };
+            let mut uids = Vec::new();
+            if kind == MarkKind::Read {
+                uids.push(dev.mid); // the user's other devices: badge sync
+            }
+            match conv.kind {
+                ConvKind::P2p => uids.extend(conv.peer_of(dev.mid)),
+                ConvKind::Group if kind == MarkKind::Read && self.config.group_read_receipts_max > 0 => {
+                    if let Ok(Some(g)) = self.store.group(conv.a).await
+                        && g.member_count <= self.config.group_read_receipts_max
+                        && let Ok(ms) = self.store.members(conv, 0, usize::MAX, true).await
+                    {
+                        uids.extend(ms.iter().map(|m| m.uid).filter(|u| *u != dev.mid));
+                    }
+                }
+                _ => {}
+            }
+            let (uid, seq, ts) = (dev.mid, marked.seq, now_ms());
+            let pk = conv.partition_key();
+            if let Err(e) = self
+                .delivery
+                .event(&uids, &dev.key, pk, |viewer| starling_proto::im::v1::Event {
+                    r#type: ty as i32,
+                    conv: Some(conv.view(viewer)),
+                    uid,
+                    seq,
+                    ts,
+                    ..Default::default()
+                })
+                .await
+            {
+                tracing::debug!(error = %e, "mark event not handed over");
+            }
+        }
+        result(c, 0, "")
+    }
+
+    /// op 32: typing, not stored, one per 3 s per user and conversation (§7.5).
+    async fn typing(&self, dev: &Device, body: &[u8]) -> Body {
+        let c = dev.codec;
+        let req: TypingReq = match codec::decode(c, body) {
+            Ok(r) => r,
+            Err(e) => return self.bad(c, e.to_string()),
+        };
+        let Some(conv) = req.conv.as_ref().and_then(|r| Conv::from_ref(dev.mid, r)) else {
+            return self.bad(c, "bad conv");
+        };
+        if let Some(wait) = self.spend_typing_token(dev.mid, conv) {
+            return codec::encode(c, &ImResult { code: 429, reason: "typing rate exceeded".into(), retry_after_ms: wait });
+        }
+        let uids: Vec<i64> = match conv.kind {
+            ConvKind::P2p => conv.peer_of(dev.mid).into_iter().collect(),
+            ConvKind::Group => {
+                match self.store.member(conv, dev.mid).await {
+                    Ok(Some(m)) if m.is_current() => {}
+                    Ok(_) => return result(c, 403, "not a member"),
+                    Err(e) => return result(c, e.code(), e.to_string()),
+                }
+                match self.store.group(conv.a).await {
+                    Ok(Some(g)) if g.member_count <= self.config.typing_max_members => {
+                        match self.store.members(conv, 0, usize::MAX, true).await {
+                            Ok(ms) => ms.iter().map(|m| m.uid).filter(|u| *u != dev.mid).collect(),
+                            Err(e) => return result(c, e.code(), e.to_string()),
+                        }
+                    }
+                    Ok(Some(_)) => Vec::new(),
+                    Ok(None) => return result(c, 404, "no such group"),
+                    Err(e) => return result(c, e.code(), e.to_string()),
+                }
+            }
+            _ => Vec::new(),
+        };
+        let (uid, typing, platform, ts) = (dev.mid, req.typing, dev.platform.clone(), now_ms());
+        let _ = self
+            .delivery
+            .event(&uids, &dev.key, conv.partition_key(), |viewer| starling_proto::im::v1::Event {
+                r#type: event::Type::Typing as i32,
+                conv: Some(conv.view(viewer)),
+                uid,
+                ts,
+                platform: platform.clone(),
+                typing,
+                ..Default::default()
+            })
+            .await;
+        result(c, 0, "")
+    }
+
+    async fn sync(&self, dev: &Device, body: &[u8]) -> Body {
+        let req: SyncReq = match codec::decode(dev.codec, body) {
+            Ok(r) => r,
+            Err(e) => return self.bad(dev.codec, e.to_string()),
+        };
+        crate::read::sync(self, dev, req).await
+    }
+
+    async fn pull(&self, dev: &Device, body: &[u8]) -> Body {
+        let req: PullReq = match codec::decode(dev.codec, body) {
+            Ok(r) => r,
+            Err(e) => return self.bad(dev.codec, e.to_string()),
+        };
+        crate::read::pull(self, dev, req).await
+    }
+
+    async fn members_page(&self, dev: &Device, body: &[u8]) -> Body {
+        let req = match codec::decode(dev.codec, body) {
+            Ok(r) => r,
+            Err(e) => return self.bad(dev.codec, e.to_string()),
+        };
+        crate::read::members(self, dev, req).await
+    }
+}

@@ -1,0 +1,234 @@
+//! The IM service: what logic calls for an IM connection's admission, its ops and its close.
+//! [`Im::install`] puts it on a [`Logic`]: the connect hook and one handler per IM op.
+
+use crate::codec;
+use crate::config::Config;
+use crate::deliver::Delivery;
+use crate::devices::{Device, Devices};
+use crate::lane::Lanes;
+use crate::store::{Conv, ImStore};
+use crate::token::Tokens;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use starling_logic::admit::{Admission, ConnectHook, Grant};
+use starling_logic::store::BoxFuture;
+use starling_logic::{Logic, LogicError, PushSink};
+use starling_proto::im::v1::{ImWelcome, Kick};
+use starling_proto::op;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// Kick codes (reference im.md §5.5): all terminal.
+pub mod kick {
+    pub const OTHER_DEVICE: i32 = 4001;
+    pub const ADMIN: i32 = 4002;
+    pub const TOKEN_REVOKED: i32 = 4003;
+    pub const USER_DISABLED: i32 = 4004;
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub admitted: AtomicU64,
+    pub refused: AtomicU64,
+    pub kicked: AtomicU64,
+    pub sent: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub delivery_failures: AtomicU64,
+}
+
+pub struct Im {
+    pub config: Config,
+    pub store: Arc<dyn ImStore>,
+    pub devices: Arc<Devices>,
+    pub delivery: Arc<Delivery>,
+    pub lanes: Arc<Lanes>,
+    tokens: Option<Tokens>,
+    /// Sends and recalls per connection key (§13.2).
+    send_rate: DefaultKeyedRateLimiter<String>,
+    /// Typing per (user, conversation): one per 3 s (§7.5).
+    typing_rate: DefaultKeyedRateLimiter<(i64, Conv)>,
+    pub stats: Stats,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Im {
+    pub fn new(config: Config, store: Arc<dyn ImStore>, sink: Arc<dyn PushSink>) -> Arc<Im> {
+        let devices = Arc::new(Devices::default());
+        let delivery = Arc::new(Delivery::new(devices.clone(), sink, store.clone()));
+        let rate = NonZeroU32::new(config.send_rate.max(1)).expect("non-zero");
+        let burst = NonZeroU32::new(config.send_rate.max(1) * 2).expect("non-zero");
+        let typing = Quota::with_period(Duration::from_secs(3)).expect("non-zero period");
+        if config.insecure_trust_mid {
+            warn!("im.insecure_trust_mid: IM trusts the mid clients claim; development only");
+        }
+        Arc::new(Im {
+            tokens: Tokens::new(&config.token_secret).ok(),
+            send_rate: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            typing_rate: RateLimiter::keyed(typing),
+            lanes: Lanes::new(delivery.clone()),
+            delivery,
+            devices,
+            store,
+            config,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The token signer, when a secret is configured.
+    pub fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_ref()
+    }
+
+    /// Admits IM connections through `logic` and answers their ops.
+    pub fn install(self: &Arc<Self>, logic: &Logic) {
+        logic.set_connect_hook(self.clone());
+        for op in [
+            op::im::SEND,
+            op::im::SYNC,
+            op::im::PULL,
+            op::im::RECALL,
+            op::im::READ,
+            op::im::RECV,
+            op::im::TYPING,
+            op::im::MEMBERS,
+        ] {
+            logic.set_handler(op, Arc::new(crate::ops::OpHandler(self.clone())));
+        }
+    }
+
+    /// `Some(ms)` to wait when the connection `key` has spent its send tokens.
+    pub fn spend_send_token(&self, key: &str) -> Option<u32> {
+        match self.send_rate.check_key(&key.to_string()) {
+            Ok(()) => None,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Some(wait.as_millis().max(1) as u32)
+            }
+        }
+    }
+
+    /// `Some(ms)` when `uid` already typed in `conv` within 3 s.
+    pub fn spend_typing_token(&self, uid: i64, conv: Conv) -> Option<u32> {
+        match self.typing_rate.check_key(&(uid, conv)) {
+            Ok(()) => None,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Some(wait.as_millis().max(1) as u32)
+            }
+        }
+    }
+
+    /// Kicks every connection of `uid` matching `platform` and `key` (empty = any) with
+    /// `code`; returns how many.
+    pub async fn kick_user(&self, uid: i64, platform: &str, key: &str, code: i32, reason: &str) -> usize {
+        let victims = self.devices.take(uid, platform, key);
+        for d in &victims {
+            self.send_kick(d, code, reason, "").await;
+        }
+        victims.len()
+    }
+
+    async fn send_kick(&self, d: &Device, code: i32, reason: &str, by_platform: &str) {
+        let k = Kick { code, reason: reason.into(), by_platform: by_platform.into() };
+        self.stats.kicked.fetch_add(1, Ordering::Relaxed);
+        info!(mid = d.mid, key = ?d.key, server = %d.server, code, "kicking an IM connection");
+        if let Err(e) = self.delivery.kick(d, Some(&k)).await {
+            warn!(mid = d.mid, key = ?d.key, error = %e, "kick not handed over");
+        }
+    }
+
+    async fn admit_inner(&self, a: Admission<'_>) -> Result<Grant, LogicError> {
+        let t = a.token;
+        let refuse = |why: String| {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            info!(mid = t.mid, key = ?a.key, why = %why, "IM connection refused");
+            Err(LogicError::BadToken(why))
+        };
+        let Some(codec) = codec::from_token(&t.im) else {
+            return refuse(format!("im must be \"pb\" or \"json\", not {:?}", t.im));
+        };
+        if t.mid <= 0 {
+            return refuse("IM needs a user id (mid > 0)".into());
+        }
+        let user = match self.store.user(t.mid).await {
+            Ok(u) => u.unwrap_or_default(),
+            Err(e) => return Err(LogicError::BadToken(format!("store: {e}"))),
+        };
+        if user.disabled {
+            return refuse("user disabled".into());
+        }
+        match &self.tokens {
+            Some(tokens) => {
+                if let Err(e) = tokens.verify(&t.im_token, t.mid, &t.platform, user.valid_after_ms) {
+                    return refuse(e.to_string());
+                }
+            }
+            None if self.config.insecure_trust_mid => {}
+            None => return refuse("IM has no token secret".into()),
+        }
+        let dev = Device {
+            mid: t.mid,
+            key: a.key.to_string(),
+            platform: t.platform.clone(),
+            codec,
+            server: a.server.to_string(),
+            since_ms: now_ms(),
+        };
+        let displaced = self.devices.register(dev, self.config.multi_login);
+        if let Some(old) = displaced.same_key {
+            // The same device reconnected through another comet: close the old connection
+            // without a notice (goim's same-key rule, §13.11).
+            if let Err(e) = self.delivery.kick(&old, None).await {
+                warn!(mid = old.mid, key = ?old.key, error = %e, "silent close not handed over");
+            }
+        }
+        for d in &displaced.kicked {
+            self.send_kick(d, kick::OTHER_DEVICE, "logged in on another device", &t.platform).await;
+        }
+        self.stats.admitted.fetch_add(1, Ordering::Relaxed);
+        let welcome = ImWelcome {
+            code: 0,
+            epoch: self.store.epoch(),
+            server_ts: now_ms(),
+            gap_wait_ms: self.config.gap_wait.as_millis() as u32,
+            resync_ms: self.config.resync_hint.as_millis() as u32,
+            max_body: self.config.max_body,
+        };
+        Ok(Grant {
+            im: codec as i32,
+            accepts: op::im::PUSHES.to_vec(),
+            max_body: self.config.max_body as i32,
+            welcome: codec::encode(codec, &welcome),
+        })
+    }
+}
+
+impl ConnectHook for Im {
+    fn admit<'a>(&'a self, a: Admission<'a>) -> BoxFuture<'a, Result<Grant, LogicError>> {
+        Box::pin(self.admit_inner(a))
+    }
+
+    fn left<'a>(&'a self, mid: i64, key: &'a str, server: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.devices.remove(mid, key, server);
+            // The rate limiters keep a state per key; forget the idle ones now and then.
+            if self.stats.admitted.load(Ordering::Relaxed) % 256 == 0 {
+                self.send_rate.retain_recent();
+                self.typing_rate.retain_recent();
+            }
+        })
+    }
+}
