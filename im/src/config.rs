@@ -61,7 +61,7 @@ pub enum DurabilitySetting {
     Buffer,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub enabled: bool,

@@ -12,6 +12,8 @@ pub struct Config {
     pub comet: starling_comet::Config,
     pub logic: starling_logic::Config,
     pub job: starling_job::Config,
+    /// IM (off unless enabled with a secret): reference im.md.
+    pub im: starling_im::Config,
     pub registry: Registry,
     pub log: Log,
 }
@@ -37,6 +39,7 @@ impl Default for Registry {
 impl boot::ConfigFile for Config {
     fn validate(&self) -> Result<(), boot::Invalid> {
         self.comet.validate()?;
+        self.im.validate()?;
         Ok(self.job.validate()?)
     }
 }

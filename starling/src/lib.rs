@@ -28,6 +28,8 @@ pub enum StartError {
     Comet(#[from] starling_comet::CometError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("IM store: {0}")]
+    ImStore(#[from] starling_im::store::StoreError),
     #[error("binding the HTTP API on {addr}: {source}")]
     Http {
         addr: SocketAddr,
@@ -65,12 +67,18 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         config.registry.weight,
         config.registry.public_addrs.clone(),
     ));
+    let push_sink = Arc::new(glue::QueueSink::new(push_tx));
     let logic = Arc::new(Logic::new(
         config.logic.clone(),
         Arc::new(MemorySessions::default()),
-        Arc::new(glue::QueueSink::new(push_tx)),
+        push_sink.clone(),
         registry.clone(),
     ));
+    let im = if config.im.enabled {
+        Some(start_im(&config.im, &logic, push_sink.clone())?)
+    } else {
+        None
+    };
     let comet = starling_comet::start(
         config.comet.clone(),
         Arc::new(glue::InProcessLogic::new(
@@ -91,7 +99,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         stats.render_prometheus(out);
         job.render_prometheus(out);
     });
-    let router = starling_logic::http::router(logic, Some(metrics));
+    let mut router = starling_logic::http::router(logic, Some(metrics));
+    if let Some(im) = &im {
+        router = router.merge(starling_im::admin::router(im.clone()));
+    }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     rt.spawn(async move {
         let shutdown = async {
@@ -108,6 +119,36 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         http_addr,
         stop_http: Some(stop_tx),
     })
+}
+
+/// Opens the IM store and installs IM on `logic`.
+fn start_im(
+    config: &starling_im::Config,
+    logic: &Logic,
+    sink: Arc<glue::QueueSink>,
+) -> Result<Arc<starling_im::Im>, StartError> {
+    use starling_im::store::embedded::{EmbeddedConfig, EmbeddedStore};
+    let durability = match config.durability {
+        starling_im::config::DurabilitySetting::Sync => starling_im::store::Durability::Sync,
+        starling_im::config::DurabilitySetting::Buffer => {
+            tracing::warn!(
+                "im.durability = \"buffer\": acknowledged messages survive a crash of this \
+                 process but not of the machine; for benchmarks only"
+            );
+            starling_im::store::Durability::Buffer
+        }
+    };
+    let store = EmbeddedStore::open(EmbeddedConfig {
+        path: config.path.clone(),
+        durability,
+        batch_max: config.store_batch_max,
+        threads: config.store_threads,
+    })?;
+    let shown = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
+    tracing::info!(path = %shown.display(), epoch = starling_im::store::ImStore::epoch(&store), "IM store open");
+    let im = starling_im::Im::new(config.clone(), Arc::new(store), sink);
+    im.install(logic);
+    Ok(im)
 }
 
 /// SIGINT or SIGTERM, whichever comes first.
