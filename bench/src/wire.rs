@@ -77,6 +77,7 @@ pub fn hello(peer: Peer, room_mode: bool, index: u64) -> Vec<u8> {
                 room_id: format!("{ROOM_TYPE}://{ROOM_ID}"),
                 platform: "bench".into(),
                 accepts: vec![BENCH_OP],
+                ..Default::default()
             }
             .to_json();
             let auth = Packet::new(1, op::AUTH, 1, token).to_bytes();

@@ -1,6 +1,8 @@
 //! Test harness: starts the all-in-one on spare ports and speaks goim to it over real sockets.
 #![allow(dead_code)]
 
+pub mod im_client;
+
 use starling::{Config, Running};
 use starling_proto::packet::{self, Packet};
 use starling_proto::{AuthToken, ws};
@@ -85,6 +87,7 @@ pub fn token(mid: i64, key: &str, room: &str, accepts: &[i32]) -> Vec<u8> {
         room_id: room.into(),
         platform: "test".into(),
         accepts: accepts.to_vec(),
+        ..Default::default()
     }
     .to_json()
 }
