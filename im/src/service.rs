@@ -54,6 +54,8 @@ pub struct Im {
     /// Typing per (user, conversation): one per 3 s (§7.5).
     typing_rate: DefaultKeyedRateLimiter<(i64, Conv)>,
     pub stats: Stats,
+    /// Connections that left, to forget idle rate-limiter keys now and then.
+    departures: AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -84,6 +86,7 @@ impl Im {
             store,
             config,
             stats: Stats::default(),
+            departures: AtomicU64::new(0),
         })
     }
 
@@ -216,6 +219,31 @@ impl Im {
     }
 }
 
+impl Im {
+    /// The IM counters and gauges in Prometheus text format (appended to `/metrics`).
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = &self.stats;
+        for (name, help, v) in [
+            ("starling_im_admitted_total", "IM connections admitted.", &s.admitted),
+            ("starling_im_refused_total", "IM opt-ins refused (bad im_token, disabled user, IM off).", &s.refused),
+            ("starling_im_kicked_total", "IM_KICK notices sent (multi-login policy, admin, disable).", &s.kicked),
+            ("starling_im_sent_total", "Messages stored by client sends (duplicates excluded).", &s.sent),
+            ("starling_im_duplicates_total", "Sends answered from the dedup index (retries).", &s.duplicates),
+            ("starling_im_rate_limited_total", "Sends and recalls refused with 429.", &s.rate_limited),
+            ("starling_im_bad_requests_total", "IM requests answered 400.", &s.bad_requests),
+            ("starling_im_delivery_failures_total", "Stored messages whose delivery was not handed over (503 stored=true).", &s.delivery_failures),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP starling_im_devices IM connections in the device table.\n# TYPE starling_im_devices gauge\nstarling_im_devices {}",
+            self.devices.len()
+        );
+    }
+}
+
 impl ConnectHook for Im {
     fn admit<'a>(&'a self, a: Admission<'a>) -> BoxFuture<'a, Result<Grant, LogicError>> {
         Box::pin(self.admit_inner(a))
@@ -225,7 +253,7 @@ impl ConnectHook for Im {
         Box::pin(async move {
             self.devices.remove(mid, key, server);
             // The rate limiters keep a state per key; forget the idle ones now and then.
-            if self.stats.admitted.load(Ordering::Relaxed) % 256 == 0 {
+            if self.departures.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
                 self.send_rate.retain_recent();
                 self.typing_rate.retain_recent();
             }

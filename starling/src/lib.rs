@@ -95,13 +95,17 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Http { addr, source })?;
     let stats = comet.stats().clone();
+    let im_metrics = im.clone();
     let metrics: starling_logic::http::MetricsFn = Arc::new(move |out: &mut String| {
         stats.render_prometheus(out);
         job.render_prometheus(out);
+        if let Some(im) = &im_metrics {
+            im.render_prometheus(out);
+        }
     });
     let mut router = starling_logic::http::router(logic, Some(metrics));
     if let Some(im) = &im {
-        router = router.merge(starling_im::admin::router(im.clone()));
+        let _ = im; // the /im/v1 routes come with the admin API
     }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     rt.spawn(async move {
@@ -139,10 +143,10 @@ fn start_im(
         }
     };
     let store = EmbeddedStore::open(EmbeddedConfig {
-        path: config.path.clone(),
         durability,
         batch_max: config.store_batch_max,
         threads: config.store_threads,
+        ..EmbeddedConfig::new(&config.path)
     })?;
     let shown = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
     tracing::info!(path = %shown.display(), epoch = starling_im::store::ImStore::epoch(&store), "IM store open");

@@ -12,7 +12,7 @@
 //! group size, recall state. Rules that need no atomicity (rates, sizes, `p2p_policy`) are the
 //! service's.
 
-// pub mod embedded; (the helper adds it)
+pub mod embedded;
 mod types;
 
 pub use types::*;
@@ -133,14 +133,25 @@ pub trait ImStore: Send + Sync + 'static {
     /// Returns the mark after the call and whether it moved. `NotFound`/`Forbidden` when the
     /// conversation does not exist or `uid` is not a member (a member who left may still mark
     /// up to its `leave_seq`).
-    fn mark(&self, uid: i64, conv: Conv, mark: MarkKind, seq: u64) -> BoxFuture<'_, StoreResult<Marked>>;
+    fn mark(
+        &self,
+        uid: i64,
+        conv: Conv,
+        mark: MarkKind,
+        seq: u64,
+    ) -> BoxFuture<'_, StoreResult<Marked>>;
 
     /// Upserts a user's profile (name, avatar, ex); `disabled` and `valid_after_ms` when set.
     fn put_user(&self, user: User) -> BoxFuture<'_, StoreResult<()>>;
 
     /// Upserts (`Some`) or deletes (`None`) the contact `owner → peer`; the owner's contact
     /// version + 1 either way. Returns the new version.
-    fn put_contact(&self, owner: i64, peer: i64, contact: Option<ContactState>) -> BoxFuture<'_, StoreResult<u64>>;
+    fn put_contact(
+        &self,
+        owner: i64,
+        peer: i64,
+        contact: Option<ContactState>,
+    ) -> BoxFuture<'_, StoreResult<u64>>;
 
     // ----- reads (a consistent snapshot each) -----
 
@@ -152,7 +163,12 @@ pub trait ImStore: Send + Sync + 'static {
 
     /// The owner's contacts changed after `since_version` (deleted ones with `state: None`),
     /// ascending by version, at most `limit`.
-    fn contacts(&self, owner: i64, since_version: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Contact>>>;
+    fn contacts(
+        &self,
+        owner: i64,
+        since_version: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<Contact>>>;
 
     /// A conversation's head, `None` if it does not exist yet.
     fn conversation(&self, conv: Conv) -> BoxFuture<'_, StoreResult<Option<ConvMeta>>>;
@@ -165,25 +181,61 @@ pub trait ImStore: Send + Sync + 'static {
 
     /// A page of a conversation's members (current and past), ascending by uid, starting
     /// after `after_uid`, at most `limit`. Current members only when `current_only`.
-    fn members(&self, conv: Conv, after_uid: i64, limit: usize, current_only: bool) -> BoxFuture<'_, StoreResult<Vec<MemberState>>>;
+    fn members(
+        &self,
+        conv: Conv,
+        after_uid: i64,
+        limit: usize,
+        current_only: bool,
+    ) -> BoxFuture<'_, StoreResult<Vec<MemberState>>>;
 
     /// Messages of `conv` with `from <= seq <= to`, ascending, at most `limit` (recalled ones
     /// as stored: tombstones). Seqs below `min_seq` (retention) are absent.
-    fn range(&self, conv: Conv, from: u64, to: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
+    fn range(
+        &self,
+        conv: Conv,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
 
     /// Messages of `conv` with `from <= seq <= to`, descending from `to`, at most `limit`.
-    fn range_back(&self, conv: Conv, from: u64, to: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
+    fn range_back(
+        &self,
+        conv: Conv,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
 
     /// Unread for `viewer` in `conv`: NORMAL messages, not recalled, not sent by `viewer`,
     /// with `after < seq <= to`, counted up to `cap` (reference im.md §6.5).
-    fn unread(&self, conv: Conv, viewer: i64, after: u64, to: u64, cap: u32) -> BoxFuture<'_, StoreResult<u32>>;
+    fn unread(
+        &self,
+        conv: Conv,
+        viewer: i64,
+        after: u64,
+        to: u64,
+        cap: u32,
+    ) -> BoxFuture<'_, StoreResult<u32>>;
 
     /// The newest NORMAL or SYSTEM message of `conv` with `seq <= to` and `seq >= floor`
     /// (a recalled one as its tombstone), never a RECALL event.
-    fn last_visible(&self, conv: Conv, floor: u64, to: u64) -> BoxFuture<'_, StoreResult<Option<StoredMessage>>>;
+    fn last_visible(
+        &self,
+        conv: Conv,
+        floor: u64,
+        to: u64,
+    ) -> BoxFuture<'_, StoreResult<Option<StoredMessage>>>;
 
     /// The directory of `uid`: its memberships (current and past) whose membership changed or
     /// whose conversation got a message at or after `since_ms`, ascending by conversation id,
     /// starting after `after_conv_id`, at most `limit`, each with its conversation head.
-    fn directory(&self, uid: i64, since_ms: i64, after_conv_id: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<(ConvMeta, MemberState)>>>;
+    fn directory(
+        &self,
+        uid: i64,
+        since_ms: i64,
+        after_conv_id: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<(ConvMeta, MemberState)>>>;
 }

@@ -18,15 +18,27 @@ pub struct Conv {
 
 impl Conv {
     pub fn p2p(x: i64, y: i64) -> Conv {
-        Conv { kind: ConvKind::P2p, a: x.min(y), b: x.max(y) }
+        Conv {
+            kind: ConvKind::P2p,
+            a: x.min(y),
+            b: x.max(y),
+        }
     }
 
     pub fn group(gid: i64) -> Conv {
-        Conv { kind: ConvKind::Group, a: gid, b: 0 }
+        Conv {
+            kind: ConvKind::Group,
+            a: gid,
+            b: 0,
+        }
     }
 
     pub fn notice(uid: i64) -> Conv {
-        Conv { kind: ConvKind::Notice, a: uid, b: 0 }
+        Conv {
+            kind: ConvKind::Notice,
+            a: uid,
+            b: 0,
+        }
     }
 
     /// The conversation `viewer` means by `r` (P2P id = the other user, GROUP id = gid, NOTICE
@@ -54,12 +66,15 @@ impl Conv {
             ConvKind::Group => self.a,
             _ => 0,
         };
-        ConvRef { kind: self.kind as i32, id }
+        ConvRef {
+            kind: self.kind as i32,
+            id,
+        }
     }
 
     /// The other member of a P2P conversation.
     pub fn peer_of(&self, uid: i64) -> Option<i64> {
-        (self.kind == ConvKind::P2p).then(|| if uid == self.a { self.b } else { self.a })
+        (self.kind == ConvKind::P2p).then_some(if uid == self.a { self.b } else { self.a })
     }
 
     /// The Kafka partition key of this conversation's deliveries (reference im.md §7.1).
@@ -111,7 +126,10 @@ impl MemberState {
 
     /// The first seq this member may read: `max(join_seq, deleted_to_seq + 1, min_seq)`.
     pub fn floor(&self, min_seq: u64) -> u64 {
-        self.join_seq.max(self.deleted_to_seq + 1).max(min_seq).max(1)
+        self.join_seq
+            .max(self.deleted_to_seq + 1)
+            .max(min_seq)
+            .max(1)
     }
 
     /// The last seq this member may read: `leave_seq` if they left, else `last_seq`.
@@ -161,7 +179,11 @@ pub struct AppendReq {
 
 impl Default for Conv {
     fn default() -> Self {
-        Conv { kind: ConvKind::Unspecified, a: 0, b: 0 }
+        Conv {
+            kind: ConvKind::Unspecified,
+            a: 0,
+            b: 0,
+        }
     }
 }
 

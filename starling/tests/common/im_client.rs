@@ -5,7 +5,6 @@
 //! visible ones (after dedup by `(conv, seq)`).
 #![allow(dead_code)]
 
-use prost::Message as _;
 use starling_proto::im::v1::{
     ConvKind, ConvRef, Event, ImWelcome, Kick, Message, PullReply, PullReq, Push, SendAck, SendReq,
     SyncReply, SyncReq, pull_req::Direction,
@@ -255,7 +254,7 @@ impl ImClient {
     pub fn reconnect(&mut self) -> Result<(), String> {
         self.wire = None;
         self.auth()?;
-        self.sync_all().map_err(|_| "closed during sync".to_string())
+        self.sync_all().map(|_| ()).map_err(|_| "closed during sync".to_string())
     }
 
     pub fn is_connected(&self) -> bool {
