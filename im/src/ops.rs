@@ -37,7 +37,7 @@ impl Handler for OpHandler {
             let Some(dev) = self.0.devices.get(req.mid, &req.key) else {
                 // Kicked or gone while the request was in flight: comet answers 503 in the
                 // connection's codec, and the client's next connect starts afresh.
-                eprintln!("NO DEVICE {} {:?} {:?}", req.mid, req.key, self.0.devices.of_users(&[1,2])); return Err(LogicError::BadToken("not an IM connection".into()));
+                return Err(LogicError::BadToken("not an IM connection".into()));
             };
             let im = &self.0;
             let body = match proto.op {

@@ -21,10 +21,10 @@ pub const MEMBERS_LIMIT_DEFAULT: u32 = 100;
 pub const MEMBERS_LIMIT_MAX: u32 = 1000;
 
 pub(crate) async fn sync(im: &Im, dev: &Device, req: SyncReq) -> bytes::Bytes {
-    let reply = directory(im, dev.mid, req).await.unwrap_or_else(|e| { eprintln!("SYNC ERR {e}"); SyncReply {
+    let reply = directory(im, dev.mid, req).await.unwrap_or_else(|e| SyncReply {
         code: e.code(),
         ..SyncReply::default()
-    }});
+    });
     codec::encode(dev.codec, &reply)
 }
 
