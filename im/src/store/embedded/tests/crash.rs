@@ -1,9 +1,10 @@
 //! "The writer killed mid-batch leaves no partial state" (reference im.md §7.2, §9 T3): a child
 //! process (this test binary, filtered to `child_appends_until_killed`) appends with durability
 //! Sync from several tasks and prints each acknowledged append; the parent SIGKILLs it after
-//! some acks, reopens the directory and checks that every ack is there, the seqs are contiguous,
+//! some acks, reopens the directory and checks (several rounds on one directory) that every ack is there, the seqs are contiguous,
 //! and every message has its dedup entry and is covered by its conversation's head.
 
+use super::super::records::{DedupRec, decode};
 use super::super::{EmbeddedStore, Ks, keys};
 use super::{T0, config, text};
 use crate::store::*;
@@ -14,7 +15,8 @@ use std::sync::atomic::AtomicI64;
 
 const DIR_ENV: &str = "STARLING_IM_STORE_CRASH_DIR";
 const CONVS: [(i64, i64); 3] = [(1, 2), (1, 3), (2, 3)];
-const ACKS_BEFORE_KILL: usize = 300;
+const ROUND_ENV: &str = "STARLING_IM_STORE_CRASH_ROUND";
+const ROUNDS: u32 = 6;
 
 /// The child's body; a no-op unless the parent set the directory.
 #[test]
@@ -22,6 +24,7 @@ fn child_appends_until_killed() {
     let Some(dir) = std::env::var_os(DIR_ENV) else {
         return;
     };
+    let round = std::env::var(ROUND_ENV).unwrap_or_default();
     let clock = Arc::new(AtomicI64::new(T0));
     let store =
         Arc::new(EmbeddedStore::open(config(dir.as_ref(), &clock, Durability::Sync)).unwrap());
@@ -34,12 +37,13 @@ fn child_appends_until_killed() {
         let mut tasks = Vec::new();
         for task in 0..6usize {
             let store = store.clone();
+            let round = round.clone();
             tasks.push(tokio::spawn(async move {
                 // Bounded so an orphaned child ends on its own.
                 for i in 0..100_000u32 {
                     let c = (task + i as usize) % CONVS.len();
                     let (a, b) = CONVS[c];
-                    let cmid = format!("t{task}-{i}");
+                    let cmid = format!("r{round}-t{task}-{i}");
                     let r = store
                         .append(text(Conv::p2p(a, b), a, &cmid, "x"))
                         .await
@@ -56,9 +60,9 @@ fn child_appends_until_killed() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_killed_writer_leaves_no_partial_state() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs the child on `dir` until it has printed `kill_after` acks, SIGKILLs it, and returns
+/// every ack it printed (those printed before the kill are still in the pipe).
+fn run_child(dir: &std::path::Path, round: u32, kill_after: usize) -> Vec<(usize, u64, String)> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "store::embedded::tests::crash::child_appends_until_killed",
@@ -66,16 +70,15 @@ async fn a_killed_writer_leaves_no_partial_state() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(DIR_ENV, dir.path())
+        .env(DIR_ENV, dir)
+        .env(ROUND_ENV, round.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut acks = Vec::new();
     let mut killed = false;
-    // Everything printed before the kill is still in the pipe: read to its end.
-    for line in lines.by_ref() {
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         let Some(rest) = line.strip_prefix("ACK ") else {
             continue;
@@ -86,22 +89,25 @@ async fn a_killed_writer_leaves_no_partial_state() {
             f[1].parse::<u64>().unwrap(),
             f[2].to_string(),
         ));
-        if !killed && acks.len() >= ACKS_BEFORE_KILL {
+        if !killed && acks.len() >= kill_after {
             child.kill().unwrap(); // SIGKILL
             killed = true;
         }
     }
     let status = child.wait().unwrap();
-    eprintln!("child killed after {} acks", acks.len());
     assert!(
         killed && !status.success(),
         "the child was killed mid-run ({status:?}, {} acks)",
         acks.len()
     );
+    acks
+}
 
+/// Reopens `dir` and checks every ack and the store's internal consistency.
+async fn check(dir: &std::path::Path, acks: &[(usize, u64, String)]) {
     let clock = Arc::new(AtomicI64::new(T0));
-    let store = EmbeddedStore::open(config(dir.path(), &clock, Durability::Sync)).unwrap();
-    for (c, seq, cmid) in &acks {
+    let store = EmbeddedStore::open(config(dir, &clock, Durability::Sync)).unwrap();
+    for (c, seq, cmid) in acks {
         let (a, b) = CONVS[*c];
         let m = store.range(Conv::p2p(a, b), *seq, *seq, 1).await.unwrap();
         assert_eq!(
@@ -113,7 +119,9 @@ async fn a_killed_writer_leaves_no_partial_state() {
     let shared = &store.shared;
     for (a, b) in CONVS {
         let conv = Conv::p2p(a, b);
-        let head = store.conversation(conv).await.unwrap().unwrap();
+        let Some(head) = store.conversation(conv).await.unwrap() else {
+            continue;
+        };
         // Raw keys: no message beyond the head, none missing below it.
         let seqs: Vec<u64> = shared
             .ks(Ks::Msg)
@@ -130,8 +138,7 @@ async fn a_killed_writer_leaves_no_partial_state() {
                 .ks(Ks::Dedup)
                 .get(keys::dedup(head.conv_id, m.sender, &m.client_msg_id))
                 .unwrap();
-            let d: super::super::records::DedupRec =
-                super::super::records::decode("dedup", &d.unwrap()).unwrap();
+            let d: DedupRec = decode("dedup", &d.expect("a dedup entry")).unwrap();
             assert_eq!(
                 (d.seq, d.msg_id),
                 (m.seq, m.msg_id),
@@ -140,7 +147,21 @@ async fn a_killed_writer_leaves_no_partial_state() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_writer_leaves_no_partial_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acks = Vec::new();
+    // Several kills at different points, each followed by a full check: one kill lands in a
+    // commit's fsync only part of the time.
+    for round in 0..ROUNDS {
+        acks.extend(run_child(dir.path(), round, 40 + 70 * round as usize));
+        check(dir.path(), &acks).await;
+    }
     // And the store goes on: the next append takes the next seq.
+    let clock = Arc::new(AtomicI64::new(T0));
+    let store = EmbeddedStore::open(config(dir.path(), &clock, Durability::Sync)).unwrap();
     let head = store.conversation(Conv::p2p(1, 2)).await.unwrap().unwrap();
     let next = store
         .append(text(Conv::p2p(1, 2), 1, "after", "x"))
