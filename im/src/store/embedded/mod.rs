@@ -134,8 +134,10 @@ fn unavailable(e: fjall::Error) -> StoreError {
     StoreError::Unavailable(format!("fjall: {e}"))
 }
 
-/// The embedded store. Dropping it stops the writer after it has answered every command
-/// already sent, and releases the directory's lock once in-flight reads end.
+/// The embedded store. Reads run on tokio's blocking pool, so its methods are awaited inside a
+/// tokio runtime. Dropping it stops the writer after it has answered every command already
+/// sent (the drop waits for that, a batch or so), and releases the directory's lock once
+/// in-flight reads end.
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     tx: Option<mpsc::Sender<Cmd>>,

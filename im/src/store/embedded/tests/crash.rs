@@ -89,6 +89,15 @@ fn run_child(dir: &std::path::Path, round: u32, kill_after: usize) -> Vec<(usize
             f[1].parse::<u64>().unwrap(),
             f[2].to_string(),
         ));
+        if acks.len() == 1 && round == 0 {
+            // Another process holds the directory: this one cannot open it.
+            let clock = Arc::new(AtomicI64::new(T0));
+            match EmbeddedStore::open(config(dir, &clock, Durability::Sync)) {
+                Err(StoreError::Unavailable(e)) => assert!(e.contains("locked"), "{e}"),
+                Err(e) => panic!("{e:?}"),
+                Ok(_) => panic!("opened a directory another process holds"),
+            }
+        }
         if !killed && acks.len() >= kill_after {
             child.kill().unwrap(); // SIGKILL
             killed = true;
