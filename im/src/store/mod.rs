@@ -79,7 +79,8 @@ pub trait ImStore: Send + Sync + 'static {
 
     /// Appends a message (reference im.md §7.1 steps 2–3, §6.4).
     /// - P2P: the conversation and both memberships (join_seq 1) are created by the first
-    ///   message, in the same write. Sending to oneself is `BadRequest`.
+    ///   message, in the same write. Sending to oneself is `BadRequest`; a sender who is
+    ///   neither side is `Forbidden` unless `sender == 0` or `as_admin`.
     /// - GROUP: the sender must be a current member (`Forbidden` otherwise; `NotFound` if
     ///   the group does not exist or was dissolved) unless `msg.sender == 0` (system) or
     ///   `as_admin`.
@@ -89,15 +90,23 @@ pub trait ImStore: Send + Sync + 'static {
     ///   and server_ts with `duplicate = true` if `content_hash` matches, `Conflict` if not.
     ///   An empty `client_msg_id` is never deduplicated (system messages).
     /// - The sender's `read_seq` rises to the new seq (a reply clears the sender's badge,
-    ///   §6.5).
+    ///   §6.5), when the sender is a member (never for the system, sender 0).
+    /// - `kind` RECALL is `BadRequest` (recalls go through [`ImStore::recall`]);
+    ///   `MSG_KIND_UNSPECIFIED` (the proto default) is stored as NORMAL.
+    /// - `server_ts` is the writer's clock at the batch, never below the conversation's
+    ///   `last_msg_ts`.
     fn append(&self, req: AppendReq) -> BoxFuture<'_, StoreResult<Appended>>;
 
     /// Recalls `seq` (§6.1, §13.3): marks it recalled (content wiped when `wipe`) and appends
     /// a RECALL message (`ref_seq = seq`, sender `by`) with its own seq, in one write.
     /// - Idempotent by `(conv, by, client_msg_id)`: a retry returns the original event with
     ///   `duplicate = true`.
-    /// - `NotFound`: no such conversation or seq. `BadRequest`: the target is not NORMAL.
-    /// - `Conflict`: already recalled (by another client_msg_id).
+    /// - `NotFound`: no such conversation or seq. `BadRequest`: seq 0, or the target is not
+    ///   NORMAL. `Gone`: the target is below the retention floor.
+    /// - `Conflict`: already recalled (by another client_msg_id), or the `client_msg_id` was
+    ///   used for a recall of another seq.
+    /// - `wipe` drops the target's content and mentions.
+    /// - The `by`, unless privileged, must be a current member (`Forbidden`).
     /// - `Forbidden`: `by` is not the sender, unless `as_admin`, or `by` is the group's owner
     ///   or an admin (role ≥ 1).
     /// - `Gone`: `now - target.server_ts > window_ms` (window 0 = none), unless `as_admin` or
@@ -105,28 +114,36 @@ pub trait ImStore: Send + Sync + 'static {
     fn recall(&self, req: RecallReq) -> BoxFuture<'_, StoreResult<Appended>>;
 
     /// Creates a group and its conversation: the owner (role 2) and `members` (role 0), a
-    /// SYSTEM message at seq 1 (`content` given by the caller). `Conflict` if the gid exists;
-    /// `TooLarge` over `max_members` (owner included). gid 0 = the store assigns one.
+    /// SYSTEM message at seq 1 sent by the owner (`content` given by the caller), so every
+    /// `join_seq` is 1 whatever `history` says; `member_version` 1. `Conflict` if the gid
+    /// exists; `TooLarge` over `max_members` (owner included; 0 = no limit). gid 0 = the store
+    /// assigns one (skipping gids callers chose). `added` lists the owner and the members.
     fn create_group(&self, req: CreateGroupReq) -> BoxFuture<'_, StoreResult<GroupChange>>;
 
     /// Adds members (set semantics: current members are skipped, a member who left rejoins).
     /// Appends one SYSTEM message; the new members' `join_seq` is its seq (`History::FromJoin`)
     /// or 1 (`History::All`). `member_version` + 1. `TooLarge` if the group would exceed
-    /// `max_members`; `NotFound` for a missing or dissolved group.
+    /// `max_members` (0 = no limit); `NotFound` for a missing or dissolved group; `BadRequest`
+    /// for a uid ≤ 0. A rejoining member keeps its marks. The SYSTEM message (sender `by`) is
+    /// appended even when nobody was added.
     fn add_members(&self, req: MembersChangeReq) -> BoxFuture<'_, StoreResult<GroupChange>>;
 
     /// Removes members (set semantics). Appends one SYSTEM message; the removed members'
     /// `leave_seq` is its seq (they may read up to it). The owner cannot be removed
-    /// (`Forbidden`). `member_version` + 1.
+    /// (`Forbidden`). `member_version` + 1. `NotFound` for a missing or dissolved group.
     fn remove_members(&self, req: MembersChangeReq) -> BoxFuture<'_, StoreResult<GroupChange>>;
 
-    /// Updates a group's profile (name, ex, muted) and appends a SYSTEM message (`content`).
+    /// Updates a group's profile (name, ex, muted) and appends a SYSTEM message (`content`,
+    /// sender 0). `NotFound` for a missing or dissolved group; `member_version` unchanged.
     fn update_group(&self, req: UpdateGroupReq) -> BoxFuture<'_, StoreResult<GroupChange>>;
 
-    /// Dissolves a group: a SYSTEM message, then every membership gets `leave_seq` = its seq.
+    /// Dissolves a group: a SYSTEM message (sender 0), then every membership gets `leave_seq` =
+    /// its seq; `removed` lists them. `NotFound` if missing or already dissolved.
     fn dissolve_group(&self, gid: i64, content: String) -> BoxFuture<'_, StoreResult<GroupChange>>;
 
-    /// Sets a member's role and/or mute (`None` leaves it). `NotFound` if not a member.
+    /// Sets a member's role and/or mute (`None` leaves it). `NotFound` if the group is missing
+    /// or dissolved or `uid` is not a current member; `BadRequest` for a role outside 0..=2.
+    /// `member_version` + 1 (roles decide recall rights).
     fn set_member(&self, req: SetMemberReq) -> BoxFuture<'_, StoreResult<()>>;
 
     /// Raises a watermark of `uid` in `conv` to `min(seq, last_seq)`; marks never go down.
@@ -141,7 +158,8 @@ pub trait ImStore: Send + Sync + 'static {
         seq: u64,
     ) -> BoxFuture<'_, StoreResult<Marked>>;
 
-    /// Upserts a user's profile (name, avatar, ex); `disabled` and `valid_after_ms` when set.
+    /// Upserts a user's profile (name, avatar, ex, disabled); `valid_after_ms` only moves up
+    /// (0 keeps the stored one), so a later profile update cannot undo a revocation.
     fn put_user(&self, user: User) -> BoxFuture<'_, StoreResult<()>>;
 
     /// Upserts (`Some`) or deletes (`None`) the contact `owner → peer`; the owner's contact
@@ -229,7 +247,8 @@ pub trait ImStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, StoreResult<Option<StoredMessage>>>;
 
     /// The directory of `uid`: its memberships (current and past) whose membership changed or
-    /// whose conversation got a message at or after `since_ms`, ascending by conversation id,
+    /// whose conversation got a message at or after `since_ms` (`updated_ts >= since_ms ||
+    /// last_msg_ts >= since_ms`), ascending by conversation id,
     /// starting after `after_conv_id`, at most `limit`, each with its conversation head.
     fn directory(
         &self,

@@ -167,7 +167,7 @@ pub struct AppendReq {
     /// A hash of what makes two sends "the same" (conv, content_type, content, mentions,
     /// ref_seq); a retry with the same id and another hash is a `Conflict`.
     pub content_hash: u64,
-    /// NORMAL or SYSTEM.
+    /// NORMAL or SYSTEM (UNSPECIFIED, the default, is stored as NORMAL).
     pub kind: starling_proto::im::v1::MsgKind,
     pub content_type: i32,
     pub content: String,

@@ -14,12 +14,17 @@
 //! # Layout
 //! - `keys`: key layouts (big-endian, sign-flipped `i64`).
 //! - `records`: the private prost values.
-//! - `writer`: the writer thread, its caches and the per-batch overlay.
-//! - `ops`: each write command's rules, on the overlay.
+//! - `writer`: the writer thread: commands, batching, the commit, answers.
+//! - `overlay`: the writer's caches and pending-write layers, and the reads through them.
+//! - `ops`: the rules of append, recall, mark, users, contacts; `groups`: the group commands.
 //! - `read`: the snapshot reads.
+//! - `tests`: every contract rule, batching, a failed commit, reopen, the lock, a property test
+//!   of concurrent appends, SIGKILL of a writing child process, a throughput probe (ignored).
 
+mod groups;
 mod keys;
 mod ops;
+mod overlay;
 mod read;
 mod records;
 mod writer;
@@ -129,8 +134,10 @@ fn unavailable(e: fjall::Error) -> StoreError {
     StoreError::Unavailable(format!("fjall: {e}"))
 }
 
-/// The embedded store. Dropping it stops the writer after it has answered every command
-/// already sent, and releases the directory's lock once in-flight reads end.
+/// The embedded store. Reads run on tokio's blocking pool, so its methods are awaited inside a
+/// tokio runtime. Dropping it stops the writer after it has answered every command already
+/// sent (the drop waits for that, a batch or so), and releases the directory's lock once
+/// in-flight reads end.
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     tx: Option<mpsc::Sender<Cmd>>,

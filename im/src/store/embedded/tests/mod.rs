@@ -1,10 +1,14 @@
-//! The embedded store's tests: every contract rule (`rules`), batching and failure
-//! (here), persistence and locking (here), a property test of concurrent appends (`prop`),
-//! and a SIGKILL of a writing child process (`crash`).
+//! The embedded store's tests: every contract rule (`rules_messages`, `rules_groups`),
+//! batching and a failed commit (here), persistence and locking (here), a property test of
+//! concurrent appends (`prop`), a SIGKILL of a writing child process (`crash`), and a
+//! throughput probe (`throughput`, ignored).
 
 mod crash;
+mod helpers;
 mod prop;
-mod rules;
+mod rules_groups;
+mod rules_messages;
+mod throughput;
 
 use super::writer::Cmd;
 use super::{EmbeddedConfig, EmbeddedStore};
