@@ -65,12 +65,24 @@ pub fn load<T: ConfigFile>(path: Option<&Path>) -> Result<T, BootError> {
 /// journald and log files get plain text.
 pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(with_quiet_stores(filter)));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .init();
+}
+
+/// The embedded IM store (fjall, lsm-tree) logs every flush and compaction at INFO through
+/// `log`: kept to warnings unless the filter names them.
+fn with_quiet_stores(filter: &str) -> String {
+    let mut f = filter.to_string();
+    for target in ["fjall", "lsm_tree"] {
+        if !f.contains(target) {
+            f.push_str(&format!(",{target}=warn"));
+        }
+    }
+    f
 }
 
 /// The `[log]` table.
