@@ -26,7 +26,9 @@ pub enum CloseReason {
     BadUpgrade = 8,
     /// logic refused the token (or could not be reached).
     AuthFailed = 9,
-    /// Another connection authenticated with the same key.
+    /// Another connection took this one's key: it authenticated with the same key here, or
+    /// (logic's key push of op 45 with an empty body, reference im.md §13.11) on another
+    /// comet. Closed silently, as goim closes the older connection of a device.
     Kicked = 10,
     /// The outbound ring filled: the client reads slower than it is pushed to.
     SlowConsumer = 11,
@@ -37,10 +39,14 @@ pub enum CloseReason {
     /// comet is draining (lame duck): connections are closed spread over a period so their
     /// clients reconnect elsewhere gradually.
     LameDuck = 14,
+    /// logic kicked a connection that opted in to IM (a key push of op 45 with a body:
+    /// multi-device policy or an admin kick, reference im.md §7.6). The client was sent the
+    /// kick packet; the connection closed once it was written (or after a grace period).
+    ImKick = 15,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::ClientClosed,
         CloseReason::Io,
         CloseReason::HandshakeTimeout,
@@ -56,6 +62,7 @@ impl CloseReason {
         CloseReason::Tls,
         CloseReason::Shutdown,
         CloseReason::LameDuck,
+        CloseReason::ImKick,
     ];
 
     pub fn code(self) -> u8 {
@@ -80,6 +87,7 @@ impl CloseReason {
             CloseReason::Tls => "tls",
             CloseReason::Shutdown => "shutdown",
             CloseReason::LameDuck => "lame_duck",
+            CloseReason::ImKick => "im_kick",
         }
     }
 

@@ -6,8 +6,9 @@ use crate::bucket::ConnId;
 use crate::close::Stats;
 use crate::config::ConfigError;
 use crate::outbound::Outbound;
-use crate::worker::{Cmd, Shared, gather_room_counts};
+use crate::worker::{Cmd, Kick, Shared, gather_room_counts};
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq, RoomsReply};
+use starling_proto::op;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -96,6 +97,12 @@ impl Comet {
 
     /// goim `PushMsg`: deliver to each key's connection if it accepts `protoOp`. Unknown keys
     /// are skipped (the connection has gone).
+    ///
+    /// Starling: `protoOp` 45 (IM kick, reference im.md §7.6) to a connection that opted in to
+    /// IM is always honoured, whatever it accepts: the packet is written, then the connection
+    /// closes (`im_kick`); with an empty message it closes at once, nothing written
+    /// (`kicked`: the same device on another comet, im.md §13.11). To a goim connection it is
+    /// a push like any other.
     pub async fn push_msg(&self, req: PushMsgReq) -> Result<(), CometError> {
         let proto = req
             .proto
@@ -103,6 +110,7 @@ impl Comet {
         if req.keys.is_empty() {
             return Err(CometError::InvalidArgument("keys are missing"));
         }
+        let kick = (req.proto_op == op::im::KICK).then(|| Kick::of(&proto));
         let msg = Outbound::from_proto(&proto);
         let mut per_worker: HashMap<u16, Vec<ConnId>> = HashMap::new();
         for key in &req.keys {
@@ -115,6 +123,7 @@ impl Comet {
                 ids,
                 op: req.proto_op,
                 msg: msg.clone(),
+                kick,
             };
             self.senders()[worker as usize]
                 .send_async(cmd)

@@ -9,6 +9,9 @@ pub(crate) struct WsState {
     pub asm: Assembler,
     /// The upgrade request's `Cookie` header, handed to logic with the auth request (goim).
     pub cookie: Box<str>,
+    /// The largest message (one packet) the client may send: goim's [`packet::MAX_PACK`]
+    /// until logic sets `ConnectReply.max_body`.
+    max_pack: u32,
 }
 
 impl WsState {
@@ -16,6 +19,18 @@ impl WsState {
         WsState {
             asm: Assembler::new(packet::MAX_PACK),
             cookie: Box::default(),
+            max_pack: packet::MAX_PACK as u32,
         }
+    }
+
+    pub fn max_pack(&self) -> usize {
+        self.max_pack as usize
+    }
+
+    /// Sets the message limit. Called at auth, when no fragmented message is open (input is
+    /// only kept, not decoded, while logic answers the auth packet).
+    pub fn set_max_pack(&mut self, limit: u32) {
+        self.max_pack = limit;
+        self.asm = Assembler::new(limit as usize);
     }
 }

@@ -38,18 +38,47 @@ pub enum Kind {
 }
 
 pub(crate) enum Transport {
-    Tcp,
-    /// Boxed: most connections are TCP.
+    /// `max_pack`: the largest packet the client may send, header included (goim's
+    /// [`packet::MAX_PACK`] until logic sets `ConnectReply.max_body`). Kept here because the
+    /// enum's tag leaves a word half empty: the limit costs the connection nothing.
+    Tcp {
+        max_pack: u32,
+    },
+    /// Boxed: most connections are TCP. The limit is in [`WsState`].
     Ws(Box<WsState>),
     Tls(Box<TlsState>),
 }
 
 impl Transport {
+    pub fn tcp() -> Self {
+        Transport::Tcp {
+            max_pack: packet::MAX_PACK as u32,
+        }
+    }
+
     pub fn ws_mut(&mut self) -> Option<&mut WsState> {
         match self {
-            Transport::Tcp => None,
+            Transport::Tcp { .. } => None,
             Transport::Ws(ws) => Some(ws),
             Transport::Tls(tls) => Some(&mut tls.ws),
+        }
+    }
+
+    /// The largest packet (TCP) or WebSocket message the client may send.
+    pub fn max_pack(&self) -> usize {
+        match self {
+            Transport::Tcp { max_pack } => *max_pack as usize,
+            Transport::Ws(ws) => ws.max_pack(),
+            Transport::Tls(tls) => tls.ws.max_pack(),
+        }
+    }
+
+    /// Sets the connection's input limit (after auth: `ConnectReply.max_body`).
+    pub fn set_max_pack(&mut self, limit: u32) {
+        match self {
+            Transport::Tcp { max_pack } => *max_pack = limit,
+            Transport::Ws(ws) => ws.set_max_pack(limit),
+            Transport::Tls(tls) => tls.ws.set_max_pack(limit),
         }
     }
 }
@@ -69,12 +98,28 @@ pub(crate) enum Phase {
     /// until logic answers or `protocol.answer_timeout` passes. (Its codec travels with the
     /// request, `Ask`: one variant with data keeps the phase one byte.)
     Answering,
+    /// Opted in and kicked by logic (a key push of op 45, reference im.md §7.6): the kick
+    /// packet (and on WebSocket a close frame) is queued behind what was waiting; nothing
+    /// more is read or queued, and the connection closes as `im_kick` once its queue is
+    /// written, or at its deadline ([`KICK_GRACE`]) if the client does not read.
+    Kicked,
 }
 
+/// How long a kicked connection has to take its kick packet before it is closed anyway.
+pub(crate) const KICK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Phase {
-    /// Waiting for logic: input stays in the socket (or in `inbuf`) until it answers.
+    /// Input stays in the socket (or in `inbuf`): waiting for logic, or kicked.
     pub fn paused(&self) -> bool {
-        matches!(self, Phase::AuthPending | Phase::Answering)
+        matches!(self, Phase::AuthPending | Phase::Answering | Phase::Kicked)
+    }
+
+    /// Opted in to IM at auth (`ConnectReply.im`), whether or not logic is answering it now.
+    pub fn opted_in(&self) -> bool {
+        matches!(
+            self,
+            Phase::Authed { im: Some(_) } | Phase::Answering | Phase::Kicked
+        )
     }
 }
 
@@ -184,11 +229,15 @@ impl Conn {
     }
 
     pub fn is_ws(&self) -> bool {
-        !matches!(self.transport, Transport::Tcp)
+        !matches!(self.transport, Transport::Tcp { .. })
     }
 
-    /// Queues bytes for the client, framed as `wire` says for this transport.
+    /// Queues bytes for the client, framed as `wire` says for this transport. Once kicked,
+    /// nothing more is queued.
     pub fn queue(&mut self, cap: usize, bytes: &[u8], wire: Wire) -> Result<(), Full> {
+        if matches!(self.phase, Phase::Kicked) {
+            return Ok(());
+        }
         let wire = match (wire, self.is_ws()) {
             (Wire::Http, _) | (Wire::Packet, false) => bytes.to_vec(),
             (Wire::Packet, true) => ws::encode_frame(ws::Opcode::Binary, bytes),
@@ -196,7 +245,7 @@ impl Conn {
         };
         match &mut self.transport {
             Transport::Tls(tls) => tls.encrypt(&wire, &mut self.out, cap),
-            _ => self.out.push(cap, &[&Bytes::from(wire)]),
+            Transport::Tcp { .. } | Transport::Ws(_) => self.out.push(cap, &[&Bytes::from(wire)]),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! waiting leaves in as few `send`/`sendmsg` calls as the socket allows; a push to an idle
 //! connection is written at once from the shared message.
 
-use super::{Conn, Transport};
+use super::{Conn, Phase, Transport, Wire};
 use crate::bucket::ConnId;
 use crate::close::{CloseReason, Stats};
 use crate::io;
@@ -33,14 +33,63 @@ pub enum Sent {
     Partly,
     /// Queued for the next flush (and counted as pushed by the queue).
     Queued,
+    /// Not written: the connection was kicked and takes nothing more.
+    Dropped,
 }
 
+/// The close frame a kicked WebSocket client gets after its kick packet: 1000 (normal
+/// closure: the server ends the session on purpose; the reason is in the op-45 packet) and
+/// the text `kicked`.
+const KICK_CLOSE: &[u8] = b"\x03\xe8kicked";
+
 impl Conn {
-    /// Queues a push for one connection; a full queue closes it as a slow consumer.
+    /// Queues a push for one connection; a full queue closes it as a slow consumer. A kicked
+    /// connection takes nothing more.
     pub fn queue_push(&mut self, out: &Out, id: ConnId, msg: &Outbound) -> Result<(), CloseReason> {
-        let cap = out.cap;
-        let queued = match &mut self.transport {
-            Transport::Tcp => self.out.push(cap, &[&msg.tcp_head, &msg.body]),
+        if matches!(self.phase, Phase::Kicked) {
+            return Ok(());
+        }
+        self.queue_push_within(out.cap, msg)
+            .map_err(|_| CloseReason::SlowConsumer)?;
+        out.stats.pushed.fetch_add(1, Relaxed);
+        self.mark_dirty(out, id);
+        Ok(())
+    }
+
+    /// logic's kick (op 45 with a body) to a connection that opted in: the packet is queued
+    /// behind what waits (on WebSocket, then a close frame), past the queue's bound so a busy
+    /// queue cannot lose it, and the connection turns [`Phase::Kicked`]: nothing more is read
+    /// or queued, and the worker closes it once the queue is written. The caller sets the
+    /// deadline that bounds the wait. A second kick finds it kicked and does nothing.
+    pub fn queue_kick(&mut self, out: &Out, id: ConnId, msg: &Outbound) -> Result<(), CloseReason> {
+        if matches!(self.phase, Phase::Kicked) {
+            return Ok(());
+        }
+        let cap = out.cap + 2;
+        self.queue_push_within(cap, msg)
+            .map_err(|_| CloseReason::SlowConsumer)?;
+        out.stats.pushed.fetch_add(1, Relaxed);
+        if self.is_ws() {
+            self.queue(
+                cap,
+                KICK_CLOSE,
+                Wire::Control(starling_proto::ws::Opcode::Close),
+            )
+            .map_err(|_| CloseReason::SlowConsumer)?;
+        }
+        self.phase = Phase::Kicked;
+        self.mark_dirty(out, id);
+        Ok(())
+    }
+
+    /// Queues a push's bytes for this transport, at most `cap` messages waiting.
+    fn queue_push_within(
+        &mut self,
+        cap: usize,
+        msg: &Outbound,
+    ) -> Result<(), crate::outbound::Full> {
+        match &mut self.transport {
+            Transport::Tcp { .. } => self.out.push(cap, &[&msg.tcp_head, &msg.body]),
             Transport::Ws(_) => self.out.push(cap, &[&msg.ws_head, &msg.body]),
             Transport::Tls(tls) => {
                 let mut frame = Vec::with_capacity(msg.ws_head.len() + msg.body.len());
@@ -48,11 +97,7 @@ impl Conn {
                 frame.extend_from_slice(&msg.body);
                 tls.encrypt(&frame, &mut self.out, cap)
             }
-        };
-        queued.map_err(|_| CloseReason::SlowConsumer)?;
-        out.stats.pushed.fetch_add(1, Relaxed);
-        self.mark_dirty(out, id);
-        Ok(())
+        }
     }
 
     /// Lists the connection for the worker's next flush (once).
@@ -69,8 +114,11 @@ impl Conn {
     /// The caller counts what was written (see [`Sent`]), once per batch of connections:
     /// counters shared by every worker are not touched per delivery.
     pub fn push_now(&mut self, out: &Out, id: ConnId, msg: &Outbound) -> Result<Sent, CloseReason> {
+        if matches!(self.phase, Phase::Kicked) {
+            return Ok(Sent::Dropped);
+        }
         let head = match &self.transport {
-            Transport::Tcp => &msg.tcp_head,
+            Transport::Tcp { .. } => &msg.tcp_head,
             Transport::Ws(_) => &msg.ws_head,
             Transport::Tls(_) => return self.queue_push(out, id, msg).map(|()| Sent::Queued),
         };

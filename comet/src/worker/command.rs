@@ -5,7 +5,10 @@ use super::Worker;
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
 use crate::conn::Sent;
+use crate::conn::{KICK_GRACE, Phase};
 use crate::outbound::Outbound;
+use starling_proto::grpc::protocol::Proto;
+use starling_proto::{op, raw};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,11 +17,13 @@ use std::time::Duration;
 
 /// Commands other threads send to a worker.
 pub(crate) enum Cmd {
-    /// Key/mid push: deliver to these connections if they accept `op`.
+    /// Key/mid push: deliver to these connections if they accept `op`. `kick`: `op` is the
+    /// IM kick (45), honoured by connections that opted in whatever they accept.
     Push {
         ids: Vec<ConnId>,
         op: i32,
         msg: Outbound,
+        kick: Option<Kick>,
     },
     /// Room push: every member, no accept filter (as goim). `done` is signalled once queued
     /// and flushed, which is what job's room batching waits on.
@@ -50,6 +55,30 @@ pub(crate) enum Cmd {
     Stop,
 }
 
+/// An IM kick (a key push of op 45, reference im.md §7.6) as a connection that opted in takes
+/// it. comet looks at goim's packet framing only, never at the IM body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kick {
+    /// Write the kick packet, then close (`im_kick`).
+    Notice,
+    /// An empty message: close at once, nothing written (`kicked`): logic replacing the
+    /// connection of the same device key on another comet, as goim's same-key rule (§13.11).
+    Silent,
+}
+
+impl Kick {
+    /// Silent when the message is empty: the proto's body, or every packet inside an OpRaw
+    /// batch (job wraps logic's message as one packet).
+    pub fn of(proto: &Proto) -> Kick {
+        let empty = if proto.op == op::RAW {
+            raw::packets(&proto.body).all(|p| p.is_ok_and(|p| p.body.is_empty()))
+        } else {
+            proto.body.is_empty()
+        };
+        if empty { Kick::Silent } else { Kick::Notice }
+    }
+}
+
 /// Commands handled per wake before flushing.
 const CMD_BATCH: usize = 64;
 
@@ -74,23 +103,7 @@ impl Worker {
 
     fn handle(self: &Rc<Self>, cmd: Cmd) -> bool {
         match cmd {
-            Cmd::Push { ids, op, msg } => {
-                let mut slow = Vec::new();
-                {
-                    let mut conns = self.conns.borrow_mut();
-                    for id in ids {
-                        let Some(conn) = conns.get_mut(id) else {
-                            continue;
-                        };
-                        if conn.accepts(op) && conn.queue_push(&self.out(), id, &msg).is_err() {
-                            slow.push(id);
-                        }
-                    }
-                }
-                for id in slow {
-                    self.close(id, CloseReason::SlowConsumer);
-                }
-            }
+            Cmd::Push { ids, op, msg, kick } => self.push_keys(ids, op, &msg, kick),
             Cmd::Room { room, msg, done } => {
                 self.push_room(&room, &msg);
                 // The flush that makes "written" true happens before the ack.
@@ -121,6 +134,45 @@ impl Worker {
         false
     }
 
+    /// A key push: each connection that accepts `op` queues it. A kick (`kick`) bypasses the
+    /// accepts of a connection that opted in to IM: a kick addressed to a key is always
+    /// honoured. A goim connection takes it as any push, so goim's behaviour is unchanged.
+    fn push_keys(&self, ids: Vec<ConnId>, op: i32, msg: &Outbound, kick: Option<Kick>) {
+        let mut closing = Vec::new();
+        {
+            let mut conns = self.conns.borrow_mut();
+            let out = self.out();
+            let kick_due = self.clock.now() + self.clock.ticks(KICK_GRACE);
+            for id in ids {
+                let Some(conn) = conns.get_mut(id) else {
+                    continue;
+                };
+                let queued = match kick {
+                    Some(Kick::Silent) if conn.phase.opted_in() => Err(CloseReason::Kicked),
+                    Some(Kick::Notice) if conn.phase.opted_in() => {
+                        let first = !matches!(conn.phase, Phase::Kicked);
+                        let queued = conn.queue_kick(&out, id, msg);
+                        if first {
+                            // Closed once flushed (`write`); this bounds the wait for a
+                            // client that does not read.
+                            let due = kick_due.min(conn.deadline);
+                            self.set_deadline(conn, id, due);
+                        }
+                        queued
+                    }
+                    _ if conn.accepts(op) => conn.queue_push(&out, id, msg),
+                    _ => Ok(()),
+                };
+                if let Err(reason) = queued {
+                    closing.push((id, reason));
+                }
+            }
+        }
+        for (id, reason) in closing {
+            self.close(id, reason);
+        }
+    }
+
     /// A room message goes to each member at once (one message per member per command, so
     /// there is nothing to merge it with unless output is already waiting).
     fn push_room(&self, room: &str, msg: &Outbound) {
@@ -144,7 +196,7 @@ impl Worker {
                         written += 1;
                         full.push(id);
                     }
-                    Ok(Sent::Queued) => {}
+                    Ok(Sent::Queued | Sent::Dropped) => {}
                     Err(reason) => failed.push((id, reason)),
                 }
             }

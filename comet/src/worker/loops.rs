@@ -97,6 +97,8 @@ impl Worker {
                             Phase::Authed { .. } | Phase::Answering => {
                                 CloseReason::HeartbeatTimeout
                             }
+                            // The client did not take its kick packet within the grace.
+                            Phase::Kicked => CloseReason::ImKick,
                             _ => CloseReason::HandshakeTimeout,
                         })
                     } else {

@@ -39,7 +39,7 @@ mod write;
 
 pub(crate) use input::serve;
 
-pub(crate) use command::{Cmd, gather_room_counts};
+pub(crate) use command::{Cmd, Kick, gather_room_counts};
 
 /// State every worker shares.
 pub(crate) struct Shared {

@@ -1,10 +1,10 @@
 //! Flushing connections: each touched connection once per batch, a full socket waiting in
-//! the readiness set for room.
+//! the readiness set for room; a kicked connection closes once its queue is written.
 
 use super::Worker;
 use crate::bucket::ConnId;
 use crate::close::CloseReason;
-use crate::conn::Out;
+use crate::conn::{Out, Phase};
 
 impl Worker {
     /// What a connection needs from this worker to queue output.
@@ -18,8 +18,9 @@ impl Worker {
 
     /// Writes what is queued for one connection in as few writes as possible. If the socket
     /// is full, the readiness set reports when it has room again ([`Worker::on_writable`]).
+    /// A kicked connection closes once its queue is written.
     pub fn flush(&self, id: ConnId) {
-        let full = {
+        let next = {
             let mut conns = self.conns.borrow_mut();
             let Some(conn) = conns.get_mut(id) else {
                 return;
@@ -29,25 +30,25 @@ impl Worker {
                 return;
             }
             match conn.write_out(self.stats()) {
+                Ok(true) if matches!(conn.phase, Phase::Kicked) => Err(CloseReason::ImKick),
                 Ok(true) => return,
                 Ok(false) => {
                     conn.writing = true;
-                    true
+                    Ok(())
                 }
-                Err(_) => false,
+                Err(_) => Err(CloseReason::Io),
             }
         };
-        if full {
-            self.update_interest(id);
-        } else {
-            self.close(id, CloseReason::Io);
+        match next {
+            Ok(()) => self.update_interest(id),
+            Err(reason) => self.close(id, reason),
         }
     }
 
     /// A full socket has room again: write what is queued; stop waiting for room once the
-    /// queue is empty.
+    /// queue is empty (a kicked connection closes then).
     pub fn on_writable(&self, id: ConnId) {
-        let result = {
+        let (result, kicked) = {
             let mut conns = self.conns.borrow_mut();
             let Some(conn) = conns.get_mut(id) else {
                 return;
@@ -59,9 +60,10 @@ impl Worker {
             if let Ok(true) = r {
                 conn.writing = false;
             }
-            r
+            (r, matches!(conn.phase, Phase::Kicked))
         };
         match result {
+            Ok(true) if kicked => self.close(id, CloseReason::ImKick),
             Ok(true) => self.update_interest(id),
             Ok(false) => {}
             Err(_) => self.close(id, CloseReason::Io),

@@ -1,14 +1,17 @@
-//! comet alone: a scripted [`LogicClient`] and a goim TCP client on real sockets. No logic,
-//! job or Redis: what comet does when logic accepts, refuses, is slow, fails or answers.
+//! comet alone: a scripted [`LogicClient`] and a goim client (TCP or WebSocket) on real
+//! sockets. No logic, job or Redis: what comet does when logic accepts, refuses, is slow,
+//! fails or answers.
 #![allow(dead_code)]
 
 use starling_comet::logic::{LocalBoxFuture, LogicClient, LogicError};
 use starling_comet::{Comet, Config};
+use starling_proto::grpc::comet::PushMsgReq;
 use starling_proto::grpc::logic::{
     ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, OnlineReply, OnlineReq, ReceiveReq,
 };
 use starling_proto::grpc::protocol::Proto;
 use starling_proto::packet::{self, Packet};
+use starling_proto::ws;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,8 +33,10 @@ pub enum OnConnect {
     Delay(Duration),
 }
 
-/// A scripted logic. Connect follows `on_connect`; the token is goim's JSON, whose `im`
-/// field (a number) becomes `ConnectReply.im`. Receive follows the packet's body:
+/// A scripted logic. Connect follows `on_connect`; the token is goim's JSON, whose fields
+/// become the reply's: `im` (a number) `ConnectReply.im`, `max_body` (a number)
+/// `ConnectReply.max_body`, `welcome` (a string) `ConnectReply.welcome`, `accepts` (default
+/// `[1000]`). Receive follows the packet's body:
 /// - `delay:<ms>:<text>` answers like `<text>` after that many milliseconds;
 /// - `fail` fails (`Unavailable`), `late` fails as a gRPC deadline would (`Timeout`);
 /// - `none` answers with no packet, `two` with two;
@@ -82,10 +87,21 @@ fn reply_for(req: &ConnectReq) -> ConnectReply {
         mid: v["mid"].as_i64().unwrap_or(0),
         key: v["key"].as_str().unwrap_or("k").to_string(),
         room_id: v["room_id"].as_str().unwrap_or("").to_string(),
-        accepts: vec![1000],
+        accepts: v["accepts"].as_array().map_or(vec![1000], |a| {
+            a.iter()
+                .filter_map(|o| o.as_i64())
+                .map(|o| o as i32)
+                .collect()
+        }),
         heartbeat: Duration::from_secs(60).as_nanos() as i64,
         im: v["im"].as_i64().unwrap_or(0) as i32,
-        ..Default::default()
+        max_body: v["max_body"].as_i64().unwrap_or(0) as i32,
+        welcome: v["welcome"]
+            .as_str()
+            .unwrap_or("")
+            .as_bytes()
+            .to_vec()
+            .into(),
     }
 }
 
@@ -179,6 +195,7 @@ pub struct Alone {
     pub comet: Comet,
     pub script: Arc<Script>,
     pub tcp: SocketAddr,
+    pub ws: SocketAddr,
 }
 
 impl Drop for Alone {
@@ -195,7 +212,13 @@ pub fn start_with(config: Config) -> Alone {
     let script = Arc::new(Script::default());
     let comet = starling_comet::start(config, Arc::new(Scripted(script.clone()))).unwrap();
     let tcp = comet.addrs().tcp[0];
-    Alone { comet, script, tcp }
+    let ws = comet.addrs().ws[0];
+    Alone {
+        comet,
+        script,
+        tcp,
+        ws,
+    }
 }
 
 impl Alone {
@@ -205,11 +228,36 @@ impl Alone {
 
     /// Open connections per worker (the handle's methods are async: run on a tokio thread).
     pub fn worker_conns(&self) -> Vec<usize> {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(self.comet.worker_conns())
+        block_on(self.comet.worker_conns())
     }
+
+    /// A key push as job sends it: `op` filters, the body is one packet in an OpRaw batch.
+    pub fn push_key(&self, key: &str, op: i32, body: &[u8]) {
+        let req = PushMsgReq {
+            keys: vec![key.to_string()],
+            proto_op: op,
+            proto: Some(Proto {
+                ver: 1,
+                op: starling_proto::op::RAW,
+                seq: 0,
+                body: starling_proto::raw::single(op, body),
+            }),
+        };
+        block_on(self.comet.push_msg(req)).unwrap();
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// goim's token with Starling's fields (see [`Script`]), e.g.
+/// `json!({"mid": 1, "key": "k", "im": 1, "max_body": 16384})`.
+pub fn token_json(v: serde_json::Value) -> Vec<u8> {
+    v.to_string().into_bytes()
 }
 
 pub fn token(mid: i64, key: &str, im: i32) -> Vec<u8> {
@@ -218,23 +266,57 @@ pub fn token(mid: i64, key: &str, im: i32) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A goim client over TCP.
+/// A goim client over TCP, or over WebSocket (one masked binary frame per packet).
 pub struct Client {
     s: TcpStream,
     buf: Vec<u8>,
+    ws: bool,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
-        Client { s, buf: Vec::new() }
+        Client {
+            s,
+            buf: Vec::new(),
+            ws: false,
+        }
+    }
+
+    /// Connects to a WebSocket listener and upgrades on `/sub`.
+    pub fn connect_ws(addr: SocketAddr) -> Client {
+        let mut c = Client::connect(addr);
+        c.s.write_all(
+            b"GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+        let deadline = Instant::now() + WAIT;
+        let end = loop {
+            if let Some(i) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert_eq!(c.fill(deadline), Some(true), "no upgrade response");
+        };
+        assert!(c.buf.starts_with(b"HTTP/1.1 101 "), "upgrade refused");
+        c.buf.drain(..end);
+        c.ws = true;
+        c
     }
 
     pub fn send(&mut self, op: i32, seq: i32, body: &[u8]) {
-        self.s
-            .write_all(&Packet::new(1, op, seq, body.to_vec()).to_bytes())
-            .unwrap();
+        self.send_bytes(&Packet::new(1, op, seq, body.to_vec()).to_bytes());
+    }
+
+    /// Writes bytes as one packet: as is on TCP, in one binary frame on WebSocket.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        if self.ws {
+            let frame = ws::encode_client_frame(ws::Opcode::Binary, true, [7, 1, 9, 3], bytes);
+            self.s.write_all(&frame).unwrap();
+        } else {
+            self.s.write_all(bytes).unwrap();
+        }
     }
 
     /// Several packets in one write (pipelined).
@@ -275,10 +357,52 @@ impl Client {
     }
 
     fn take_packet(&mut self) -> Option<Packet> {
+        if self.ws {
+            let (opcode, payload) = self.take_frame()?;
+            assert_eq!(opcode, ws::Opcode::Binary as u8, "a binary frame");
+            return Some(
+                packet::decode_exact(&payload, usize::MAX - packet::HEADER_LEN)
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
         let r = packet::decode(&self.buf, usize::MAX - packet::HEADER_LEN).unwrap()?;
         let (p, used) = (r.to_owned(), r.wire_len());
         self.buf.drain(..used);
         Some(p)
+    }
+
+    /// The next whole server frame (unmasked): (opcode, payload).
+    fn take_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut copy = self.buf.clone();
+        let h = ws::decode_frame(&mut copy, usize::MAX >> 1, ws::Masking::Optional).unwrap()?;
+        let payload = copy[h.header_len..h.frame_len()].to_vec();
+        self.buf.drain(..h.frame_len());
+        Some((h.opcode as u8, payload))
+    }
+
+    /// WebSocket: the next frame, whatever its opcode.
+    pub fn expect_frame(&mut self) -> (u8, Vec<u8>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(f) = self.take_frame() {
+                return f;
+            }
+            match self.fill(deadline) {
+                Some(true) => {}
+                Some(false) => panic!("no frame within WAIT"),
+                None => panic!("connection closed while a frame was expected"),
+            }
+        }
+    }
+
+    /// The next `n` bytes exactly as they came (TCP).
+    pub fn expect_bytes(&mut self, n: usize) -> Vec<u8> {
+        let deadline = Instant::now() + WAIT;
+        while self.buf.len() < n {
+            assert_eq!(self.fill(deadline), Some(true), "fewer than {n} bytes");
+        }
+        self.buf.drain(..n).collect()
     }
 
     pub fn try_expect(&mut self, within: Duration) -> Option<Packet> {
@@ -308,11 +432,17 @@ impl Client {
 
     /// The server closes the connection (anything before the close is skipped).
     pub fn expect_close(&mut self) {
+        self.expect_close_after();
+    }
+
+    /// The server closes the connection; returns the bytes that came before the close and
+    /// were not read yet.
+    pub fn expect_close_after(&mut self) -> Vec<u8> {
         let deadline = Instant::now() + WAIT;
         loop {
             match self.fill(deadline) {
-                None => return,
-                Some(true) => self.buf.clear(),
+                None => return std::mem::take(&mut self.buf),
+                Some(true) => {}
                 Some(false) => panic!("no close within WAIT"),
             }
         }

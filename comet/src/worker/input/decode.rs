@@ -49,20 +49,27 @@ impl Worker {
         Ok(step)
     }
 
-    /// Decodes and handles what `input` holds; returns the bytes used.
+    /// Decodes and handles what `input` holds; returns the bytes used. A packet (TCP) or
+    /// message (WebSocket) over the connection's limit closes it: goim's 4096-byte body until
+    /// auth, then `ConnectReply.max_body` for the whole packet when logic set one.
     pub(super) fn process(
         &self,
         id: ConnId,
         input: &mut [u8],
     ) -> Result<(usize, Step), CloseReason> {
-        let (is_ws, upgrading) = match self.conns.borrow().get(id) {
-            Some(c) => (c.is_ws(), matches!(c.phase, Phase::Upgrading)),
+        let (is_ws, upgrading, max_pack) = match self.conns.borrow().get(id) {
+            Some(c) => (
+                c.is_ws(),
+                matches!(c.phase, Phase::Upgrading),
+                c.transport.max_pack(),
+            ),
             None => return Ok((0, Step::Closed)),
         };
         if !is_ws {
+            let max_body = max_pack - packet::HEADER_LEN;
             let mut pos = 0;
             while pos < input.len() {
-                let p = match packet::decode(&input[pos..], packet::MAX_BODY) {
+                let p = match packet::decode(&input[pos..], max_body) {
                     Ok(Some(p)) => p,
                     Ok(None) => break,
                     Err(e) => {
@@ -110,7 +117,7 @@ impl Worker {
             },
             None => return Ok((0, Step::Closed)),
         };
-        let result = self.process_frames(id, &mut input[pos..], &mut asm);
+        let result = self.process_frames(id, &mut input[pos..], &mut asm, max_pack);
         asm.release();
         if let Some(ws) = self
             .conns
@@ -128,6 +135,7 @@ impl Worker {
         id: ConnId,
         input: &mut [u8],
         asm: &mut Assembler,
+        max_pack: usize,
     ) -> Result<(usize, Step), CloseReason> {
         let masking = if self.shared.config.websocket.require_mask {
             ws::Masking::Required
@@ -136,7 +144,7 @@ impl Worker {
         };
         let mut pos = 0;
         loop {
-            let head = match ws::decode_frame(&mut input[pos..], packet::MAX_PACK, masking) {
+            let head = match ws::decode_frame(&mut input[pos..], max_pack, masking) {
                 Ok(Some(h)) => h,
                 Ok(None) => return Ok((pos, Step::Continue)),
                 Err(e) => {
@@ -158,10 +166,11 @@ impl Worker {
                     return Err(CloseReason::ClientClosed);
                 }
                 Some(Message::Data(msg)) => {
-                    let p = packet::decode_exact(msg, packet::MAX_BODY).map_err(|e| {
-                        debug!(error = %e, "bad packet in websocket message");
-                        packet_reason(e)
-                    })?;
+                    let p =
+                        packet::decode_exact(msg, max_pack - packet::HEADER_LEN).map_err(|e| {
+                            debug!(error = %e, "bad packet in websocket message");
+                            packet_reason(e)
+                        })?;
                     self.on_packet(id, p)?
                 }
             };

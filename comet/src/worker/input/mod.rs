@@ -84,7 +84,7 @@ pub(crate) fn serve(w: &Worker, sock: OwnedFd, peer: SocketAddr, kind: Kind) {
 impl Worker {
     fn register(&self, sock: OwnedFd, peer: SocketAddr, kind: Kind) -> Option<ConnId> {
         let transport = match kind {
-            Kind::Tcp => Transport::Tcp,
+            Kind::Tcp => Transport::tcp(),
             Kind::Ws => Transport::Ws(Box::new(WsState::new())),
             Kind::Wss => {
                 let config = self.shared.tls.clone()?;

@@ -147,6 +147,9 @@ impl Worker {
                 }
             };
             match self.conns.borrow_mut().get_mut(id) {
+                // Kicked while logic was answering: the answer is dropped, the connection
+                // closes once its kick packet is written.
+                Some(c) if matches!(c.phase, Phase::Kicked) => return true,
                 Some(c) => c.phase = Phase::Authed { im: Some(codec) },
                 None => return false, // closed while logic was answering
             }
@@ -282,12 +285,17 @@ impl Worker {
             conn.phase = Phase::Authed {
                 im: Codec::from_im(reply.im),
             };
+            if reply.max_body > 0 {
+                conn.transport.set_max_pack(max_pack(reply.max_body, &key));
+            }
             self.set_deadline(conn, id, now + u64::from(hb_ticks));
             conn.peer
         };
-        // goim writes the auth reply before the connection joins its bucket and room.
-        // The queue is empty right after auth, so this reply always fits.
-        let _ = self.reply_packet(id, ver, op::AUTH_REPLY, seq, &[]);
+        // goim writes the auth reply before the connection joins its bucket and room. Its body
+        // is logic's welcome (IM's `ImWelcome`, reference im.md §13.7), empty as goim's
+        // unless logic set one. The queue is empty right after auth, so this reply always
+        // fits.
+        let _ = self.reply_packet(id, ver, op::AUTH_REPLY, seq, &reply.welcome);
         self.stats().sessions.fetch_add(1, Relaxed);
         self.shared.buckets.add_ip(peer);
         self.join_room(id, &reply.room_id);
@@ -299,6 +307,25 @@ impl Worker {
             }
         }
     }
+}
+
+/// The largest packet logic may allow a connection (`ConnectReply.max_body`).
+const MAX_PACK_LIMIT: u32 = 1 << 20;
+
+/// The connection's input limit for logic's `max_body` (> 0): the whole packet, header
+/// included, on TCP; the message on WebSocket. Values comet cannot honour are brought within
+/// [16 bytes (an empty packet), 1 MiB] and logged.
+fn max_pack(max_body: i32, key: &str) -> u32 {
+    let limit = (max_body as u32).clamp(packet::HEADER_LEN as u32, MAX_PACK_LIMIT);
+    if limit != max_body as u32 {
+        warn!(
+            max_body,
+            limit,
+            key = ?key,
+            "logic's max_body out of range: clamped"
+        );
+    }
+    limit
 }
 
 /// comet's own reply to forward-and-answer `op`: op + 1 whose body holds only `code`
