@@ -22,6 +22,13 @@ pub struct ConnId {
     pub generation: u32,
 }
 
+impl ConnRef {
+    /// `ConnectReq.conn` / `DisconnectReq.conn`: unique within this comet process.
+    pub fn label(&self) -> String {
+        format!("{}.{}.{}", self.worker, self.id.index, self.id.generation)
+    }
+}
+
 impl ConnId {
     /// Packed into an epoll event's data.
     pub fn to_u64(self) -> u64 {

@@ -21,6 +21,9 @@ pub struct Device {
     pub codec: Codec,
     /// The comet holding it.
     pub server: String,
+    /// The connection's id within its comet (`ConnectReq.conn`): tells this connection's
+    /// disconnect from that of an older one with the same key.
+    pub conn: String,
     /// When it connected, ms since the Unix epoch.
     pub since_ms: i64,
 }
@@ -83,15 +86,16 @@ impl Devices {
         out
     }
 
-    /// Removes the connection `key` of `mid` if it is still the one on `server` (a newer
-    /// login of the same key elsewhere stays). `true` if removed.
-    pub fn remove(&self, mid: i64, key: &str, server: &str) -> bool {
+    /// Removes the connection `key` of `mid` if it is still the one on `server` with id
+    /// `conn` (a newer login of the same key, elsewhere or on the same comet, stays; an empty
+    /// `conn`, from a goim comet, matches any). `true` if removed.
+    pub fn remove(&self, mid: i64, key: &str, server: &str, conn: &str) -> bool {
         let mut all = self.by_mid.lock().unwrap_or_else(|e| e.into_inner());
         let Some(list) = all.get_mut(&mid) else {
             return false;
         };
         let before = list.len();
-        list.retain(|d| !(d.key == key && d.server == server));
+        list.retain(|d| !(d.key == key && d.server == server && (conn.is_empty() || d.conn == conn)));
         let removed = list.len() != before;
         if list.is_empty() {
             all.remove(&mid);
@@ -151,6 +155,7 @@ mod tests {
             platform: platform.into(),
             codec: Codec::Protobuf,
             server: server.into(),
+            conn: format!("{key}@{server}"),
             since_ms: 0,
         }
     }
@@ -181,9 +186,16 @@ mod tests {
     fn removal_only_of_the_connection_on_that_comet() {
         let t = Devices::default();
         t.register(dev("a", "ios", "c2"), MultiLogin::Multi);
-        assert!(!t.remove(1, "a", "c1"), "a late disconnect from the old comet");
+        assert!(!t.remove(1, "a", "c1", "a@c1"), "a late disconnect from the old comet");
         assert!(t.get(1, "a").is_some());
-        assert!(t.remove(1, "a", "c2"));
+        // The same key reconnected on the same comet: the old connection's late disconnect
+        // (another conn id) leaves the new one.
+        let mut again = dev("a", "ios", "c2");
+        again.conn = "second".into();
+        t.register(again, MultiLogin::Multi);
+        assert!(!t.remove(1, "a", "c2", "a@c2"));
+        assert!(t.get(1, "a").is_some());
+        assert!(t.remove(1, "a", "c2", "second"));
         assert!(t.is_empty());
     }
 }

@@ -188,6 +188,7 @@ impl Im {
             platform: t.platform.clone(),
             codec,
             server: a.server.to_string(),
+            conn: a.conn.to_string(),
             since_ms: now_ms(),
         };
         let displaced = self.devices.register(dev, self.config.multi_login);
@@ -249,9 +250,9 @@ impl ConnectHook for Im {
         Box::pin(self.admit_inner(a))
     }
 
-    fn left<'a>(&'a self, mid: i64, key: &'a str, server: &'a str) -> BoxFuture<'a, ()> {
+    fn left<'a>(&'a self, mid: i64, key: &'a str, server: &'a str, conn: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            self.devices.remove(mid, key, server);
+            self.devices.remove(mid, key, server, conn);
             // The rate limiters keep a state per key; forget the idle ones now and then.
             if self.departures.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
                 self.send_rate.retain_recent();

@@ -16,6 +16,8 @@ pub struct Admission<'a> {
     pub key: &'a str,
     /// The comet holding the connection.
     pub server: &'a str,
+    /// The connection's id within its comet (`ConnectReq.conn`; empty from a goim comet).
+    pub conn: &'a str,
 }
 
 /// What an admitted IM connection gets on top of goim's `ConnectReply`.
@@ -37,6 +39,6 @@ pub trait ConnectHook: Send + Sync + 'static {
     /// closes it as goim does on a bad token).
     fn admit<'a>(&'a self, a: Admission<'a>) -> BoxFuture<'a, Result<Grant, LogicError>>;
 
-    /// The connection `key` of `mid` on `server` closed (goim's `Disconnect`).
-    fn left<'a>(&'a self, mid: i64, key: &'a str, server: &'a str) -> BoxFuture<'a, ()>;
+    /// The connection `conn` (key `key` of `mid`) on `server` closed (goim's `Disconnect`).
+    fn left<'a>(&'a self, mid: i64, key: &'a str, server: &'a str, conn: &'a str) -> BoxFuture<'a, ()>;
 }

@@ -102,6 +102,7 @@ impl Logic {
                 token: &token,
                 key: &key,
                 server: &req.server,
+                conn: &req.conn,
             })
             .await?
         };
@@ -129,7 +130,7 @@ impl Logic {
 
     pub async fn disconnect(&self, req: DisconnectReq) -> Result<bool, LogicError> {
         if let Some(hook) = self.connect_hook.get() {
-            hook.left(req.mid, &req.key, &req.server).await;
+            hook.left(req.mid, &req.key, &req.server, &req.conn).await;
         }
         Ok(self.sessions.remove(req.mid, &req.key, &req.server).await?)
     }

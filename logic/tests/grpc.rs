@@ -100,6 +100,7 @@ async fn a_comet_sees_goims_logic_service() {
             server: "comet-a".into(),
             cookie: String::new(),
             token: b"not json".to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -111,6 +112,7 @@ async fn a_comet_sees_goims_logic_service() {
             server: "comet-a".into(),
             cookie: String::new(),
             token: token.to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -194,6 +196,7 @@ async fn a_comet_sees_goims_logic_service() {
         mid: 5,
         key: "k5".into(),
         server: server.into(),
+        ..Default::default()
     };
     assert!(!c.disconnect(has("comet-b")).await.unwrap().into_inner().has);
     assert!(c.disconnect(has("comet-a")).await.unwrap().into_inner().has);

@@ -105,7 +105,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     });
     let mut router = starling_logic::http::router(logic, Some(metrics));
     if let Some(im) = &im {
-        let _ = im; // the /im/v1 routes come with the admin API
+        let _ = im; // ADMIN-MERGE
     }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     rt.spawn(async move {

@@ -271,6 +271,7 @@ impl Worker {
                 mid: sess.mid,
                 key: sess.key.to_string(),
                 server: self.shared.server_id.clone(),
+                conn: self.conn_ref(id).label(),
             });
             self.call_logic("disconnect", call);
         }

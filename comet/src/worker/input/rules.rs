@@ -68,6 +68,7 @@ impl Worker {
                         server: self.shared.server_id.clone(),
                         cookie,
                         token: Bytes::copy_from_slice(p.body),
+                        conn: self.conn_ref(id).label(),
                     },
                     ver: p.ver,
                     seq: p.seq,
@@ -238,6 +239,7 @@ impl Worker {
                 mid: reply.mid,
                 key: reply.key,
                 server: self.shared.server_id.clone(),
+                conn: self.conn_ref(id).label(),
             });
             monoio::spawn(async move {
                 let _ = fut.await;
