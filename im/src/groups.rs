@@ -70,7 +70,9 @@ fn check_uids(uids: &[i64], allow_empty: bool) -> StoreResult<()> {
         return Err(StoreError::BadRequest("uids is empty".into()));
     }
     if let Some(bad) = uids.iter().find(|u| **u <= 0) {
-        return Err(StoreError::BadRequest(format!("uid {bad} is not a user id (> 0)")));
+        return Err(StoreError::BadRequest(format!(
+            "uid {bad} is not a user id (> 0)"
+        )));
     }
     Ok(())
 }
@@ -88,7 +90,10 @@ impl Im {
             .write(Conv::group(gid), None, move || {
                 Box::pin(async move {
                     let c = write().await?;
-                    Ok(Written { deliver: vec![c.message.clone()], reply: c })
+                    Ok(Written {
+                        deliver: vec![c.message.clone()],
+                        reply: c,
+                    })
                 })
             })
             .await;
@@ -129,10 +134,14 @@ impl Im {
     /// [`MAX_UIDS_PER_CALL`] or `im.max_group_members`), `Conflict` (gid taken).
     pub async fn create_group(&self, g: NewGroup) -> StoreResult<GroupChange> {
         if g.owner <= 0 {
-            return Err(StoreError::BadRequest("owner must be a user id (> 0)".into()));
+            return Err(StoreError::BadRequest(
+                "owner must be a user id (> 0)".into(),
+            ));
         }
         if g.gid < 0 {
-            return Err(StoreError::BadRequest("gid must be positive (or 0 = assign)".into()));
+            return Err(StoreError::BadRequest(
+                "gid must be positive (or 0 = assign)".into(),
+            ));
         }
         check_uids(&g.members, true)?;
         let mut uids = vec![g.owner];
@@ -159,8 +168,10 @@ impl Im {
         };
         let store = self.store.clone();
         let change = if req.gid != 0 {
-            self.group_write(req.gid, move || Box::pin(async move { store.create_group(req).await }))
-                .await?
+            self.group_write(req.gid, move || {
+                Box::pin(async move { store.create_group(req).await })
+            })
+            .await?
         } else {
             // The gid is the store's to assign, so the lane is known only after the write.
             // Nobody can write to a group whose id nobody knows yet: deliver through its lane
@@ -170,7 +181,12 @@ impl Im {
             let landed = self
                 .lanes
                 .write(Conv::group(change.gid), None, move || {
-                    Box::pin(async move { Ok(Written { deliver: vec![msg], reply: () }) })
+                    Box::pin(async move {
+                        Ok(Written {
+                            deliver: vec![msg],
+                            reply: (),
+                        })
+                    })
                 })
                 .await;
             if let Err(e) = landed.delivered {
@@ -183,15 +199,26 @@ impl Im {
         if members.is_empty() {
             members = uids;
         }
-        self.group_event(change.gid, &members, event::Type::ConvAdded, g.owner, change.message.seq)
-            .await;
+        self.group_event(
+            change.gid,
+            &members,
+            event::Type::ConvAdded,
+            g.owner,
+            change.message.seq,
+        )
+        .await;
         Ok(change)
     }
 
     /// Updates a group's profile (`PATCH /im/v1/groups/{gid}`) with one SYSTEM
     /// "group_updated" message naming the changed fields. `BadRequest` if nothing changes,
     /// `NotFound` for a missing or dissolved group.
-    pub async fn update_group(&self, gid: i64, by: i64, patch: GroupPatch) -> StoreResult<GroupChange> {
+    pub async fn update_group(
+        &self,
+        gid: i64,
+        by: i64,
+        patch: GroupPatch,
+    ) -> StoreResult<GroupChange> {
         let mut content = serde_json::Map::new();
         content.insert("type".into(), Value::from("group_updated"));
         content.insert("by".into(), Value::from(by.to_string()));
@@ -205,7 +232,9 @@ impl Im {
             content.insert("muted".into(), Value::from(m));
         }
         if content.len() == 2 {
-            return Err(StoreError::BadRequest("nothing to change: name, ex or muted".into()));
+            return Err(StoreError::BadRequest(
+                "nothing to change: name, ex or muted".into(),
+            ));
         }
         let req = UpdateGroupReq {
             gid,
@@ -215,8 +244,10 @@ impl Im {
             content: Value::Object(content).to_string(),
         };
         let store = self.store.clone();
-        self.group_write(gid, move || Box::pin(async move { store.update_group(req).await }))
-            .await
+        self.group_write(gid, move || {
+            Box::pin(async move { store.update_group(req).await })
+        })
+        .await
     }
 
     /// Dissolves a group (`DELETE /im/v1/groups/{gid}`): a SYSTEM "group_dissolved" message,
@@ -234,10 +265,17 @@ impl Im {
         let content = json!({ "type": "group_dissolved", "by": by.to_string() }).to_string();
         let store = self.store.clone();
         let change = self
-            .group_write(gid, move || Box::pin(async move { store.dissolve_group(gid, content).await }))
+            .group_write(gid, move || {
+                Box::pin(async move { store.dissolve_group(gid, content).await })
+            })
             .await?;
-        let gone = if change.removed.is_empty() { before } else { change.removed.clone() };
-        self.group_event(gid, &gone, event::Type::ConvRemoved, by, change.message.seq).await;
+        let gone = if change.removed.is_empty() {
+            before
+        } else {
+            change.removed.clone()
+        };
+        self.group_event(gid, &gone, event::Type::ConvRemoved, by, change.message.seq)
+            .await;
         Ok(change)
     }
 
@@ -246,10 +284,19 @@ impl Im {
     /// `History::All`), then `Event{CONV_ADDED}` to their devices. `uids` ≤
     /// [`MAX_UIDS_PER_CALL`] (`TooLarge` otherwise); `TooLarge` over `im.max_group_members`;
     /// `NotFound` for a missing or dissolved group.
-    pub async fn add_members(&self, gid: i64, by: i64, uids: Vec<i64>, role: i32, history: History) -> StoreResult<GroupChange> {
+    pub async fn add_members(
+        &self,
+        gid: i64,
+        by: i64,
+        uids: Vec<i64>,
+        role: i32,
+        history: History,
+    ) -> StoreResult<GroupChange> {
         check_uids(&uids, false)?;
         if !(0..=1).contains(&role) {
-            return Err(StoreError::BadRequest("role of an added member: 0 member or 1 admin".into()));
+            return Err(StoreError::BadRequest(
+                "role of an added member: 0 member or 1 admin".into(),
+            ));
         }
         let content = json!({ "type": "members_added", "by": by.to_string(), "uids": ids(&uids) });
         let req = MembersChangeReq {
@@ -263,10 +310,18 @@ impl Im {
         };
         let store = self.store.clone();
         let change = self
-            .group_write(gid, move || Box::pin(async move { store.add_members(req).await }))
+            .group_write(gid, move || {
+                Box::pin(async move { store.add_members(req).await })
+            })
             .await?;
-        self.group_event(gid, &change.added, event::Type::ConvAdded, by, change.message.seq)
-            .await;
+        self.group_event(
+            gid,
+            &change.added,
+            event::Type::ConvAdded,
+            by,
+            change.message.seq,
+        )
+        .await;
         Ok(change)
     }
 
@@ -274,9 +329,15 @@ impl Im {
     /// "members_removed" message whose seq is their `leave_seq`, so they receive it (delivery
     /// reads them up to it) and may read up to it; then `Event{CONV_REMOVED}` to their
     /// devices. The owner cannot be removed (`Forbidden`).
-    pub async fn remove_members(&self, gid: i64, by: i64, uids: Vec<i64>) -> StoreResult<GroupChange> {
+    pub async fn remove_members(
+        &self,
+        gid: i64,
+        by: i64,
+        uids: Vec<i64>,
+    ) -> StoreResult<GroupChange> {
         check_uids(&uids, false)?;
-        let content = json!({ "type": "members_removed", "by": by.to_string(), "uids": ids(&uids) });
+        let content =
+            json!({ "type": "members_removed", "by": by.to_string(), "uids": ids(&uids) });
         let req = MembersChangeReq {
             gid,
             uids,
@@ -287,10 +348,18 @@ impl Im {
         };
         let store = self.store.clone();
         let change = self
-            .group_write(gid, move || Box::pin(async move { store.remove_members(req).await }))
+            .group_write(gid, move || {
+                Box::pin(async move { store.remove_members(req).await })
+            })
             .await?;
-        self.group_event(gid, &change.removed, event::Type::ConvRemoved, by, change.message.seq)
-            .await;
+        self.group_event(
+            gid,
+            &change.removed,
+            event::Type::ConvRemoved,
+            by,
+            change.message.seq,
+        )
+        .await;
         Ok(change)
     }
 
@@ -303,7 +372,9 @@ impl Im {
             return Err(StoreError::BadRequest("role: 0 member or 1 admin".into()));
         }
         if req.role.is_none() && req.muted_until_ms.is_none() {
-            return Err(StoreError::BadRequest("nothing to change: role or mutedUntil".into()));
+            return Err(StoreError::BadRequest(
+                "nothing to change: role or mutedUntil".into(),
+            ));
         }
         self.store.set_member(req).await
     }

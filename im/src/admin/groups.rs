@@ -18,7 +18,9 @@ fn history<'de, D: Deserializer<'de>>(d: D) -> Result<Option<History>, D::Error>
         None => Ok(None),
         Some(s) if s == "fromjoin" => Ok(Some(History::FromJoin)),
         Some(s) if s == "all" => Ok(Some(History::All)),
-        Some(s) => Err(serde::de::Error::custom(format!("history {s:?}: from_join or all"))),
+        Some(s) => Err(serde::de::Error::custom(format!(
+            "history {s:?}: from_join or all"
+        ))),
     }
 }
 
@@ -115,7 +117,12 @@ pub async fn create(State(api): State<St>, Body(req): Body<CreateReq>) -> ApiRes
         ex: req.ex,
     };
     let change = api.im.create_group(g).await?;
-    let group = api.im.store.group(change.gid).await?.ok_or_else(|| ApiError::new(404, "group vanished"))?;
+    let group = api
+        .im
+        .store
+        .group(change.gid)
+        .await?
+        .ok_or_else(|| ApiError::new(404, "group vanished"))?;
     let mut out = serde_json::to_value(GroupOut::from(group)).unwrap_or_default();
     out["change"] = serde_json::to_value(ChangeOut::from(change)).unwrap_or_default();
     ok(out)
@@ -145,8 +152,14 @@ pub struct PatchReq {
 /// changes; 404 for a missing or dissolved group.
 pub async fn update(State(api): State<St>, P(gid): P<i64>, Body(req): Body<PatchReq>) -> ApiResult {
     let gid = uid(gid, "gid")?;
-    let patch = GroupPatch { name: req.name, ex: req.ex, muted: req.muted };
-    ok(ChangeOut::from(api.im.update_group(gid, req.by.0, patch).await?))
+    let patch = GroupPatch {
+        name: req.name,
+        ex: req.ex,
+        muted: req.muted,
+    };
+    ok(ChangeOut::from(
+        api.im.update_group(gid, req.by.0, patch).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -181,17 +194,29 @@ pub async fn add(State(api): State<St>, P(gid): P<i64>, Body(req): Body<MembersI
     let uids = req.uids.iter().map(|u| u.0).collect();
     let change = api
         .im
-        .add_members(gid, req.by.0, uids, req.role, req.history.unwrap_or_default())
+        .add_members(
+            gid,
+            req.by.0,
+            uids,
+            req.role,
+            req.history.unwrap_or_default(),
+        )
         .await?;
     ok(ChangeOut::from(change))
 }
 
 /// `DELETE /im/v1/groups/{gid}/members {uids[] ≤ 1000, by?}` → [`ChangeOut`]: one SYSTEM
 /// "members_removed" message, the removed members' `leaveSeq`; 403 for the owner.
-pub async fn remove(State(api): State<St>, P(gid): P<i64>, Body(req): Body<MembersIn>) -> ApiResult {
+pub async fn remove(
+    State(api): State<St>,
+    P(gid): P<i64>,
+    Body(req): Body<MembersIn>,
+) -> ApiResult {
     let gid = uid(gid, "gid")?;
     let uids = req.uids.iter().map(|u| u.0).collect();
-    ok(ChangeOut::from(api.im.remove_members(gid, req.by.0, uids).await?))
+    ok(ChangeOut::from(
+        api.im.remove_members(gid, req.by.0, uids).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -205,9 +230,18 @@ pub struct SetMemberIn {
 
 /// `PATCH /im/v1/groups/{gid}/members/{uid} {role?: 0|1, mutedUntil?: ms}` → `{gid, uid}`.
 /// 404 if not a member.
-pub async fn set_member(State(api): State<St>, P((gid, id)): P<(i64, i64)>, Body(req): Body<SetMemberIn>) -> ApiResult {
+pub async fn set_member(
+    State(api): State<St>,
+    P((gid, id)): P<(i64, i64)>,
+    Body(req): Body<SetMemberIn>,
+) -> ApiResult {
     let (gid, id) = (uid(gid, "gid")?, uid(id, "uid")?);
-    let req = SetMemberReq { gid, uid: id, role: req.role, muted_until_ms: req.muted_until.map(|m| m.0) };
+    let req = SetMemberReq {
+        gid,
+        uid: id,
+        role: req.role,
+        muted_until_ms: req.muted_until.map(|m| m.0),
+    };
     api.im.set_member(req).await?;
     ok(serde_json::json!({ "gid": gid.to_string(), "uid": id.to_string() }))
 }
@@ -225,6 +259,12 @@ pub struct PageQuery {
 /// members ascending by uid; `limit` default 100, at most 1000.
 pub async fn members(State(api): State<St>, P(gid): P<i64>, Q(q): Q<PageQuery>) -> ApiResult {
     let gid = uid(gid, "gid")?;
-    let req = MembersReq { gid, cursor: q.cursor, limit: q.limit };
-    ok(proto_json(&crate::read::members_page(&api.im, None, &req).await?))
+    let req = MembersReq {
+        gid,
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    ok(proto_json(
+        &crate::read::members_page(&api.im, None, &req).await?,
+    ))
 }

@@ -87,11 +87,16 @@ pub async fn send(State(api): State<St>, Body(req): Body<SendIn>) -> ApiResult {
     }
     let id = req.client_msg_id;
     if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID {
-        return Err(ApiError::bad(format!("clientMsgId must be 1..={MAX_CLIENT_MSG_ID} bytes")));
+        return Err(ApiError::bad(format!(
+            "clientMsgId must be 1..={MAX_CLIENT_MSG_ID} bytes"
+        )));
     }
     let conv = req.conv.resolve(from, req.to.0)?;
     if req.content.len() > im.config.max_content as usize {
-        return Err(ApiError::new(413, format!("content over {} bytes", im.config.max_content)));
+        return Err(ApiError::new(
+            413,
+            format!("content over {} bytes", im.config.max_content),
+        ));
     }
     let kind = match req.kind.as_deref().map(str::to_ascii_uppercase).as_deref() {
         None | Some("NORMAL") => MsgKind::Normal,
@@ -131,7 +136,10 @@ pub async fn send(State(api): State<St>, Body(req): Body<SendIn>) -> ApiResult {
         .write(conv, None, move || {
             Box::pin(async move {
                 let a = store.append(append).await?;
-                Ok(Written { deliver: vec![a.message.clone()], reply: a })
+                Ok(Written {
+                    deliver: vec![a.message.clone()],
+                    reply: a,
+                })
             })
         })
         .await;
@@ -163,9 +171,13 @@ pub async fn recall(State(api): State<St>, Body(req): Body<RecallIn>) -> ApiResu
     if req.seq.0 == 0 {
         return Err(ApiError::bad("seq is required"));
     }
-    let id = req.client_msg_id.unwrap_or_else(|| format!("recall:{}", req.seq.0));
+    let id = req
+        .client_msg_id
+        .unwrap_or_else(|| format!("recall:{}", req.seq.0));
     if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID {
-        return Err(ApiError::bad(format!("clientMsgId must be 1..={MAX_CLIENT_MSG_ID} bytes")));
+        return Err(ApiError::bad(format!(
+            "clientMsgId must be 1..={MAX_CLIENT_MSG_ID} bytes"
+        )));
     }
     let recall = RecallReq {
         conv,
@@ -183,7 +195,10 @@ pub async fn recall(State(api): State<St>, Body(req): Body<RecallIn>) -> ApiResu
         .write(conv, None, move || {
             Box::pin(async move {
                 let a = store.recall(recall).await?;
-                Ok(Written { deliver: vec![a.message.clone()], reply: a })
+                Ok(Written {
+                    deliver: vec![a.message.clone()],
+                    reply: a,
+                })
             })
         })
         .await;
@@ -211,7 +226,11 @@ pub struct HistoryQuery {
 /// - With `viewer`: what that user may read (clamped to its floor and, if it left, its
 ///   `leave_seq`; 403 if never a member), messages' `conv` as the viewer names it.
 /// - Without: the raw log from the retention floor to the newest seq, messages without `conv`.
-pub async fn history(State(api): State<St>, P((kind, a, b)): P<(String, i64, i64)>, Q(q): Q<HistoryQuery>) -> ApiResult {
+pub async fn history(
+    State(api): State<St>,
+    P((kind, a, b)): P<(String, i64, i64)>,
+    Q(q): Q<HistoryQuery>,
+) -> ApiResult {
     let conv = canonical(Kind::parse(&kind)?.0, a, b)?;
     let (dir, from_seq) = match (q.after_seq, q.before_seq) {
         (Some(_), Some(_)) => return Err(ApiError::bad("afterSeq or beforeSeq, not both")),
@@ -230,16 +249,27 @@ pub async fn history(State(api): State<St>, P((kind, a, b)): P<(String, i64, i64
                 _ => v > 0,
             };
             if !inside {
-                return Err(ApiError::new(403, format!("user {v} is not in this conversation")));
+                return Err(ApiError::new(
+                    403,
+                    format!("user {v} is not in this conversation"),
+                ));
             }
-            let req = PullReq { conv: Some(conv.view(v)), dir: dir as i32, from_seq, limit };
+            let req = PullReq {
+                conv: Some(conv.view(v)),
+                dir: dir as i32,
+                from_seq,
+                limit,
+            };
             let r = page(&api.im, v, &req).await?;
             (r.messages, r.has_more, r.next_seq, r.floor_seq, r.last_seq)
         }
         None => raw(&api.im, conv, dir, from_seq, limit as usize).await?,
     };
     let (msgs, has_more, next_seq, floor_seq, last_seq) = reply;
-    let messages: Vec<Value> = msgs.iter().map(|m| serde_json::to_value(m).unwrap_or_default()).collect();
+    let messages: Vec<Value> = msgs
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap_or_default())
+        .collect();
     ok(json!({
         "messages": messages,
         "hasMore": has_more,
@@ -252,7 +282,13 @@ pub async fn history(State(api): State<St>, P((kind, a, b)): P<(String, i64, i64
 type Page = (Vec<crate::store::StoredMessage>, bool, u64, u64, u64);
 
 /// A page of the raw log, as [`page`] pages a member's view (the floor is the retention one).
-async fn raw(im: &Im, conv: Conv, dir: Direction, from_seq: u64, limit: usize) -> Result<Page, StoreError> {
+async fn raw(
+    im: &Im,
+    conv: Conv,
+    dir: Direction,
+    from_seq: u64,
+    limit: usize,
+) -> Result<Page, StoreError> {
     let Some(meta) = im.store.conversation(conv).await? else {
         return match conv.kind {
             ConvKind::Group => Err(StoreError::NotFound(format!("group {}", conv.a))),
@@ -262,13 +298,25 @@ async fn raw(im: &Im, conv: Conv, dir: Direction, from_seq: u64, limit: usize) -
     let (floor, last) = (meta.min_seq.max(1), meta.last_seq);
     if dir == Direction::Forward {
         let from = from_seq.max(floor);
-        let msgs = if from > last { Vec::new() } else { im.store.range(conv, from, last, limit).await? };
+        let msgs = if from > last {
+            Vec::new()
+        } else {
+            im.store.range(conv, from, last, limit).await?
+        };
         let hi = msgs.last().map_or(last, |m| m.seq);
         let more = hi < last;
         Ok((msgs, more, if more { hi + 1 } else { 0 }, floor, last))
     } else {
-        let top = if from_seq == 0 { last } else { (from_seq - 1).min(last) };
-        let msgs = if top < floor || last == 0 { Vec::new() } else { im.store.range_back(conv, floor, top, limit).await? };
+        let top = if from_seq == 0 {
+            last
+        } else {
+            (from_seq - 1).min(last)
+        };
+        let msgs = if top < floor || last == 0 {
+            Vec::new()
+        } else {
+            im.store.range_back(conv, floor, top, limit).await?
+        };
         let lo = msgs.last().map_or(floor, |m| m.seq);
         let more = lo > floor;
         Ok((msgs, more, if more { lo } else { 0 }, floor, last))

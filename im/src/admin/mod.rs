@@ -62,7 +62,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into(), data: None }
+        ApiError {
+            code,
+            message: message.into(),
+            data: None,
+        }
     }
 
     pub fn bad(message: impl Into<String>) -> ApiError {
@@ -82,7 +86,8 @@ impl IntoResponse for ApiError {
         let body = json!({ "code": self.code, "message": self.message, "data": self.data });
         let mut r = (status, axum::Json(body)).into_response();
         if self.code == 401 {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         r
     }
@@ -94,7 +99,11 @@ pub type ApiResult = Result<Response, ApiError>;
 /// A success: HTTP 200, `{"code":0,"message":"","data":data}`.
 pub fn ok(data: impl Serialize) -> ApiResult {
     let data = serde_json::to_value(data).map_err(|e| ApiError::new(500, e.to_string()))?;
-    Ok((StatusCode::OK, axum::Json(json!({ "code": 0, "message": "", "data": data }))).into_response())
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({ "code": 0, "message": "", "data": data })),
+    )
+        .into_response())
 }
 
 /// A `starling.im.v1` reply in the proto3 JSON mapping, without its `code` (the envelope's).
@@ -116,7 +125,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::new(e.status().as_u16(), e.body_text()))?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         serde_json::from_slice(text)
             .map(Body)
             .map_err(|e| ApiError::bad(format!("body is not the expected JSON: {e}")))
@@ -174,21 +187,27 @@ impl Visitor<'_> for IntVisitor {
         Ok(v.into())
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<i128, E> {
-        v.trim().parse().map_err(|_| E::custom(format!("{v:?} is not an integer")))
+        v.trim()
+            .parse()
+            .map_err(|_| E::custom(format!("{v:?} is not an integer")))
     }
 }
 
 impl<'de> Deserialize<'de> for I64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = d.deserialize_any(IntVisitor)?;
-        i64::try_from(v).map(I64).map_err(|_| serde::de::Error::custom("out of the int64 range"))
+        i64::try_from(v)
+            .map(I64)
+            .map_err(|_| serde::de::Error::custom("out of the int64 range"))
     }
 }
 
 impl<'de> Deserialize<'de> for U64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = d.deserialize_any(IntVisitor)?;
-        u64::try_from(v).map(U64).map_err(|_| serde::de::Error::custom("out of the uint64 range"))
+        u64::try_from(v)
+            .map(U64)
+            .map_err(|_| serde::de::Error::custom("out of the uint64 range"))
     }
 }
 
@@ -209,9 +228,14 @@ pub struct Kind(pub ConvKind);
 impl Kind {
     pub fn parse(s: &str) -> Result<Kind, ApiError> {
         let k = ConvKind::from_str_name(&s.to_ascii_uppercase())
-            .or_else(|| s.parse::<i32>().ok().and_then(|n| ConvKind::try_from(n).ok()))
+            .or_else(|| {
+                s.parse::<i32>()
+                    .ok()
+                    .and_then(|n| ConvKind::try_from(n).ok())
+            })
             .filter(|k| *k != ConvKind::Unspecified);
-        k.map(Kind).ok_or_else(|| ApiError::bad(format!("conversation kind {s:?}: P2P, GROUP or NOTICE")))
+        k.map(Kind)
+            .ok_or_else(|| ApiError::bad(format!("conversation kind {s:?}: P2P, GROUP or NOTICE")))
     }
 }
 
@@ -274,7 +298,11 @@ pub fn canonical(kind: ConvKind, a: i64, b: i64) -> Result<Conv, ApiError> {
 
 /// A user id from a path: > 0.
 pub fn uid(v: i64, what: &str) -> Result<i64, ApiError> {
-    if v > 0 { Ok(v) } else { Err(ApiError::bad(format!("{what} must be > 0"))) }
+    if v > 0 {
+        Ok(v)
+    } else {
+        Err(ApiError::bad(format!("{what} must be > 0")))
+    }
 }
 
 async fn auth(State(api): State<St>, req: Request, next: Next) -> Response {
@@ -288,7 +316,8 @@ async fn auth(State(api): State<St>, req: Request, next: Next) -> Response {
     // the token is all a timing probe can learn.
     let good = given.is_some_and(|t| bool::from(t.as_bytes().ct_eq(api.token.as_bytes())));
     if !good {
-        return ApiError::new(401, "Authorization: Bearer <im.admin_token> required").into_response();
+        return ApiError::new(401, "Authorization: Bearer <im.admin_token> required")
+            .into_response();
     }
     next.run(req).await
 }
@@ -313,10 +342,16 @@ pub fn router(im: Arc<Im>) -> Router {
     if im.config.admin_token.is_empty() {
         return Router::new();
     }
-    let api = Arc::new(Api { token: im.config.admin_token.clone(), im });
+    let api = Arc::new(Api {
+        token: im.config.admin_token.clone(),
+        im,
+    });
     Router::new()
         .route("/im/v1/tokens", m(post(users::token)))
-        .route("/im/v1/users/{uid}", m(get(users::get_user).put(users::put_user)))
+        .route(
+            "/im/v1/users/{uid}",
+            m(get(users::get_user).put(users::put_user)),
+        )
         .route("/im/v1/users/{uid}/disable", m(post(users::disable)))
         .route("/im/v1/users/{uid}/kick", m(post(users::kick)))
         .route("/im/v1/users/{uid}/online", m(get(users::online)))
@@ -325,21 +360,34 @@ pub fn router(im: Arc<Im>) -> Router {
             "/im/v1/users/{uid}/contacts/{peer}",
             m(put(users::put_contact).delete(users::delete_contact)),
         )
-        .route("/im/v1/users/{uid}/conversations", m(get(users::conversations)))
+        .route(
+            "/im/v1/users/{uid}/conversations",
+            m(get(users::conversations)),
+        )
         .route("/im/v1/users/{uid}/read", m(post(users::read)))
         .route("/im/v1/groups", m(post(groups::create)))
         .route(
             "/im/v1/groups/{gid}",
-            m(get(groups::get_group).patch(groups::update).delete(groups::dissolve)),
+            m(get(groups::get_group)
+                .patch(groups::update)
+                .delete(groups::dissolve)),
         )
         .route(
             "/im/v1/groups/{gid}/members",
-            m(get(groups::members).post(groups::add).delete(groups::remove)),
+            m(get(groups::members)
+                .post(groups::add)
+                .delete(groups::remove)),
         )
-        .route("/im/v1/groups/{gid}/members/{uid}", m(patch(groups::set_member)))
+        .route(
+            "/im/v1/groups/{gid}/members/{uid}",
+            m(patch(groups::set_member)),
+        )
         .route("/im/v1/messages", m(post(messages::send)))
         .route("/im/v1/messages/recall", m(post(messages::recall)))
-        .route("/im/v1/conversations/{kind}/{a}/{b}/messages", m(get(messages::history)))
+        .route(
+            "/im/v1/conversations/{kind}/{a}/{b}/messages",
+            m(get(messages::history)),
+        )
         .route("/im/v1", any(not_found))
         .route("/im/v1/", any(not_found))
         .route("/im/v1/{*rest}", any(not_found))
@@ -357,14 +405,20 @@ mod tests {
         assert_eq!(v, vec![I64(1), I64(2), I64(3), I64(-4)]);
         assert!(serde_json::from_str::<I64>("1.5").is_err());
         assert!(serde_json::from_str::<U64>("-1").is_err());
-        assert_eq!(serde_json::from_str::<U64>("\"18446744073709551615\"").unwrap(), U64(u64::MAX));
+        assert_eq!(
+            serde_json::from_str::<U64>("\"18446744073709551615\"").unwrap(),
+            U64(u64::MAX)
+        );
     }
 
     #[test]
     fn conversations_by_name_and_relative_to_the_actor() {
         let c: ConvIn = serde_json::from_str(r#"{"kind":"P2P","id":"7"}"#).unwrap();
         assert_eq!(c.resolve(3, 0).unwrap(), Conv::p2p(3, 7));
-        assert!(c.resolve(0, 0).is_err(), "the system has no P2P conversation");
+        assert!(
+            c.resolve(0, 0).is_err(),
+            "the system has no P2P conversation"
+        );
         let c: ConvIn = serde_json::from_str(r#"{"kind":"p2p","a":9,"b":4}"#).unwrap();
         assert_eq!(c.resolve(0, 0).unwrap(), Conv::p2p(4, 9));
         let c: ConvIn = serde_json::from_str(r#"{"kind":"NOTICE"}"#).unwrap();

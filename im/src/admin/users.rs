@@ -44,7 +44,9 @@ pub async fn token(State(api): State<St>, Body(req): Body<TokenReq>) -> ApiResul
     if api.im.store.user(uid).await?.is_some_and(|u| u.disabled) {
         return Err(ApiError::new(403, "user disabled"));
     }
-    let token = tokens.mint(uid, &req.platform, ttl).map_err(|e| ApiError::new(500, e.to_string()))?;
+    let token = tokens
+        .mint(uid, &req.platform, ttl)
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
     let claims = tokens
         .verify(&token, uid, &req.platform, 0)
         .map_err(|e| ApiError::new(500, e.to_string()))?;
@@ -133,11 +135,22 @@ pub struct DisableReq {
 
 /// `POST /im/v1/users/{uid}/disable {reason?}` → `{kicked}`: the user is disabled (new IM
 /// connections refused), its tokens revoked, and every IM connection kicked with 4004.
-pub async fn disable(State(api): State<St>, P(id): P<i64>, Body(req): Body<DisableReq>) -> ApiResult {
+pub async fn disable(
+    State(api): State<St>,
+    P(id): P<i64>,
+    Body(req): Body<DisableReq>,
+) -> ApiResult {
     let id = uid(id, "uid")?;
     revoke(&api.im, id, true).await?;
-    let reason = if req.reason.is_empty() { "user disabled".to_string() } else { req.reason };
-    let kicked = api.im.kick_user(id, "", "", kick::USER_DISABLED, &reason).await;
+    let reason = if req.reason.is_empty() {
+        "user disabled".to_string()
+    } else {
+        req.reason
+    };
+    let kicked = api
+        .im
+        .kick_user(id, "", "", kick::USER_DISABLED, &reason)
+        .await;
     ok(serde_json::json!({ "kicked": kicked }))
 }
 
@@ -157,8 +170,15 @@ pub struct KickReq {
 pub async fn kick(State(api): State<St>, P(id): P<i64>, Body(req): Body<KickReq>) -> ApiResult {
     let id = uid(id, "uid")?;
     revoke(&api.im, id, false).await?;
-    let reason = if req.reason.is_empty() { "logged out by the administrator".to_string() } else { req.reason };
-    let kicked = api.im.kick_user(id, &req.platform, &req.key, kick::ADMIN, &reason).await;
+    let reason = if req.reason.is_empty() {
+        "logged out by the administrator".to_string()
+    } else {
+        req.reason
+    };
+    let kicked = api
+        .im
+        .kick_user(id, &req.platform, &req.key, kick::ADMIN, &reason)
+        .await;
     ok(serde_json::json!({ "kicked": kicked }))
 }
 
@@ -201,12 +221,19 @@ fn contact_kind(s: &str) -> Result<ContactKind, ApiError> {
 
 /// `PUT /im/v1/users/{uid}/contacts/{peer} {state: friend|blocked, remark?}` → `{version}`:
 /// upserts `uid → peer`; the owner's contact version + 1.
-pub async fn put_contact(State(api): State<St>, P((id, peer)): P<(i64, i64)>, Body(req): Body<ContactIn>) -> ApiResult {
+pub async fn put_contact(
+    State(api): State<St>,
+    P((id, peer)): P<(i64, i64)>,
+    Body(req): Body<ContactIn>,
+) -> ApiResult {
     let (id, peer) = (uid(id, "uid")?, uid(peer, "peer")?);
     if id == peer {
         return Err(ApiError::bad("a user is not its own contact"));
     }
-    let state = ContactState { kind: contact_kind(&req.state)?, remark: req.remark };
+    let state = ContactState {
+        kind: contact_kind(&req.state)?,
+        remark: req.remark,
+    };
     let version = api.im.store.put_contact(id, peer, Some(state)).await?;
     ok(serde_json::json!({ "version": version.to_string() }))
 }
@@ -246,7 +273,12 @@ impl From<Contact> for ContactOut {
             ContactKind::Friend => "friend",
             ContactKind::Blocked => "blocked",
         });
-        ContactOut { peer: c.peer, state, remark: c.state.map(|s| s.remark).unwrap_or_default(), version: c.version }
+        ContactOut {
+            peer: c.peer,
+            state,
+            remark: c.state.map(|s| s.remark).unwrap_or_default(),
+            version: c.version,
+        }
     }
 }
 
@@ -260,12 +292,18 @@ pub async fn contacts(State(api): State<St>, P(id): P<i64>, Q(q): Q<ContactsQuer
         0 => CONTACTS_LIMIT_DEFAULT,
         n => n.min(CONTACTS_LIMIT_MAX),
     };
-    let mut list = api.im.store.contacts(id, q.since_version, limit + 1).await?;
+    let mut list = api
+        .im
+        .store
+        .contacts(id, q.since_version, limit + 1)
+        .await?;
     let has_more = list.len() > limit;
     list.truncate(limit);
     let version = list.last().map_or(q.since_version, |c| c.version);
     let contacts: Vec<ContactOut> = list.into_iter().map(ContactOut::from).collect();
-    ok(serde_json::json!({ "contacts": contacts, "version": version.to_string(), "hasMore": has_more }))
+    ok(
+        serde_json::json!({ "contacts": contacts, "version": version.to_string(), "hasMore": has_more }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -283,9 +321,18 @@ pub struct DirectoryQuery {
 /// `GET /im/v1/users/{uid}/conversations?since=&cursor=&limit=&epoch=` → the user's
 /// conversation directory page, as op 22 answers it (`SyncReply` in the proto3 JSON mapping,
 /// without `code`): `{convs, hasMore, cursor, serverTs, epoch, reset, ...}`.
-pub async fn conversations(State(api): State<St>, P(id): P<i64>, Q(q): Q<DirectoryQuery>) -> ApiResult {
+pub async fn conversations(
+    State(api): State<St>,
+    P(id): P<i64>,
+    Q(q): Q<DirectoryQuery>,
+) -> ApiResult {
     let id = uid(id, "uid")?;
-    let req = SyncReq { since: q.since, cursor: q.cursor, limit: q.limit, epoch: q.epoch };
+    let req = SyncReq {
+        since: q.since,
+        cursor: q.cursor,
+        limit: q.limit,
+        epoch: q.epoch,
+    };
     let reply = crate::read::directory(&api.im, id, req).await?;
     ok(proto_json(&reply))
 }
@@ -302,9 +349,15 @@ pub struct ReadReq {
 pub async fn read(State(api): State<St>, P(id): P<i64>, Body(req): Body<ReadReq>) -> ApiResult {
     let id = uid(id, "uid")?;
     let conv = req.conv.resolve(id, id)?;
-    let marked = api.im.store.mark(id, conv, MarkKind::Read, req.seq.0).await?;
+    let marked = api
+        .im
+        .store
+        .mark(id, conv, MarkKind::Read, req.seq.0)
+        .await?;
     if marked.moved {
-        api.im.mark_events(id, "", conv, MarkKind::Read, marked.seq).await;
+        api.im
+            .mark_events(id, "", conv, MarkKind::Read, marked.seq)
+            .await;
     }
     ok(serde_json::json!({ "seq": marked.seq.to_string(), "moved": marked.moved }))
 }
