@@ -310,8 +310,9 @@ async fn auth(State(api): State<St>, req: Request, next: Next) -> Response {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
     // ct_eq of slices of different lengths is false without comparing bytes; the length of
     // the token is all a timing probe can learn.
     let good = given.is_some_and(|t| bool::from(t.as_bytes().ct_eq(api.token.as_bytes())));

@@ -165,6 +165,7 @@ impl T {
             platform: platform.into(),
             codec: Codec::Json,
             server: "comet-1".into(),
+            conn: format!("conn-{key}"),
             since_ms: 1,
         };
         self.im.devices.register(d, MultiLogin::Multi);
