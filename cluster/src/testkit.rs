@@ -8,12 +8,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port nothing listens on right now, on `ip`.
+/// A port nothing listens on right now, on `ip`, below the kernel's ephemeral range: a
+/// server stopped and started again on it must find it free, and a port from the ephemeral
+/// range can meanwhile become the source port of some client's connection (then the restart
+/// fails with "address in use").
 pub fn spare_port(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .expect("binding port 0")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (from, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
+    // Spread processes apart (several test binaries run at once), then walk.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let port = from + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if let Ok(l) = TcpListener::bind((ip, port as u16)) {
+            return l.local_addr().expect("a bound listener's address").port();
+        }
+    }
+    panic!("no spare port below {low} on {ip}");
 }
 
 fn wait_listening(addr: SocketAddr, what: &str) {

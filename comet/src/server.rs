@@ -19,13 +19,38 @@ use tracing::{info, warn};
 /// Depth of each worker's command channel; senders wait when it is full.
 const CMD_QUEUE: usize = 4096;
 
+/// How long a port found in use is tried again: a comet killed a moment ago may still hold
+/// its listening socket while the kernel tears its io_uring down (asynchronously, after the
+/// process is gone), and a supervisor restarting it at once must not fail for that.
+const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`bind_group_once`], tried again for up to [`BIND_RETRY`] while the port is in use.
+fn bind_group(
+    addr: SocketAddr,
+    n: usize,
+    backlog: i32,
+) -> Result<Vec<std::net::TcpListener>, CometError> {
+    let start = std::time::Instant::now();
+    loop {
+        match bind_group_once(addr, n, backlog) {
+            Err(CometError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && start.elapsed() < BIND_RETRY =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Binds `addr` once per worker with SO_REUSEPORT, so the kernel spreads connections over the
 /// workers. Port 0 is resolved by the first bind and reused by the others.
 ///
 /// SO_REUSEPORT would also let a second comet (the same user's) bind a port this one holds,
 /// and the kernel would then hand it part of the connections: a fixed port is first bound
 /// without SO_REUSEPORT, which fails with "address in use" if any process listens there.
-fn bind_group(
+fn bind_group_once(
     addr: SocketAddr,
     n: usize,
     backlog: i32,

@@ -10,7 +10,7 @@ use starling_proto::im::v1::{ConvRef, Message, MsgKind, PullReply, PullReq, pull
 use starling_proto::op::{self, Codec};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ const SECRET: &str = "crash-secret-0123456789abcdef";
 const ADMIN: &str = "crash-admin-token";
 
 fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    starling_cluster::testkit::spare_port([127, 0, 0, 1].into())
 }
 
 /// The all-in-one binary on fixed spare ports and a store directory that outlive it.
@@ -65,6 +65,7 @@ impl Node {
             .arg("--config")
             .arg(&self.config)
             .env_remove("RUST_LOG")
+            .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -90,6 +91,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(20);
         while rx.recv_timeout(Duration::from_millis(20)).is_err() {
             if let Some(status) = child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100)); // let the readers finish
                 panic!("starling exited with {status}: {}", self.stderr.lock().unwrap());
             }
             assert!(Instant::now() < deadline, "starling did not start");
