@@ -15,7 +15,10 @@ pub enum CodecError {
 }
 
 /// Decodes a request body.
-pub fn decode<T: Message + Default + DeserializeOwned>(codec: Codec, body: &[u8]) -> Result<T, CodecError> {
+pub fn decode<T: Message + Default + DeserializeOwned>(
+    codec: Codec,
+    body: &[u8],
+) -> Result<T, CodecError> {
     match codec {
         Codec::Protobuf => T::decode(body).map_err(|e| CodecError::Undecodable {
             kind: "protobuf message",
@@ -38,7 +41,9 @@ pub fn decode<T: Message + Default + DeserializeOwned>(codec: Codec, body: &[u8]
 pub fn encode<T: Message + Serialize>(codec: Codec, msg: &T) -> bytes::Bytes {
     match codec {
         Codec::Protobuf => msg.encode_to_vec().into(),
-        Codec::Json => serde_json::to_vec(msg).expect("IM messages serialise").into(),
+        Codec::Json => serde_json::to_vec(msg)
+            .expect("IM messages serialise")
+            .into(),
     }
 }
 
@@ -58,13 +63,20 @@ mod tests {
 
     #[test]
     fn bodies_round_trip_in_both_codecs_and_bad_ones_are_errors() {
-        let r = ImResult { code: 429, reason: "slow down".into(), retry_after_ms: 50 };
+        let r = ImResult {
+            code: 429,
+            reason: "slow down".into(),
+            retry_after_ms: 50,
+        };
         for c in [Codec::Protobuf, Codec::Json] {
             assert_eq!(decode::<ImResult>(c, &encode(c, &r)).unwrap(), r);
         }
         assert!(decode::<MarkReq>(Codec::Json, b"{not json").is_err());
         assert!(decode::<MarkReq>(Codec::Protobuf, &[0xff, 0xff]).is_err());
-        assert_eq!(decode::<MarkReq>(Codec::Json, b"").unwrap(), MarkReq::default());
+        assert_eq!(
+            decode::<MarkReq>(Codec::Json, b"").unwrap(),
+            MarkReq::default()
+        );
         assert_eq!(from_token("json"), Some(Codec::Json));
         assert_eq!(from_token("xml"), None);
     }

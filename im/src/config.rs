@@ -14,7 +14,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, why: why.into() }
+    ConfigError::Invalid {
+        key,
+        why: why.into(),
+    }
 }
 
 /// Which connections of one user may stay connected together (§7.6, §13.1).
@@ -199,13 +202,43 @@ mod tests {
         let c = Config::default();
         assert!(!c.enabled);
         assert_eq!(c.validate(), Ok(()));
-        let on = Config { enabled: true, ..Config::default() };
-        assert!(matches!(on.validate(), Err(ConfigError::Invalid { key: "token_secret", .. })));
-        let weak = Config { token_secret: "secret".into(), ..on.clone() };
-        assert!(matches!(weak.validate(), Err(ConfigError::Invalid { key: "token_secret", .. })));
-        let dev = Config { insecure_trust_mid: true, ..on.clone() };
+        let on = Config {
+            enabled: true,
+            ..Config::default()
+        };
+        assert!(matches!(
+            on.validate(),
+            Err(ConfigError::Invalid {
+                key: "token_secret",
+                ..
+            })
+        ));
+        let weak = Config {
+            token_secret: "secret".into(),
+            ..on.clone()
+        };
+        assert!(matches!(
+            weak.validate(),
+            Err(ConfigError::Invalid {
+                key: "token_secret",
+                ..
+            })
+        ));
+        let dev = Config {
+            insecure_trust_mid: true,
+            ..on.clone()
+        };
         assert_eq!(dev.validate(), Ok(()));
-        let bad = Config { max_content: 20000, ..dev };
-        assert!(matches!(bad.validate(), Err(ConfigError::Invalid { key: "max_content", .. })));
+        let bad = Config {
+            max_content: 20000,
+            ..dev
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                key: "max_content",
+                ..
+            })
+        ));
     }
 }

@@ -37,25 +37,49 @@ struct Reader {
 
 impl Delivery {
     pub fn new(devices: Arc<Devices>, sink: Arc<dyn PushSink>, store: Arc<dyn ImStore>) -> Self {
-        Delivery { devices, sink, store }
+        Delivery {
+            devices,
+            sink,
+            store,
+        }
     }
 
     /// The members who may read some of `from..=to`, with their windows.
     async fn readers(&self, conv: Conv, from: u64, to: u64) -> Result<Vec<Reader>, StoreError> {
         match conv.kind {
             ConvKind::P2p => Ok(vec![
-                Reader { uid: conv.a, from, to },
-                Reader { uid: conv.b, from, to },
+                Reader {
+                    uid: conv.a,
+                    from,
+                    to,
+                },
+                Reader {
+                    uid: conv.b,
+                    from,
+                    to,
+                },
             ]),
-            ConvKind::Notice => Ok(vec![Reader { uid: conv.a, from, to }]),
+            ConvKind::Notice => Ok(vec![Reader {
+                uid: conv.a,
+                from,
+                to,
+            }]),
             _ => {
                 let members = self.store.members(conv, 0, usize::MAX, false).await?;
                 Ok(members
                     .iter()
                     .filter_map(|m: &MemberState| {
-                        let hi = if m.leave_seq == 0 { to } else { m.leave_seq.min(to) };
+                        let hi = if m.leave_seq == 0 {
+                            to
+                        } else {
+                            m.leave_seq.min(to)
+                        };
                         let lo = m.join_seq.max(from);
-                        (lo <= hi).then_some(Reader { uid: m.uid, from: lo, to: hi })
+                        (lo <= hi).then_some(Reader {
+                            uid: m.uid,
+                            from: lo,
+                            to: hi,
+                        })
                     })
                     .collect())
             }
@@ -98,7 +122,10 @@ impl Delivery {
         }
         let by_seq: HashMap<u64, &StoredMessage> = msgs.iter().map(|m| (m.seq, m)).collect();
         for ((server, codec, view, seqs), keys) in groups {
-            let conv_ref = ConvRef { kind: conv.kind as i32, id: view };
+            let conv_ref = ConvRef {
+                kind: conv.kind as i32,
+                id: view,
+            };
             let push = Push {
                 messages: seqs
                     .iter()
@@ -110,8 +137,14 @@ impl Delivery {
                     .collect(),
             };
             let codec = Codec::from_im(codec).expect("devices hold a codec");
-            self.publish(server, keys, op::im::MSG, codec::encode(codec, &push), conv.partition_key())
-                .await?;
+            self.publish(
+                server,
+                keys,
+                op::im::MSG,
+                codec::encode(codec, &push),
+                conv.partition_key(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -130,13 +163,22 @@ impl Delivery {
             if d.key == except_key {
                 continue;
             }
-            groups.entry((d.server, d.codec as i32, d.mid)).or_default().push(d.key);
+            groups
+                .entry((d.server, d.codec as i32, d.mid))
+                .or_default()
+                .push(d.key);
         }
         // One body per viewer and codec; viewers on one comet still get one PushMsg each.
         for ((server, codec, mid), keys) in groups {
             let codec = Codec::from_im(codec).expect("devices hold a codec");
-            self.publish(server, keys, op::im::EVENT, codec::encode(codec, &make(mid)), partition_key.clone())
-                .await?;
+            self.publish(
+                server,
+                keys,
+                op::im::EVENT,
+                codec::encode(codec, &make(mid)),
+                partition_key.clone(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -145,8 +187,14 @@ impl Delivery {
     /// without a packet (the same device reconnected elsewhere).
     pub async fn kick(&self, d: &Device, kick: Option<&Kick>) -> Result<(), PushError> {
         let body = kick.map(|k| codec::encode(d.codec, k)).unwrap_or_default();
-        self.publish(d.server.clone(), vec![d.key.clone()], op::im::KICK, body, String::new())
-            .await
+        self.publish(
+            d.server.clone(),
+            vec![d.key.clone()],
+            op::im::KICK,
+            body,
+            String::new(),
+        )
+        .await
     }
 
     async fn publish(

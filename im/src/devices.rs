@@ -72,7 +72,9 @@ impl Devices {
             let replaced = match policy {
                 MultiLogin::Multi => false,
                 MultiLogin::OnePerPlatform => d.platform == dev.platform,
-                MultiLogin::OnePerClass => platform_class(&d.platform) == platform_class(&dev.platform),
+                MultiLogin::OnePerClass => {
+                    platform_class(&d.platform) == platform_class(&dev.platform)
+                }
                 MultiLogin::Single => true,
             };
             if replaced {
@@ -95,7 +97,9 @@ impl Devices {
             return false;
         };
         let before = list.len();
-        list.retain(|d| !(d.key == key && d.server == server && (conn.is_empty() || d.conn == conn)));
+        list.retain(|d| {
+            !(d.key == key && d.server == server && (conn.is_empty() || d.conn == conn))
+        });
         let removed = list.len() != before;
         if list.is_empty() {
             all.remove(&mid);
@@ -163,13 +167,25 @@ mod tests {
     #[test]
     fn policies_displace_as_documented() {
         let t = Devices::default();
-        assert_eq!(t.register(dev("a", "ios", "c1"), MultiLogin::OnePerPlatform), Displaced::default());
-        assert_eq!(t.register(dev("b", "android", "c1"), MultiLogin::OnePerPlatform), Displaced::default());
+        assert_eq!(
+            t.register(dev("a", "ios", "c1"), MultiLogin::OnePerPlatform),
+            Displaced::default()
+        );
+        assert_eq!(
+            t.register(dev("b", "android", "c1"), MultiLogin::OnePerPlatform),
+            Displaced::default()
+        );
         let d = t.register(dev("c", "ios", "c1"), MultiLogin::OnePerPlatform);
         assert_eq!(d.kicked, vec![dev("a", "ios", "c1")]);
         // The same key again: never a kick; on another comet the old one is named.
         let d = t.register(dev("c", "ios", "c2"), MultiLogin::OnePerPlatform);
-        assert_eq!(d, Displaced { same_key: Some(dev("c", "ios", "c1")), kicked: vec![] });
+        assert_eq!(
+            d,
+            Displaced {
+                same_key: Some(dev("c", "ios", "c1")),
+                kicked: vec![]
+            }
+        );
         assert_eq!(t.len(), 2);
         let d = t.register(dev("d", "web", "c1"), MultiLogin::Single);
         assert_eq!(d.kicked.len(), 2);
@@ -186,7 +202,10 @@ mod tests {
     fn removal_only_of_the_connection_on_that_comet() {
         let t = Devices::default();
         t.register(dev("a", "ios", "c2"), MultiLogin::Multi);
-        assert!(!t.remove(1, "a", "c1", "a@c1"), "a late disconnect from the old comet");
+        assert!(
+            !t.remove(1, "a", "c1", "a@c1"),
+            "a late disconnect from the old comet"
+        );
         assert!(t.get(1, "a").is_some());
         // The same key reconnected on the same comet: the old connection's late disconnect
         // (another conn id) leaves the new one.

@@ -23,7 +23,9 @@ pub struct Landed<T> {
     pub delivered: Result<(), DeliveryError>,
 }
 
-type Run = Box<dyn FnOnce() -> BoxFuture<'static, StoreResult<Written<Box<dyn std::any::Any + Send>>>> + Send>;
+type Run = Box<
+    dyn FnOnce() -> BoxFuture<'static, StoreResult<Written<Box<dyn std::any::Any + Send>>>> + Send,
+>;
 
 struct Item {
     run: Run,
@@ -39,12 +41,20 @@ pub struct Lanes {
 
 impl Lanes {
     pub fn new(delivery: Arc<Delivery>) -> Arc<Lanes> {
-        Arc::new(Lanes { queues: Mutex::default(), delivery })
+        Arc::new(Lanes {
+            queues: Mutex::default(),
+            delivery,
+        })
     }
 
     /// Queues `write` on `conv`'s lane and waits for it to be stored and delivered. `write`
     /// is called (and its future polled first) in queue order.
-    pub async fn write<T, F>(self: &Arc<Self>, conv: Conv, own_key: Option<String>, write: F) -> Landed<T>
+    pub async fn write<T, F>(
+        self: &Arc<Self>,
+        conv: Conv,
+        own_key: Option<String>,
+        write: F,
+    ) -> Landed<T>
     where
         T: Send + 'static,
         F: FnOnce() -> BoxFuture<'static, StoreResult<Written<T>>> + Send + 'static,
@@ -64,7 +74,11 @@ impl Lanes {
             // lock, once it finds the queue empty. So a new entry means no driver.
             let mut q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
             let start = !q.contains_key(&conv);
-            q.entry(conv).or_default().push_back(Item { run, own_key, done: tx });
+            q.entry(conv).or_default().push_back(Item {
+                run,
+                own_key,
+                done: tx,
+            });
             start
         };
         if start {
@@ -72,7 +86,9 @@ impl Lanes {
         }
         match rx.await {
             Ok(l) => Landed {
-                result: l.result.map(|b| *b.downcast::<T>().expect("lane reply type")),
+                result: l
+                    .result
+                    .map(|b| *b.downcast::<T>().expect("lane reply type")),
                 delivered: l.delivered,
             },
             Err(_) => Landed {

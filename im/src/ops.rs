@@ -51,7 +51,11 @@ impl Handler for OpHandler {
                 op::im::MEMBERS => im.members_page(&dev, &proto.body).await,
                 _ => return Ok(Vec::new()),
             };
-            Ok(vec![Proto { op: proto.op + 1, body, ..Proto::default() }])
+            Ok(vec![Proto {
+                op: proto.op + 1,
+                body,
+                ..Proto::default()
+            }])
         })
     }
 }
@@ -60,7 +64,14 @@ impl Handler for OpHandler {
 type Body = bytes::Bytes;
 
 fn result(codec: Codec, code: i32, reason: impl Into<String>) -> Body {
-    codec::encode(codec, &ImResult { code, reason: reason.into(), retry_after_ms: 0 })
+    codec::encode(
+        codec,
+        &ImResult {
+            code,
+            reason: reason.into(),
+            retry_after_ms: 0,
+        },
+    )
 }
 
 /// A stable hash of what makes two sends the same send (CityHash64: the same across builds
@@ -104,13 +115,16 @@ impl Im {
     async fn send(&self, dev: &Device, body: &[u8]) -> Body {
         let c = dev.codec;
         let nack = |code: i32, reason: String, id: &str, retry: u32| {
-            codec::encode(c, &SendAck {
-                code,
-                client_msg_id: id.to_string(),
-                reason,
-                retry_after_ms: retry,
-                ..SendAck::default()
-            })
+            codec::encode(
+                c,
+                &SendAck {
+                    code,
+                    client_msg_id: id.to_string(),
+                    reason,
+                    retry_after_ms: retry,
+                    ..SendAck::default()
+                },
+            )
         };
         let req: SendReq = match codec::decode(c, body) {
             Ok(r) => r,
@@ -119,17 +133,32 @@ impl Im {
         let id = req.client_msg_id.clone();
         if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID {
             self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return nack(400, format!("client_msg_id must be 1..={MAX_CLIENT_MSG_ID} bytes"), &id, 0);
+            return nack(
+                400,
+                format!("client_msg_id must be 1..={MAX_CLIENT_MSG_ID} bytes"),
+                &id,
+                0,
+            );
         }
         let Some(conv) = req.conv.as_ref().and_then(|r| Conv::from_ref(dev.mid, r)) else {
             self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return nack(400, "conv must be a P2P peer (not yourself) or a group".into(), &id, 0);
+            return nack(
+                400,
+                "conv must be a P2P peer (not yourself) or a group".into(),
+                &id,
+                0,
+            );
         };
         if conv.kind == ConvKind::Notice {
             return nack(403, "notices are sent by the system".into(), &id, 0);
         }
         if req.content.len() > self.config.max_content as usize {
-            return nack(413, format!("content over {} bytes", self.config.max_content), &id, 0);
+            return nack(
+                413,
+                format!("content over {} bytes", self.config.max_content),
+                &id,
+                0,
+            );
         }
         if let Some(wait) = self.spend_send_token(&dev.key) {
             self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -157,13 +186,23 @@ impl Im {
             .write(conv, Some(dev.key.clone()), move || {
                 Box::pin(async move {
                     let a = store.append(append).await?;
-                    Ok(Written { deliver: vec![a.message.clone()], reply: a })
+                    Ok(Written {
+                        deliver: vec![a.message.clone()],
+                        reply: a,
+                    })
                 })
             })
             .await;
         let a = match landed.result {
             Ok(a) => a,
-            Err(e) => return nack(e.code(), e.to_string(), &id, if e.code() == 503 { 100 } else { 0 }),
+            Err(e) => {
+                return nack(
+                    e.code(),
+                    e.to_string(),
+                    &id,
+                    if e.code() == 503 { 100 } else { 0 },
+                );
+            }
         };
         let mut ack = ack_from(&id, conv, dev.mid, &a);
         if a.duplicate {
@@ -191,8 +230,11 @@ impl Im {
                 if kind == Some(ContactKind::Blocked) {
                     return Err(StoreError::Forbidden("blocked by the recipient".into()));
                 }
-                if self.config.p2p_policy == P2pPolicy::Friends && kind != Some(ContactKind::Friend) {
-                    return Err(StoreError::Forbidden("the recipient accepts friends only".into()));
+                if self.config.p2p_policy == P2pPolicy::Friends && kind != Some(ContactKind::Friend)
+                {
+                    return Err(StoreError::Forbidden(
+                        "the recipient accepts friends only".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -222,15 +264,21 @@ impl Im {
             Err(e) => return self.bad(c, e.to_string()),
         };
         let nack = |code: i32, reason: String, retry: u32| {
-            codec::encode(c, &SendAck {
-                code,
-                client_msg_id: req.client_msg_id.clone(),
-                reason,
-                retry_after_ms: retry,
-                ..SendAck::default()
-            })
+            codec::encode(
+                c,
+                &SendAck {
+                    code,
+                    client_msg_id: req.client_msg_id.clone(),
+                    reason,
+                    retry_after_ms: retry,
+                    ..SendAck::default()
+                },
+            )
         };
-        if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID || req.seq == 0 {
+        if req.client_msg_id.is_empty()
+            || req.client_msg_id.len() > MAX_CLIENT_MSG_ID
+            || req.seq == 0
+        {
             self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
             return nack(400, "a recall needs client_msg_id and seq".into(), 0);
         }
@@ -258,7 +306,10 @@ impl Im {
             .write(conv, Some(dev.key.clone()), move || {
                 Box::pin(async move {
                     let a = store.recall(recall).await?;
-                    Ok(Written { deliver: vec![a.message.clone()], reply: a })
+                    Ok(Written {
+                        deliver: vec![a.message.clone()],
+                        reply: a,
+                    })
                 })
             })
             .await;
@@ -292,7 +343,8 @@ impl Im {
             Err(e) => return result(c, e.code(), e.to_string()),
         };
         if marked.moved {
-            self.mark_events(dev.mid, &dev.key, conv, kind, marked.seq).await;
+            self.mark_events(dev.mid, &dev.key, conv, kind, marked.seq)
+                .await;
         }
         result(c, 0, "")
     }
@@ -300,7 +352,14 @@ impl Im {
     /// The events of a moved mark (§7.5): READ to the user's other devices (badge sync), and
     /// READ or DELIVERED to the P2P peer, or to a small group's members when
     /// `group_read_receipts_max` allows. `except_key`: the connection that marked (none: "").
-    pub(crate) async fn mark_events(&self, uid: i64, except_key: &str, conv: Conv, kind: MarkKind, seq: u64) {
+    pub(crate) async fn mark_events(
+        &self,
+        uid: i64,
+        except_key: &str,
+        conv: Conv,
+        kind: MarkKind,
+        seq: u64,
+    ) {
         let ty = match kind {
             MarkKind::Read => event::Type::Read,
             _ => event::Type::Delivered,
@@ -311,7 +370,9 @@ impl Im {
         }
         match conv.kind {
             ConvKind::P2p => uids.extend(conv.peer_of(uid)),
-            ConvKind::Group if kind == MarkKind::Read && self.config.group_read_receipts_max > 0 => {
+            ConvKind::Group
+                if kind == MarkKind::Read && self.config.group_read_receipts_max > 0 =>
+            {
                 if let Ok(Some(g)) = self.store.group(conv.a).await
                     && g.member_count <= self.config.group_read_receipts_max
                     && let Ok(ms) = self.store.members(conv, 0, usize::MAX, true).await
@@ -325,13 +386,15 @@ impl Im {
         let pk = conv.partition_key();
         if let Err(e) = self
             .delivery
-            .event(&uids, except_key, pk, |viewer| starling_proto::im::v1::Event {
-                r#type: ty as i32,
-                conv: Some(conv.view(viewer)),
-                uid,
-                seq,
-                ts,
-                ..Default::default()
+            .event(&uids, except_key, pk, |viewer| {
+                starling_proto::im::v1::Event {
+                    r#type: ty as i32,
+                    conv: Some(conv.view(viewer)),
+                    uid,
+                    seq,
+                    ts,
+                    ..Default::default()
+                }
             })
             .await
         {
@@ -350,7 +413,14 @@ impl Im {
             return self.bad(c, "bad conv");
         };
         if let Some(wait) = self.spend_typing_token(dev.mid, conv) {
-            return codec::encode(c, &ImResult { code: 429, reason: "typing rate exceeded".into(), retry_after_ms: wait });
+            return codec::encode(
+                c,
+                &ImResult {
+                    code: 429,
+                    reason: "typing rate exceeded".into(),
+                    retry_after_ms: wait,
+                },
+            );
         }
         let uids: Vec<i64> = match conv.kind {
             ConvKind::P2p => conv.peer_of(dev.mid).into_iter().collect(),
@@ -377,14 +447,16 @@ impl Im {
         let (uid, typing, platform, ts) = (dev.mid, req.typing, dev.platform.clone(), now_ms());
         let _ = self
             .delivery
-            .event(&uids, &dev.key, conv.partition_key(), |viewer| starling_proto::im::v1::Event {
-                r#type: event::Type::Typing as i32,
-                conv: Some(conv.view(viewer)),
-                uid,
-                ts,
-                platform: platform.clone(),
-                typing,
-                ..Default::default()
+            .event(&uids, &dev.key, conv.partition_key(), |viewer| {
+                starling_proto::im::v1::Event {
+                    r#type: event::Type::Typing as i32,
+                    conv: Some(conv.view(viewer)),
+                    uid,
+                    ts,
+                    platform: platform.clone(),
+                    typing,
+                    ..Default::default()
+                }
             })
             .await;
         result(c, 0, "")

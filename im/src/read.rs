@@ -21,10 +21,12 @@ pub const MEMBERS_LIMIT_DEFAULT: u32 = 100;
 pub const MEMBERS_LIMIT_MAX: u32 = 1000;
 
 pub(crate) async fn sync(im: &Im, dev: &Device, req: SyncReq) -> bytes::Bytes {
-    let reply = directory(im, dev.mid, req).await.unwrap_or_else(|e| SyncReply {
-        code: e.code(),
-        ..SyncReply::default()
-    });
+    let reply = directory(im, dev.mid, req)
+        .await
+        .unwrap_or_else(|e| SyncReply {
+            code: e.code(),
+            ..SyncReply::default()
+        });
     codec::encode(dev.codec, &reply)
 }
 
@@ -61,7 +63,10 @@ pub async fn directory(im: &Im, uid: i64, req: SyncReq) -> Result<SyncReply, Sto
     if rows.len() > limit {
         rows.truncate(limit);
         reply.has_more = true;
-        reply.cursor = rows.last().map(|(m, _)| m.conv_id.to_string()).unwrap_or_default();
+        reply.cursor = rows
+            .last()
+            .map(|(m, _)| m.conv_id.to_string())
+            .unwrap_or_default();
     }
     for (meta, member) in rows {
         reply.convs.push(head(im, uid, &meta, &member).await?);
@@ -70,17 +75,28 @@ pub async fn directory(im: &Im, uid: i64, req: SyncReq) -> Result<SyncReply, Sto
 }
 
 /// What `uid` sees of one conversation.
-pub async fn head(im: &Im, uid: i64, meta: &ConvMeta, member: &MemberState) -> Result<ConvHead, StoreError> {
+pub async fn head(
+    im: &Im,
+    uid: i64,
+    meta: &ConvMeta,
+    member: &MemberState,
+) -> Result<ConvHead, StoreError> {
     let conv = meta.conv;
     let floor = member.floor(meta.min_seq);
     let ceiling = member.ceiling(meta.last_seq);
     let read = member.read_seq.max(floor.saturating_sub(1));
     let unread = if ceiling > read {
-        im.store.unread(conv, uid, read, ceiling, im.config.unread_cap).await?
+        im.store
+            .unread(conv, uid, read, ceiling, im.config.unread_cap)
+            .await?
     } else {
         0
     };
-    let last = im.store.last_visible(conv, floor, ceiling).await?.map(|m| with_conv(m, conv, uid));
+    let last = im
+        .store
+        .last_visible(conv, floor, ceiling)
+        .await?
+        .map(|m| with_conv(m, conv, uid));
     let (mut peer_read, mut peer_recv) = (0, 0);
     if let Some(peer) = conv.peer_of(uid)
         && let Some(p) = im.store.member(conv, peer).await?
@@ -127,9 +143,15 @@ pub async fn page(im: &Im, uid: i64, req: &PullReq) -> Result<PullReply, StoreEr
         .ok_or_else(|| StoreError::BadRequest("bad conv".into()))?;
     let dir = Direction::try_from(req.dir).unwrap_or(Direction::Unspecified);
     if dir == Direction::Unspecified {
-        return Err(StoreError::BadRequest("dir must be FORWARD or BACKWARD".into()));
+        return Err(StoreError::BadRequest(
+            "dir must be FORWARD or BACKWARD".into(),
+        ));
     }
-    let mut reply = PullReply { code: 0, conv: Some(conv.view(uid)), ..PullReply::default() };
+    let mut reply = PullReply {
+        code: 0,
+        conv: Some(conv.view(uid)),
+        ..PullReply::default()
+    };
     let Some(meta) = im.store.conversation(conv).await? else {
         // A P2P or notice conversation nobody wrote to yet is empty, not missing.
         return match conv.kind {
@@ -158,7 +180,11 @@ pub async fn page(im: &Im, uid: i64, req: &PullReq) -> Result<PullReply, StoreEr
             }
         }
         _ => {
-            let top = if req.from_seq == 0 { ceiling } else { (req.from_seq - 1).min(ceiling) };
+            let top = if req.from_seq == 0 {
+                ceiling
+            } else {
+                (req.from_seq - 1).min(ceiling)
+            };
             if top < floor {
                 Vec::new()
             } else {
@@ -189,22 +215,32 @@ pub async fn page(im: &Im, uid: i64, req: &PullReq) -> Result<PullReply, StoreEr
 }
 
 pub(crate) async fn members(im: &Im, dev: &Device, req: MembersReq) -> bytes::Bytes {
-    let reply = members_page(im, Some(dev.mid), &req).await.unwrap_or_else(|e| MembersReply {
-        code: e.code(),
-        ..MembersReply::default()
-    });
+    let reply = members_page(im, Some(dev.mid), &req)
+        .await
+        .unwrap_or_else(|e| MembersReply {
+            code: e.code(),
+            ..MembersReply::default()
+        });
     codec::encode(dev.codec, &reply)
 }
 
 /// A page of a group's current members with their read marks; `viewer` (when given) must be
 /// a current member.
-pub async fn members_page(im: &Im, viewer: Option<i64>, req: &MembersReq) -> Result<MembersReply, StoreError> {
+pub async fn members_page(
+    im: &Im,
+    viewer: Option<i64>,
+    req: &MembersReq,
+) -> Result<MembersReply, StoreError> {
     let conv = Conv::group(req.gid);
     if im.store.group(req.gid).await?.is_none() {
         return Err(StoreError::NotFound(format!("group {}", req.gid)));
     }
     if let Some(v) = viewer
-        && !im.store.member(conv, v).await?.is_some_and(|m| m.is_current())
+        && !im
+            .store
+            .member(conv, v)
+            .await?
+            .is_some_and(|m| m.is_current())
     {
         return Err(StoreError::Forbidden("not a member".into()));
     }
@@ -215,10 +251,15 @@ pub async fn members_page(im: &Im, viewer: Option<i64>, req: &MembersReq) -> Res
     let after: i64 = if req.cursor.is_empty() {
         0
     } else {
-        req.cursor.parse().map_err(|_| StoreError::BadRequest("bad cursor".into()))?
+        req.cursor
+            .parse()
+            .map_err(|_| StoreError::BadRequest("bad cursor".into()))?
     };
     let mut ms = im.store.members(conv, after, limit + 1, true).await?;
-    let mut reply = MembersReply { code: 0, ..MembersReply::default() };
+    let mut reply = MembersReply {
+        code: 0,
+        ..MembersReply::default()
+    };
     if ms.len() > limit {
         ms.truncate(limit);
         reply.has_more = true;
@@ -226,7 +267,11 @@ pub async fn members_page(im: &Im, viewer: Option<i64>, req: &MembersReq) -> Res
     }
     reply.members = ms
         .into_iter()
-        .map(|m| Member { uid: m.uid, role: m.role, read_seq: m.read_seq })
+        .map(|m| Member {
+            uid: m.uid,
+            role: m.role,
+            read_seq: m.read_seq,
+        })
         .collect();
     Ok(reply)
 }

@@ -136,7 +136,14 @@ impl Im {
 
     /// Kicks every connection of `uid` matching `platform` and `key` (empty = any) with
     /// `code`; returns how many.
-    pub async fn kick_user(&self, uid: i64, platform: &str, key: &str, code: i32, reason: &str) -> usize {
+    pub async fn kick_user(
+        &self,
+        uid: i64,
+        platform: &str,
+        key: &str,
+        code: i32,
+        reason: &str,
+    ) -> usize {
         let victims = self.devices.take(uid, platform, key);
         for d in &victims {
             self.send_kick(d, code, reason, "").await;
@@ -145,7 +152,11 @@ impl Im {
     }
 
     async fn send_kick(&self, d: &Device, code: i32, reason: &str, by_platform: &str) {
-        let k = Kick { code, reason: reason.into(), by_platform: by_platform.into() };
+        let k = Kick {
+            code,
+            reason: reason.into(),
+            by_platform: by_platform.into(),
+        };
         self.stats.kicked.fetch_add(1, Ordering::Relaxed);
         info!(mid = d.mid, key = ?d.key, server = %d.server, code, "kicking an IM connection");
         if let Err(e) = self.delivery.kick(d, Some(&k)).await {
@@ -175,7 +186,8 @@ impl Im {
         }
         match &self.tokens {
             Some(tokens) => {
-                if let Err(e) = tokens.verify(&t.im_token, t.mid, &t.platform, user.valid_after_ms) {
+                if let Err(e) = tokens.verify(&t.im_token, t.mid, &t.platform, user.valid_after_ms)
+                {
                     return refuse(e.to_string());
                 }
             }
@@ -200,7 +212,13 @@ impl Im {
             }
         }
         for d in &displaced.kicked {
-            self.send_kick(d, kick::OTHER_DEVICE, "logged in on another device", &t.platform).await;
+            self.send_kick(
+                d,
+                kick::OTHER_DEVICE,
+                "logged in on another device",
+                &t.platform,
+            )
+            .await;
         }
         self.stats.admitted.fetch_add(1, Ordering::Relaxed);
         let welcome = ImWelcome {
@@ -226,16 +244,52 @@ impl Im {
         use std::fmt::Write as _;
         let s = &self.stats;
         for (name, help, v) in [
-            ("starling_im_admitted_total", "IM connections admitted.", &s.admitted),
-            ("starling_im_refused_total", "IM opt-ins refused (bad im_token, disabled user, IM off).", &s.refused),
-            ("starling_im_kicked_total", "IM_KICK notices sent (multi-login policy, admin, disable).", &s.kicked),
-            ("starling_im_sent_total", "Messages stored by client sends (duplicates excluded).", &s.sent),
-            ("starling_im_duplicates_total", "Sends answered from the dedup index (retries).", &s.duplicates),
-            ("starling_im_rate_limited_total", "Sends and recalls refused with 429.", &s.rate_limited),
-            ("starling_im_bad_requests_total", "IM requests answered 400.", &s.bad_requests),
-            ("starling_im_delivery_failures_total", "Stored messages whose delivery was not handed over (503 stored=true).", &s.delivery_failures),
+            (
+                "starling_im_admitted_total",
+                "IM connections admitted.",
+                &s.admitted,
+            ),
+            (
+                "starling_im_refused_total",
+                "IM opt-ins refused (bad im_token, disabled user, IM off).",
+                &s.refused,
+            ),
+            (
+                "starling_im_kicked_total",
+                "IM_KICK notices sent (multi-login policy, admin, disable).",
+                &s.kicked,
+            ),
+            (
+                "starling_im_sent_total",
+                "Messages stored by client sends (duplicates excluded).",
+                &s.sent,
+            ),
+            (
+                "starling_im_duplicates_total",
+                "Sends answered from the dedup index (retries).",
+                &s.duplicates,
+            ),
+            (
+                "starling_im_rate_limited_total",
+                "Sends and recalls refused with 429.",
+                &s.rate_limited,
+            ),
+            (
+                "starling_im_bad_requests_total",
+                "IM requests answered 400.",
+                &s.bad_requests,
+            ),
+            (
+                "starling_im_delivery_failures_total",
+                "Stored messages whose delivery was not handed over (503 stored=true).",
+                &s.delivery_failures,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
         let _ = writeln!(
             out,
@@ -250,7 +304,13 @@ impl ConnectHook for Im {
         Box::pin(self.admit_inner(a))
     }
 
-    fn left<'a>(&'a self, mid: i64, key: &'a str, server: &'a str, conn: &'a str) -> BoxFuture<'a, ()> {
+    fn left<'a>(
+        &'a self,
+        mid: i64,
+        key: &'a str,
+        server: &'a str,
+        conn: &'a str,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.devices.remove(mid, key, server, conn);
             // The rate limiters keep a state per key; forget the idle ones now and then.

@@ -87,7 +87,10 @@ impl Tokens {
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
         let claims = data.claims;
         if claims.sub != mid.to_string() {
-            return Err(TokenError::WrongUser { sub: claims.sub, mid });
+            return Err(TokenError::WrongUser {
+                sub: claims.sub,
+                mid,
+            });
         }
         if !claims.plat.is_empty() && claims.plat != platform {
             return Err(TokenError::WrongPlatform {
@@ -115,8 +118,17 @@ mod tests {
         let tok = t.mint(123, "ios", 60).unwrap();
         let c = t.verify(&tok, 123, "ios", 0).unwrap();
         assert_eq!(c.sub, "123");
-        assert_eq!(t.verify(&tok, 124, "ios", 0), Err(TokenError::WrongUser { sub: "123".into(), mid: 124 }));
-        assert!(matches!(t.verify(&tok, 123, "web", 0), Err(TokenError::WrongPlatform { .. })));
+        assert_eq!(
+            t.verify(&tok, 124, "ios", 0),
+            Err(TokenError::WrongUser {
+                sub: "123".into(),
+                mid: 124
+            })
+        );
+        assert!(matches!(
+            t.verify(&tok, 123, "web", 0),
+            Err(TokenError::WrongPlatform { .. })
+        ));
         let later = (jsonwebtoken::get_current_timestamp() as i64 + 10) * 1000;
         assert_eq!(t.verify(&tok, 123, "ios", later), Err(TokenError::Revoked));
         assert_eq!(t.verify("", 123, "ios", 0), Err(TokenError::Missing));
@@ -126,15 +138,38 @@ mod tests {
     fn refuses_other_secrets_expired_and_unsigned_tokens() {
         let t = Tokens::new(SECRET).unwrap();
         assert!(Tokens::new("").is_err());
-        let other = Tokens::new("another-secret-of-32-bytes------").unwrap().mint(1, "", 60).unwrap();
-        assert!(matches!(t.verify(&other, 1, "", 0), Err(TokenError::Invalid(_))));
+        let other = Tokens::new("another-secret-of-32-bytes------")
+            .unwrap()
+            .mint(1, "", 60)
+            .unwrap();
+        assert!(matches!(
+            t.verify(&other, 1, "", 0),
+            Err(TokenError::Invalid(_))
+        ));
         let expired = {
-            let claims = Claims { sub: "1".into(), exp: 1_000, iat: 900, plat: String::new(), jti: String::new() };
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap()).unwrap()
+            let claims = Claims {
+                sub: "1".into(),
+                exp: 1_000,
+                iat: 900,
+                plat: String::new(),
+                jti: String::new(),
+            };
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+            )
+            .unwrap()
         };
-        assert!(matches!(t.verify(&expired, 1, "", 0), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            t.verify(&expired, 1, "", 0),
+            Err(TokenError::Invalid(_))
+        ));
         // alg "none" (a classic JWT forgery) is refused.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiIxIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
-        assert!(matches!(t.verify(none, 1, "", 0), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            t.verify(none, 1, "", 0),
+            Err(TokenError::Invalid(_))
+        ));
     }
 }

@@ -40,5 +40,11 @@ pub trait ConnectHook: Send + Sync + 'static {
     fn admit<'a>(&'a self, a: Admission<'a>) -> BoxFuture<'a, Result<Grant, LogicError>>;
 
     /// The connection `conn` (key `key` of `mid`) on `server` closed (goim's `Disconnect`).
-    fn left<'a>(&'a self, mid: i64, key: &'a str, server: &'a str, conn: &'a str) -> BoxFuture<'a, ()>;
+    fn left<'a>(
+        &'a self,
+        mid: i64,
+        key: &'a str,
+        server: &'a str,
+        conn: &'a str,
+    ) -> BoxFuture<'a, ()>;
 }

@@ -91,6 +91,10 @@ mod tests {
         m.r#type = push_msg::Type::Broadcast as i32;
         assert_eq!(message_key(&m), "1000");
         m.partition_key = "c:7".into();
-        assert_eq!(message_key(&m), "c:7", "Starling's partition key wins when set");
+        assert_eq!(
+            message_key(&m),
+            "c:7",
+            "Starling's partition key wins when set"
+        );
     }
 }

@@ -96,7 +96,9 @@ impl Logic {
             Grant::default()
         } else {
             let Some(hook) = self.connect_hook.get() else {
-                return Err(LogicError::BadToken("IM is not enabled on this server".into()));
+                return Err(LogicError::BadToken(
+                    "IM is not enabled on this server".into(),
+                ));
             };
             hook.admit(Admission {
                 token: &token,

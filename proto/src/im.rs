@@ -17,7 +17,10 @@ mod tests {
     fn json_twin_uses_the_proto3_mapping() {
         let req = SendReq {
             client_msg_id: "7b1e".into(),
-            conv: Some(ConvRef { kind: ConvKind::P2p as i32, id: 456 }),
+            conv: Some(ConvRef {
+                kind: ConvKind::P2p as i32,
+                id: 456,
+            }),
             content_type: 1,
             content: r#"{"text":"hi"}"#.into(),
             ..Default::default()
@@ -25,7 +28,10 @@ mod tests {
         let json = serde_json::to_value(&req).unwrap();
         assert_eq!(json["clientMsgId"], "7b1e");
         assert_eq!(json["conv"]["kind"], "P2P");
-        assert_eq!(json["conv"]["id"], "456", "64-bit integers travel as strings");
+        assert_eq!(
+            json["conv"]["id"], "456",
+            "64-bit integers travel as strings"
+        );
         // Input takes numbers and strings for 64-bit integers, names for enums.
         let back: SendReq = serde_json::from_str(
             r#"{"clientMsgId":"7b1e","conv":{"kind":"P2P","id":456},"contentType":1,"content":"{\"text\":\"hi\"}"}"#,
@@ -33,7 +39,10 @@ mod tests {
         .unwrap();
         assert_eq!(back, req);
         // And protobuf round-trips the same value.
-        assert_eq!(SendReq::decode(req.encode_to_vec().as_slice()).unwrap(), req);
+        assert_eq!(
+            SendReq::decode(req.encode_to_vec().as_slice()).unwrap(),
+            req
+        );
     }
 
     #[test]

@@ -127,8 +127,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(AuthToken::parse(&t.to_json()).unwrap(), t);
-        assert!(!String::from_utf8(t.to_json()).unwrap().contains("im"), "goim's token unchanged");
-        let im = AuthToken { im: "pb".into(), im_token: "j.w.t".into(), ..t };
+        assert!(
+            !String::from_utf8(t.to_json()).unwrap().contains("im"),
+            "goim's token unchanged"
+        );
+        let im = AuthToken {
+            im: "pb".into(),
+            im_token: "j.w.t".into(),
+            ..t
+        };
         assert_eq!(AuthToken::parse(&im.to_json()).unwrap(), im);
     }
 

@@ -45,12 +45,20 @@ impl Im {
         let dir = tempfile::tempdir().unwrap();
         let mut c = im_config(dir.path());
         edit(&mut c);
-        Im { server: start_with(c), dir, tokens: Tokens::new(SECRET).unwrap() }
+        Im {
+            server: start_with(c),
+            dir,
+            tokens: Tokens::new(SECRET).unwrap(),
+        }
     }
 
     pub fn login(&self, mid: i64, key: &str, platform: &str, codec: Codec) -> Login {
         Login {
-            addr: if codec == Codec::Json { self.server.ws } else { self.server.tcp },
+            addr: if codec == Codec::Json {
+                self.server.ws
+            } else {
+                self.server.tcp
+            },
             ws: codec == Codec::Json,
             codec,
             mid,
@@ -66,7 +74,13 @@ impl Im {
 }
 
 fn send_req(conv: ConvRef, id: &str, content: &str) -> SendReq {
-    SendReq { client_msg_id: id.into(), conv: Some(conv), content_type: 1, content: content.into(), ..Default::default() }
+    SendReq {
+        client_msg_id: id.into(),
+        conv: Some(conv),
+        content_type: 1,
+        content: content.into(),
+        ..Default::default()
+    }
 }
 
 /// T1: every message sent twice back to back, every 10th also resent after dropping the
@@ -90,8 +104,16 @@ fn idempotent_send(codec: Codec, n: usize) {
     }
     for (i, acks) in acks_by_id.iter().enumerate() {
         let first = (acks[0].seq, acks[0].msg_id);
-        assert!(acks.iter().all(|a| a.code == 0 && (a.seq, a.msg_id) == first), "message {i}: {acks:?}");
-        assert_eq!(acks.iter().filter(|a| !a.duplicate).count(), 1, "message {i}: one original");
+        assert!(
+            acks.iter()
+                .all(|a| a.code == 0 && (a.seq, a.msg_id) == first),
+            "message {i}: {acks:?}"
+        );
+        assert_eq!(
+            acks.iter().filter(|a| !a.duplicate).count(),
+            1,
+            "message {i}: one original"
+        );
         assert_eq!(first.0, i as u64 + 1, "seqs are contiguous from 1");
     }
     common::eventually("b has every message", || {
@@ -99,11 +121,32 @@ fn idempotent_send(codec: Codec, n: usize) {
         b.seqs(p2p(1)).len() == n
     });
     let seqs = b.seqs(p2p(1));
-    assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>(), "visible once each, in order");
-    let texts: Vec<String> = b.messages(p2p(1)).iter().map(|m| m.content.clone()).collect();
-    assert_eq!(texts, (0..n).map(|i| format!("hello {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        seqs,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "visible once each, in order"
+    );
+    let texts: Vec<String> = b
+        .messages(p2p(1))
+        .iter()
+        .map(|m| m.content.clone())
+        .collect();
+    assert_eq!(
+        texts,
+        (0..n).map(|i| format!("hello {i}")).collect::<Vec<_>>()
+    );
     // The store holds exactly n: a backward pull from the newest reaches seq 1 and no further.
-    let last: PullReply = b.call(op::im::PULL, &PullReq { conv: Some(p2p(1)), dir: Direction::Backward as i32, from_seq: 0, limit: 1 }).unwrap();
+    let last: PullReply = b
+        .call(
+            op::im::PULL,
+            &PullReq {
+                conv: Some(p2p(1)),
+                dir: Direction::Backward as i32,
+                from_seq: 0,
+                limit: 1,
+            },
+        )
+        .unwrap();
     assert_eq!(last.last_seq, n as u64);
 }
 
@@ -131,9 +174,21 @@ fn t2_reused_id_with_other_content_is_409() {
         assert_eq!(clash.len(), 1);
         assert_eq!(clash[0].code, 409, "{clash:?}");
         let page: PullReply = a
-            .call(op::im::PULL, &PullReq { conv: Some(conv), dir: Direction::Backward as i32, from_seq: 0, limit: 10 })
+            .call(
+                op::im::PULL,
+                &PullReq {
+                    conv: Some(conv),
+                    dir: Direction::Backward as i32,
+                    from_seq: 0,
+                    limit: 10,
+                },
+            )
             .unwrap();
-        let m = page.messages.iter().find(|m| m.client_msg_id == id).unwrap();
+        let m = page
+            .messages
+            .iter()
+            .find(|m| m.client_msg_id == id)
+            .unwrap();
         assert_eq!((m.seq, m.content.as_str()), (ok[0].seq, "original"));
     }
 }
@@ -149,7 +204,15 @@ fn t6_offline_sync_in_pages() {
     }
     let mut b = ImClient::connect(im.login(21, "b", "test", Codec::Protobuf)).unwrap();
     // The connect already synced; count what it took by syncing a fresh view.
-    let fresh: SyncReply = b.call(op::im::SYNC, &SyncReq { limit: 100, ..Default::default() }).unwrap();
+    let fresh: SyncReply = b
+        .call(
+            op::im::SYNC,
+            &SyncReq {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(fresh.convs.len(), 1);
     let head = &fresh.convs[0];
     assert_eq!((head.last_seq, head.unread, head.read_seq), (1000, 999, 0));
@@ -173,24 +236,49 @@ fn t10_read_state_across_devices() {
     }
     let mut d1 = im.client(30, "d1", Codec::Protobuf);
     let mut d2 = im.client(30, "d2", Codec::Json);
-    let r: ImResult = d1.call(op::im::READ, &MarkReq { conv: Some(p2p(31)), seq: 80 }).unwrap();
+    let r: ImResult = d1
+        .call(
+            op::im::READ,
+            &MarkReq {
+                conv: Some(p2p(31)),
+                seq: 80,
+            },
+        )
+        .unwrap();
     assert_eq!(r.code, 0);
     common::eventually("d2 gets the read event", || {
         d2.pump(Duration::from_millis(20)).unwrap();
-        d2.events.iter().any(|e| e.r#type == event::Type::Read as i32 && e.seq == 80)
+        d2.events
+            .iter()
+            .any(|e| e.r#type == event::Type::Read as i32 && e.seq == 80)
     });
     common::eventually("the peer gets the read receipt", || {
         peer.pump(Duration::from_millis(20)).unwrap();
-        peer.events.iter().any(|e| e.r#type == event::Type::Read as i32 && e.seq == 80 && e.uid == 30)
+        peer.events
+            .iter()
+            .any(|e| e.r#type == event::Type::Read as i32 && e.seq == 80 && e.uid == 30)
     });
-    assert!(d1.events.iter().all(|e| e.r#type != event::Type::Read as i32), "not echoed to the reader");
+    assert!(
+        d1.events
+            .iter()
+            .all(|e| e.r#type != event::Type::Read as i32),
+        "not echoed to the reader"
+    );
     let mut d3 = im.client(30, "d3", Codec::Protobuf);
     let s: SyncReply = d3.call(op::im::SYNC, &SyncReq::default()).unwrap();
     assert_eq!((s.convs[0].read_seq, s.convs[0].unread), (80, 20));
     let ps: SyncReply = peer.call(op::im::SYNC, &SyncReq::default()).unwrap();
     assert_eq!(ps.convs[0].peer_read_seq, 80);
     // Marks never go down.
-    let _: ImResult = d1.call(op::im::READ, &MarkReq { conv: Some(p2p(31)), seq: 10 }).unwrap();
+    let _: ImResult = d1
+        .call(
+            op::im::READ,
+            &MarkReq {
+                conv: Some(p2p(31)),
+                seq: 10,
+            },
+        )
+        .unwrap();
     let s: SyncReply = d3.call(op::im::SYNC, &SyncReq::default()).unwrap();
     assert_eq!(s.convs[0].read_seq, 80);
 }
@@ -205,14 +293,18 @@ fn t13_limits() {
     });
     let mut a = im.client(40, "a", Codec::Protobuf);
     let big = "x".repeat(101);
-    let r: SendAck = a.call(op::im::SEND, &send_req(p2p(41), "big", &big)).unwrap();
+    let r: SendAck = a
+        .call(op::im::SEND, &send_req(p2p(41), "big", &big))
+        .unwrap();
     assert_eq!(r.code, 413);
     // A token bucket of 40 refilled at 20/s: the first 40 sends pass at once, and a 429 with
     // a wait comes before the sends outrun the refill.
     let start = std::time::Instant::now();
     let mut passed = 0;
     let limited = loop {
-        let r: SendAck = a.call(op::im::SEND, &send_req(p2p(41), &format!("b{passed}"), "x")).unwrap();
+        let r: SendAck = a
+            .call(op::im::SEND, &send_req(p2p(41), &format!("b{passed}"), "x"))
+            .unwrap();
         if r.code != 0 {
             break r;
         }
@@ -220,7 +312,10 @@ fn t13_limits() {
         assert!(passed < 1000, "never limited");
     };
     let refilled = (start.elapsed().as_secs_f64() * 20.0).ceil() as usize;
-    assert!(passed >= 40 && passed <= 40 + refilled, "{passed} passed, {refilled} refilled");
+    assert!(
+        passed >= 40 && passed <= 40 + refilled,
+        "{passed} passed, {refilled} refilled"
+    );
     assert_eq!(limited.code, 429);
     assert!(limited.retry_after_ms > 0, "retry_after_ms is set");
     // A body that is not a SendReq: 400, and the connection answers the next request.
@@ -229,7 +324,9 @@ fn t13_limits() {
     assert_eq!(bad.code, 400);
     let empty_id: SendAck = a.call(op::im::SEND, &send_req(p2p(41), "", "x")).unwrap();
     assert_eq!(empty_id.code, 400);
-    let to_self: SendAck = a.call(op::im::SEND, &send_req(p2p(40), "self", "x")).unwrap();
+    let to_self: SendAck = a
+        .call(op::im::SEND, &send_req(p2p(40), "self", "x"))
+        .unwrap();
     assert_eq!(to_self.code, 400);
     let s: SyncReply = a.call(op::im::SYNC, &SyncReq::default()).unwrap();
     assert_eq!(s.code, 0);
@@ -253,8 +350,13 @@ fn t11_one_per_platform_kicks_the_older_same_platform_connection() {
     let closed = (0..200).any(|_| ios1.pump(Duration::from_millis(20)).is_err());
     assert!(closed, "the replaced connection is closed");
     assert_eq!(ios1.kicks.len(), 1, "one kick notice before the close");
-    assert_eq!((ios1.kicks[0].code, ios1.kicks[0].by_platform.as_str()), (4001, "ios"));
-    android.pump(Duration::from_millis(200)).expect("android stays");
+    assert_eq!(
+        (ios1.kicks[0].code, ios1.kicks[0].by_platform.as_str()),
+        (4001, "ios")
+    );
+    android
+        .pump(Duration::from_millis(200))
+        .expect("android stays");
     assert!(android.kicks.is_empty());
     // The same key reconnecting: no notice.
     let mut again = ImClient::connect(im.login(50, "and-1", "android", Codec::Protobuf)).unwrap();
@@ -271,7 +373,10 @@ fn t11_single_keeps_only_the_newest() {
     let _third = ImClient::connect(im.login(51, "k3", "android", Codec::Protobuf)).unwrap();
     for c in [&mut first, &mut second] {
         assert!((0..200).any(|_| c.pump(Duration::from_millis(20)).is_err()));
-        assert_eq!(c.kicks.iter().map(|k| k.code).collect::<Vec<_>>(), vec![4001]);
+        assert_eq!(
+            c.kicks.iter().map(|k| k.code).collect::<Vec<_>>(),
+            vec![4001]
+        );
     }
 }
 
@@ -285,10 +390,17 @@ fn t12_goim_connections_unaffected_and_bad_opt_ins_refused() {
     assert!(reply.body.is_empty(), "goim's empty auth reply");
     goim.send(1, op::im::SEND, 5, b"anything");
     let p = goim.expect();
-    assert_eq!((p.op, p.seq, p.body.len()), (op::im::SEND, 5, 0), "goim's echo of op 20 (its default branch)");
+    assert_eq!(
+        (p.op, p.seq, p.body.len()),
+        (op::im::SEND, 5, 0),
+        "goim's echo of op 20 (its default branch)"
+    );
     // A forged token: closed.
     let mut bad = im.login(61, "b", "test", Codec::Protobuf);
-    bad.im_token = Tokens::new("some-other-secret-0123456789").unwrap().mint(61, "test", 60).unwrap();
+    bad.im_token = Tokens::new("some-other-secret-0123456789")
+        .unwrap()
+        .mint(61, "test", 60)
+        .unwrap();
     assert!(ImClient::connect(bad).is_err());
     // A token for another user: closed.
     let mut other = im.login(62, "c", "test", Codec::Protobuf);
@@ -370,7 +482,11 @@ fn multi_device_delivery_reaches_the_senders_other_devices() {
     });
     a1.pump(Duration::from_millis(200)).unwrap();
     assert_eq!(a1.raw, 0, "not pushed back to the sending connection");
-    let seen: HashSet<i64> = [a2.messages(p2p(91))[0].sender, b.messages(p2p(90))[0].sender].into();
+    let seen: HashSet<i64> = [
+        a2.messages(p2p(91))[0].sender,
+        b.messages(p2p(90))[0].sender,
+    ]
+    .into();
     assert_eq!(seen, HashSet::from([90]));
     let _ = group(1);
 }
@@ -395,7 +511,11 @@ pub fn admin(im: &Im, method: &str, path: &str, body: &str) -> (u16, serde_json:
 
 fn admin_ok(im: &Im, method: &str, path: &str, body: &str) -> serde_json::Value {
     let (status, v) = admin(im, method, path, body);
-    assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{method} {path}: {v}");
+    assert_eq!(
+        (status, v["code"].as_i64()),
+        (200, Some(0)),
+        "{method} {path}: {v}"
+    );
     v
 }
 
@@ -424,7 +544,15 @@ fn history(c: &mut ImClient, conv: ConvRef, limit: u32) -> (Vec<PullReply>, Vec<
     let (mut pages, mut seqs, mut from) = (Vec::new(), Vec::new(), 0);
     loop {
         let r: PullReply = c
-            .call(op::im::PULL, &PullReq { conv: Some(conv), dir: Direction::Backward as i32, from_seq: from, limit })
+            .call(
+                op::im::PULL,
+                &PullReq {
+                    conv: Some(conv),
+                    dir: Direction::Backward as i32,
+                    from_seq: from,
+                    limit,
+                },
+            )
             .unwrap();
         assert_eq!(r.code, 0, "{r:?}");
         seqs.extend(r.messages.iter().map(|m| m.seq));
@@ -442,16 +570,30 @@ fn history(c: &mut ImClient, conv: ConvRef, limit: u32) -> (Vec<PullReply>, Vec<
 #[test]
 fn t8_history_paging_with_join_floors() {
     let im = Im::start_with(|c| c.im.durability = starling_im::config::DurabilitySetting::Buffer);
-    admin_ok(&im, "POST", "/im/v1/groups", r#"{"gid":"100","name":"history","owner":"1","members":["2","3","4","5"],"history":"all"}"#);
+    admin_ok(
+        &im,
+        "POST",
+        "/im/v1/groups",
+        r#"{"gid":"100","name":"history","owner":"1","members":["2","3","4","5"],"history":"all"}"#,
+    );
     // seq 1 is the creation message: 4,999 messages make 5,000.
     fill(&im, &[1], group(100), 4999, "a");
-    admin_ok(&im, "POST", "/im/v1/groups/100/members", r#"{"uids":["9"],"history":"from_join"}"#);
+    admin_ok(
+        &im,
+        "POST",
+        "/im/v1/groups/100/members",
+        r#"{"uids":["9"],"history":"from_join"}"#,
+    );
     fill(&im, &[1, 2, 3, 4, 5], group(100), 4995, "b");
     fill(&im, &[1, 2, 3, 4], group(100), 4, "c");
     let mut m = im.client(9, "m", Codec::Protobuf);
     let (pages, seqs) = history(&mut m, group(100), 50);
     assert_eq!(pages.len(), 100);
-    assert_eq!(seqs, (5001..=10000).rev().collect::<Vec<_>>(), "strictly descending, contiguous");
+    assert_eq!(
+        seqs,
+        (5001..=10000).rev().collect::<Vec<_>>(),
+        "strictly descending, contiguous"
+    );
     let last = pages.last().unwrap();
     assert!(!last.has_more);
     assert_eq!((last.floor_seq, last.next_seq), (5001, 0));
@@ -461,7 +603,15 @@ fn t8_history_paging_with_join_floors() {
     assert_eq!(seqs, (1..=10000).rev().collect::<Vec<_>>());
     // A forward pull from below M's floor starts at the floor.
     let r: PullReply = m
-        .call(op::im::PULL, &PullReq { conv: Some(group(100)), dir: Direction::Forward as i32, from_seq: 1, limit: 5 })
+        .call(
+            op::im::PULL,
+            &PullReq {
+                conv: Some(group(100)),
+                dir: Direction::Forward as i32,
+                from_seq: 1,
+                limit: 5,
+            },
+        )
         .unwrap();
     assert_eq!((r.floor_seq, r.messages[0].seq), (5001, 5001));
 }
@@ -472,31 +622,74 @@ fn t8_history_paging_with_join_floors() {
 #[test]
 fn t9_recall() {
     let im = Im::start_with(|c| c.im.recall_window = Duration::from_millis(1500));
-    admin_ok(&im, "POST", "/im/v1/groups", r#"{"gid":"200","name":"recall","owner":"1","members":["2","3","4","5","6","7","8","9","10"],"history":"all"}"#);
+    admin_ok(
+        &im,
+        "POST",
+        "/im/v1/groups",
+        r#"{"gid":"200","name":"recall","owner":"1","members":["2","3","4","5","6","7","8","9","10"],"history":"all"}"#,
+    );
     let g = group(200);
     let mut a = im.client(2, "a", Codec::Protobuf);
-    let mut online: Vec<ImClient> = (3..=9).map(|mid| im.client(mid, &format!("o{mid}"), if mid % 2 == 0 { Codec::Json } else { Codec::Protobuf })).collect();
+    let mut online: Vec<ImClient> = (3..=9)
+        .map(|mid| {
+            im.client(
+                mid,
+                &format!("o{mid}"),
+                if mid % 2 == 0 {
+                    Codec::Json
+                } else {
+                    Codec::Protobuf
+                },
+            )
+        })
+        .collect();
     let s = a.send(g, "to-recall", "secret")[0].seq;
     let other = a.send(g, "stays", "kept")[0].seq;
-    let recall = starling_proto::im::v1::RecallReq { conv: Some(g), seq: s, client_msg_id: "r1".into() };
+    let recall = starling_proto::im::v1::RecallReq {
+        conv: Some(g),
+        seq: s,
+        client_msg_id: "r1".into(),
+    };
     let ack: SendAck = a.call(op::im::RECALL, &recall).unwrap();
     assert_eq!(ack.code, 0, "{ack:?}");
     let event_seq = ack.seq;
     assert_eq!(event_seq, other + 1, "the recall event takes the next seq");
     // The same recall retried: the original event.
     let again: SendAck = a.call(op::im::RECALL, &recall).unwrap();
-    assert_eq!((again.code, again.seq, again.duplicate), (0, event_seq, true));
+    assert_eq!(
+        (again.code, again.seq, again.duplicate),
+        (0, event_seq, true)
+    );
     // Another id for the same message: already recalled.
-    let twice: SendAck = a.call(op::im::RECALL, &starling_proto::im::v1::RecallReq { client_msg_id: "r2".into(), ..recall.clone() }).unwrap();
+    let twice: SendAck = a
+        .call(
+            op::im::RECALL,
+            &starling_proto::im::v1::RecallReq {
+                client_msg_id: "r2".into(),
+                ..recall.clone()
+            },
+        )
+        .unwrap();
     assert_eq!(twice.code, 409);
     // Someone else's message, without rights: 403.
     let mut b = im.client(3, "b", Codec::Protobuf);
-    let not_mine: SendAck = b.call(op::im::RECALL, &starling_proto::im::v1::RecallReq { conv: Some(g), seq: other, client_msg_id: "r3".into() }).unwrap();
+    let not_mine: SendAck = b
+        .call(
+            op::im::RECALL,
+            &starling_proto::im::v1::RecallReq {
+                conv: Some(g),
+                seq: other,
+                client_msg_id: "r3".into(),
+            },
+        )
+        .unwrap();
     assert_eq!(not_mine.code, 403);
     for c in online.iter_mut() {
         common::eventually("the recall event arrives", || {
             c.pump(Duration::from_millis(20)).unwrap();
-            c.messages(g).iter().any(|m| m.seq == event_seq && m.ref_seq == s)
+            c.messages(g)
+                .iter()
+                .any(|m| m.seq == event_seq && m.ref_seq == s)
         });
     }
     // The offline member (10) syncs later: s is a tombstone, the event is there.
@@ -507,10 +700,27 @@ fn t9_recall() {
     assert!(held.iter().any(|m| m.seq == event_seq && m.kind == starling_proto::im::v1::MsgKind::Recall as i32));
     // Unread: the creation (SYSTEM), the recalled message and the event do not count.
     let sync: SyncReply = late.call(op::im::SYNC, &SyncReq::default()).unwrap();
-    assert_eq!(sync.convs[0].unread, 1, "only 'kept' is unread: {:?}", sync.convs[0]);
-    assert_eq!(sync.convs[0].last.as_ref().unwrap().seq, other, "last is never the RECALL event");
+    assert_eq!(
+        sync.convs[0].unread, 1,
+        "only 'kept' is unread: {:?}",
+        sync.convs[0]
+    );
+    assert_eq!(
+        sync.convs[0].last.as_ref().unwrap().seq,
+        other,
+        "last is never the RECALL event"
+    );
     // After the window: 410.
     std::thread::sleep(Duration::from_millis(1600));
-    let late_recall: SendAck = a.call(op::im::RECALL, &starling_proto::im::v1::RecallReq { conv: Some(g), seq: other, client_msg_id: "r4".into() }).unwrap();
+    let late_recall: SendAck = a
+        .call(
+            op::im::RECALL,
+            &starling_proto::im::v1::RecallReq {
+                conv: Some(g),
+                seq: other,
+                client_msg_id: "r4".into(),
+            },
+        )
+        .unwrap();
     assert_eq!(late_recall.code, 410);
 }

@@ -92,7 +92,10 @@ impl Node {
         while rx.recv_timeout(Duration::from_millis(20)).is_err() {
             if let Some(status) = child.try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(100)); // let the readers finish
-                panic!("starling exited with {status}: {}", self.stderr.lock().unwrap());
+                panic!(
+                    "starling exited with {status}: {}",
+                    self.stderr.lock().unwrap()
+                );
             }
             assert!(Instant::now() < deadline, "starling did not start");
         }
@@ -115,7 +118,10 @@ impl Node {
             mid,
             key: key.into(),
             platform: "test".into(),
-            im_token: Tokens::new(SECRET).unwrap().mint(mid, "test", 3600).unwrap(),
+            im_token: Tokens::new(SECRET)
+                .unwrap()
+                .mint(mid, "test", 3600)
+                .unwrap(),
         }
     }
 
@@ -150,7 +156,15 @@ fn whole_log(node: &Node, reader: i64, conv: ConvRef) -> Vec<Message> {
     let mut from = 1;
     loop {
         let r: PullReply = c
-            .call(op::im::PULL, &PullReq { conv: Some(conv), dir: Direction::Forward as i32, from_seq: from, limit: 200 })
+            .call(
+                op::im::PULL,
+                &PullReq {
+                    conv: Some(conv),
+                    dir: Direction::Forward as i32,
+                    from_seq: from,
+                    limit: 200,
+                },
+            )
             .unwrap();
         out.extend(r.messages);
         if !r.has_more {
@@ -167,7 +181,11 @@ fn t3_kill_9_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::new(dir.path(), "");
     node.start();
-    let (status, v) = node.admin("POST", "/im/v1/groups", r#"{"gid":"7","name":"crash","owner":"1","members":["2","3","4"],"history":"all"}"#);
+    let (status, v) = node.admin(
+        "POST",
+        "/im/v1/groups",
+        r#"{"gid":"7","name":"crash","owner":"1","members":["2","3","4"],"history":"all"}"#,
+    );
     assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{v}");
     let acked: Arc<Mutex<Vec<(i64, usize, u64)>>> = Arc::default();
     let mut senders = Vec::new();
@@ -206,24 +224,45 @@ fn t3_kill_9_under_load_loses_nothing_acknowledged() {
     }
     let log = whole_log(&node, 4, group(7));
     // The group's "created" SYSTEM message is sent by its owner (ImStore::create_group).
-    let normal: Vec<&Message> = log.iter().filter(|m| m.kind == MsgKind::Normal as i32).collect();
+    let normal: Vec<&Message> = log
+        .iter()
+        .filter(|m| m.kind == MsgKind::Normal as i32)
+        .collect();
     // Contiguous seqs from 1, the creation message included.
-    assert_eq!(log.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=log.len() as u64).collect::<Vec<_>>(), "no holes");
+    assert_eq!(
+        log.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=log.len() as u64).collect::<Vec<_>>(),
+        "no holes"
+    );
     // Every message stored once.
     let ids: HashSet<&str> = normal.iter().map(|m| m.client_msg_id.as_str()).collect();
-    assert_eq!((normal.len(), ids.len()), (3 * PER_SENDER, 3 * PER_SENDER), "each stored exactly once");
+    assert_eq!(
+        (normal.len(), ids.len()),
+        (3 * PER_SENDER, 3 * PER_SENDER),
+        "each stored exactly once"
+    );
     // Every acknowledged (seq, id) is in the store.
     let by_seq: HashMap<u64, &Message> = log.iter().map(|m| (m.seq, m)).collect();
     let acked = acked.lock().unwrap();
     assert_eq!(acked.len(), 3 * PER_SENDER);
     for (mid, k, seq) in acked.iter() {
-        let m = by_seq.get(seq).unwrap_or_else(|| panic!("acked seq {seq} lost"));
+        let m = by_seq
+            .get(seq)
+            .unwrap_or_else(|| panic!("acked seq {seq} lost"));
         assert_eq!(m.client_msg_id, format!("{mid}-{k}"), "seq {seq}");
     }
     // Per-sender order.
     for mid in 1..=3 {
-        let ks: Vec<usize> = normal.iter().filter(|m| m.sender == mid).map(|m| m.content.parse().unwrap()).collect();
-        assert_eq!(ks, (0..PER_SENDER).collect::<Vec<_>>(), "sender {mid}'s order");
+        let ks: Vec<usize> = normal
+            .iter()
+            .filter(|m| m.sender == mid)
+            .map(|m| m.content.parse().unwrap())
+            .collect();
+        assert_eq!(
+            ks,
+            (0..PER_SENDER).collect::<Vec<_>>(),
+            "sender {mid}'s order"
+        );
     }
 }
 
@@ -236,7 +275,11 @@ fn t14_kill_right_after_each_ack_loses_nothing() {
     for i in 0..200 {
         node.start();
         let mut c = ImClient::connect(node.login(1, "a")).unwrap();
-        let acks = c.send(common::im_client::p2p(2), &format!("k-{i}"), &format!("{i}"));
+        let acks = c.send(
+            common::im_client::p2p(2),
+            &format!("k-{i}"),
+            &format!("{i}"),
+        );
         assert_eq!(acks.last().unwrap().code, 0);
         acked.push(acks.last().unwrap().seq);
         node.kill();
@@ -257,8 +300,15 @@ fn t14_buffer_durability_is_announced() {
     node.start();
     node.kill();
     let log = node.stdout.lock().unwrap().clone();
-    assert!(log.lines().any(|l| l.contains("WARN") && l.contains("im.durability = \"buffer\"")), "{log}");
-    assert_eq!(starling_im::Config::default().durability, starling_im::config::DurabilitySetting::Sync);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("im.durability = \"buffer\"")),
+        "{log}"
+    );
+    assert_eq!(
+        starling_im::Config::default().durability,
+        starling_im::config::DurabilitySetting::Sync
+    );
     // The default (sync) says nothing of the kind.
     let dir = tempfile::tempdir().unwrap();
     let mut quiet = Node::new(dir.path(), "");

@@ -33,9 +33,14 @@ pub struct Closed;
 impl Wire {
     pub fn connect(addr: SocketAddr, ws: bool) -> Result<Wire, Closed> {
         let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|_| Closed)?;
-        sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
         sock.set_nodelay(true).unwrap();
-        let mut w = Wire { sock, ws: false, buf: Vec::new() };
+        let mut w = Wire {
+            sock,
+            ws: false,
+            buf: Vec::new(),
+        };
         if ws {
             w.sock
                 .write_all(
@@ -45,10 +50,8 @@ impl Wire {
                 .map_err(|_| Closed)?;
             let deadline = Instant::now() + REPLY_WAIT;
             while !w.buf.windows(4).any(|x| x == b"\r\n\r\n") {
-                if !w.fill()? {
-                    if Instant::now() > deadline {
-                        return Err(Closed);
-                    }
+                if !w.fill()? && Instant::now() > deadline {
+                    return Err(Closed);
                 }
             }
             let end = w.buf.windows(4).position(|x| x == b"\r\n\r\n").unwrap() + 4;
@@ -61,7 +64,11 @@ impl Wire {
 
     pub fn send(&mut self, op: i32, seq: i32, body: &[u8]) -> Result<(), Closed> {
         let p = Packet::new(1, op, seq, body.to_vec()).to_bytes();
-        let bytes = if self.ws { ws::encode_client_frame(ws::Opcode::Binary, true, [3, 1, 4, 1], &p) } else { p };
+        let bytes = if self.ws {
+            ws::encode_client_frame(ws::Opcode::Binary, true, [3, 1, 4, 1], &p)
+        } else {
+            p
+        };
         self.sock.write_all(&bytes).map_err(|_| Closed)
     }
 
@@ -97,18 +104,27 @@ impl Wire {
         let mut out = Vec::new();
         loop {
             let p = if self.ws {
-                let Some(h) = ws::decode_frame(&mut self.buf.clone(), usize::MAX >> 1, ws::Masking::Optional).map_err(|_| Closed)? else {
+                let Some(h) = ws::decode_frame(
+                    &mut self.buf.clone(),
+                    usize::MAX >> 1,
+                    ws::Masking::Optional,
+                )
+                .map_err(|_| Closed)?
+                else {
                     break;
                 };
                 let payload = self.buf[h.header_len..h.frame_len()].to_vec();
                 self.buf.drain(..h.frame_len());
                 match h.opcode {
                     ws::Opcode::Close => return if out.is_empty() { Err(Closed) } else { Ok(out) },
-                    ws::Opcode::Binary => packet::decode_exact(&payload, usize::MAX >> 1).map_err(|_| Closed)?.to_owned(),
+                    ws::Opcode::Binary => packet::decode_exact(&payload, usize::MAX >> 1)
+                        .map_err(|_| Closed)?
+                        .to_owned(),
                     _ => continue,
                 }
             } else {
-                let Some(p) = packet::decode(&self.buf, usize::MAX >> 1).map_err(|_| Closed)? else {
+                let Some(p) = packet::decode(&self.buf, usize::MAX >> 1).map_err(|_| Closed)?
+                else {
                     break;
                 };
                 let p = p.to_owned();
@@ -216,7 +232,8 @@ impl ImClient {
     pub fn decode<T: prost::Message + Default + serde::de::DeserializeOwned>(&self, b: &[u8]) -> T {
         match self.codec() {
             Codec::Protobuf => T::decode(b).expect("a protobuf body"),
-            Codec::Json => serde_json::from_slice(b).unwrap_or_else(|e| panic!("a JSON body: {e}: {}", String::from_utf8_lossy(b))),
+            Codec::Json => serde_json::from_slice(b)
+                .unwrap_or_else(|e| panic!("a JSON body: {e}: {}", String::from_utf8_lossy(b))),
         }
     }
 
@@ -227,16 +244,23 @@ impl ImClient {
             mid: l.mid,
             key: l.key.clone(),
             platform: l.platform.clone(),
-            im: match l.codec { Codec::Protobuf => "pb", Codec::Json => "json" }.into(),
+            im: match l.codec {
+                Codec::Protobuf => "pb",
+                Codec::Json => "json",
+            }
+            .into(),
             im_token: l.im_token.clone(),
             ..Default::default()
         }
         .to_json();
         let mut w = Wire::connect(l.addr, l.ws).map_err(|_| "connect failed".to_string())?;
-        w.send(op::AUTH, 1, &token).map_err(|_| "closed".to_string())?;
+        w.send(op::AUTH, 1, &token)
+            .map_err(|_| "closed".to_string())?;
         let deadline = Instant::now() + REPLY_WAIT;
         loop {
-            let ps = w.recv(Duration::from_millis(50)).map_err(|_| "closed before the auth reply".to_string())?;
+            let ps = w
+                .recv(Duration::from_millis(50))
+                .map_err(|_| "closed before the auth reply".to_string())?;
             if let Some(p) = ps.iter().find(|p| p.op == op::AUTH_REPLY) {
                 self.welcome = self.decode(&p.body);
                 self.gap_wait = Duration::from_millis(u64::from(self.welcome.gap_wait_ms));
@@ -254,7 +278,9 @@ impl ImClient {
     pub fn reconnect(&mut self) -> Result<(), String> {
         self.wire = None;
         self.auth()?;
-        self.sync_all().map(|_| ()).map_err(|_| "closed during sync".to_string())
+        self.sync_all()
+            .map(|_| ())
+            .map_err(|_| "closed during sync".to_string())
     }
 
     pub fn is_connected(&self) -> bool {
@@ -270,10 +296,19 @@ impl ImClient {
     pub fn request(&mut self, op: i32, body: &[u8]) -> Result<Packet, Closed> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.wire.as_mut().ok_or(Closed)?.send(op, seq, body).inspect_err(|_| self.wire = None)?;
+        self.wire
+            .as_mut()
+            .ok_or(Closed)?
+            .send(op, seq, body)
+            .inspect_err(|_| self.wire = None)?;
         let deadline = Instant::now() + REPLY_WAIT;
         loop {
-            let ps = match self.wire.as_mut().ok_or(Closed)?.recv(Duration::from_millis(20)) {
+            let ps = match self
+                .wire
+                .as_mut()
+                .ok_or(Closed)?
+                .recv(Duration::from_millis(20))
+            {
                 Ok(ps) => ps,
                 Err(c) => {
                     self.wire = None;
@@ -347,7 +382,11 @@ impl ImClient {
             st.contig += 1;
             st.messages.push(next);
         }
-        st.gap_since = if st.held.is_empty() { None } else { st.gap_since.or(Some(Instant::now())) };
+        st.gap_since = if st.held.is_empty() {
+            None
+        } else {
+            st.gap_since.or(Some(Instant::now()))
+        };
     }
 
     /// Raises a conversation's floor: nothing below it exists for this user.
@@ -368,7 +407,12 @@ impl ImClient {
         let mut pages = Vec::new();
         loop {
             let from = self.convs.get(&key(&conv)).map_or(0, |s| s.contig) + 1;
-            let req = PullReq { conv: Some(conv), dir: Direction::Forward as i32, from_seq: from, limit };
+            let req = PullReq {
+                conv: Some(conv),
+                dir: Direction::Forward as i32,
+                from_seq: from,
+                limit,
+            };
             let p = self.request(op::im::PULL, &self.encode(&req))?;
             let r: PullReply = self.decode(&p.body);
             assert_eq!(r.code, 0, "pull: {r:?}");
@@ -399,7 +443,12 @@ impl ImClient {
         let mut pages = Vec::new();
         let mut cursor = String::new();
         loop {
-            let req = SyncReq { since: self.since, cursor: cursor.clone(), limit: 100, epoch: self.epoch };
+            let req = SyncReq {
+                since: self.since,
+                cursor: cursor.clone(),
+                limit: 100,
+                epoch: self.epoch,
+            };
             let p = self.request(op::im::SYNC, &self.encode(&req))?;
             let r: SyncReply = self.decode(&p.body);
             assert_eq!(r.code, 0, "sync: {r:?}");
@@ -432,7 +481,12 @@ impl ImClient {
     pub fn pump(&mut self, d: Duration) -> Result<(), Closed> {
         let deadline = Instant::now() + d;
         loop {
-            let ps = match self.wire.as_mut().ok_or(Closed)?.recv(Duration::from_millis(20)) {
+            let ps = match self
+                .wire
+                .as_mut()
+                .ok_or(Closed)?
+                .recv(Duration::from_millis(20))
+            {
                 Ok(ps) => ps,
                 Err(c) => {
                     self.wire = None;
@@ -477,7 +531,10 @@ impl ImClient {
         let mut backoff = Duration::from_millis(20);
         let give_up = Instant::now() + Duration::from_secs(60);
         loop {
-            assert!(Instant::now() < give_up, "no final answer to {id} in 60 s: {acks:?}");
+            assert!(
+                Instant::now() < give_up,
+                "no final answer to {id} in 60 s: {acks:?}"
+            );
             if self.wire.is_none() && self.reconnect().is_err() {
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -506,7 +563,13 @@ impl ImClient {
 
     /// Writes a send and drops the connection before reading the ack (T1).
     pub fn send_and_drop(&mut self, conv: ConvRef, id: &str, content: &str) {
-        let req = SendReq { client_msg_id: id.into(), conv: Some(conv), content_type: 1, content: content.into(), ..Default::default() };
+        let req = SendReq {
+            client_msg_id: id.into(),
+            conv: Some(conv),
+            content_type: 1,
+            content: content.into(),
+            ..Default::default()
+        };
         let body = self.encode(&req);
         if let Some(w) = self.wire.as_mut() {
             let _ = w.send(op::im::SEND, 999_999, &body);
@@ -543,7 +606,9 @@ impl ImClient {
 
     /// Visible messages of a conversation.
     pub fn messages(&self, conv: ConvRef) -> &[Message] {
-        self.convs.get(&key(&conv)).map_or(&[], |s| s.messages.as_slice())
+        self.convs
+            .get(&key(&conv))
+            .map_or(&[], |s| s.messages.as_slice())
     }
 
     /// Seqs of a conversation's visible messages.
@@ -553,9 +618,15 @@ impl ImClient {
 }
 
 pub fn p2p(peer: i64) -> ConvRef {
-    ConvRef { kind: ConvKind::P2p as i32, id: peer }
+    ConvRef {
+        kind: ConvKind::P2p as i32,
+        id: peer,
+    }
 }
 
 pub fn group(gid: i64) -> ConvRef {
-    ConvRef { kind: ConvKind::Group as i32, id: gid }
+    ConvRef {
+        kind: ConvKind::Group as i32,
+        id: gid,
+    }
 }
