@@ -214,3 +214,24 @@ fn the_all_in_one_loads_its_file_as_the_tier_binaries_do() {
 fn no_file_means_every_default() {
     assert_eq!(boot::load::<Config>(None).unwrap(), Config::default());
 }
+
+/// conf/im-try.toml, the README's way to try IM, loads and turns IM on in development mode.
+#[test]
+fn the_im_try_file_turns_im_on() {
+    let c = boot::load::<Config>(Some(&PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../conf/im-try.toml"
+    ))))
+    .unwrap();
+    assert!(c.im.enabled && c.im.insecure_trust_mid);
+    assert_eq!(c.im.admin_token, "try-admin");
+    // IM on without a secret or the development switch is refused, naming the key.
+    let err = boot::parse::<Config>("[im]\nenabled = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("token_secret"), "{err}");
+    let err = boot::parse::<Config>("[im]\nenabled = true\ntoken_secret = \"short\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("token_secret"), "{err}");
+}

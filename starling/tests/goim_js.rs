@@ -46,9 +46,15 @@ fn until(rx: &mpsc::Receiver<String>, want: &str, seen: &mut Vec<String>) {
     }
 }
 
+/// With IM on (reference im.md §9 T12): a goim client that does not opt in must not notice.
 #[test]
 fn goims_javascript_client_sees_what_it_sees_against_goim() {
-    let srv = start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.im.enabled = true;
+    config.im.token_secret = "goim-js-test-secret-0123456789".into();
+    config.im.path = dir.path().join("im");
+    let srv = start_with(config);
     let (mut child, rx) = spawn_client(srv.ws);
     let mut seen = Vec::new();
     until(&rx, "[box] receive: auth reply", &mut seen);

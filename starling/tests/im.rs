@@ -724,3 +724,57 @@ fn t9_recall() {
         .unwrap();
     assert_eq!(late_recall.code, 410);
 }
+
+/// T11: an admin kick reaches the device as IM_KICK 4002 before its close, and the tokens
+/// issued before it are refused afterwards.
+#[test]
+fn t11_admin_kick_is_4002_and_revokes_tokens() {
+    let im = Im::start();
+    let login = im.login(52, "k1", "ios", Codec::Protobuf);
+    let mut c = ImClient::connect(login.clone()).unwrap();
+    let v = admin_ok(&im, "POST", "/im/v1/users/52/kick", "{}");
+    assert_eq!(v["data"]["kicked"], 1, "{v}");
+    assert!(
+        (0..200).any(|_| c.pump(Duration::from_millis(20)).is_err()),
+        "closed"
+    );
+    assert_eq!(
+        c.kicks.iter().map(|k| k.code).collect::<Vec<_>>(),
+        vec![4002]
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // tokens carry whole seconds
+    assert!(
+        ImClient::connect(login).is_err(),
+        "the old token is revoked"
+    );
+    assert!(
+        ImClient::connect(im.login(52, "k1", "ios", Codec::Protobuf)).is_ok(),
+        "a new one works"
+    );
+}
+
+/// T13: a group over `max_group_members` is refused with 413.
+#[test]
+fn t13_group_size_limit() {
+    let im = Im::start_with(|c| c.im.max_group_members = 3);
+    let (status, v) = admin(
+        &im,
+        "POST",
+        "/im/v1/groups",
+        r#"{"gid":"300","name":"big","owner":"1","members":["2","3","4"]}"#,
+    );
+    assert_eq!((status, v["code"].as_i64()), (413, Some(413)), "{v}");
+    admin_ok(
+        &im,
+        "POST",
+        "/im/v1/groups",
+        r#"{"gid":"300","name":"ok","owner":"1","members":["2","3"]}"#,
+    );
+    let (status, _) = admin(
+        &im,
+        "POST",
+        "/im/v1/groups/300/members",
+        r#"{"uids":["4"]}"#,
+    );
+    assert_eq!(status, 413);
+}
