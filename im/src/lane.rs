@@ -98,6 +98,12 @@ impl Lanes {
         }
     }
 
+    /// Writes waiting on `conv`'s lane for the next batch (not counting the batch in flight).
+    pub fn queued(&self, conv: Conv) -> usize {
+        let q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        q.get(&conv).map_or(0, VecDeque::len)
+    }
+
     async fn drive(self: Arc<Self>, conv: Conv) {
         loop {
             let batch: Vec<Item> = {

@@ -193,36 +193,147 @@ fn t2_reused_id_with_other_content_is_409() {
     }
 }
 
-/// T6 (P2P part): 1,000 messages while B is offline; B's sync lists the conversation with
-/// unread capped at 999 and pulls it in 10 pages of 100.
+/// T6: B offline while 1,000 messages arrive in one P2P conversation and 20 in each of 50
+/// groups; B's directory lists 51 conversations with their unread (999 capped, 20 each), the
+/// P2P pull takes 10 pages of 100, and B ends with all 2,000, once each, ascending.
 #[test]
 fn t6_offline_sync_in_pages() {
     let im = Im::start_with(|c| c.im.durability = starling_im::config::DurabilitySetting::Buffer);
+    for g in 0..50 {
+        let body = format!(
+            r#"{{"gid":"{}","name":"g","owner":"20","members":["21"],"history":"all"}}"#,
+            1000 + g
+        );
+        admin_ok(&im, "POST", "/im/v1/groups", &body);
+    }
     let mut a = im.client(20, "a", Codec::Protobuf);
     for i in 0..1000 {
         assert_eq!(a.send(p2p(21), &format!("o-{i}"), "x")[0].code, 0);
     }
+    for g in 0..50 {
+        for i in 0..20 {
+            assert_eq!(
+                a.send(group(1000 + g), &format!("g{g}-{i}"), "x")[0].code,
+                0
+            );
+        }
+    }
+    // B connects with nothing cached; the reference client syncs (pages of 100) and pulls.
     let mut b = ImClient::connect(im.login(21, "b", "test", Codec::Protobuf)).unwrap();
-    // The connect already synced; count what it took by syncing a fresh view.
-    let fresh: SyncReply = b
-        .call(
-            op::im::SYNC,
-            &SyncReq {
-                limit: 100,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(fresh.convs.len(), 1);
-    let head = &fresh.convs[0];
-    assert_eq!((head.last_seq, head.unread, head.read_seq), (1000, 999, 0));
-    assert_eq!(head.last.as_ref().unwrap().seq, 1000);
+    assert_eq!(b.seqs(p2p(20)), (1..=1000).collect::<Vec<_>>());
+    for g in 0..50 {
+        // Seq 1 is the group's creation notice, then the 20 messages.
+        assert_eq!(
+            b.seqs(group(1000 + g)),
+            (1..=21).collect::<Vec<_>>(),
+            "group {g}"
+        );
+    }
+    assert_eq!(b.raw_duplicates, 0);
+    // The directory as a fresh device sees it, in pages of 20.
+    let mut convs = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let req = SyncReq {
+            limit: 20,
+            cursor: cursor.clone(),
+            ..Default::default()
+        };
+        let page: SyncReply = b.call(op::im::SYNC, &req).unwrap();
+        convs.extend(page.convs);
+        if !page.has_more {
+            break;
+        }
+        cursor = page.cursor;
+    }
+    assert_eq!(convs.len(), 51);
+    let p = convs.iter().find(|h| h.conv == Some(p2p(20))).unwrap();
+    assert_eq!((p.last_seq, p.unread, p.read_seq), (1000, 999, 0));
+    assert_eq!(p.last.as_ref().unwrap().seq, 1000);
+    for h in convs.iter().filter(|h| h.conv != Some(p2p(20))) {
+        assert_eq!((h.last_seq, h.unread), (21, 20), "{h:?}");
+    }
+    // The P2P conversation from nothing: 10 pages of 100, has_more on the first 9.
     b.convs.clear();
     let pages = b.pull_forward(p2p(20), 100).unwrap();
     assert_eq!(pages.len(), 10);
     assert!(pages[..9].iter().all(|p| p.has_more) && !pages[9].has_more);
     assert_eq!(b.seqs(p2p(20)), (1..=1000).collect::<Vec<_>>());
-    assert_eq!(b.raw_duplicates, 0);
+}
+
+/// A client whose cache came from another store (wiped, restored) is told to reset by its
+/// first sync and ends with the new store's messages only.
+#[test]
+fn a_new_store_epoch_resets_the_client() {
+    let old = Im::start();
+    let mut a = old.client(25, "a", Codec::Protobuf);
+    assert_eq!(a.send(p2p(26), "before", "x")[0].code, 0);
+    let old_epoch = a.epoch;
+    assert_ne!(old_epoch, 0);
+    let new = Im::start();
+    let mut writer = new.client(26, "w", Codec::Protobuf);
+    assert_eq!(writer.send(p2p(25), "after-1", "y")[0].code, 0);
+    assert_eq!(writer.send(p2p(25), "after-2", "y")[0].code, 0);
+    let probe: SyncReply = a
+        .call(
+            op::im::SYNC,
+            &SyncReq {
+                epoch: old_epoch,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(!probe.reset, "same store, same epoch");
+    // The reconnect to the new store syncs with the old epoch: reset, cache rebuilt.
+    a.login.addr = new.server.tcp;
+    a.reconnect().unwrap();
+    assert_ne!(a.epoch, old_epoch, "the client adopted the new epoch");
+    let ids: Vec<String> = a
+        .messages(p2p(26))
+        .iter()
+        .map(|m| m.client_msg_id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        ["after-1", "after-2"],
+        "the old store's message is gone from the cache"
+    );
+    let r: SyncReply = a
+        .call(
+            op::im::SYNC,
+            &SyncReq {
+                epoch: old_epoch,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(r.reset && r.convs.is_empty(), "{r:?}");
+}
+
+/// Typing reaches the P2P peer's devices, is not stored, and is limited to one per 3 s per
+/// user and conversation.
+#[test]
+fn typing_is_pushed_not_stored_and_rate_limited() {
+    let im = Im::start();
+    let mut a = im.client(27, "a", Codec::Protobuf);
+    let mut b = im.client(28, "b", Codec::Json);
+    let t = starling_proto::im::v1::TypingReq {
+        conv: Some(p2p(28)),
+        typing: true,
+    };
+    let r: ImResult = a.call(op::im::TYPING, &t).unwrap();
+    assert_eq!(r.code, 0);
+    common::eventually("b sees a typing", || {
+        b.pump(Duration::from_millis(20)).unwrap();
+        b.events
+            .iter()
+            .any(|e| e.r#type == event::Type::Typing as i32 && e.uid == 27 && e.typing)
+    });
+    let again: ImResult = a.call(op::im::TYPING, &t).unwrap();
+    assert_eq!(again.code, 429);
+    assert!(again.retry_after_ms > 0);
+    let s: SyncReply = b.call(op::im::SYNC, &SyncReq::default()).unwrap();
+    assert!(s.convs.is_empty(), "typing stores nothing");
 }
 
 /// T10 (P2P): a read on one device reaches the user's other online device and the peer; an

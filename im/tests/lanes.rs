@@ -1,0 +1,171 @@
+//! A burst in one conversation leaves as one batch per comet (reference im.md §7.1, §7.4):
+//! while a lane's batch is being delivered, the sends that queue behind it are stored and
+//! delivered together as one push. The sink (job's seam) is held on its first push so the
+//! burst always queues behind it.
+
+use starling_im::config::MultiLogin;
+use starling_im::devices::Device;
+use starling_im::store::embedded::{EmbeddedConfig, EmbeddedStore};
+use starling_im::store::{Conv, Durability};
+use starling_im::{Config, Im};
+use starling_logic::nodes::{Instance, Registry};
+use starling_logic::store::{BoxFuture, MemorySessions};
+use starling_logic::{Logic, PushError, PushSink};
+use starling_proto::grpc::logic::{PushMsg, ReceiveReq};
+use starling_proto::grpc::protocol::Proto;
+use starling_proto::im::v1::{ConvKind, ConvRef, Push, SendAck, SendReq};
+use starling_proto::op::{self, Codec};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Records pushes; each publish first takes a permit from `gate`.
+struct Gated {
+    gate: Semaphore,
+    entered: AtomicUsize,
+    log: Mutex<Vec<PushMsg>>,
+}
+
+impl PushSink for Gated {
+    fn publish(&self, msg: PushMsg) -> BoxFuture<'_, Result<(), PushError>> {
+        Box::pin(async move {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            self.gate.acquire().await.unwrap().forget();
+            self.log.lock().unwrap().push(msg);
+            Ok(())
+        })
+    }
+}
+
+struct NoComets;
+
+impl Registry for NoComets {
+    fn instances(&self) -> Vec<Instance> {
+        Vec::new()
+    }
+}
+
+fn device(mid: i64, key: &str) -> Device {
+    Device {
+        mid,
+        key: key.into(),
+        platform: "test".into(),
+        codec: Codec::Protobuf,
+        server: "comet-1".into(),
+        conn: key.into(),
+        since_ms: 0,
+    }
+}
+
+fn send(logic: &Arc<Logic>, key: &str, id: usize) -> tokio::task::JoinHandle<SendAck> {
+    let req = SendReq {
+        client_msg_id: format!("m{id}"),
+        conv: Some(ConvRef {
+            kind: ConvKind::P2p as i32,
+            id: 2,
+        }),
+        content: format!("{id}"),
+        ..Default::default()
+    };
+    let recv = ReceiveReq {
+        mid: 1,
+        key: key.into(),
+        proto: Some(Proto {
+            op: op::im::SEND,
+            body: prost::Message::encode_to_vec(&req).into(),
+            ..Default::default()
+        }),
+    };
+    let logic = logic.clone();
+    tokio::spawn(async move {
+        let replies = logic.receive(recv).await.unwrap();
+        prost::Message::decode(replies[0].body.as_ref()).unwrap()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_behind_a_batch_in_flight_leaves_as_one_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig {
+        durability: Durability::Buffer,
+        ..EmbeddedConfig::new(dir.path().join("im"))
+    })
+    .unwrap();
+    let sink = Arc::new(Gated {
+        gate: Semaphore::new(0),
+        entered: AtomicUsize::new(0),
+        log: Mutex::default(),
+    });
+    let config = Config {
+        enabled: true,
+        insecure_trust_mid: true,
+        send_rate: 1000,
+        ..Config::default()
+    };
+    let im = Im::new(config, Arc::new(store), sink.clone());
+    let logic = Arc::new(Logic::new(
+        starling_logic::Config::default(),
+        Arc::new(MemorySessions::default()),
+        sink.clone(),
+        Arc::new(NoComets),
+    ));
+    im.install(&logic);
+    for k in 0..21 {
+        im.devices
+            .register(device(1, &format!("s{k}")), MultiLogin::Multi);
+    }
+    im.devices.register(device(2, "r"), MultiLogin::Multi);
+
+    // The first send is stored and its delivery held at the sink.
+    let first = send(&logic, "s0", 0);
+    while sink.entered.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Twenty more queue behind it on the conversation's lane.
+    let rest: Vec<_> = (1..=20)
+        .map(|i| send(&logic, &format!("s{i}"), i))
+        .collect();
+    let conv = Conv::p2p(1, 2);
+    while im.lanes.queued(conv) < 20 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    sink.gate.add_permits(1000);
+    assert_eq!(first.await.unwrap().seq, 1);
+    let mut seqs: Vec<u64> = Vec::new();
+    for h in rest {
+        let ack = h.await.unwrap();
+        assert_eq!(ack.code, 0, "{ack:?}");
+        seqs.push(ack.seq);
+    }
+    let s5_own = seqs[4]; // rest[4] was sent from key s5
+    seqs.sort();
+    assert_eq!(seqs, (2..=21).collect::<Vec<_>>());
+    // The receiver got two pushes: the first message, then the burst of twenty in seq order.
+    let log = sink.log.lock().unwrap();
+    let to_r: Vec<Push> = log
+        .iter()
+        .filter(|m| m.operation == op::im::MSG && m.keys.iter().any(|k| k == "r"))
+        .map(|m| prost::Message::decode(m.msg.as_ref()).unwrap())
+        .collect();
+    let shape: Vec<Vec<u64>> = to_r
+        .iter()
+        .map(|p| p.messages.iter().map(|m| m.seq).collect())
+        .collect();
+    assert_eq!(shape, vec![vec![1], (2..=21).collect::<Vec<_>>()]);
+    // Every sender's other devices got the burst, except each message's own sending key.
+    let to_s5: Vec<Push> = log
+        .iter()
+        .filter(|m| m.operation == op::im::MSG && m.keys.iter().any(|k| k == "s5"))
+        .map(|m| prost::Message::decode(m.msg.as_ref()).unwrap())
+        .collect();
+    let seen: Vec<u64> = to_s5
+        .iter()
+        .flat_map(|p| p.messages.iter().map(|m| m.seq))
+        .collect();
+    let others: Vec<u64> = (1..=21).filter(|s| *s != s5_own).collect();
+    assert_eq!(
+        seen, others,
+        "s5 gets every message but its own (its ack carries that one)"
+    );
+}
