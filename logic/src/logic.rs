@@ -110,7 +110,16 @@ impl Logic {
         };
         // goim logs a failed mapping and admits the connection anyway; Starling refuses it, so
         // a connection that pushes could never reach is not left open.
-        self.sessions.add(token.mid, &key, &req.server).await?;
+        if let Err(e) = self.sessions.add(token.mid, &key, &req.server).await {
+            // Refused after the hook admitted it: undo the hook's registration, since comet
+            // will not report the close of a connection it never admitted.
+            if grant.im != 0
+                && let Some(hook) = self.connect_hook.get()
+            {
+                hook.left(token.mid, &key, &req.server, &req.conn).await;
+            }
+            return Err(e.into());
+        }
         let node = &self.config.node;
         let heartbeat = node.heartbeat.as_nanos() as i64 * i64::from(node.heartbeat_max);
         // Client-chosen strings are logged quoted and escaped (`?`): a key holding a line break
@@ -352,5 +361,109 @@ mod dedupe_tests {
             ["b", "a", "c"].map(String::from).to_vec()
         );
         assert_eq!(super::first_of_each(&[7i64, 7, 7]), vec![7]);
+    }
+}
+
+#[cfg(test)]
+mod connect_hook_tests {
+    use super::*;
+    use crate::nodes::Instance;
+    use std::sync::Mutex;
+
+    /// Sessions that refuse every add (Redis down).
+    struct Refusing;
+
+    impl SessionStore for Refusing {
+        fn add(&self, _: i64, _: &str, _: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+            Box::pin(async { Err(StoreError::Unavailable("down".into())) })
+        }
+        fn remove(&self, _: i64, _: &str, _: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(async { Ok(false) })
+        }
+        fn touch(&self, _: i64, _: &str, _: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(async { Ok(false) })
+        }
+        fn servers(&self, _: &[String]) -> BoxFuture<'_, Result<Vec<Option<String>>, StoreError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn keys_of(&self, _: &[i64]) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    struct Nowhere;
+
+    impl PushSink for Nowhere {
+        fn publish(&self, _: PushMsg) -> BoxFuture<'_, Result<(), PushError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    impl Registry for Nowhere {
+        fn instances(&self) -> Vec<Instance> {
+            Vec::new()
+        }
+    }
+
+    /// Admits everything and records who is admitted and who left.
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<String>>);
+
+    impl ConnectHook for Recording {
+        fn admit<'a>(&'a self, a: Admission<'a>) -> BoxFuture<'a, Result<Grant, LogicError>> {
+            self.0.lock().unwrap().push(format!("admit {}", a.key));
+            Box::pin(async {
+                Ok(Grant {
+                    im: 1,
+                    ..Grant::default()
+                })
+            })
+        }
+        fn left<'a>(&'a self, _: i64, key: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, ()> {
+            self.0.lock().unwrap().push(format!("left {key}"));
+            Box::pin(async {})
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_refused_after_the_hook_admitted_it_is_undone() {
+        let logic = Logic::new(
+            Config::default(),
+            Arc::new(Refusing),
+            Arc::new(Nowhere),
+            Arc::new(Nowhere),
+        );
+        let hook = Arc::new(Recording::default());
+        logic.set_connect_hook(hook.clone());
+        let req = ConnectReq {
+            server: "c1".into(),
+            token: br#"{"mid":1,"key":"k","im":"pb"}"#.to_vec().into(),
+            ..Default::default()
+        };
+        assert!(logic.connect(req).await.is_err());
+        assert_eq!(*hook.0.lock().unwrap(), ["admit k", "left k"]);
+    }
+
+    #[tokio::test]
+    async fn asking_for_im_without_a_hook_is_refused() {
+        let logic = Logic::new(
+            Config::default(),
+            Arc::new(crate::store::MemorySessions::default()),
+            Arc::new(Nowhere),
+            Arc::new(Nowhere),
+        );
+        let req = ConnectReq {
+            token: br#"{"mid":1,"im":"pb"}"#.to_vec().into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            logic.connect(req).await,
+            Err(LogicError::BadToken(_))
+        ));
+        let goim = ConnectReq {
+            token: br#"{"mid":1}"#.to_vec().into(),
+            ..Default::default()
+        };
+        assert_eq!(logic.connect(goim).await.unwrap().im, 0);
     }
 }
