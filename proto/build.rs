@@ -38,6 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Every field on output, defaults included: a JSON reply always carries `code`, also
         // when it is 0 (reference im.md 13.4), and browsers need no defaulting of their own.
         .emit_fields()
+        // A newer client's extra fields are ignored, as protobuf ignores unknown fields: an
+        // older server must not refuse it.
+        .ignore_unknown_fields()
         .build(&[".starling.im.v1"])?;
     Ok(())
 }

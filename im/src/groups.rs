@@ -298,6 +298,12 @@ impl Im {
                 "role of an added member: 0 member or 1 admin".into(),
             ));
         }
+        // Only who actually joins: a retried or redundant call writes nothing.
+        let current = self.current_members(gid).await?;
+        let uids: Vec<i64> = uids.into_iter().filter(|u| !current.contains(u)).collect();
+        if uids.is_empty() {
+            return self.unchanged(gid).await;
+        }
         let content = json!({ "type": "members_added", "by": by.to_string(), "uids": ids(&uids) });
         let req = MembersChangeReq {
             gid,
@@ -325,6 +331,37 @@ impl Im {
         Ok(change)
     }
 
+    /// The current members of a live group (`NotFound` for a missing or dissolved one).
+    async fn current_members(&self, gid: i64) -> StoreResult<std::collections::HashSet<i64>> {
+        match self.store.group(gid).await? {
+            Some(g) if !g.dissolved => {}
+            _ => return Err(StoreError::NotFound(format!("group {gid}"))),
+        }
+        let ms = self
+            .store
+            .members(Conv::group(gid), 0, usize::MAX, true)
+            .await?;
+        Ok(ms.iter().map(|m| m.uid).collect())
+    }
+
+    /// The answer to a membership call that changes nothing: no message (its `seq` is 0),
+    /// the current `member_version`.
+    async fn unchanged(&self, gid: i64) -> StoreResult<GroupChange> {
+        let meta = self
+            .store
+            .conversation(Conv::group(gid))
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("group {gid}")))?;
+        Ok(GroupChange {
+            gid,
+            conv_id: meta.conv_id,
+            message: Default::default(),
+            member_version: meta.member_version,
+            added: Vec::new(),
+            removed: Vec::new(),
+        })
+    }
+
     /// Removes members (`DELETE /im/v1/groups/{gid}/members`, set semantics): one SYSTEM
     /// "members_removed" message whose seq is their `leave_seq`, so they receive it (delivery
     /// reads them up to it) and may read up to it; then `Event{CONV_REMOVED}` to their
@@ -336,6 +373,12 @@ impl Im {
         uids: Vec<i64>,
     ) -> StoreResult<GroupChange> {
         check_uids(&uids, false)?;
+        // Only who actually leaves: removing a non-member writes nothing.
+        let current = self.current_members(gid).await?;
+        let uids: Vec<i64> = uids.into_iter().filter(|u| current.contains(u)).collect();
+        if uids.is_empty() {
+            return self.unchanged(gid).await;
+        }
         let content =
             json!({ "type": "members_removed", "by": by.to_string(), "uids": ids(&uids) });
         let req = MembersChangeReq {

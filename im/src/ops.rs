@@ -49,7 +49,8 @@ impl Handler for OpHandler {
                 op::im::RECV => im.mark(&dev, &proto.body, MarkKind::Recv).await,
                 op::im::TYPING => im.typing(&dev, &proto.body).await,
                 op::im::MEMBERS => im.members_page(&dev, &proto.body).await,
-                _ => return Ok(Vec::new()),
+                // Reserved (36-39) or not a request: one reply per request all the same.
+                other => im.bad(other, dev.codec, format!("op {other} is not an IM request")),
             };
             Ok(vec![Proto {
                 op: proto.op + 1,
@@ -58,6 +59,20 @@ impl Handler for OpHandler {
             }])
         })
     }
+}
+
+/// Most mentions in one message.
+pub const MAX_MENTIONS: usize = 1000;
+
+/// Mentions name users: at most [`MAX_MENTIONS`], each a positive mid.
+pub(crate) fn check_mentions(mentions: &[i64]) -> Result<(), String> {
+    if mentions.len() > MAX_MENTIONS {
+        return Err(format!("at most {MAX_MENTIONS} mentions"));
+    }
+    if mentions.iter().any(|m| *m <= 0) {
+        return Err("mentions must be positive user ids".into());
+    }
+    Ok(())
 }
 
 /// An answer body: a reply message in the connection's codec.
@@ -105,10 +120,52 @@ fn ack_from(req_id: &str, conv: Conv, viewer: i64, a: &Appended) -> SendAck {
     }
 }
 
+/// An error answer to request `op` in that op's own reply message (`SendAck`, `SyncReply`,
+/// `PullReply`, `MembersReply` or `Result`), so a client decodes it as any reply of the op:
+/// every reply starts with `code` (reference im.md §5.2), and `reason` goes where the reply
+/// has one.
+pub(crate) fn error_reply(op: i32, codec: Codec, code: i32, reason: impl Into<String>) -> Body {
+    use starling_proto::im::v1::{MembersReply, PullReply, SyncReply};
+    let reason = reason.into();
+    match op {
+        op::im::SEND | op::im::RECALL => codec::encode(
+            codec,
+            &SendAck {
+                code,
+                reason,
+                ..SendAck::default()
+            },
+        ),
+        op::im::SYNC => codec::encode(
+            codec,
+            &SyncReply {
+                code,
+                ..SyncReply::default()
+            },
+        ),
+        op::im::PULL => codec::encode(
+            codec,
+            &PullReply {
+                code,
+                ..PullReply::default()
+            },
+        ),
+        op::im::MEMBERS => codec::encode(
+            codec,
+            &MembersReply {
+                code,
+                ..MembersReply::default()
+            },
+        ),
+        _ => result(codec, code, reason),
+    }
+}
+
 impl Im {
-    fn bad(&self, codec: Codec, why: impl Into<String>) -> Body {
+    /// A 400 answer to `op`, counted.
+    pub(crate) fn bad(&self, op: i32, codec: Codec, why: impl Into<String>) -> Body {
         self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-        result(codec, 400, why)
+        error_reply(op, codec, 400, why)
     }
 
     /// op 20: stores a message and hands it to delivery, then acks (§7.1).
@@ -128,7 +185,7 @@ impl Im {
         };
         let req: SendReq = match codec::decode(c, body) {
             Ok(r) => r,
-            Err(e) => return self.bad(c, e.to_string()),
+            Err(e) => return self.bad(op::im::SEND, c, e.to_string()),
         };
         let id = req.client_msg_id.clone();
         if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID {
@@ -151,6 +208,10 @@ impl Im {
         };
         if conv.kind == ConvKind::Notice {
             return nack(403, "notices are sent by the system".into(), &id, 0);
+        }
+        if let Err(why) = check_mentions(&req.mentions) {
+            self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return nack(400, why, &id, 0);
         }
         if req.content.len() > self.config.max_content as usize {
             return nack(
@@ -261,7 +322,7 @@ impl Im {
         let c = dev.codec;
         let req: RecallReq = match codec::decode(c, body) {
             Ok(r) => r,
-            Err(e) => return self.bad(c, e.to_string()),
+            Err(e) => return self.bad(op::im::RECALL, c, e.to_string()),
         };
         let nack = |code: i32, reason: String, retry: u32| {
             codec::encode(
@@ -333,10 +394,10 @@ impl Im {
         let c = dev.codec;
         let req: MarkReq = match codec::decode(c, body) {
             Ok(r) => r,
-            Err(e) => return self.bad(c, e.to_string()),
+            Err(e) => return self.bad(op::im::READ, c, e.to_string()),
         };
         let Some(conv) = req.conv.as_ref().and_then(|r| Conv::from_ref(dev.mid, r)) else {
-            return self.bad(c, "bad conv");
+            return self.bad(op::im::READ, c, "bad conv");
         };
         let marked = match self.store.mark(dev.mid, conv, kind, req.seq).await {
             Ok(m) => m,
@@ -407,11 +468,18 @@ impl Im {
         let c = dev.codec;
         let req: TypingReq = match codec::decode(c, body) {
             Ok(r) => r,
-            Err(e) => return self.bad(c, e.to_string()),
+            Err(e) => return self.bad(op::im::TYPING, c, e.to_string()),
         };
         let Some(conv) = req.conv.as_ref().and_then(|r| Conv::from_ref(dev.mid, r)) else {
-            return self.bad(c, "bad conv");
+            return self.bad(op::im::TYPING, c, "bad conv");
         };
+        // A blocked sender (or a stranger under `p2p_policy = "friends"`) may not send a
+        // typing indicator either.
+        if conv.kind == ConvKind::P2p
+            && let Err(e) = self.may_send(dev.mid, conv).await
+        {
+            return result(c, e.code(), e.to_string());
+        }
         if let Some(wait) = self.spend_typing_token(dev.mid, conv) {
             return codec::encode(
                 c,
@@ -465,7 +533,7 @@ impl Im {
     async fn sync(&self, dev: &Device, body: &[u8]) -> Body {
         let req: SyncReq = match codec::decode(dev.codec, body) {
             Ok(r) => r,
-            Err(e) => return self.bad(dev.codec, e.to_string()),
+            Err(e) => return self.bad(op::im::SYNC, dev.codec, e.to_string()),
         };
         crate::read::sync(self, dev, req).await
     }
@@ -473,7 +541,7 @@ impl Im {
     async fn pull(&self, dev: &Device, body: &[u8]) -> Body {
         let req: PullReq = match codec::decode(dev.codec, body) {
             Ok(r) => r,
-            Err(e) => return self.bad(dev.codec, e.to_string()),
+            Err(e) => return self.bad(op::im::PULL, dev.codec, e.to_string()),
         };
         crate::read::pull(self, dev, req).await
     }
@@ -481,7 +549,7 @@ impl Im {
     async fn members_page(&self, dev: &Device, body: &[u8]) -> Body {
         let req = match codec::decode(dev.codec, body) {
             Ok(r) => r,
-            Err(e) => return self.bad(dev.codec, e.to_string()),
+            Err(e) => return self.bad(op::im::MEMBERS, dev.codec, e.to_string()),
         };
         crate::read::members(self, dev, req).await
     }

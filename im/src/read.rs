@@ -20,6 +20,16 @@ pub const PULL_LIMIT_DEFAULT: u32 = 50;
 pub const MEMBERS_LIMIT_DEFAULT: u32 = 100;
 pub const MEMBERS_LIMIT_MAX: u32 = 1000;
 
+/// `code`, counting it in `starling_im_bad_requests_total` when it is 400.
+fn counted(im: &Im, code: i32) -> i32 {
+    if code == 400 {
+        im.stats
+            .bad_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    code
+}
+
 pub(crate) async fn sync(im: &Im, dev: &Device, req: SyncReq) -> bytes::Bytes {
     let reply = directory(im, dev.mid, req)
         .await
@@ -125,7 +135,7 @@ fn with_conv(mut m: StoredMessage, conv: Conv, viewer: i64) -> StoredMessage {
 
 pub(crate) async fn pull(im: &Im, dev: &Device, req: PullReq) -> bytes::Bytes {
     let reply = page(im, dev.mid, &req).await.unwrap_or_else(|e| PullReply {
-        code: e.code(),
+        code: counted(im, e.code()),
         conv: req.conv,
         ..PullReply::default()
     });
@@ -231,6 +241,9 @@ pub async fn members_page(
     viewer: Option<i64>,
     req: &MembersReq,
 ) -> Result<MembersReply, StoreError> {
+    if req.gid <= 0 {
+        return Err(StoreError::BadRequest("gid must be positive".into()));
+    }
     let conv = Conv::group(req.gid);
     if im.store.group(req.gid).await?.is_none() {
         return Err(StoreError::NotFound(format!("group {}", req.gid)));

@@ -36,6 +36,9 @@ pub struct Claims {
     pub jti: String,
 }
 
+/// How far ahead of this server's clock a token's `iat` may be (clock skew), seconds.
+const FUTURE_IAT_SECS: u64 = 60;
+
 /// Signs and verifies `im_token`s with one secret.
 pub struct Tokens {
     encoding: EncodingKey,
@@ -49,6 +52,7 @@ impl Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         let bad = |e: jsonwebtoken::errors::Error| TokenError::Invalid(e.to_string());
         Ok(Tokens {
             encoding: EncodingKey::from_secret(secret.as_bytes()).map_err(bad)?,
@@ -98,8 +102,16 @@ impl Tokens {
                 platform: platform.to_string(),
             });
         }
+        // A token "issued" in the future would outlive any revocation: refused.
+        let now = jsonwebtoken::get_current_timestamp();
+        if claims.iat > now + FUTURE_IAT_SECS {
+            return Err(TokenError::Invalid(format!(
+                "iat {} is in the future",
+                claims.iat
+            )));
+        }
         // iat is in seconds: a token minted in the same second as a revocation is refused.
-        if valid_after_ms > 0 && (claims.iat as i64) * 1000 < valid_after_ms {
+        if valid_after_ms > 0 && i128::from(claims.iat) * 1000 < i128::from(valid_after_ms) {
             return Err(TokenError::Revoked);
         }
         Ok(claims)
@@ -163,6 +175,48 @@ mod tests {
         };
         assert!(matches!(
             t.verify(&expired, 1, "", 0),
+            Err(TokenError::Invalid(_))
+        ));
+        // An iat far in the future (which would outlive revocations; 2^62 once overflowed) and
+        // a token not valid before an hour from now are refused.
+        let sign = |c: &Claims| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                c,
+                &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+            )
+            .unwrap()
+        };
+        let far = Claims {
+            sub: "1".into(),
+            exp: 9_999_999_999,
+            iat: 1 << 62,
+            plat: String::new(),
+            jti: String::new(),
+        };
+        assert!(matches!(
+            t.verify(&sign(&far), 1, "", 1),
+            Err(TokenError::Invalid(_))
+        ));
+        #[derive(Serialize)]
+        struct WithNbf {
+            sub: String,
+            exp: u64,
+            nbf: u64,
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        let early = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &WithNbf {
+                sub: "1".into(),
+                exp: now + 7200,
+                nbf: now + 3600,
+            },
+            &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.verify(&early, 1, "", 0),
             Err(TokenError::Invalid(_))
         ));
         // alg "none" (a classic JWT forgery) is refused.

@@ -86,7 +86,8 @@ async fn groups_created_joined_and_left_with_their_system_messages() {
     assert_eq!(kinds[0].1["type"], "group_created");
     assert_eq!(
         kinds[1].1,
-        json!({"type": "members_added", "by": "0", "uids": ["4", "3"]})
+        json!({"type": "members_added", "by": "0", "uids": ["4"]}),
+        "3 was already a member: only who joins is named"
     );
     assert_eq!(
         kinds[2].1,
@@ -241,4 +242,50 @@ async fn more_than_1000_uids_in_one_call_are_refused() {
         409,
     )
     .await;
+}
+
+/// A membership call that changes nothing (adding members, removing non-members) writes no
+/// SYSTEM message: a retried call does not spam the group.
+#[tokio::test]
+async fn redundant_membership_calls_write_nothing() {
+    let t = setup();
+    t.ok(
+        Method::POST,
+        "/im/v1/groups",
+        json!({"gid": "77", "name": "g", "owner": "1", "members": ["2"]}),
+    )
+    .await;
+    let again = t
+        .ok(
+            Method::POST,
+            "/im/v1/groups/77/members",
+            json!({"uids": ["2"]}),
+        )
+        .await;
+    assert_eq!(again["seq"], "0", "{again}");
+    let gone = t
+        .ok(
+            Method::DELETE,
+            "/im/v1/groups/77/members",
+            json!({"uids": ["424242"]}),
+        )
+        .await;
+    assert_eq!(gone["seq"], "0", "{gone}");
+    let h = t
+        .ok(
+            Method::GET,
+            "/im/v1/conversations/GROUP/77/0/messages?afterSeq=0",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(seqs(&h), vec![1], "only the creation message");
+    let (status, _) = t
+        .call(
+            Method::DELETE,
+            "/im/v1/groups/78/members",
+            Some(r#"{"uids":["2"]}"#),
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(status, 404, "a missing group is still 404");
 }

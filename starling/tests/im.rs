@@ -334,6 +334,19 @@ fn typing_is_pushed_not_stored_and_rate_limited() {
     assert!(again.retry_after_ms > 0);
     let s: SyncReply = b.call(op::im::SYNC, &SyncReq::default()).unwrap();
     assert!(s.convs.is_empty(), "typing stores nothing");
+    // A user who blocked the sender gets no typing either.
+    admin_ok(
+        &im,
+        "PUT",
+        "/im/v1/users/29/contacts/27",
+        r#"{"state":"blocked"}"#,
+    );
+    let t = starling_proto::im::v1::TypingReq {
+        conv: Some(p2p(29)),
+        typing: true,
+    };
+    let blocked: ImResult = a.call(op::im::TYPING, &t).unwrap();
+    assert_eq!(blocked.code, 403);
 }
 
 /// T10 (P2P): a read on one device reaches the user's other online device and the peer; an
@@ -444,8 +457,39 @@ fn t13_limits() {
     // JSON: a body that is not JSON is 400 too, and the connection stays.
     let mut j = im.client(42, "j", Codec::Json);
     let p = j.request(op::im::SYNC, b"{nope").unwrap();
-    let r: ImResult = j.decode(&p.body);
+    let r: SyncReply = j.decode(&p.body);
     assert_eq!(r.code, 400);
+    // Errors come in each op's own reply message (every reply starts with `code`), so a
+    // strict decoder of that message reads them; unknown ops get one too.
+    let p = a.request(op::im::PULL, &[0x0e]).unwrap();
+    assert_eq!(
+        <PullReply as prost::Message>::decode(p.body.as_ref())
+            .unwrap()
+            .code,
+        400
+    );
+    let p = a.request(op::im::SYNC, &[0x0e]).unwrap();
+    assert_eq!(
+        <SyncReply as prost::Message>::decode(p.body.as_ref())
+            .unwrap()
+            .code,
+        400
+    );
+    let p = a.request(op::im::MEMBERS, &[0x0e]).unwrap();
+    let m = <starling_proto::im::v1::MembersReply as prost::Message>::decode(p.body.as_ref());
+    assert_eq!(m.unwrap().code, 400);
+    let p = a.request(36, b"").unwrap();
+    assert_eq!(
+        <ImResult as prost::Message>::decode(p.body.as_ref())
+            .unwrap()
+            .code,
+        400
+    );
+    // A newer client's extra JSON field is ignored, not refused.
+    let p = j
+        .request(op::im::SYNC, br#"{"limit":10,"someNewField":true}"#)
+        .unwrap();
+    assert_eq!(j.decode::<SyncReply>(&p.body).code, 0);
     let s: SyncReply = j.call(op::im::SYNC, &SyncReq::default()).unwrap();
     assert_eq!(s.code, 0);
 }

@@ -5,6 +5,7 @@
 //! caller loading a large membership in calls of ≤ 1000 uids checkpoint and retry.
 
 use super::{ApiError, ApiResult, Body, I64, P, Q, St, as_str, as_strs, ok, proto_json, uid};
+use super::{MAX_NAME, fits};
 use crate::groups::{GroupPatch, NewGroup};
 use crate::store::{Group, GroupChange, History, SetMemberReq};
 use axum::extract::State;
@@ -108,6 +109,8 @@ pub struct CreateReq {
 /// assigned when omitted) with `change` (the [`ChangeOut`] of its "group_created" message at
 /// seq 1). 409 if the gid is taken; 413 over 1000 uids or `im.max_group_members`.
 pub async fn create(State(api): State<St>, Body(req): Body<CreateReq>) -> ApiResult {
+    fits("name", Some(&req.name), MAX_NAME)?;
+    fits("ex", Some(&req.ex), api.im.config.max_content as usize)?;
     let g = NewGroup {
         gid: req.gid.0,
         name: req.name,
@@ -152,6 +155,8 @@ pub struct PatchReq {
 /// changes; 404 for a missing or dissolved group.
 pub async fn update(State(api): State<St>, P(gid): P<i64>, Body(req): Body<PatchReq>) -> ApiResult {
     let gid = uid(gid, "gid")?;
+    fits("name", req.name.as_deref(), MAX_NAME)?;
+    fits("ex", req.ex.as_deref(), api.im.config.max_content as usize)?;
     let patch = GroupPatch {
         name: req.name,
         ex: req.ex,

@@ -109,6 +109,7 @@ pub async fn send(State(api): State<St>, Body(req): Body<SendIn>) -> ApiResult {
         im.may_send(from, conv).await?;
     }
     let mentions: Vec<i64> = req.mentions.iter().map(|m| m.0).collect();
+    crate::ops::check_mentions(&mentions).map_err(ApiError::bad)?;
     let hashed = SendReq {
         client_msg_id: id.clone(),
         conv: Some(conv.view(from)),

@@ -60,6 +60,20 @@ pub struct ApiError {
     pub data: Option<Value>,
 }
 
+/// Longest name (user, group) and contact remark, bytes.
+pub const MAX_NAME: usize = 256;
+/// Longest avatar URL, bytes.
+pub const MAX_AVATAR: usize = 2048;
+
+/// `value` of `field` fits in `max` bytes, or 413 naming the field. Profiles travel in
+/// SYSTEM messages and directory pages, so they are bounded like message content.
+pub fn fits(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > max => Err(ApiError::new(413, format!("{field} over {max} bytes"))),
+        _ => Ok(()),
+    }
+}
+
 impl ApiError {
     pub fn new(code: u16, message: impl Into<String>) -> ApiError {
         ApiError {

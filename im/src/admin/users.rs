@@ -2,6 +2,7 @@
 //! "conversations"; §13 point 6 for revocation). Shapes are in each handler's doc.
 
 use super::{ApiError, ApiResult, Body, ConvIn, I64, P, Q, St, U64, as_str, ok, proto_json, uid};
+use super::{MAX_AVATAR, MAX_NAME, fits};
 use crate::service::{Im, kick, now_ms};
 use crate::store::{Contact, ContactKind, ContactState, MarkKind, User};
 use axum::extract::State;
@@ -101,6 +102,9 @@ pub struct UserIn {
 /// fields keep their value, `disabled` and the revocation time are kept.
 pub async fn put_user(State(api): State<St>, P(id): P<i64>, Body(req): Body<UserIn>) -> ApiResult {
     let id = uid(id, "uid")?;
+    fits("name", req.name.as_deref(), MAX_NAME)?;
+    fits("avatar", req.avatar.as_deref(), MAX_AVATAR)?;
+    fits("ex", req.ex.as_deref(), api.im.config.max_content as usize)?;
     let mut u = api.im.store.user(id).await?.unwrap_or_default();
     u.uid = id;
     if let Some(n) = req.name {
@@ -230,6 +234,7 @@ pub async fn put_contact(
     if id == peer {
         return Err(ApiError::bad("a user is not its own contact"));
     }
+    fits("remark", Some(&req.remark), MAX_NAME)?;
     let state = ContactState {
         kind: contact_kind(&req.state)?,
         remark: req.remark,
