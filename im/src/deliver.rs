@@ -104,22 +104,22 @@ impl Delivery {
         let uids: Vec<i64> = readers.iter().map(|r| r.uid).collect();
         // (server, codec, viewer's conv, seqs) → keys; the body is built once per group.
         let mut groups: BTreeMap<(String, i32, i64, Vec<u64>), Vec<String>> = BTreeMap::new();
-        for d in self.devices.of_users(&uids) {
+        self.devices.visit(&uids, |d| {
             let (lo, hi) = windows[&d.mid];
             let seqs: Vec<u64> = msgs
                 .iter()
                 .map(|m| m.seq)
-                .filter(|s| (lo..=hi).contains(s) && own.get(s) != Some(&d.key))
+                .filter(|s| (lo..=hi).contains(s) && own.get(s).map(String::as_str) != Some(d.key))
                 .collect();
             if seqs.is_empty() {
-                continue;
+                return;
             }
             let view = conv.view(d.mid).id;
             groups
-                .entry((d.server, d.codec as i32, view, seqs))
+                .entry((d.server.to_string(), d.codec as i32, view, seqs))
                 .or_default()
-                .push(d.key);
-        }
+                .push(d.key.to_string());
+        });
         let by_seq: HashMap<u64, &StoredMessage> = msgs.iter().map(|m| (m.seq, m)).collect();
         for ((server, codec, view, seqs), keys) in groups {
             let conv_ref = ConvRef {
@@ -159,15 +159,14 @@ impl Delivery {
         make: impl Fn(i64) -> Event,
     ) -> Result<(), PushError> {
         let mut groups: BTreeMap<(String, i32, i64), Vec<String>> = BTreeMap::new();
-        for d in self.devices.of_users(uids) {
-            if d.key == except_key {
-                continue;
+        self.devices.visit(uids, |d| {
+            if d.key != except_key {
+                groups
+                    .entry((d.server.to_string(), d.codec as i32, d.mid))
+                    .or_default()
+                    .push(d.key.to_string());
             }
-            groups
-                .entry((d.server, d.codec as i32, d.mid))
-                .or_default()
-                .push(d.key);
-        }
+        });
         // One body per viewer and codec; viewers on one comet still get one PushMsg each.
         for ((server, codec, mid), keys) in groups {
             let codec = Codec::from_im(codec).expect("devices hold a codec");

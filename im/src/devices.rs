@@ -38,9 +38,133 @@ pub struct Displaced {
     pub kicked: Vec<Device>,
 }
 
+/// The longest platform string an IM connection may name, bytes (kept inline).
+pub const MAX_PLATFORM: usize = 16;
+
+/// One connection as the table keeps it: 56 bytes and one allocation (the key), so an idle
+/// IM connection costs little beside goim's session (the issue's budget: 640 B in all).
+#[derive(Debug)]
+struct Entry {
+    key: Box<str>,
+    /// CityHash64 of the connection id (`ConnectReq.conn`); 0 when the comet sent none.
+    conn: u64,
+    since_ms: i64,
+    /// Index into `Table::servers` (comets are few; their names are interned).
+    server: u32,
+    codec: u8,
+    platform_len: u8,
+    platform: [u8; MAX_PLATFORM],
+}
+
+impl Entry {
+    fn platform(&self) -> &str {
+        std::str::from_utf8(&self.platform[..usize::from(self.platform_len)]).unwrap_or("")
+    }
+}
+
+/// A user's connections: almost always one, kept inline.
+#[derive(Debug)]
+enum Devs {
+    One(Entry),
+    Many(Vec<Entry>),
+}
+
+impl Devs {
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            Devs::One(e) => std::slice::from_ref(e),
+            Devs::Many(v) => v,
+        }
+    }
+
+    fn into_vec(self) -> Vec<Entry> {
+        match self {
+            Devs::One(e) => vec![e],
+            Devs::Many(v) => v,
+        }
+    }
+
+    fn from_vec(mut v: Vec<Entry>) -> Option<Devs> {
+        match v.len() {
+            0 => None,
+            1 => v.pop().map(Devs::One),
+            _ => Some(Devs::Many(v)),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_mid: HashMap<i64, Devs>,
+    servers: Vec<std::sync::Arc<str>>,
+}
+
 #[derive(Debug, Default)]
 pub struct Devices {
-    by_mid: Mutex<HashMap<i64, Vec<Device>>>,
+    table: Mutex<Table>,
+}
+
+/// A connection as the hot paths see it, borrowed from the table.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceRef<'a> {
+    pub mid: i64,
+    pub key: &'a str,
+    pub platform: &'a str,
+    pub codec: Codec,
+    pub server: &'a str,
+    pub since_ms: i64,
+}
+
+fn conn_hash(conn: &str) -> u64 {
+    if conn.is_empty() {
+        0
+    } else {
+        cityhasher::hash::<u64>(conn.as_bytes()) | 1
+    }
+}
+
+fn codec_of(b: u8) -> Codec {
+    Codec::from_im(i32::from(b)).unwrap_or(Codec::Protobuf)
+}
+
+impl Table {
+    fn server_index(&mut self, server: &str) -> u32 {
+        if let Some(i) = self.servers.iter().position(|s| &**s == server) {
+            return i as u32;
+        }
+        self.servers.push(server.into());
+        (self.servers.len() - 1) as u32
+    }
+
+    fn entry(&mut self, d: &Device) -> Entry {
+        let mut platform = [0u8; MAX_PLATFORM];
+        let mut n = d.platform.len().min(MAX_PLATFORM);
+        while !d.platform.is_char_boundary(n) {
+            n -= 1;
+        }
+        platform[..n].copy_from_slice(&d.platform.as_bytes()[..n]);
+        Entry {
+            key: d.key.as_str().into(),
+            conn: conn_hash(&d.conn),
+            since_ms: d.since_ms,
+            server: self.server_index(&d.server),
+            codec: d.codec as u8,
+            platform_len: n as u8,
+            platform,
+        }
+    }
+
+    fn device(&self, mid: i64, e: &Entry) -> Device {
+        Device {
+            mid,
+            key: e.key.to_string(),
+            platform: e.platform().to_string(),
+            codec: codec_of(e.codec),
+            server: self.servers[e.server as usize].to_string(),
+            conn: String::new(),
+            since_ms: e.since_ms,
+        }
+    }
 }
 
 /// The class `one_per_class` counts in (OpenIM's `AllLoginButSameClassKick`).
@@ -54,37 +178,48 @@ pub fn platform_class(platform: &str) -> &str {
 }
 
 impl Devices {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Adds `dev`, removing and returning what `policy` displaces. The same key is never
     /// kicked: on the same comet comet itself replaces it silently, elsewhere it is returned
-    /// in `same_key`.
+    /// in `same_key`. A platform is kept to its first [`MAX_PLATFORM`] bytes.
     pub fn register(&self, dev: Device, policy: MultiLogin) -> Displaced {
-        let mut all = self.by_mid.lock().unwrap_or_else(|e| e.into_inner());
-        let list = all.entry(dev.mid).or_default();
+        let mut t = self.lock();
+        let new = t.entry(&dev);
+        let old = t
+            .by_mid
+            .remove(&dev.mid)
+            .map(Devs::into_vec)
+            .unwrap_or_default();
         let mut out = Displaced::default();
-        let mut kept = Vec::with_capacity(list.len() + 1);
-        for d in list.drain(..) {
-            if d.key == dev.key {
-                if d.server != dev.server {
-                    out.same_key = Some(d);
+        let mut kept = Vec::with_capacity(old.len() + 1);
+        for e in old {
+            if *e.key == *dev.key {
+                if e.server != new.server {
+                    out.same_key = Some(t.device(dev.mid, &e));
                 }
                 continue;
             }
             let replaced = match policy {
                 MultiLogin::Multi => false,
-                MultiLogin::OnePerPlatform => d.platform == dev.platform,
+                MultiLogin::OnePerPlatform => e.platform() == new.platform(),
                 MultiLogin::OnePerClass => {
-                    platform_class(&d.platform) == platform_class(&dev.platform)
+                    platform_class(e.platform()) == platform_class(new.platform())
                 }
                 MultiLogin::Single => true,
             };
             if replaced {
-                out.kicked.push(d);
+                out.kicked.push(t.device(dev.mid, &e));
             } else {
-                kept.push(d);
+                kept.push(e);
             }
         }
-        kept.push(dev);
-        *list = kept;
+        kept.push(new);
+        if let Some(d) = Devs::from_vec(kept) {
+            t.by_mid.insert(dev.mid, d);
+        }
         out
     }
 
@@ -92,55 +227,97 @@ impl Devices {
     /// `conn` (a newer login of the same key, elsewhere or on the same comet, stays; an empty
     /// `conn`, from a goim comet, matches any). `true` if removed.
     pub fn remove(&self, mid: i64, key: &str, server: &str, conn: &str) -> bool {
-        let mut all = self.by_mid.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = all.get_mut(&mid) else {
+        let mut t = self.lock();
+        let conn = conn_hash(conn);
+        let Some(server) = t.servers.iter().position(|s| &**s == server) else {
             return false;
         };
-        let before = list.len();
-        list.retain(|d| {
-            !(d.key == key && d.server == server && (conn.is_empty() || d.conn == conn))
+        let Some(devs) = t.by_mid.remove(&mid) else {
+            return false;
+        };
+        let mut v = devs.into_vec();
+        let before = v.len();
+        v.retain(|e| {
+            !(*e.key == *key && e.server as usize == server && (conn == 0 || e.conn == conn))
         });
-        let removed = list.len() != before;
-        if list.is_empty() {
-            all.remove(&mid);
+        let removed = v.len() != before;
+        if let Some(d) = Devs::from_vec(v) {
+            t.by_mid.insert(mid, d);
         }
         removed
     }
 
     /// Removes and returns `mid`'s connections matching `platform` and `key` (empty = any).
     pub fn take(&self, mid: i64, platform: &str, key: &str) -> Vec<Device> {
-        let mut all = self.by_mid.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = all.get_mut(&mid) else {
+        let mut t = self.lock();
+        let Some(devs) = t.by_mid.remove(&mid) else {
             return Vec::new();
         };
-        let (taken, kept): (Vec<Device>, Vec<Device>) = list.drain(..).partition(|d| {
-            (platform.is_empty() || d.platform == platform) && (key.is_empty() || d.key == key)
+        let (taken, kept): (Vec<Entry>, Vec<Entry>) = devs.into_vec().into_iter().partition(|e| {
+            (platform.is_empty() || e.platform() == platform) && (key.is_empty() || *e.key == *key)
         });
-        *list = kept;
-        if list.is_empty() {
-            all.remove(&mid);
+        if let Some(d) = Devs::from_vec(kept) {
+            t.by_mid.insert(mid, d);
         }
-        taken
+        taken.iter().map(|e| t.device(mid, e)).collect()
     }
 
     pub fn get(&self, mid: i64, key: &str) -> Option<Device> {
-        let all = self.by_mid.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(&mid)?.iter().find(|d| d.key == key).cloned()
+        let t = self.lock();
+        let e = t
+            .by_mid
+            .get(&mid)?
+            .as_slice()
+            .iter()
+            .find(|e| *e.key == *key)?;
+        Some(t.device(mid, e))
     }
 
     /// Every connection of these users.
     pub fn of_users(&self, mids: &[i64]) -> Vec<Device> {
-        let all = self.by_mid.lock().unwrap_or_else(|e| e.into_inner());
-        mids.iter()
-            .filter_map(|m| all.get(m))
-            .flat_map(|l| l.iter().cloned())
-            .collect()
+        let mut out = Vec::new();
+        self.visit(mids, |d| {
+            out.push(Device {
+                mid: d.mid,
+                key: d.key.to_string(),
+                platform: d.platform.to_string(),
+                codec: d.codec,
+                server: d.server.to_string(),
+                conn: String::new(),
+                since_ms: d.since_ms,
+            })
+        });
+        out
+    }
+
+    /// Calls `f` for every connection of these users, without copying them out (the
+    /// delivery path); `f` runs under the table's lock, so it must not block.
+    pub fn visit(&self, mids: &[i64], mut f: impl FnMut(DeviceRef<'_>)) {
+        let t = self.lock();
+        for &mid in mids {
+            let Some(devs) = t.by_mid.get(&mid) else {
+                continue;
+            };
+            for e in devs.as_slice() {
+                f(DeviceRef {
+                    mid,
+                    key: &e.key,
+                    platform: e.platform(),
+                    codec: codec_of(e.codec),
+                    server: &t.servers[e.server as usize],
+                    since_ms: e.since_ms,
+                });
+            }
+        }
     }
 
     /// Connected IM devices, all users.
     pub fn len(&self) -> usize {
-        let all = self.by_mid.lock().unwrap_or_else(|e| e.into_inner());
-        all.values().map(Vec::len).sum()
+        self.lock()
+            .by_mid
+            .values()
+            .map(|d| d.as_slice().len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,6 +329,7 @@ impl Devices {
 mod tests {
     use super::*;
 
+    /// A device as the table hands it back (it keeps only a hash of the connection id).
     fn dev(key: &str, platform: &str, server: &str) -> Device {
         Device {
             mid: 1,
@@ -159,8 +337,16 @@ mod tests {
             platform: platform.into(),
             codec: Codec::Protobuf,
             server: server.into(),
-            conn: format!("{key}@{server}"),
+            conn: String::new(),
             since_ms: 0,
+        }
+    }
+
+    /// A device registering through connection `conn`.
+    fn conn(key: &str, server: &str, conn: &str) -> Device {
+        Device {
+            conn: conn.into(),
+            ..dev(key, "ios", server)
         }
     }
 
@@ -201,7 +387,7 @@ mod tests {
     #[test]
     fn removal_only_of_the_connection_on_that_comet() {
         let t = Devices::default();
-        t.register(dev("a", "ios", "c2"), MultiLogin::Multi);
+        t.register(conn("a", "c2", "a@c2"), MultiLogin::Multi);
         assert!(
             !t.remove(1, "a", "c1", "a@c1"),
             "a late disconnect from the old comet"
@@ -209,12 +395,39 @@ mod tests {
         assert!(t.get(1, "a").is_some());
         // The same key reconnected on the same comet: the old connection's late disconnect
         // (another conn id) leaves the new one.
-        let mut again = dev("a", "ios", "c2");
-        again.conn = "second".into();
-        t.register(again, MultiLogin::Multi);
+        t.register(conn("a", "c2", "second"), MultiLogin::Multi);
         assert!(!t.remove(1, "a", "c2", "a@c2"));
         assert!(t.get(1, "a").is_some());
         assert!(t.remove(1, "a", "c2", "second"));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn an_entry_is_compact() {
+        // An idle IM connection's share of the table (issue 12: 640 B per IM connection in
+        // all, goim's session included): the entry inline in the map, and the key's bytes.
+        assert!(
+            std::mem::size_of::<Entry>() <= 56,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        assert!(
+            std::mem::size_of::<Devs>() <= 64,
+            "{}",
+            std::mem::size_of::<Devs>()
+        );
+    }
+
+    #[test]
+    fn long_platforms_are_kept_to_their_first_bytes_on_a_char_boundary() {
+        let t = Devices::default();
+        t.register(
+            Device {
+                platform: "ééééééééé".into(),
+                ..dev("k", "", "c")
+            },
+            MultiLogin::Multi,
+        );
+        assert_eq!(t.get(1, "k").unwrap().platform, "éééééééé");
     }
 }

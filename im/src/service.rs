@@ -170,6 +170,12 @@ impl Im {
         if t.mid <= 0 {
             return refuse("IM needs a user id (mid > 0)".into());
         }
+        if t.platform.len() > crate::devices::MAX_PLATFORM {
+            return refuse(format!(
+                "platform over {} bytes",
+                crate::devices::MAX_PLATFORM
+            ));
+        }
         let user = match self.store.user(t.mid).await {
             Ok(u) => u.unwrap_or_default(),
             Err(e) => return Err(LogicError::BadToken(format!("store: {e}"))),

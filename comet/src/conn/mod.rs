@@ -222,7 +222,13 @@ impl Conn {
             .map_err(|_| CloseReason::SlowConsumer)
     }
 
+    /// Whether a key, mid or broadcast push of `op` is for this connection. A connection that
+    /// opted in to IM takes the IM pushes (41, 43, 45) whatever its `accepts` say, so they
+    /// need no room in its set (which keeps three ops inline, allocation-free).
     pub fn accepts(&self, op: i32) -> bool {
+        if self.phase.opted_in() && op::im::PUSHES.contains(&op) {
+            return true;
+        }
         self.session
             .as_ref()
             .is_some_and(|s| s.accepts.contains(op))

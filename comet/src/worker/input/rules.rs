@@ -267,7 +267,16 @@ impl Worker {
             _ => Duration::from_secs(480),
         };
         let key: std::sync::Arc<str> = reply.key.as_str().into();
-        let accepts = Accepts::new(reply.accepts);
+        // An IM connection takes the IM pushes implicitly (`Conn::accepts`): kept out of the
+        // set, which then stays inline for the usual few business ops.
+        let im = Codec::from_im(reply.im);
+        let accepts = Accepts::new(
+            reply
+                .accepts
+                .iter()
+                .copied()
+                .filter(|o| im.is_none() || !op::im::PUSHES.contains(o)),
+        );
         let peer = {
             let mut conns = self.conns.borrow_mut();
             let Some(conn) = conns.get_mut(id) else {
