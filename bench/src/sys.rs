@@ -20,6 +20,12 @@ pub fn now_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+/// CLOCK_REALTIME in nanoseconds since the Unix epoch: comparable with a server's wall-clock
+/// stamps (an IM message's `server_ts`, milliseconds) on the same machine.
+pub fn wall_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
 /// Resident set size of a process, in bytes (`VmRSS`).
 pub fn rss_bytes(pid: u32) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

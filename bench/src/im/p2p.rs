@@ -67,6 +67,14 @@ pub struct P2pResult {
     pub msgs_per_s: f64,
     pub ack_latency_us: Percentiles,
     pub delivery_latency_us: Percentiles,
+    /// Where an ack's time goes, split at the message's `server_ts` (the store writer's wall
+    /// clock when it began the batch, in ms, so each side is off by up to 1 ms): from the
+    /// send to the batch's start (comet, logic, the writer's queue), and from there to the
+    /// ack (apply, fdatasync, delivery hand-over, the reply's way back).
+    pub send_to_batch_us: Percentiles,
+    pub batch_to_ack_us: Percentiles,
+    /// From the batch's start to the receiver's read.
+    pub batch_to_delivery_us: Percentiles,
     /// Paced runs: sends that left more than 1 ms after their slot (the previous ack was late).
     pub late_sends: u64,
     /// Acks per distinct `server_ts` millisecond: messages committed together in one store
@@ -88,6 +96,7 @@ struct Receiver {
 struct Shared {
     ack_hist: RefCell<Histogram<u64>>,
     delivery_hist: RefCell<Histogram<u64>>,
+    stages: Stages,
     /// Per pair: the acked seqs.
     acked: RefCell<Vec<Vec<u64>>>,
     receivers: RefCell<Vec<Receiver>>,
@@ -118,6 +127,7 @@ pub async fn run(args: P2pArgs) -> anyhow::Result<P2pResult> {
     let shared = Rc::new(Shared {
         ack_hist: RefCell::new(new_histogram()),
         delivery_hist: RefCell::new(new_histogram()),
+        stages: Stages::default(),
         acked: RefCell::new(vec![Vec::new(); n]),
         receivers: RefCell::new((0..n).map(|_| Receiver::default()).collect()),
         ack_errors: RefCell::new(BTreeMap::new()),
@@ -227,6 +237,9 @@ pub async fn run(args: P2pArgs) -> anyhow::Result<P2pResult> {
         msgs_per_s: both as f64 / window_s.max(1e-9),
         ack_latency_us: percentiles_us(&shared.ack_hist.borrow()),
         delivery_latency_us: percentiles_us(&shared.delivery_hist.borrow()),
+        send_to_batch_us: percentiles_us(&shared.stages.send_to_batch.borrow()),
+        batch_to_ack_us: percentiles_us(&shared.stages.batch_to_ack.borrow()),
+        batch_to_delivery_us: percentiles_us(&shared.stages.batch_to_delivery.borrow()),
         late_sends: shared.late_sends.get(),
         acks_per_commit_ms: acked_total as f64 / server_ts.len().max(1) as f64,
         server_cpu_us_per_msg: server_cpu
@@ -254,7 +267,43 @@ pub async fn run(args: P2pArgs) -> anyhow::Result<P2pResult> {
         result.duplicates,
         result.out_of_order
     );
+    eprintln!(
+        "  split at the batch's server_ts: send→batch p50 {:.1} p99 {:.1} ms, batch→ack p50 {:.1} p99 {:.1} ms, batch→delivery p50 {:.1} p99 {:.1} ms; ~{:.0} acks per commit ms",
+        result.send_to_batch_us.p50 / 1e3,
+        result.send_to_batch_us.p99 / 1e3,
+        result.batch_to_ack_us.p50 / 1e3,
+        result.batch_to_ack_us.p99 / 1e3,
+        result.batch_to_delivery_us.p50 / 1e3,
+        result.batch_to_delivery_us.p99 / 1e3,
+        result.acks_per_commit_ms
+    );
     Ok(result)
+}
+
+/// Latency split at the message's `server_ts` (see [`P2pResult::send_to_batch_us`]).
+struct Stages {
+    send_to_batch: RefCell<Histogram<u64>>,
+    batch_to_ack: RefCell<Histogram<u64>>,
+    batch_to_delivery: RefCell<Histogram<u64>>,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages {
+            send_to_batch: RefCell::new(new_histogram()),
+            batch_to_ack: RefCell::new(new_histogram()),
+            batch_to_delivery: RefCell::new(new_histogram()),
+        }
+    }
+}
+
+fn ms_to_ns(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0) * 1_000_000
+}
+
+/// Records `ns`, clamped to the histogram's floor (a stage the ms stamp rounds to zero).
+fn record(h: &RefCell<Histogram<u64>>, ns: u64) {
+    let _ = h.borrow_mut().record(ns.max(1_000));
 }
 
 /// One sender: a message, its ack, the next; paced when `period` is set.
@@ -285,6 +334,7 @@ async fn send(
         if t >= end {
             return Ok(());
         }
+        let wall = sys::wall_ns();
         let req = SendReq {
             client_msg_id: format!("{}-{n}", c.uid),
             conv,
@@ -300,6 +350,10 @@ async fn send(
         let ack = SendAck::decode(reply.body.as_ref())?;
         if ack.code == 0 {
             let _ = shared.ack_hist.borrow_mut().record(done - t);
+            let batch = ms_to_ns(ack.server_ts);
+            record(&shared.stages.send_to_batch, batch.saturating_sub(wall));
+            let ack_wall = wall + (done - t);
+            record(&shared.stages.batch_to_ack, ack_wall.saturating_sub(batch));
             shared.acked.borrow_mut()[pair].push(ack.seq);
             *shared
                 .server_ts
@@ -326,6 +380,7 @@ async fn send(
 async fn receive(mut c: Conn, pair: usize, shared: Rc<Shared>) {
     while let Ok(packets) = c.read().await {
         let now = now_ns();
+        let wall = sys::wall_ns();
         for p in packets {
             if p.op != op::im::MSG {
                 continue;
@@ -351,6 +406,8 @@ async fn receive(mut c: Conn, pair: usize, shared: Rc<Shared>) {
                     .delivery_hist
                     .borrow_mut()
                     .record(now.saturating_sub(sent));
+                let batch = ms_to_ns(m.server_ts);
+                record(&shared.stages.batch_to_delivery, wall.saturating_sub(batch));
                 shared.delivered.set(shared.delivered.get() + 1);
                 shared
                     .last_event_ns
