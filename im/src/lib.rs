@@ -12,12 +12,16 @@
 //! - [`ops`]: the client ops (send, recall, read, recv, typing); [`read`]: sync, pull, members.
 //! - [`lane`]: per-conversation ordering and batching of writes and their deliveries.
 //! - [`deliver`]: fan-out to devices as key pushes; [`devices`]: the device table.
+//! - [`groups`]: group changes, each through the conversation's lane.
+//! - [`admin`]: the `/im/v1` management API (an axum router merged into logic's).
 //! - [`codec`]: protobuf or JSON bodies; [`token`]: HS256 `im_token`.
 
+pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod deliver;
 pub mod devices;
+pub mod groups;
 pub mod lane;
 pub mod ops;
 pub mod read;

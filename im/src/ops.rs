@@ -65,7 +65,7 @@ fn result(codec: Codec, code: i32, reason: impl Into<String>) -> Body {
 
 /// A stable hash of what makes two sends the same send (CityHash64: the same across builds
 /// and restarts, as the stored dedup entries need).
-fn content_hash(req: &SendReq) -> u64 {
+pub(crate) fn content_hash(req: &SendReq) -> u64 {
     let mut b = Vec::with_capacity(req.content.len() + 64);
     if let Some(c) = &req.conv {
         b.extend_from_slice(&c.kind.to_be_bytes());
@@ -182,7 +182,7 @@ impl Im {
     }
 
     /// Rules of a send that need no atomicity with the write: blocks, `p2p_policy`, mutes.
-    async fn may_send(&self, uid: i64, conv: Conv) -> Result<(), StoreError> {
+    pub(crate) async fn may_send(&self, uid: i64, conv: Conv) -> Result<(), StoreError> {
         match conv.kind {
             ConvKind::P2p => {
                 let peer = conv.peer_of(uid).unwrap_or(0);
@@ -292,44 +292,51 @@ impl Im {
             Err(e) => return result(c, e.code(), e.to_string()),
         };
         if marked.moved {
-            let ty = match kind {
-                MarkKind::Read => event::Type::Read,
-                _ => event::Type::Delivered,
-            };
-            let mut uids = Vec::new();
-            if kind == MarkKind::Read {
-                uids.push(dev.mid); // the user's other devices: badge sync
-            }
-            match conv.kind {
-                ConvKind::P2p => uids.extend(conv.peer_of(dev.mid)),
-                ConvKind::Group if kind == MarkKind::Read && self.config.group_read_receipts_max > 0 => {
-                    if let Ok(Some(g)) = self.store.group(conv.a).await
-                        && g.member_count <= self.config.group_read_receipts_max
-                        && let Ok(ms) = self.store.members(conv, 0, usize::MAX, true).await
-                    {
-                        uids.extend(ms.iter().map(|m| m.uid).filter(|u| *u != dev.mid));
-                    }
-                }
-                _ => {}
-            }
-            let (uid, seq, ts) = (dev.mid, marked.seq, now_ms());
-            let pk = conv.partition_key();
-            if let Err(e) = self
-                .delivery
-                .event(&uids, &dev.key, pk, |viewer| starling_proto::im::v1::Event {
-                    r#type: ty as i32,
-                    conv: Some(conv.view(viewer)),
-                    uid,
-                    seq,
-                    ts,
-                    ..Default::default()
-                })
-                .await
-            {
-                tracing::debug!(error = %e, "mark event not handed over");
-            }
+            self.mark_events(dev.mid, &dev.key, conv, kind, marked.seq).await;
         }
         result(c, 0, "")
+    }
+
+    /// The events of a moved mark (§7.5): READ to the user's other devices (badge sync), and
+    /// READ or DELIVERED to the P2P peer, or to a small group's members when
+    /// `group_read_receipts_max` allows. `except_key`: the connection that marked (none: "").
+    pub(crate) async fn mark_events(&self, uid: i64, except_key: &str, conv: Conv, kind: MarkKind, seq: u64) {
+        let ty = match kind {
+            MarkKind::Read => event::Type::Read,
+            _ => event::Type::Delivered,
+        };
+        let mut uids = Vec::new();
+        if kind == MarkKind::Read {
+            uids.push(uid); // the user's other devices: badge sync
+        }
+        match conv.kind {
+            ConvKind::P2p => uids.extend(conv.peer_of(uid)),
+            ConvKind::Group if kind == MarkKind::Read && self.config.group_read_receipts_max > 0 => {
+                if let Ok(Some(g)) = self.store.group(conv.a).await
+                    && g.member_count <= self.config.group_read_receipts_max
+                    && let Ok(ms) = self.store.members(conv, 0, usize::MAX, true).await
+                {
+                    uids.extend(ms.iter().map(|m| m.uid).filter(|u| *u != uid));
+                }
+            }
+            _ => {}
+        }
+        let ts = now_ms();
+        let pk = conv.partition_key();
+        if let Err(e) = self
+            .delivery
+            .event(&uids, except_key, pk, |viewer| starling_proto::im::v1::Event {
+                r#type: ty as i32,
+                conv: Some(conv.view(viewer)),
+                uid,
+                seq,
+                ts,
+                ..Default::default()
+            })
+            .await
+        {
+            tracing::debug!(error = %e, "mark event not handed over");
+        }
     }
 
     /// op 32: typing, not stored, one per 3 s per user and conversation (§7.5).

@@ -105,7 +105,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     });
     let mut router = starling_logic::http::router(logic, Some(metrics));
     if let Some(im) = &im {
-        let _ = im; // ADMIN-MERGE
+        // The /im/v1 management API; no routes unless im.admin_token is set.
+        router = router.merge(starling_im::admin::router(im.clone()));
     }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     rt.spawn(async move {

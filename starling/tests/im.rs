@@ -374,3 +374,143 @@ fn multi_device_delivery_reaches_the_senders_other_devices() {
     assert_eq!(seen, HashSet::from([90]));
     let _ = group(1);
 }
+
+/// One `/im/v1` call with the admin bearer token; (status, JSON).
+pub fn admin(im: &Im, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(im.server.http).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let json = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(json).unwrap_or_default())
+}
+
+fn admin_ok(im: &Im, method: &str, path: &str, body: &str) -> serde_json::Value {
+    let (status, v) = admin(im, method, path, body);
+    assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{method} {path}: {v}");
+    v
+}
+
+/// Sends `n` messages into `conv` from `senders` in parallel, `tag`ged ids.
+fn fill(im: &Im, senders: &[i64], conv: ConvRef, n: usize, tag: &str) {
+    let per = n / senders.len();
+    assert_eq!(per * senders.len(), n);
+    let threads: Vec<_> = senders
+        .iter()
+        .map(|&mid| {
+            let login = im.login(mid, &format!("fill-{tag}-{mid}"), "test", Codec::Protobuf);
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                let mut c = ImClient::connect(login).unwrap();
+                for i in 0..per {
+                    assert_eq!(c.send(conv, &format!("{tag}-{mid}-{i}"), "x")[0].code, 0);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+}
+
+/// Pages backward from the newest with `limit`; returns (pages, seqs in order received).
+fn history(c: &mut ImClient, conv: ConvRef, limit: u32) -> (Vec<PullReply>, Vec<u64>) {
+    let (mut pages, mut seqs, mut from) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let r: PullReply = c
+            .call(op::im::PULL, &PullReq { conv: Some(conv), dir: Direction::Backward as i32, from_seq: from, limit })
+            .unwrap();
+        assert_eq!(r.code, 0, "{r:?}");
+        seqs.extend(r.messages.iter().map(|m| m.seq));
+        from = r.next_seq;
+        let more = r.has_more;
+        pages.push(r);
+        if !more {
+            return (pages, seqs);
+        }
+    }
+}
+
+/// T8: a group log of 10,000 messages; M joined at 5,001 (`from_join`) pages back 100 pages
+/// of 50 down to its floor; a member with the whole history pages 200 down to seq 1.
+#[test]
+fn t8_history_paging_with_join_floors() {
+    let im = Im::start_with(|c| c.im.durability = starling_im::config::DurabilitySetting::Buffer);
+    admin_ok(&im, "POST", "/im/v1/groups", r#"{"gid":"100","name":"history","owner":"1","members":["2","3","4","5"],"history":"all"}"#);
+    // seq 1 is the creation message: 4,999 messages make 5,000.
+    fill(&im, &[1], group(100), 4999, "a");
+    admin_ok(&im, "POST", "/im/v1/groups/100/members", r#"{"uids":["9"],"history":"from_join"}"#);
+    fill(&im, &[1, 2, 3, 4, 5], group(100), 4995, "b");
+    fill(&im, &[1, 2, 3, 4], group(100), 4, "c");
+    let mut m = im.client(9, "m", Codec::Protobuf);
+    let (pages, seqs) = history(&mut m, group(100), 50);
+    assert_eq!(pages.len(), 100);
+    assert_eq!(seqs, (5001..=10000).rev().collect::<Vec<_>>(), "strictly descending, contiguous");
+    let last = pages.last().unwrap();
+    assert!(!last.has_more);
+    assert_eq!((last.floor_seq, last.next_seq), (5001, 0));
+    let mut all = im.client(2, "all", Codec::Json);
+    let (pages, seqs) = history(&mut all, group(100), 50);
+    assert_eq!(pages.len(), 200);
+    assert_eq!(seqs, (1..=10000).rev().collect::<Vec<_>>());
+    // A forward pull from below M's floor starts at the floor.
+    let r: PullReply = m
+        .call(op::im::PULL, &PullReq { conv: Some(group(100)), dir: Direction::Forward as i32, from_seq: 1, limit: 5 })
+        .unwrap();
+    assert_eq!((r.floor_seq, r.messages[0].seq), (5001, 5001));
+}
+
+/// T9: recall in a 10-member group: online members get the RECALL event; an offline member's
+/// sync sees the tombstone and the event; second recall 409, others' message 403, after the
+/// window 410; unread counts neither.
+#[test]
+fn t9_recall() {
+    let im = Im::start_with(|c| c.im.recall_window = Duration::from_millis(1500));
+    admin_ok(&im, "POST", "/im/v1/groups", r#"{"gid":"200","name":"recall","owner":"1","members":["2","3","4","5","6","7","8","9","10"],"history":"all"}"#);
+    let g = group(200);
+    let mut a = im.client(2, "a", Codec::Protobuf);
+    let mut online: Vec<ImClient> = (3..=9).map(|mid| im.client(mid, &format!("o{mid}"), if mid % 2 == 0 { Codec::Json } else { Codec::Protobuf })).collect();
+    let s = a.send(g, "to-recall", "secret")[0].seq;
+    let other = a.send(g, "stays", "kept")[0].seq;
+    let recall = starling_proto::im::v1::RecallReq { conv: Some(g), seq: s, client_msg_id: "r1".into() };
+    let ack: SendAck = a.call(op::im::RECALL, &recall).unwrap();
+    assert_eq!(ack.code, 0, "{ack:?}");
+    let event_seq = ack.seq;
+    assert_eq!(event_seq, other + 1, "the recall event takes the next seq");
+    // The same recall retried: the original event.
+    let again: SendAck = a.call(op::im::RECALL, &recall).unwrap();
+    assert_eq!((again.code, again.seq, again.duplicate), (0, event_seq, true));
+    // Another id for the same message: already recalled.
+    let twice: SendAck = a.call(op::im::RECALL, &starling_proto::im::v1::RecallReq { client_msg_id: "r2".into(), ..recall.clone() }).unwrap();
+    assert_eq!(twice.code, 409);
+    // Someone else's message, without rights: 403.
+    let mut b = im.client(3, "b", Codec::Protobuf);
+    let not_mine: SendAck = b.call(op::im::RECALL, &starling_proto::im::v1::RecallReq { conv: Some(g), seq: other, client_msg_id: "r3".into() }).unwrap();
+    assert_eq!(not_mine.code, 403);
+    for c in online.iter_mut() {
+        common::eventually("the recall event arrives", || {
+            c.pump(Duration::from_millis(20)).unwrap();
+            c.messages(g).iter().any(|m| m.seq == event_seq && m.ref_seq == s)
+        });
+    }
+    // The offline member (10) syncs later: s is a tombstone, the event is there.
+    let mut late = im.client(10, "late", Codec::Protobuf);
+    let held = late.messages(g);
+    let tomb = held.iter().find(|m| m.seq == s).unwrap();
+    assert!(tomb.recalled && tomb.content.is_empty(), "{tomb:?}");
+    assert!(held.iter().any(|m| m.seq == event_seq && m.kind == starling_proto::im::v1::MsgKind::Recall as i32));
+    // Unread: the creation (SYSTEM), the recalled message and the event do not count.
+    let sync: SyncReply = late.call(op::im::SYNC, &SyncReq::default()).unwrap();
+    assert_eq!(sync.convs[0].unread, 1, "only 'kept' is unread: {:?}", sync.convs[0]);
+    assert_eq!(sync.convs[0].last.as_ref().unwrap().seq, other, "last is never the RECALL event");
+    // After the window: 410.
+    std::thread::sleep(Duration::from_millis(1600));
+    let late_recall: SendAck = a.call(op::im::RECALL, &starling_proto::im::v1::RecallReq { conv: Some(g), seq: other, client_msg_id: "r4".into() }).unwrap();
+    assert_eq!(late_recall.code, 410);
+}

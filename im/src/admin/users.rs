@@ -1,0 +1,363 @@
+//! `/im/v1` routes about one user (reference im.md §8 "tokens", "users", "contacts",
+//! "conversations"; §13 point 6 for revocation). Shapes are in each handler's doc.
+
+use super::{ApiError, ApiResult, Body, ConvIn, I64, P, Q, St, U64, as_str, ok, proto_json, uid};
+use crate::service::{Im, kick, now_ms};
+use crate::store::{Contact, ContactKind, ContactState, MarkKind, User};
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use starling_proto::im::v1::SyncReq;
+
+/// Default token lifetime, seconds.
+pub const TOKEN_TTL_DEFAULT: u64 = 86_400;
+/// Longest token lifetime, seconds (30 days).
+pub const TOKEN_TTL_MAX: u64 = 30 * 86_400;
+/// Contacts per page: default and most.
+pub const CONTACTS_LIMIT_DEFAULT: usize = 100;
+pub const CONTACTS_LIMIT_MAX: usize = 1000;
+
+#[derive(Deserialize)]
+pub struct TokenReq {
+    uid: I64,
+    #[serde(default)]
+    platform: String,
+    /// Seconds.
+    ttl: Option<U64>,
+}
+
+/// `POST /im/v1/tokens {uid, platform?, ttl?}` → `{token, expiresAt}`: an `im_token` for
+/// `uid` (bound to `platform` when given), valid `ttl` seconds (default 86400, at most 30
+/// days); `expiresAt` in ms. 403 for a disabled user; 503 when IM has no `token_secret`
+/// (`insecure_trust_mid` development mode: nothing to sign with, and no token needed).
+pub async fn token(State(api): State<St>, Body(req): Body<TokenReq>) -> ApiResult {
+    let uid = uid(req.uid.0, "uid")?;
+    let ttl = req.ttl.map_or(TOKEN_TTL_DEFAULT, |t| t.0);
+    if ttl == 0 || ttl > TOKEN_TTL_MAX {
+        return Err(ApiError::bad(format!("ttl: 1..={TOKEN_TTL_MAX} seconds")));
+    }
+    let Some(tokens) = api.im.tokens() else {
+        return Err(ApiError::new(
+            503,
+            "IM has no token_secret (insecure_trust_mid development mode): no token to mint",
+        ));
+    };
+    if api.im.store.user(uid).await?.is_some_and(|u| u.disabled) {
+        return Err(ApiError::new(403, "user disabled"));
+    }
+    let token = tokens
+        .mint(uid, &req.platform, ttl)
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
+    let claims = tokens
+        .verify(&token, uid, &req.platform, 0)
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
+    ok(serde_json::json!({ "token": token, "expiresAt": (claims.exp * 1000).to_string() }))
+}
+
+/// A user as the API shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOut {
+    #[serde(serialize_with = "as_str")]
+    uid: i64,
+    name: String,
+    avatar: String,
+    ex: String,
+    disabled: bool,
+    /// Tokens issued before this (ms) are refused; 0 = none.
+    #[serde(serialize_with = "as_str")]
+    valid_after_ms: i64,
+}
+
+impl From<User> for UserOut {
+    fn from(u: User) -> Self {
+        UserOut {
+            uid: u.uid,
+            name: u.name,
+            avatar: u.avatar,
+            ex: u.ex,
+            disabled: u.disabled,
+            valid_after_ms: u.valid_after_ms,
+        }
+    }
+}
+
+/// `GET /im/v1/users/{uid}` → the user; 404 if never stored.
+pub async fn get_user(State(api): State<St>, P(id): P<i64>) -> ApiResult {
+    let id = uid(id, "uid")?;
+    match api.im.store.user(id).await? {
+        Some(u) => ok(UserOut::from(u)),
+        None => Err(ApiError::new(404, format!("user {id}"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct UserIn {
+    name: Option<String>,
+    avatar: Option<String>,
+    ex: Option<String>,
+}
+
+/// `PUT /im/v1/users/{uid} {name?, avatar?, ex?}` → the user: upserts the profile; absent
+/// fields keep their value, `disabled` and the revocation time are kept.
+pub async fn put_user(State(api): State<St>, P(id): P<i64>, Body(req): Body<UserIn>) -> ApiResult {
+    let id = uid(id, "uid")?;
+    let mut u = api.im.store.user(id).await?.unwrap_or_default();
+    u.uid = id;
+    if let Some(n) = req.name {
+        u.name = n;
+    }
+    if let Some(a) = req.avatar {
+        u.avatar = a;
+    }
+    if let Some(x) = req.ex {
+        u.ex = x;
+    }
+    api.im.store.put_user(u.clone()).await?;
+    ok(UserOut::from(u))
+}
+
+/// Revokes every token of `uid` issued until now (§13 point 6), disabling the user too when
+/// `disable`.
+async fn revoke(im: &Im, id: i64, disable: bool) -> Result<(), ApiError> {
+    let mut u = im.store.user(id).await?.unwrap_or_default();
+    u.uid = id;
+    u.valid_after_ms = now_ms();
+    u.disabled |= disable;
+    im.store.put_user(u).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct DisableReq {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /im/v1/users/{uid}/disable {reason?}` → `{kicked}`: the user is disabled (new IM
+/// connections refused), its tokens revoked, and every IM connection kicked with 4004.
+pub async fn disable(
+    State(api): State<St>,
+    P(id): P<i64>,
+    Body(req): Body<DisableReq>,
+) -> ApiResult {
+    let id = uid(id, "uid")?;
+    revoke(&api.im, id, true).await?;
+    let reason = if req.reason.is_empty() {
+        "user disabled".to_string()
+    } else {
+        req.reason
+    };
+    let kicked = api
+        .im
+        .kick_user(id, "", "", kick::USER_DISABLED, &reason)
+        .await;
+    ok(serde_json::json!({ "kicked": kicked }))
+}
+
+#[derive(Deserialize)]
+pub struct KickReq {
+    #[serde(default)]
+    platform: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /im/v1/users/{uid}/kick {platform?, key?, reason?}` → `{kicked}`: revokes the
+/// user's tokens issued until now (all platforms: revocation is per user, §13 point 6), then
+/// kicks the IM connections matching `platform` and `key` (neither: all) with 4002.
+pub async fn kick(State(api): State<St>, P(id): P<i64>, Body(req): Body<KickReq>) -> ApiResult {
+    let id = uid(id, "uid")?;
+    revoke(&api.im, id, false).await?;
+    let reason = if req.reason.is_empty() {
+        "logged out by the administrator".to_string()
+    } else {
+        req.reason
+    };
+    let kicked = api
+        .im
+        .kick_user(id, &req.platform, &req.key, kick::ADMIN, &reason)
+        .await;
+    ok(serde_json::json!({ "kicked": kicked }))
+}
+
+/// `GET /im/v1/users/{uid}/online` → `{devices: [{key, platform, server, since}]}`: the
+/// user's IM connections (`since`: connect time, ms).
+pub async fn online(State(api): State<St>, P(id): P<i64>) -> ApiResult {
+    let id = uid(id, "uid")?;
+    let devices: Vec<_> = api
+        .im
+        .devices
+        .of_users(&[id])
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "key": d.key,
+                "platform": d.platform,
+                "server": d.server,
+                "since": d.since_ms.to_string(),
+            })
+        })
+        .collect();
+    ok(serde_json::json!({ "devices": devices }))
+}
+
+#[derive(Deserialize)]
+pub struct ContactIn {
+    /// `friend` or `blocked`.
+    state: String,
+    #[serde(default)]
+    remark: String,
+}
+
+fn contact_kind(s: &str) -> Result<ContactKind, ApiError> {
+    match s.to_ascii_lowercase().as_str() {
+        "friend" => Ok(ContactKind::Friend),
+        "blocked" => Ok(ContactKind::Blocked),
+        _ => Err(ApiError::bad(format!("state {s:?}: friend or blocked"))),
+    }
+}
+
+/// `PUT /im/v1/users/{uid}/contacts/{peer} {state: friend|blocked, remark?}` → `{version}`:
+/// upserts `uid → peer`; the owner's contact version + 1.
+pub async fn put_contact(
+    State(api): State<St>,
+    P((id, peer)): P<(i64, i64)>,
+    Body(req): Body<ContactIn>,
+) -> ApiResult {
+    let (id, peer) = (uid(id, "uid")?, uid(peer, "peer")?);
+    if id == peer {
+        return Err(ApiError::bad("a user is not its own contact"));
+    }
+    let state = ContactState {
+        kind: contact_kind(&req.state)?,
+        remark: req.remark,
+    };
+    let version = api.im.store.put_contact(id, peer, Some(state)).await?;
+    ok(serde_json::json!({ "version": version.to_string() }))
+}
+
+/// `DELETE /im/v1/users/{uid}/contacts/{peer}` → `{version}`: deletes `uid → peer` (kept as a
+/// deletion for incremental lists).
+pub async fn delete_contact(State(api): State<St>, P((id, peer)): P<(i64, i64)>) -> ApiResult {
+    let (id, peer) = (uid(id, "uid")?, uid(peer, "peer")?);
+    let version = api.im.store.put_contact(id, peer, None).await?;
+    ok(serde_json::json!({ "version": version.to_string() }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactsQuery {
+    #[serde(default, alias = "since_version")]
+    since_version: u64,
+    #[serde(default)]
+    limit: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactOut {
+    #[serde(serialize_with = "as_str")]
+    peer: i64,
+    /// `friend`, `blocked`, or null once deleted.
+    state: Option<&'static str>,
+    remark: String,
+    #[serde(serialize_with = "as_str")]
+    version: u64,
+}
+
+impl From<Contact> for ContactOut {
+    fn from(c: Contact) -> Self {
+        let state = c.state.as_ref().map(|s| match s.kind {
+            ContactKind::Friend => "friend",
+            ContactKind::Blocked => "blocked",
+        });
+        ContactOut {
+            peer: c.peer,
+            state,
+            remark: c.state.map(|s| s.remark).unwrap_or_default(),
+            version: c.version,
+        }
+    }
+}
+
+/// `GET /im/v1/users/{uid}/contacts?sinceVersion=&limit=` → `{contacts: [{peer, state,
+/// remark, version}], version, hasMore}`: the contacts changed after `sinceVersion`,
+/// ascending by version, deleted ones with `state: null`; `version` is the last one returned
+/// (the next call's `sinceVersion`). `limit` default 100, at most 1000.
+pub async fn contacts(State(api): State<St>, P(id): P<i64>, Q(q): Q<ContactsQuery>) -> ApiResult {
+    let id = uid(id, "uid")?;
+    let limit = match q.limit {
+        0 => CONTACTS_LIMIT_DEFAULT,
+        n => n.min(CONTACTS_LIMIT_MAX),
+    };
+    let mut list = api
+        .im
+        .store
+        .contacts(id, q.since_version, limit + 1)
+        .await?;
+    let has_more = list.len() > limit;
+    list.truncate(limit);
+    let version = list.last().map_or(q.since_version, |c| c.version);
+    let contacts: Vec<ContactOut> = list.into_iter().map(ContactOut::from).collect();
+    ok(
+        serde_json::json!({ "contacts": contacts, "version": version.to_string(), "hasMore": has_more }),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DirectoryQuery {
+    #[serde(default)]
+    since: i64,
+    #[serde(default)]
+    cursor: String,
+    #[serde(default)]
+    limit: u32,
+    #[serde(default)]
+    epoch: u64,
+}
+
+/// `GET /im/v1/users/{uid}/conversations?since=&cursor=&limit=&epoch=` → the user's
+/// conversation directory page, as op 22 answers it (`SyncReply` in the proto3 JSON mapping,
+/// without `code`): `{convs, hasMore, cursor, serverTs, epoch, reset, ...}`.
+pub async fn conversations(
+    State(api): State<St>,
+    P(id): P<i64>,
+    Q(q): Q<DirectoryQuery>,
+) -> ApiResult {
+    let id = uid(id, "uid")?;
+    let req = SyncReq {
+        since: q.since,
+        cursor: q.cursor,
+        limit: q.limit,
+        epoch: q.epoch,
+    };
+    let reply = crate::read::directory(&api.im, id, req).await?;
+    ok(proto_json(&reply))
+}
+
+#[derive(Deserialize)]
+pub struct ReadReq {
+    conv: ConvIn,
+    seq: U64,
+}
+
+/// `POST /im/v1/users/{uid}/read {conv: {kind, id}, seq}` → `{seq, moved}`: raises the user's
+/// read mark in `conv` (named as the user names it) to `min(seq, last_seq)`; marks never go
+/// down. When it moved, the READ events of op 28 go out (the user's devices, the P2P peer).
+pub async fn read(State(api): State<St>, P(id): P<i64>, Body(req): Body<ReadReq>) -> ApiResult {
+    let id = uid(id, "uid")?;
+    let conv = req.conv.resolve(id, id)?;
+    let marked = api
+        .im
+        .store
+        .mark(id, conv, MarkKind::Read, req.seq.0)
+        .await?;
+    if marked.moved {
+        api.im
+            .mark_events(id, "", conv, MarkKind::Read, marked.seq)
+            .await;
+    }
+    ok(serde_json::json!({ "seq": marked.seq.to_string(), "moved": marked.moved }))
+}
