@@ -349,11 +349,12 @@ async fn make_group(args: &GroupArgs, base: i64, uids: &[i64]) -> anyhow::Result
                 "members": s(first), "history": "all"}),
     )
     .await?;
-    // goim's router answers an unknown path 200 with {"code":-404}: a gid is the proof.
-    if status != 200 || reply.get("gid").is_none() {
+    // The API's envelope is goim's, {"code", "data"}; an unknown path is HTTP 200 with
+    // {"code":-404}, so the code is what tells.
+    if status != 200 || reply["code"] != 0 {
         bail!("POST /im/v1/groups: {status} {reply} (is the /im/v1 API merged?)");
     }
-    let gid = match &reply["gid"] {
+    let gid = match &reply["data"]["gid"] {
         Value::String(g) => g.parse().context("gid")?,
         Value::Number(n) => n.as_i64().context("gid")?,
         _ => base,
