@@ -26,6 +26,8 @@ pub struct ConnsArgs {
 pub struct ConnsResult {
     pub label: String,
     pub peer: crate::wire::Peer,
+    /// IM connections (`--im-secret`): goim's auth plus `"im":"pb"` and an `im_token`.
+    pub im: bool,
     pub requested: u64,
     pub connected: u64,
     pub failed: BTreeMap<String, u64>,
@@ -118,6 +120,7 @@ pub async fn run(mut args: ConnsArgs) -> anyhow::Result<ConnsResult> {
     Ok(ConnsResult {
         label: args.run.label,
         peer: args.sub.peer,
+        im: args.sub.im_secret.is_some(),
         requested: n,
         connected: ready.connected,
         failed: ready.failed,

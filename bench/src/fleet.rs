@@ -225,5 +225,8 @@ fn sub_args(a: &SubArgs) -> Vec<String> {
     if a.keys {
         v.push("--keys".into());
     }
+    if let Some(secret) = &a.im_secret {
+        v.extend(["--im-secret".into(), secret.clone()]);
+    }
     v
 }

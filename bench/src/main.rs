@@ -10,12 +10,15 @@
 //! - `publish`: the publisher, as fast as accepted or at a fixed rate.
 //! - `track`: per-subscriber accounting (loss, duplicates, order) and the HDR histogram.
 //! - `conns`, `fanout`, `floor`: the three measurements; `plot`: PNG output; `sys`: /proc.
+//! - `im`: the IM scenarios (P2P, group, offline sync), one process each; idle IM
+//!   connections are `conns --im-secret`.
 
 mod conns;
 mod epoll;
 mod fanout;
 mod fleet;
 mod floor;
+mod im;
 mod plot;
 mod publish;
 mod sub;
@@ -43,6 +46,11 @@ enum Cmd {
     Fanout(fanout::FanoutArgs),
     /// The kernel's cost of one small write to a sleeping loopback reader.
     Floor(floor::FloorArgs),
+    /// IM scenarios (issue 12): P2P throughput and latency, a group, offline sync.
+    Im {
+        #[command(subcommand)]
+        cmd: im::ImCmd,
+    },
     /// (internal) one subscriber process of a run.
     #[command(hide = true)]
     Sub(sub::SubArgs),
@@ -69,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Conns(a) => coordinator(conns::run(a)),
         Cmd::Fanout(a) => coordinator(fanout::run(a)),
         Cmd::Floor(a) => print_json(&floor::run(a)?),
+        Cmd::Im { cmd } => coordinator(im::run(cmd)),
         Cmd::Sub(a) => sub::run(a),
     }
 }

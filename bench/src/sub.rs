@@ -65,6 +65,10 @@ pub struct SubArgs {
     /// (0: read as soon as anything is ready).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub batch_wait: Duration,
+    /// Authenticate as IM connections (`"im":"pb"` and an `im_token` signed with this
+    /// secret, the server's `im.token_secret`), mid = index + 1; Starling over TCP only.
+    #[arg(long)]
+    pub im_secret: Option<String>,
 }
 
 /// A line a subscriber process prints.
@@ -99,6 +103,8 @@ struct Ctx {
     handshakes: Semaphore,
     /// Connections that have joined, for the delivery loop.
     joined: RefCell<Vec<Conn>>,
+    /// `--im-secret`: mints each connection's `im_token`.
+    im_tokens: Option<starling_im::token::Tokens>,
 }
 
 impl Ctx {
@@ -205,6 +211,11 @@ async fn open(args: SubArgs) -> anyhow::Result<Rc<Ctx>> {
         disconnected: RefCell::new(BTreeMap::new()),
         handshakes: Semaphore::new(args.inflight.max(1)),
         joined: RefCell::new(Vec::with_capacity(args.count as usize)),
+        im_tokens: args
+            .im_secret
+            .as_deref()
+            .map(starling_im::token::Tokens::new)
+            .transpose()?,
         args,
     });
     let start = now_ns();
@@ -431,7 +442,16 @@ async fn join(
         .await
         .map_err(|e| io_reason(&e))?;
     let _ = stream.set_nodelay(true);
-    let hello = wire::hello(ctx.args.peer, !ctx.args.keys, global);
+    let hello = match &ctx.im_tokens {
+        Some(tokens) => {
+            let mid = global as i64 + 1;
+            let t = tokens
+                .mint(mid, "bench", 24 * 3600)
+                .map_err(|e| e.to_string())?;
+            wire::hello_im(global, mid, t)
+        }
+        None => wire::hello(ctx.args.peer, !ctx.args.keys, global),
+    };
     stream.write_all(&hello).await.map_err(|e| io_reason(&e))?;
     loop {
         let n = stream.read(buf).await.map_err(|e| io_reason(&e))?;

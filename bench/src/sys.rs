@@ -1,6 +1,7 @@
 //! What the bench reads from the system: a clock every process on the machine shares, and a
 //! server's memory and CPU time from `/proc`.
 
+use std::collections::BTreeMap;
 use std::io;
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -17,6 +18,12 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 /// timestamp written by the publisher is comparable with the subscriber's receive time.
 pub fn now_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// CLOCK_REALTIME in nanoseconds since the Unix epoch: comparable with a server's wall-clock
+/// stamps (an IM message's `server_ts`, milliseconds) on the same machine.
+pub fn wall_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
 }
 
 /// Resident set size of a process, in bytes (`VmRSS`).
@@ -47,6 +54,36 @@ pub fn cpu_ns(pid: u32) -> io::Result<u64> {
             .unwrap_or(0);
     }
     Ok(total)
+}
+
+/// CPU time of a process's live threads by thread name (`comm`), in nanoseconds: where a
+/// server's time goes (comet workers, logic's runtime, the store's writer and flushers).
+pub fn threads_cpu_ns(pid: u32) -> io::Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = entry?.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ns = stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        *out.entry(comm.trim().to_string()).or_default() += ns;
+    }
+    Ok(out)
+}
+
+/// The 1-minute load average (other work on the machine skews a run).
+pub fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// This thread's CPU time in nanoseconds.
@@ -108,5 +145,8 @@ mod tests {
         assert!(moved, "CPU time did not move");
         let a = now_ns();
         assert!(now_ns() >= a);
+        let threads = threads_cpu_ns(me).unwrap();
+        assert!(!threads.is_empty() && threads.values().sum::<u64>() > 0);
+        assert!(load1() >= 0.0);
     }
 }

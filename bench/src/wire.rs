@@ -111,6 +111,22 @@ pub fn hello(peer: Peer, room_mode: bool, index: u64) -> Vec<u8> {
     }
 }
 
+/// Starling over TCP: [`hello`]'s auth (same key, room and accepts) opting in to IM in
+/// protobuf with `im_token`, as user `mid`: what an idle IM connection costs beyond goim's.
+pub fn hello_im(index: u64, mid: i64, im_token: String) -> Vec<u8> {
+    let token = AuthToken {
+        mid,
+        key: format!("k{index}"),
+        room_id: format!("{ROOM_TYPE}://{ROOM_ID}"),
+        platform: "bench".into(),
+        accepts: vec![BENCH_OP],
+        im: "pb".into(),
+        im_token,
+    }
+    .to_json();
+    Packet::new(1, op::AUTH, 1, token).to_bytes().to_vec()
+}
+
 /// What a subscriber sends every heartbeat interval, if the peer needs it.
 pub fn heartbeat(peer: Peer, index: u64) -> Option<Vec<u8>> {
     let hb = Packet::new(1, op::HEARTBEAT, 0, Vec::new()).to_bytes();
@@ -544,6 +560,26 @@ mod tests {
         assert_eq!(
             events(Peer::StarlingWs, &wsb),
             vec![b"READY".to_vec(), b"a".to_vec(), b"b".to_vec()]
+        );
+    }
+
+    #[test]
+    fn im_hello_is_goim_hello_plus_im() {
+        let plain = packet::decode_exact(&hello(Peer::Starling, true, 5), 1 << 20)
+            .unwrap()
+            .body
+            .to_vec();
+        let im = hello_im(5, 6, "jwt".into());
+        let im = packet::decode_exact(&im, 1 << 20).unwrap();
+        assert_eq!(im.op, op::AUTH);
+        let (plain, im) = (
+            AuthToken::parse(&plain).unwrap(),
+            AuthToken::parse(im.body).unwrap(),
+        );
+        assert_eq!((im.key, im.room_id), (plain.key, plain.room_id));
+        assert_eq!(
+            (im.mid, im.im.as_str(), im.im_token.as_str()),
+            (6, "pb", "jwt")
         );
     }
 
