@@ -39,18 +39,20 @@ pub struct Displaced {
 }
 
 /// The longest platform string an IM connection may name, bytes (kept inline).
-pub const MAX_PLATFORM: usize = 16;
+pub const MAX_PLATFORM: usize = 12;
 
-/// One connection as the table keeps it: 56 bytes and one allocation (the key), so an idle
-/// IM connection costs little beside goim's session (the issue's budget: 640 B in all).
+/// One connection as the table keeps it: 40 bytes and one allocation (the key), so an idle
+/// IM connection costs little beside goim's session (issue 12's budget: 640 B in all).
 #[derive(Debug)]
 struct Entry {
     key: Box<str>,
-    /// CityHash64 of the connection id (`ConnectReq.conn`); 0 when the comet sent none.
-    conn: u64,
-    since_ms: i64,
+    /// CityHash64 of the connection id (`ConnectReq.conn`), folded to 32 bits (it only tells
+    /// one key's connections apart); 0 when the comet sent none.
+    conn: u32,
+    /// When it connected, seconds after the Unix epoch (u32 lasts until 2106).
+    since_s: u32,
     /// Index into `Table::servers` (comets are few; their names are interned).
-    server: u32,
+    server: u16,
     codec: u8,
     platform_len: u8,
     platform: [u8; MAX_PLATFORM],
@@ -115,11 +117,12 @@ pub struct DeviceRef<'a> {
     pub since_ms: i64,
 }
 
-fn conn_hash(conn: &str) -> u64 {
+fn conn_hash(conn: &str) -> u32 {
     if conn.is_empty() {
         0
     } else {
-        cityhasher::hash::<u64>(conn.as_bytes()) | 1
+        let h = cityhasher::hash::<u64>(conn.as_bytes());
+        ((h >> 32) as u32 ^ h as u32) | 1
     }
 }
 
@@ -128,12 +131,13 @@ fn codec_of(b: u8) -> Codec {
 }
 
 impl Table {
-    fn server_index(&mut self, server: &str) -> u32 {
+    fn server_index(&mut self, server: &str) -> u16 {
         if let Some(i) = self.servers.iter().position(|s| &**s == server) {
-            return i as u32;
+            return i as u16;
         }
+        // Comet names come from the comets' own configuration, a handful per cluster.
         self.servers.push(server.into());
-        (self.servers.len() - 1) as u32
+        (self.servers.len() - 1).min(usize::from(u16::MAX)) as u16
     }
 
     fn entry(&mut self, d: &Device) -> Entry {
@@ -146,7 +150,7 @@ impl Table {
         Entry {
             key: d.key.as_str().into(),
             conn: conn_hash(&d.conn),
-            since_ms: d.since_ms,
+            since_s: (d.since_ms.max(0) / 1000).min(i64::from(u32::MAX)) as u32,
             server: self.server_index(&d.server),
             codec: d.codec as u8,
             platform_len: n as u8,
@@ -162,7 +166,7 @@ impl Table {
             codec: codec_of(e.codec),
             server: self.servers[e.server as usize].to_string(),
             conn: String::new(),
-            since_ms: e.since_ms,
+            since_ms: i64::from(e.since_s) * 1000,
         }
     }
 }
@@ -305,7 +309,7 @@ impl Devices {
                     platform: e.platform(),
                     codec: codec_of(e.codec),
                     server: &t.servers[e.server as usize],
-                    since_ms: e.since_ms,
+                    since_ms: i64::from(e.since_s) * 1000,
                 });
             }
         }
@@ -423,11 +427,11 @@ mod tests {
         let t = Devices::default();
         t.register(
             Device {
-                platform: "ééééééééé".into(),
+                platform: "ééééééé".into(),
                 ..dev("k", "", "c")
             },
             MultiLogin::Multi,
         );
-        assert_eq!(t.get(1, "k").unwrap().platform, "éééééééé");
+        assert_eq!(t.get(1, "k").unwrap().platform, "éééééé");
     }
 }
