@@ -30,6 +30,9 @@ fi
 command -v ip >/dev/null || apt_install iproute2
 # goim's own JavaScript client runs under Node (starling/tests/goim_js.rs; Node 20 or newer).
 command -v node >/dev/null || apt_install nodejs
+# goim's own Go benchmark client builds offline against Debian's glog (starling/tests/goim_go.rs).
+command -v go >/dev/null || apt_install golang-go
+[ -d /usr/share/gocode/src/github.com/golang/glog ] || apt_install golang-glog-dev
 
 cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
 if [ -z "${STARLING_TANSU:-}" ] && ! command -v tansu >/dev/null && [ ! -x "$cargo_bin/tansu" ]; then

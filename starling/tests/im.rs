@@ -393,6 +393,25 @@ fn t10_read_state_across_devices() {
     assert_eq!((s.convs[0].read_seq, s.convs[0].unread), (80, 20));
     let ps: SyncReply = peer.call(op::im::SYNC, &SyncReq::default()).unwrap();
     assert_eq!(ps.convs[0].peer_read_seq, 80);
+    // Delivered marks: the P2P peer gets a DELIVERED event and sees peer_recv_seq.
+    let r: ImResult = d1
+        .call(
+            op::im::RECV,
+            &MarkReq {
+                conv: Some(p2p(31)),
+                seq: 90,
+            },
+        )
+        .unwrap();
+    assert_eq!(r.code, 0);
+    common::eventually("the peer gets the delivered receipt", || {
+        peer.pump(Duration::from_millis(20)).unwrap();
+        peer.events
+            .iter()
+            .any(|e| e.r#type == event::Type::Delivered as i32 && e.seq == 90 && e.uid == 30)
+    });
+    let ps: SyncReply = peer.call(op::im::SYNC, &SyncReq::default()).unwrap();
+    assert_eq!(ps.convs[0].peer_recv_seq, 90);
     // Marks never go down.
     let _: ImResult = d1
         .call(
