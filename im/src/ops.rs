@@ -5,7 +5,6 @@
 use crate::codec;
 use crate::config::P2pPolicy;
 use crate::devices::Device;
-use crate::lane::Written;
 use crate::service::{Im, now_ms};
 use crate::store::{
     AppendReq, Appended, ContactKind, Conv, MarkKind, RecallReq as StoreRecall, StoreError,
@@ -241,19 +240,7 @@ impl Im {
             ref_seq: req.ref_seq,
             as_admin: false,
         };
-        let store = self.store.clone();
-        let landed = self
-            .lanes
-            .write(conv, Some(dev.key.clone()), move || {
-                Box::pin(async move {
-                    let a = store.append(append).await?;
-                    Ok(Written {
-                        deliver: vec![a.message.clone()],
-                        reply: a,
-                    })
-                })
-            })
-            .await;
+        let landed = self.append_in_lane(Some(dev.key.clone()), append).await;
         let a = match landed.result {
             Ok(a) => a,
             Err(e) => {
@@ -361,19 +348,7 @@ impl Im {
             window_ms: self.config.recall_window.as_millis() as u64,
             wipe: self.config.recall_wipe,
         };
-        let store = self.store.clone();
-        let landed = self
-            .lanes
-            .write(conv, Some(dev.key.clone()), move || {
-                Box::pin(async move {
-                    let a = store.recall(recall).await?;
-                    Ok(Written {
-                        deliver: vec![a.message.clone()],
-                        reply: a,
-                    })
-                })
-            })
-            .await;
+        let landed = self.recall_in_lane(Some(dev.key.clone()), recall).await;
         match landed.result {
             Ok(a) => {
                 let mut ack = ack_from(&req.client_msg_id, conv, dev.mid, &a);

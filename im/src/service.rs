@@ -105,6 +105,47 @@ impl Im {
         }
     }
 
+    /// Appends through `req.conv`'s lane: stored, then delivered (except to the sending
+    /// connection `own_key`), then answered (§7.1). A duplicate is delivered again.
+    pub async fn append_in_lane(
+        &self,
+        own_key: Option<String>,
+        req: crate::store::AppendReq,
+    ) -> crate::lane::Landed<crate::store::Appended> {
+        let store = self.store.clone();
+        self.lanes
+            .write(req.conv, own_key, move || {
+                Box::pin(async move {
+                    let a = store.append(req).await?;
+                    Ok(crate::lane::Written {
+                        deliver: vec![a.message.clone()],
+                        reply: a,
+                    })
+                })
+            })
+            .await
+    }
+
+    /// Recalls through `req.conv`'s lane, like [`Im::append`]: the RECALL event is delivered.
+    pub async fn recall_in_lane(
+        &self,
+        own_key: Option<String>,
+        req: crate::store::RecallReq,
+    ) -> crate::lane::Landed<crate::store::Appended> {
+        let store = self.store.clone();
+        self.lanes
+            .write(req.conv, own_key, move || {
+                Box::pin(async move {
+                    let a = store.recall(req).await?;
+                    Ok(crate::lane::Written {
+                        deliver: vec![a.message.clone()],
+                        reply: a,
+                    })
+                })
+            })
+            .await
+    }
+
     /// `Some(ms)` to wait when the connection `key` has spent its send tokens.
     pub fn spend_send_token(&self, key: &str) -> Option<u32> {
         match self.send_rate.check_key(&key.to_string()) {

@@ -3,7 +3,7 @@
 //! messages are delivered in seq order whoever wrote them), and history pages.
 
 use super::{ApiError, ApiResult, Body, ConvIn, I64, Kind, P, Q, St, U64, canonical, ok};
-use crate::lane::{Landed, Written};
+use crate::lane::Landed;
 use crate::ops::{MAX_CLIENT_MSG_ID, content_hash};
 use crate::read::{PULL_LIMIT_DEFAULT, page};
 use crate::service::Im;
@@ -131,19 +131,7 @@ pub async fn send(State(api): State<St>, Body(req): Body<SendIn>) -> ApiResult {
         ref_seq: hashed.ref_seq,
         as_admin,
     };
-    let store = im.store.clone();
-    let l = im
-        .lanes
-        .write(conv, None, move || {
-            Box::pin(async move {
-                let a = store.append(append).await?;
-                Ok(Written {
-                    deliver: vec![a.message.clone()],
-                    reply: a,
-                })
-            })
-        })
-        .await;
+    let l = im.append_in_lane(None, append).await;
     landed(im, l)
 }
 
@@ -190,19 +178,7 @@ pub async fn recall(State(api): State<St>, Body(req): Body<RecallIn>) -> ApiResu
         window_ms: 0,
         wipe: im.config.recall_wipe,
     };
-    let store = im.store.clone();
-    let l = im
-        .lanes
-        .write(conv, None, move || {
-            Box::pin(async move {
-                let a = store.recall(recall).await?;
-                Ok(Written {
-                    deliver: vec![a.message.clone()],
-                    reply: a,
-                })
-            })
-        })
-        .await;
+    let l = im.recall_in_lane(None, recall).await;
     landed(im, l)
 }
 
