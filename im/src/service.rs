@@ -301,7 +301,7 @@ impl Im {
             ),
             (
                 "starling_im_sent_total",
-                "Messages stored by client sends (duplicates excluded).",
+                "Messages stored by sends, of clients and of the management API (duplicates excluded).",
                 &s.sent,
             ),
             (
