@@ -393,3 +393,50 @@ async fn a_backend_marks_read() {
         vec![(event::Type::Read as i32, 2, 2)]
     );
 }
+
+/// Clearing a user's history of a conversation raises only that user's floor: its pulls and
+/// history start after the cleared seq, the peer still reads everything.
+#[tokio::test]
+async fn a_backend_clears_a_users_history() {
+    let t = setup();
+    for id in ["a", "b", "c"] {
+        let m =
+            json!({"from": 1, "conv": {"kind": "P2P", "id": 2}, "clientMsgId": id, "content": "x"});
+        t.ok(Method::POST, "/im/v1/messages", m).await;
+    }
+    let r = t
+        .ok(
+            Method::POST,
+            "/im/v1/users/2/clear",
+            json!({"conv": {"kind": "P2P", "id": 1}, "seq": 2}),
+        )
+        .await;
+    assert_eq!(r, json!({"seq": "2", "moved": true}));
+    let mine = t
+        .ok(
+            Method::GET,
+            "/im/v1/conversations/P2P/1/2/messages?viewer=2&afterSeq=0",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(seqs(&mine), vec![3], "user 2 reads from seq 3 on");
+    assert_eq!(mine["floorSeq"], json!("3"));
+    let theirs = t
+        .ok(
+            Method::GET,
+            "/im/v1/conversations/P2P/1/2/messages?viewer=1&afterSeq=0",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(seqs(&theirs), vec![1, 2, 3], "user 1 is not affected");
+    let dir = t
+        .ok(Method::GET, "/im/v1/users/2/conversations", Value::Null)
+        .await;
+    assert_eq!(
+        (
+            dir["convs"][0]["floorSeq"].clone(),
+            dir["convs"][0]["unread"].clone()
+        ),
+        (json!("3"), json!(1))
+    );
+}

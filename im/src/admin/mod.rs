@@ -380,6 +380,7 @@ pub fn router(im: Arc<Im>) -> Router {
             m(get(users::conversations)),
         )
         .route("/im/v1/users/{uid}/read", m(post(users::read)))
+        .route("/im/v1/users/{uid}/clear", m(post(users::clear)))
         .route("/im/v1/groups", m(post(groups::create)))
         .route(
             "/im/v1/groups/{gid}",

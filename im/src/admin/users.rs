@@ -366,3 +366,19 @@ pub async fn read(State(api): State<St>, P(id): P<i64>, Body(req): Body<ReadReq>
     }
     ok(serde_json::json!({ "seq": marked.seq.to_string(), "moved": marked.moved }))
 }
+
+/// `POST /im/v1/users/{uid}/clear {conv: {kind, id}, seq}` → `{seq, moved}`: clears the user's
+/// history of `conv` up to `seq` ("delete chat history for me"): the user's `deleted_to` mark
+/// rises to `min(seq, last_seq)`, so its floor (first readable seq) moves past it in pulls,
+/// history and the directory, and nothing below counts as unread. Others are not affected;
+/// marks never go down.
+pub async fn clear(State(api): State<St>, P(id): P<i64>, Body(req): Body<ReadReq>) -> ApiResult {
+    let id = uid(id, "uid")?;
+    let conv = req.conv.resolve(id, id)?;
+    let marked = api
+        .im
+        .store
+        .mark(id, conv, MarkKind::DeletedTo, req.seq.0)
+        .await?;
+    ok(serde_json::json!({ "seq": marked.seq.to_string(), "moved": marked.moved }))
+}
