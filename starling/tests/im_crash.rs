@@ -126,20 +126,7 @@ impl Node {
     }
 
     fn admin(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let mut s = std::net::TcpStream::connect(self.http).unwrap();
-        use std::io::{Read, Write};
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {ADMIN}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body.as_bytes()).unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let status = resp[9..12].parse().unwrap();
-        let json = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, serde_json::from_str(json).unwrap_or_default())
+        common::im_server::admin_call(self.http, ADMIN, method, path, body)
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod im_client;
+pub mod im_server;
 
 use starling::{Config, Running};
 use starling_proto::packet::{self, Packet};
