@@ -31,8 +31,8 @@
 //! - [`grpc`]: the same operations as gRPC service `starling.im.v1.Admin` (on logic's gRPC
 //!   port), calling the same functions; [`grpc::service`] builds it.
 
-pub mod grpc;
 pub mod groups;
+pub mod grpc;
 pub mod messages;
 pub mod users;
 

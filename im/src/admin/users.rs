@@ -7,8 +7,8 @@
 
 use super::{ApiError, ApiResult, Body, ConvIn, I64, P, Q, St, U64, as_str, ok, proto_json, uid};
 use super::{MAX_AVATAR, MAX_NAME, fits};
-use crate::service::{Im, kick, now_ms};
 use crate::devices::Device;
+use crate::service::{Im, kick, now_ms};
 use crate::store::{Contact, ContactKind, ContactState, MarkKind, Marked, User};
 use axum::extract::State;
 use serde::{Deserialize, Serialize};

@@ -125,7 +125,10 @@ pub fn sent(s: Sent) -> Result<pb::SendAck, tonic::Status> {
             ack.code = 503;
             ack.reason = why.clone();
             let details = prost::Message::encode_to_vec(&ack);
-            Err(super::status::with_details(ApiError::new(503, why), details))
+            Err(super::status::with_details(
+                ApiError::new(503, why),
+                details,
+            ))
         }
     }
 }

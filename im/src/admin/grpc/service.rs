@@ -290,4 +290,3 @@ impl Admin for AdminService {
         reply(page.await, convert::page)
     }
 }
-
