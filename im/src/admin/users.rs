@@ -49,11 +49,11 @@ pub struct Minted {
     pub expires_at_ms: i64,
 }
 
-/// Mints an `im_token` for `uid`, bound to `platform` unless empty, valid `ttl` seconds
+/// Mints an `im_token` for user `id`, bound to `platform` unless empty, valid `ttl` seconds
 /// (1..=[`TOKEN_TTL_MAX`]). Errors: 400 bad uid or ttl, 403 user disabled, 503 no
 /// `token_secret`, 500 signing failed.
-pub async fn mint_token(im: &Im, uid_: i64, platform: &str, ttl: u64) -> Result<Minted, ApiError> {
-    let uid = uid(uid_, "uid")?;
+pub async fn mint_token(im: &Im, id: i64, platform: &str, ttl: u64) -> Result<Minted, ApiError> {
+    let uid = uid(id, "uid")?;
     if ttl == 0 || ttl > TOKEN_TTL_MAX {
         return Err(ApiError::bad(format!("ttl: 1..={TOKEN_TTL_MAX} seconds")));
     }
