@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/goim/comet.proto",
         "proto/goim/logic.proto",
     ];
-    let im = ["proto/starling/im/v1/im.proto"];
+    let im = [
+        "proto/starling/im/v1/im.proto",
+        "proto/starling/im/v1/admin.proto",
+    ];
     for f in files.iter().chain(&im) {
         println!("cargo:rerun-if-changed={f}");
     }
@@ -29,9 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out.join("starling_im_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&im_fds))?;
+    // admin.proto's `Admin` service: its server for logic, its client for backends and tests.
     tonic_prost_build::configure()
-        .build_client(false)
-        .build_server(false)
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
         .compile_fds(im_fds)?;
     pbjson_build::Builder::new()
         .register_descriptors(&std::fs::read(&descriptor_path)?)?

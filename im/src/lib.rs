@@ -13,7 +13,8 @@
 //! - [`lane`]: per-conversation ordering and batching of writes and their deliveries.
 //! - [`deliver`]: fan-out to devices as key pushes; [`devices`]: the device table.
 //! - [`groups`]: group changes, each through the conversation's lane.
-//! - [`admin`]: the `/im/v1` management API (an axum router merged into logic's).
+//! - [`admin`]: the `/im/v1` management API (an axum router merged into logic's) and the
+//!   same operations as gRPC service `starling.im.v1.Admin` ([`admin::grpc::service`]).
 //! - [`codec`]: protobuf or JSON bodies; [`token`]: HS256 `im_token`.
 
 pub mod admin;

@@ -14,8 +14,27 @@ pub struct Config {
     pub job: starling_job::Config,
     /// IM (off unless enabled with a secret): reference im.md.
     pub im: starling_im::Config,
+    pub grpc: Grpc,
     pub registry: Registry,
     pub log: Log,
+}
+
+/// logic's gRPC port. The all-in-one's comet, logic and job talk in-process, so the only
+/// service on it is IM's management API, `starling.im.v1.Admin` (reference im.md §8): the
+/// port is bound only when IM is enabled with an `admin_token`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grpc {
+    /// goim's logic gRPC port: 3119.
+    pub bind: std::net::SocketAddr,
+}
+
+impl Default for Grpc {
+    fn default() -> Self {
+        Grpc {
+            bind: std::net::SocketAddr::from(([0, 0, 0, 0], 3119)),
+        }
+    }
 }
 
 /// How this comet is listed to clients by `/goim/nodes/*` (goim's discovery metadata).

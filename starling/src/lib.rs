@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: the whole file, `[comet]`, `[logic]`, `[job]`, `[log]`.
 //! - `glue`: the in-process adapters across the comet / logic / job seams.
-//! - [`start`] and [`Running`]: the process's lifetime.
+//! - [`start`] and [`Running`]: the process's lifetime; the HTTP API (goim's push API and
+//!   `/im/v1`) and, with IM's admin token set, the gRPC port serving `starling.im.v1.Admin`.
 
 pub mod config;
 mod glue;
@@ -35,6 +36,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("binding the gRPC port on {addr}: {source}")]
+    Grpc {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Messages logic may queue for job before a push waits (and, after 2 s, fails with -500).
@@ -45,7 +51,9 @@ pub struct Running {
     rt: tokio::runtime::Runtime,
     comet: Comet,
     http_addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     stop_http: Option<oneshot::Sender<()>>,
+    stop_grpc: Option<oneshot::Sender<()>>,
 }
 
 /// Starts everything; returns once every listener is bound.
@@ -78,6 +86,24 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         Some(start_im(&config.im, &logic, push_sink.clone())?)
     } else {
         None
+    };
+    // IM's management API over gRPC (the port's only service here), bound before comet
+    // accepts anyone, as the HTTP port is.
+    let admin = im
+        .as_ref()
+        .and_then(|im| starling_im::admin::grpc::service(im.clone()));
+    let grpc = match admin {
+        Some(admin) => {
+            let addr = config.grpc.bind;
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .map_err(|source| StartError::Grpc { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Grpc { addr, source })?;
+            Some((admin, listener, bound))
+        }
+        None => None,
     };
     let comet = starling_comet::start(
         config.comet.clone(),
@@ -117,12 +143,34 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             tracing::error!(error = %e, "HTTP API stopped");
         }
     });
-    tracing::info!(http = %http_addr, "starling running");
+    let (grpc_addr, stop_grpc) = match grpc {
+        Some((admin, listener, bound)) => {
+            let (tx, rx) = oneshot::channel::<()>();
+            let serve = tonic::transport::Server::builder()
+                .add_service(admin)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = rx.await;
+                    },
+                );
+            rt.spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "gRPC stopped");
+                }
+            });
+            (Some(bound), Some(tx))
+        }
+        None => (None, None),
+    };
+    tracing::info!(http = %http_addr, grpc = ?grpc_addr, "starling running");
     Ok(Running {
         rt,
         comet,
         http_addr,
+        grpc_addr,
         stop_http: Some(stop_tx),
+        stop_grpc,
     })
 }
 
@@ -168,6 +216,12 @@ impl Running {
         self.http_addr
     }
 
+    /// The gRPC port serving `starling.im.v1.Admin`; `None` when IM or its admin token is
+    /// off (nothing to serve, nothing bound).
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
     /// Blocks until SIGINT or SIGTERM.
     pub fn wait_for_signal(&self) {
         self.rt.block_on(signal());
@@ -194,6 +248,9 @@ impl Running {
     /// Stops the HTTP API, closes every connection and joins the workers.
     pub fn shutdown(mut self) {
         if let Some(tx) = self.stop_http.take() {
+            let _ = tx.send(());
+        }
+        if let Some(tx) = self.stop_grpc.take() {
             let _ = tx.send(());
         }
         self.comet.shutdown();

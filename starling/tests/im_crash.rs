@@ -42,7 +42,7 @@ impl Node {
             format!(
                 "[comet]\nworkers = 1\n[comet.tcp]\nbind = [\"127.0.0.1:{tcp}\"]\n\
                  [comet.websocket]\nbind = [\"127.0.0.1:{ws}\"]\ntls_bind = []\n\
-                 [logic.http]\nbind = \"127.0.0.1:{http}\"\n\
+                 [logic.http]\nbind = \"127.0.0.1:{http}\"\n[grpc]\nbind = \"127.0.0.1:0\"\n\
                  [im]\nenabled = true\ntoken_secret = \"{SECRET}\"\nadmin_token = \"{ADMIN}\"\n\
                  path = \"{}\"\nsend_rate = 100000\n{extra}\n[log]\nfilter = \"info\"\n",
                 dir.join("im").display()

@@ -293,3 +293,69 @@ fn t13_group_size_limit() {
     );
     assert_eq!(status, 413);
 }
+
+/// `m` with the admin token in the `authorization` metadata.
+fn authed<M>(m: M) -> tonic::Request<M> {
+    let mut r = tonic::Request::new(m);
+    let bearer = format!("Bearer {ADMIN}").parse().unwrap();
+    r.metadata_mut().insert("authorization", bearer);
+    r
+}
+
+/// The all-in-one serves `starling.im.v1.Admin` on its gRPC port when IM has an admin token:
+/// a group created and a message sent over gRPC reach a member's device like any other.
+/// Without IM, no gRPC port is bound.
+#[test]
+fn admin_over_grpc_on_the_all_in_one() {
+    use starling_im::admin::grpc::AdminClient;
+    use starling_proto::im::v1::{ConvKind, ConvName, CreateGroupRequest, SendMessageRequest};
+    let im = Im::start();
+    let running = im.server.running.as_ref().unwrap();
+    let addr = running.grpc_addr().expect("bound: IM has an admin token");
+    let mut c = ImClient::connect(im.login(61, "k1", "ios", Codec::Protobuf)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ack = rt.block_on(async {
+        let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut admin = AdminClient::new(ch);
+        let g = CreateGroupRequest {
+            gid: 400,
+            name: "g".into(),
+            owner: 60,
+            members: vec![61],
+            ..Default::default()
+        };
+        admin.create_group(authed(g)).await.unwrap();
+        let m = SendMessageRequest {
+            from: 60,
+            conv: Some(ConvName {
+                kind: ConvKind::Group as i32,
+                id: 400,
+                ..Default::default()
+            }),
+            client_msg_id: "over-grpc-1".into(),
+            content_type: 1,
+            content: "over gRPC".into(),
+            ..Default::default()
+        };
+        admin.send_message(authed(m)).await.unwrap().into_inner()
+    });
+    assert_eq!(ack.seq, 2, "after group_created");
+    for _ in 0..100 {
+        if c.seqs(group(400)).contains(&ack.seq) {
+            break;
+        }
+        c.pump(Duration::from_millis(50)).unwrap();
+    }
+    let got = c.messages(group(400)).iter().find(|m| m.seq == ack.seq);
+    assert_eq!(got.map(|m| m.content.as_str()), Some("over gRPC"));
+
+    let goim = common::start();
+    assert_eq!(goim.running.as_ref().unwrap().grpc_addr(), None);
+}

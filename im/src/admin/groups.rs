@@ -3,14 +3,18 @@
 //! `{gid, seq, msgId, memberVersion, added, removed}` (`seq`: the SYSTEM message's, which is
 //! the new members' `joinSeq` or the removed members' `leaveSeq`); `memberVersion` lets a
 //! caller loading a large membership in calls of ≤ 1000 uids checkpoint and retry.
+//!
+//! Each operation is one transport-free function (`create_group`, `add_members`, ...) that
+//! the HTTP handlers here and the gRPC service ([`super::grpc`]) both call.
 
 use super::{ApiError, ApiResult, Body, I64, P, Q, St, as_str, as_strs, ok, proto_json, uid};
 use super::{MAX_NAME, fits};
 use crate::groups::{GroupPatch, NewGroup};
+use crate::service::Im;
 use crate::store::{Group, GroupChange, History, SetMemberReq};
 use axum::extract::State;
 use serde::{Deserialize, Deserializer, Serialize};
-use starling_proto::im::v1::MembersReq;
+use starling_proto::im::v1::{MembersReply, MembersReq};
 
 /// `from_join` (default: new members read from the "added" message on) or `all`.
 fn history<'de, D: Deserializer<'de>>(d: D) -> Result<Option<History>, D::Error> {
@@ -109,8 +113,6 @@ pub struct CreateReq {
 /// assigned when omitted) with `change` (the [`ChangeOut`] of its "group_created" message at
 /// seq 1). 409 if the gid is taken; 413 over 1000 uids or `im.max_group_members`.
 pub async fn create(State(api): State<St>, Body(req): Body<CreateReq>) -> ApiResult {
-    fits("name", Some(&req.name), MAX_NAME)?;
-    fits("ex", Some(&req.ex), api.im.config.max_content as usize)?;
     let g = NewGroup {
         gid: req.gid.0,
         name: req.name,
@@ -119,26 +121,40 @@ pub async fn create(State(api): State<St>, Body(req): Body<CreateReq>) -> ApiRes
         history: req.history.unwrap_or_default(),
         ex: req.ex,
     };
-    let change = api.im.create_group(g).await?;
-    let group = api
-        .im
-        .store
-        .group(change.gid)
-        .await?
-        .ok_or_else(|| ApiError::new(404, "group vanished"))?;
+    let (group, change) = create_group(&api.im, g).await?;
     let mut out = serde_json::to_value(GroupOut::from(group)).unwrap_or_default();
     out["change"] = serde_json::to_value(ChangeOut::from(change)).unwrap_or_default();
     ok(out)
 }
 
+/// Creates the group and its conversation (SYSTEM "group_created" at seq 1); returns the
+/// stored group and that change. 400 bad owner or gid, 409 gid taken, 413 a name or `ex`
+/// over its limit, over 1000 uids or over `im.max_group_members`.
+pub async fn create_group(im: &Im, g: NewGroup) -> Result<(Group, GroupChange), ApiError> {
+    fits("name", Some(&g.name), MAX_NAME)?;
+    fits("ex", Some(&g.ex), im.config.max_content as usize)?;
+    let change = im.create_group(g).await?;
+    let group = im
+        .store
+        .group(change.gid)
+        .await?
+        .ok_or_else(|| ApiError::new(404, "group vanished"))?;
+    Ok((group, change))
+}
+
 /// `GET /im/v1/groups/{gid}` → the group; 404 if it never existed (a dissolved one is shown
 /// with `dissolved: true`).
 pub async fn get_group(State(api): State<St>, P(gid): P<i64>) -> ApiResult {
+    ok(GroupOut::from(group(&api.im, gid).await?))
+}
+
+/// The group `gid` (dissolved ones too); 404 if it never existed.
+pub async fn group(im: &Im, gid: i64) -> Result<Group, ApiError> {
     let gid = uid(gid, "gid")?;
-    match api.im.store.group(gid).await? {
-        Some(g) => ok(GroupOut::from(g)),
-        None => Err(ApiError::new(404, format!("group {gid}"))),
-    }
+    im.store
+        .group(gid)
+        .await?
+        .ok_or_else(|| ApiError::new(404, format!("group {gid}")))
 }
 
 #[derive(Deserialize)]
@@ -154,17 +170,28 @@ pub struct PatchReq {
 /// "group_updated" message naming the changes (`by`: who, 0 = the system). 400 when nothing
 /// changes; 404 for a missing or dissolved group.
 pub async fn update(State(api): State<St>, P(gid): P<i64>, Body(req): Body<PatchReq>) -> ApiResult {
-    let gid = uid(gid, "gid")?;
-    fits("name", req.name.as_deref(), MAX_NAME)?;
-    fits("ex", req.ex.as_deref(), api.im.config.max_content as usize)?;
     let patch = GroupPatch {
         name: req.name,
         ex: req.ex,
         muted: req.muted,
     };
     ok(ChangeOut::from(
-        api.im.update_group(gid, req.by.0, patch).await?,
+        update_group(&api.im, gid, req.by.0, patch).await?,
     ))
+}
+
+/// Applies `patch` to group `gid` by `by` (0 = the system): one SYSTEM "group_updated"
+/// message. 400 nothing changes, 404 missing or dissolved, 413 a field over its limit.
+pub async fn update_group(
+    im: &Im,
+    gid: i64,
+    by: i64,
+    patch: GroupPatch,
+) -> Result<GroupChange, ApiError> {
+    let gid = uid(gid, "gid")?;
+    fits("name", patch.name.as_deref(), MAX_NAME)?;
+    fits("ex", patch.ex.as_deref(), im.config.max_content as usize)?;
+    Ok(im.update_group(gid, by, patch).await?)
 }
 
 #[derive(Deserialize)]
@@ -176,8 +203,12 @@ pub struct ByQuery {
 /// `DELETE /im/v1/groups/{gid}?by=` → [`ChangeOut`]: dissolves the group (SYSTEM
 /// "group_dissolved" message; every membership ends at its seq; the log stays readable).
 pub async fn dissolve(State(api): State<St>, P(gid): P<i64>, Q(q): Q<ByQuery>) -> ApiResult {
-    let gid = uid(gid, "gid")?;
-    ok(ChangeOut::from(api.im.dissolve_group(gid, q.by).await?))
+    ok(ChangeOut::from(dissolve_group(&api.im, gid, q.by).await?))
+}
+
+/// Dissolves group `gid` (SYSTEM "group_dissolved"; every membership ends at its seq).
+pub async fn dissolve_group(im: &Im, gid: i64, by: i64) -> Result<GroupChange, ApiError> {
+    Ok(im.dissolve_group(uid(gid, "gid")?, by).await?)
 }
 
 #[derive(Deserialize)]
@@ -195,19 +226,24 @@ pub struct MembersIn {
 /// [`ChangeOut`]: one SYSTEM "members_added" message; `added` lists who joined (members
 /// already in are skipped). 413 over 1000 uids or `im.max_group_members`.
 pub async fn add(State(api): State<St>, P(gid): P<i64>, Body(req): Body<MembersIn>) -> ApiResult {
-    let gid = uid(gid, "gid")?;
     let uids = req.uids.iter().map(|u| u.0).collect();
-    let change = api
-        .im
-        .add_members(
-            gid,
-            req.by.0,
-            uids,
-            req.role,
-            req.history.unwrap_or_default(),
-        )
-        .await?;
+    let history = req.history.unwrap_or_default();
+    let change = add_members(&api.im, gid, req.by.0, uids, req.role, history).await?;
     ok(ChangeOut::from(change))
+}
+
+/// Adds `uids` (≤ 1000; members already in are skipped) to group `gid` with `role`: one
+/// SYSTEM "members_added" message whose seq is their `join_seq` (or 1 with `History::All`).
+pub async fn add_members(
+    im: &Im,
+    gid: i64,
+    by: i64,
+    uids: Vec<i64>,
+    role: i32,
+    history: History,
+) -> Result<GroupChange, ApiError> {
+    let gid = uid(gid, "gid")?;
+    Ok(im.add_members(gid, by, uids, role, history).await?)
 }
 
 /// `DELETE /im/v1/groups/{gid}/members {uids[] ≤ 1000, by?}` → [`ChangeOut`]: one SYSTEM
@@ -217,11 +253,21 @@ pub async fn remove(
     P(gid): P<i64>,
     Body(req): Body<MembersIn>,
 ) -> ApiResult {
-    let gid = uid(gid, "gid")?;
     let uids = req.uids.iter().map(|u| u.0).collect();
     ok(ChangeOut::from(
-        api.im.remove_members(gid, req.by.0, uids).await?,
+        remove_members(&api.im, gid, req.by.0, uids).await?,
     ))
+}
+
+/// Removes `uids` from group `gid`: one SYSTEM "members_removed" message, their
+/// `leave_seq`; 403 for the owner.
+pub async fn remove_members(
+    im: &Im,
+    gid: i64,
+    by: i64,
+    uids: Vec<i64>,
+) -> Result<GroupChange, ApiError> {
+    Ok(im.remove_members(uid(gid, "gid")?, by, uids).await?)
 }
 
 #[derive(Deserialize)]
@@ -240,15 +286,24 @@ pub async fn set_member(
     P((gid, id)): P<(i64, i64)>,
     Body(req): Body<SetMemberIn>,
 ) -> ApiResult {
-    let (gid, id) = (uid(gid, "gid")?, uid(id, "uid")?);
     let req = SetMemberReq {
         gid,
         uid: id,
         role: req.role,
         muted_until_ms: req.muted_until.map(|m| m.0),
     };
-    api.im.set_member(req).await?;
+    let (gid, id) = update_member(&api.im, req).await?;
     ok(serde_json::json!({ "gid": gid.to_string(), "uid": id.to_string() }))
+}
+
+/// Sets a member's role (0 member, 1 admin) and/or mute end (ms); returns `(gid, uid)`.
+/// 400 nothing to change or a bad role, 404 not a member.
+pub async fn update_member(im: &Im, mut req: SetMemberReq) -> Result<(i64, i64), ApiError> {
+    req.gid = uid(req.gid, "gid")?;
+    req.uid = uid(req.uid, "uid")?;
+    let ids = (req.gid, req.uid);
+    im.set_member(req).await?;
+    Ok(ids)
 }
 
 #[derive(Deserialize)]
@@ -263,13 +318,16 @@ pub struct PageQuery {
 /// cursor, hasMore}` (`MembersReply` in the proto3 JSON mapping, without `code`): current
 /// members ascending by uid; `limit` default 100, at most 1000.
 pub async fn members(State(api): State<St>, P(gid): P<i64>, Q(q): Q<PageQuery>) -> ApiResult {
-    let gid = uid(gid, "gid")?;
     let req = MembersReq {
         gid,
         cursor: q.cursor,
         limit: q.limit,
     };
-    ok(proto_json(
-        &crate::read::members_page(&api.im, None, &req).await?,
-    ))
+    ok(proto_json(&members_page(&api.im, &req).await?))
+}
+
+/// A page of group `req.gid`'s current members, ascending by uid, with their read marks.
+pub async fn members_page(im: &Im, req: &MembersReq) -> Result<MembersReply, ApiError> {
+    uid(req.gid, "gid")?;
+    Ok(crate::read::members_page(im, None, req).await?)
 }

@@ -21,8 +21,18 @@
 //!
 //! Routes: [`users`] (tokens, users, contacts, directory, read marks), [`groups`], [`messages`]
 //! (send, recall, history).
+//!
+//! # Layout
+//! - this file: the router, the bearer check, the envelope, the JSON helpers ([`I64`],
+//!   [`ConvIn`], ...).
+//! - [`users`], [`groups`], [`messages`]: one transport-free function per operation (taking
+//!   `&Im` and typed arguments, returning a typed result or an [`ApiError`]) and the HTTP
+//!   handler that decodes, calls it and encodes.
+//! - [`grpc`]: the same operations as gRPC service `starling.im.v1.Admin` (on logic's gRPC
+//!   port), calling the same functions; [`grpc::service`] builds it.
 
 pub mod groups;
+pub mod grpc;
 pub mod messages;
 pub mod users;
 
@@ -319,18 +329,24 @@ pub fn uid(v: i64, what: &str) -> Result<i64, ApiError> {
     }
 }
 
-async fn auth(State(api): State<St>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// Whether an `Authorization` value (`Bearer <token>`, scheme in any case) carries `token`,
+/// compared in constant time. Used by the HTTP routes and the gRPC service alike.
+pub fn bearer_ok(authorization: Option<&str>, token: &str) -> bool {
+    let given = authorization
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     // ct_eq of slices of different lengths is false without comparing bytes; the length of
     // the token is all a timing probe can learn.
-    let good = given.is_some_and(|t| bool::from(t.as_bytes().ct_eq(api.token.as_bytes())));
-    if !good {
+    !token.is_empty() && given.is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
+}
+
+async fn auth(State(api): State<St>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !bearer_ok(given, &api.token) {
         return ApiError::new(401, "Authorization: Bearer <im.admin_token> required")
             .into_response();
     }

@@ -55,6 +55,7 @@ pub fn test_config() -> Config {
     c.comet.protocol.handshake_timeout = Duration::from_millis(500);
     c.comet.protocol.tick = Duration::from_millis(20);
     c.logic.http.bind = any;
+    c.grpc.bind = any;
     c.log.filter = "warn".into();
     // tools/test.sh runs the suite once per driver.
     c.comet.driver = match std::env::var("STARLING_TEST_DRIVER").as_deref() {
