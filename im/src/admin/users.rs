@@ -154,7 +154,7 @@ pub async fn disable(
     let kicked = api
         .im
         .kick_user(id, "", "", kick::USER_DISABLED, &reason)
-        .await;
+        .await?;
     ok(serde_json::json!({ "kicked": kicked }))
 }
 
@@ -182,7 +182,7 @@ pub async fn kick(State(api): State<St>, P(id): P<i64>, Body(req): Body<KickReq>
     let kicked = api
         .im
         .kick_user(id, &req.platform, &req.key, kick::ADMIN, &reason)
-        .await;
+        .await?;
     ok(serde_json::json!({ "kicked": kicked }))
 }
 
@@ -194,6 +194,7 @@ pub async fn online(State(api): State<St>, P(id): P<i64>) -> ApiResult {
         .im
         .devices
         .of_users(&[id])
+        .await?
         .into_iter()
         .map(|d| {
             serde_json::json!({
