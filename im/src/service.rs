@@ -349,7 +349,7 @@ impl Im {
             );
         }
         // A shared (Redis) table is not counted by any one logic node.
-        if let Some(n) = self.devices.len() {
+        if let Some(n) = self.devices.count() {
             let _ = writeln!(
                 out,
                 "# HELP starling_im_devices IM connections in the device table.\n# TYPE starling_im_devices gauge\nstarling_im_devices {n}",

@@ -209,7 +209,7 @@ impl DeviceTable {
 
     /// Connected IM devices, all users; `None` when the table is shared (Redis) and this
     /// process cannot count it cheaply.
-    pub fn len(&self) -> Option<usize> {
+    pub fn count(&self) -> Option<usize> {
         match self {
             DeviceTable::Memory(t) => Some(t.len()),
             DeviceTable::Redis(_) => None,

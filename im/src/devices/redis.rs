@@ -161,7 +161,7 @@ fn device(mid: i64, key: &str, v: &str) -> Option<Device> {
         platform: d.platform.to_string(),
         codec: d.codec,
         server: d.server.to_string(),
-        conn: v.splitn(4, '|').nth(2)?.to_string(),
+        conn: v.split('|').nth(2)?.to_string(),
         since_ms: d.since_ms,
     })
 }
