@@ -51,6 +51,26 @@ fn pump_until(c: &mut ImClient, what: &str, done: impl Fn(&ImClient) -> bool) {
     }
 }
 
+/// `HKEYS key` over RESP (field names without line breaks).
+fn redis_hkeys(addr: SocketAddr, key: &str) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(format!("HKEYS {key}\r\n").as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // *N, then $len and the field for each.
+    reply
+        .split("\r\n")
+        .skip(1)
+        .skip(1)
+        .step_by(2)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn im_across_two_comets_through_kafka_and_a_kick_from_the_other_host() {
     let c = Cluster::start_with(|dir| {
@@ -112,6 +132,12 @@ send_rate = 1000
     assert_eq!(
         (devices[0]["key"].as_str(), devices[0]["server"].as_str()),
         (Some("a-ios-2"), Some("comet2"))
+    );
+    // ... and it is kept in Redis, where every logic node reads it.
+    assert_eq!(
+        redis_hkeys(c.redis.addr, "starling:im:dev:101"),
+        ["a-ios-2"],
+        "the device hash in Redis"
     );
     let acks = b.send(p2p(101), "b1", "to the new device");
     assert_eq!(acks.last().map(|k| k.code), Some(0), "{acks:?}");
