@@ -4,7 +4,7 @@
 //! that gets it. Pushes are hints; a lost one is healed by the client's gap pull or sync.
 
 use crate::codec;
-use crate::devices::{Device, Devices};
+use crate::devices::{Device, DeviceError, DeviceTable};
 use crate::store::{Conv, ImStore, MemberState, StoreError, StoredMessage};
 use starling_logic::{PushError, PushSink};
 use starling_proto::grpc::logic::{PushMsg, push_msg};
@@ -20,10 +20,13 @@ pub enum DeliveryError {
     Push(#[from] PushError),
     #[error("reading the members: {0}")]
     Members(#[from] StoreError),
+    /// The members' devices could not be looked up (Redis down): nothing was pushed.
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
 }
 
 pub struct Delivery {
-    pub devices: Arc<Devices>,
+    pub devices: Arc<DeviceTable>,
     sink: Arc<dyn PushSink>,
     store: Arc<dyn ImStore>,
 }
@@ -36,7 +39,11 @@ struct Reader {
 }
 
 impl Delivery {
-    pub fn new(devices: Arc<Devices>, sink: Arc<dyn PushSink>, store: Arc<dyn ImStore>) -> Self {
+    pub fn new(
+        devices: Arc<DeviceTable>,
+        sink: Arc<dyn PushSink>,
+        store: Arc<dyn ImStore>,
+    ) -> Self {
         Delivery {
             devices,
             sink,
@@ -104,22 +111,26 @@ impl Delivery {
         let uids: Vec<i64> = readers.iter().map(|r| r.uid).collect();
         // (server, codec, viewer's conv, seqs) → keys; the body is built once per group.
         let mut groups: BTreeMap<(String, i32, i64, Vec<u64>), Vec<String>> = BTreeMap::new();
-        self.devices.visit(&uids, |d| {
-            let (lo, hi) = windows[&d.mid];
-            let seqs: Vec<u64> = msgs
-                .iter()
-                .map(|m| m.seq)
-                .filter(|s| (lo..=hi).contains(s) && own.get(s).map(String::as_str) != Some(d.key))
-                .collect();
-            if seqs.is_empty() {
-                return;
-            }
-            let view = conv.view(d.mid).id;
-            groups
-                .entry((d.server.to_string(), d.codec as i32, view, seqs))
-                .or_default()
-                .push(d.key.to_string());
-        });
+        self.devices
+            .visit(&uids, |d| {
+                let (lo, hi) = windows[&d.mid];
+                let seqs: Vec<u64> = msgs
+                    .iter()
+                    .map(|m| m.seq)
+                    .filter(|s| {
+                        (lo..=hi).contains(s) && own.get(s).map(String::as_str) != Some(d.key)
+                    })
+                    .collect();
+                if seqs.is_empty() {
+                    return;
+                }
+                let view = conv.view(d.mid).id;
+                groups
+                    .entry((d.server.to_string(), d.codec as i32, view, seqs))
+                    .or_default()
+                    .push(d.key.to_string());
+            })
+            .await?;
         let by_seq: HashMap<u64, &StoredMessage> = msgs.iter().map(|m| (m.seq, m)).collect();
         for ((server, codec, view, seqs), keys) in groups {
             let conv_ref = ConvRef {
@@ -157,16 +168,18 @@ impl Delivery {
         except_key: &str,
         partition_key: String,
         make: impl Fn(i64) -> Event,
-    ) -> Result<(), PushError> {
+    ) -> Result<(), DeliveryError> {
         let mut groups: BTreeMap<(String, i32, i64), Vec<String>> = BTreeMap::new();
-        self.devices.visit(uids, |d| {
-            if d.key != except_key {
-                groups
-                    .entry((d.server.to_string(), d.codec as i32, d.mid))
-                    .or_default()
-                    .push(d.key.to_string());
-            }
-        });
+        self.devices
+            .visit(uids, |d| {
+                if d.key != except_key {
+                    groups
+                        .entry((d.server.to_string(), d.codec as i32, d.mid))
+                        .or_default()
+                        .push(d.key.to_string());
+                }
+            })
+            .await?;
         // One body per viewer and codec; viewers on one comet still get one PushMsg each.
         for ((server, codec, mid), keys) in groups {
             let codec = Codec::from_im(codec).expect("devices hold a codec");

@@ -33,7 +33,13 @@ impl Handler for OpHandler {
             let Some(proto) = req.proto else {
                 return Ok(Vec::new());
             };
-            let Some(dev) = self.0.devices.get(req.mid, &req.key) else {
+            // Redis down: nothing was stored yet, so comet's 503 (retry) is the whole answer.
+            let found = self.0.devices.get(req.mid, &req.key).await.map_err(|e| {
+                LogicError::Store(starling_logic::store::StoreError::Unavailable(
+                    e.to_string(),
+                ))
+            })?;
+            let Some(dev) = found else {
                 // Kicked or gone while the request was in flight: comet answers 503 in the
                 // connection's codec, and the client's next connect starts afresh.
                 return Err(LogicError::BadToken("not an IM connection".into()));

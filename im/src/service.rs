@@ -4,14 +4,14 @@
 use crate::codec;
 use crate::config::Config;
 use crate::deliver::Delivery;
-use crate::devices::{Device, Devices};
+use crate::devices::{Device, DeviceError, DeviceTable};
 use crate::lane::Lanes;
 use crate::store::{Conv, ImStore};
 use crate::token::Tokens;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use starling_logic::admit::{Admission, ConnectHook, Grant};
-use starling_logic::store::BoxFuture;
+use starling_logic::store::{BoxFuture, StoreError};
 use starling_logic::{Logic, LogicError, PushSink};
 use starling_proto::im::v1::{ImWelcome, Kick};
 use starling_proto::op;
@@ -45,7 +45,7 @@ pub struct Stats {
 pub struct Im {
     pub config: Config,
     pub store: Arc<dyn ImStore>,
-    pub devices: Arc<Devices>,
+    pub devices: Arc<DeviceTable>,
     pub delivery: Arc<Delivery>,
     pub lanes: Arc<Lanes>,
     tokens: Option<Tokens>,
@@ -67,8 +67,19 @@ pub fn now_ms() -> i64 {
 }
 
 impl Im {
+    /// IM with the device table in memory (the all-in-one).
     pub fn new(config: Config, store: Arc<dyn ImStore>, sink: Arc<dyn PushSink>) -> Arc<Im> {
-        let devices = Arc::new(Devices::default());
+        Im::with_devices(config, store, sink, DeviceTable::default())
+    }
+
+    /// IM with `devices` as its device table (a logic node: [`DeviceTable::Redis`]).
+    pub fn with_devices(
+        config: Config,
+        store: Arc<dyn ImStore>,
+        sink: Arc<dyn PushSink>,
+        devices: DeviceTable,
+    ) -> Arc<Im> {
+        let devices = Arc::new(devices);
         let delivery = Arc::new(Delivery::new(devices.clone(), sink, store.clone()));
         let rate = NonZeroU32::new(config.send_rate.max(1)).expect("non-zero");
         let burst = NonZeroU32::new(config.send_rate.max(1) * 2).expect("non-zero");
@@ -169,7 +180,8 @@ impl Im {
     }
 
     /// Kicks every connection of `uid` matching `platform` and `key` (empty = any) with
-    /// `code`; returns how many.
+    /// `code`, each on the comet the device table names; returns how many. Errors: the device
+    /// table is unavailable (nobody was kicked).
     pub async fn kick_user(
         &self,
         uid: i64,
@@ -177,12 +189,12 @@ impl Im {
         key: &str,
         code: i32,
         reason: &str,
-    ) -> usize {
-        let victims = self.devices.take(uid, platform, key);
+    ) -> Result<usize, DeviceError> {
+        let victims = self.devices.take(uid, platform, key).await?;
         for d in &victims {
             self.send_kick(d, code, reason, "").await;
         }
-        victims.len()
+        Ok(victims.len())
     }
 
     async fn send_kick(&self, d: &Device, code: i32, reason: &str, by_platform: &str) {
@@ -243,7 +255,12 @@ impl Im {
             conn: a.conn.to_string(),
             since_ms: now_ms(),
         };
-        let displaced = self.devices.register(dev, self.config.multi_login);
+        // Redis down: the login is refused, as goim refuses one whose session it cannot store.
+        let displaced = self
+            .devices
+            .register(dev, self.config.multi_login)
+            .await
+            .map_err(|e| LogicError::Store(StoreError::Unavailable(e.to_string())))?;
         if let Some(old) = displaced.same_key {
             // The same device reconnected through another comet: close the old connection
             // without a notice (goim's same-key rule, §13.11).
@@ -331,11 +348,13 @@ impl Im {
                 v.load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP starling_im_devices IM connections in the device table.\n# TYPE starling_im_devices gauge\nstarling_im_devices {}",
-            self.devices.len()
-        );
+        // A shared (Redis) table is not counted by any one logic node.
+        if let Some(n) = self.devices.count() {
+            let _ = writeln!(
+                out,
+                "# HELP starling_im_devices IM connections in the device table.\n# TYPE starling_im_devices gauge\nstarling_im_devices {n}",
+            );
+        }
     }
 }
 
@@ -352,11 +371,23 @@ impl ConnectHook for Im {
         conn: &'a str,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            self.devices.remove(mid, key, server, conn);
+            if let Err(e) = self.devices.remove(mid, key, server, conn).await {
+                // The entry stays until the hash expires; deliveries to it are dropped by
+                // comet (the key is gone there).
+                warn!(mid, key = ?key, error = %e, "IM device not removed");
+            }
             // The rate limiters keep a state per key; forget the idle ones now and then.
             if self.departures.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
                 self.send_rate.retain_recent();
                 self.typing_rate.retain_recent();
+            }
+        })
+    }
+
+    fn beat<'a>(&'a self, mid: i64, key: &'a str, _server: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.devices.touch(mid).await {
+                warn!(mid, key = ?key, error = %e, "IM device expiry not refreshed");
             }
         })
     }

@@ -113,9 +113,14 @@ async fn a_burst_behind_a_batch_in_flight_leaves_as_one_push() {
     im.install(&logic);
     for k in 0..21 {
         im.devices
-            .register(device(1, &format!("s{k}")), MultiLogin::Multi);
+            .register(device(1, &format!("s{k}")), MultiLogin::Multi)
+            .await
+            .unwrap();
     }
-    im.devices.register(device(2, "r"), MultiLogin::Multi);
+    im.devices
+        .register(device(2, "r"), MultiLogin::Multi)
+        .await
+        .unwrap();
 
     // The first send is stored and its delivery held at the sink.
     let first = send(&logic, "s0", 0);

@@ -47,4 +47,12 @@ pub trait ConnectHook: Send + Sync + 'static {
         server: &'a str,
         conn: &'a str,
     ) -> BoxFuture<'a, ()>;
+
+    /// A heartbeat of the connection `key` of `mid` on `server` (any connection, IM or not:
+    /// the heartbeat does not say). The IM layer pushes back the expiry of its device table
+    /// here, as goim's heartbeat does for the session keys. Nothing by default.
+    fn beat<'a>(&'a self, mid: i64, key: &'a str, server: &'a str) -> BoxFuture<'a, ()> {
+        let _ = (mid, key, server);
+        Box::pin(async {})
+    }
 }

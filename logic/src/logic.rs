@@ -150,6 +150,11 @@ impl Logic {
         if !self.sessions.touch(req.mid, &req.key, &req.server).await? {
             self.sessions.add(req.mid, &req.key, &req.server).await?;
         }
+        if req.mid > 0
+            && let Some(hook) = self.connect_hook.get()
+        {
+            hook.beat(req.mid, &req.key, &req.server).await;
+        }
         Ok(())
     }
 

@@ -1,11 +1,15 @@
-//! logic as its own process (the `logic` binary): the HTTP push API and goim's
-//! `goim.logic.Logic` gRPC service, sessions and room counts in Redis, pushes produced to
-//! Kafka, comets read from the Redis registry. `conf/logic.toml` documents every key.
+//! logic as its own process (the `logic` binary, `logic-node/src/main.rs`): the HTTP push
+//! API and goim's `goim.logic.Logic` gRPC service, sessions and room counts in Redis, pushes
+//! produced to Kafka, comets read from the Redis registry. `conf/logic.toml` documents every
+//! key. [`run_with`] lets a caller add to the node once [`Logic`] exists (the binary adds IM;
+//! this crate cannot depend on the IM crate, which depends on it).
 
+use crate::http::MetricsFn;
 use crate::kafka::KafkaSink;
 use crate::nodes::{Instance, Registry};
 use crate::redis_store::{RedisOnline, RedisSessions};
-use crate::{Logic, grpc};
+use crate::{Logic, PushSink, grpc};
+use ::redis::aio::ConnectionManager;
 use serde::Deserialize;
 use starling_cluster::{boot, kafka, redis, registry};
 use std::net::SocketAddr;
@@ -60,7 +64,43 @@ pub enum NodeError {
     },
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// What [`run_with`]'s extension could not set up (the IM store, say).
+    #[error("{0}")]
+    Extension(Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// What an extension of the node builds on.
+pub struct Parts {
+    pub logic: Arc<Logic>,
+    /// The node's Redis connection (sessions, room counts, the registry share it).
+    pub redis: ConnectionManager,
+    /// Where pushes go: the node's Kafka producer.
+    pub sink: Arc<dyn PushSink>,
+    /// TTL of what the node keeps in Redis (`redis.expire`), refreshed by heartbeats.
+    pub expire: Duration,
+}
+
+/// What an extension adds to the node.
+#[derive(Default)]
+pub struct Extension {
+    /// Merged into the HTTP API's router (on `logic.http.bind`).
+    pub routes: Option<axum::Router>,
+    /// Appended to the HTTP API's `/metrics`.
+    pub metrics: Option<MetricsFn>,
+    /// Served on `grpc.bind` beside `goim.logic.Logic` (IM's `starling.im.v1.Admin`).
+    pub grpc: Option<tonic::service::Routes>,
+}
+
+/// Builds an [`Extension`] once the node's [`Logic`] exists; it may install a connect hook
+/// and op handlers on it, and await (opening a database, say). An error stops the start.
+pub type Extend = Box<
+    dyn FnOnce(
+            Parts,
+        ) -> crate::store::BoxFuture<
+            'static,
+            Result<Extension, Box<dyn std::error::Error + Send + Sync>>,
+        > + Send,
+>;
 
 /// The comets as the Redis registry last listed them.
 pub struct WatchedRegistry(pub watch::Receiver<Arc<Vec<Instance>>>);
@@ -77,17 +117,43 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    run_with(
+        config,
+        shutdown,
+        Box::new(|_| Box::pin(async { Ok(Extension::default()) })),
+    )
+    .await
+}
+
+/// [`run`], with `extend` called once [`Logic`] exists and before any listener accepts.
+pub async fn run_with(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    extend: Extend,
+) -> Result<(), NodeError> {
     let conn = redis::connect(&config.redis)?;
     let instances = registry::watch(conn.clone(), config.registry.clone());
+    let sink: Arc<dyn PushSink> = Arc::new(KafkaSink::new(&config.kafka)?);
     let logic = Arc::new(
         Logic::new(
             config.logic.clone(),
             Arc::new(RedisSessions::new(conn.clone(), config.redis.expire)),
-            Arc::new(KafkaSink::new(&config.kafka)?),
+            sink.clone(),
             Arc::new(WatchedRegistry(instances)),
         )
-        .with_online_store(Arc::new(RedisOnline::new(conn, config.redis.expire))),
+        .with_online_store(Arc::new(RedisOnline::new(
+            conn.clone(),
+            config.redis.expire,
+        ))),
     );
+    let extension = extend(Parts {
+        logic: logic.clone(),
+        redis: conn,
+        sink,
+        expire: config.redis.expire,
+    })
+    .await
+    .map_err(NodeError::Extension)?;
 
     let refresh = {
         let logic = logic.clone();
@@ -120,7 +186,10 @@ pub async fn run(
     info!(http = %http_addr, grpc = %grpc_addr, "logic running");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let router = crate::http::router(logic.clone(), None);
+    let mut router = crate::http::router(logic.clone(), extension.metrics);
+    if let Some(routes) = extension.routes {
+        router = router.merge(routes);
+    }
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(crate::http::serve(http, router, async move {
         let _ = http_stop.changed().await;
@@ -128,7 +197,12 @@ pub async fn run(
     let mut grpc_stop = stop_rx;
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(grpc::LogicServer::new(grpc::Service(logic)))
+            .add_routes(
+                extension
+                    .grpc
+                    .unwrap_or_default()
+                    .add_service(grpc::LogicServer::new(grpc::Service(logic))),
+            )
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
                 async move {

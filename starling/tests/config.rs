@@ -123,7 +123,12 @@ where
 #[test]
 fn tier_files_show_their_defaults_and_match_the_all_in_one() {
     check_tier_file::<starling_comet::node::NodeConfig>("comet.toml", "comet", 37);
-    check_tier_file::<starling_logic::node::NodeConfig>("logic.toml", "logic", 28);
+    check_tier_file::<starling_logic_node::Config>("logic.toml", "logic", 28);
+    assert_eq!(
+        tables(&conf("logic.toml"), "im"),
+        tables(&shipped(), "im"),
+        "logic.toml: [im]"
+    );
     check_tier_file::<starling_job::node::NodeConfig>("job.toml", "job", 15);
 }
 

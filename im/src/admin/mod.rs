@@ -104,6 +104,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::devices::DeviceError> for ApiError {
+    /// The device table is unavailable (Redis down): 503.
+    fn from(e: crate::devices::DeviceError) -> Self {
+        ApiError::new(503, e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

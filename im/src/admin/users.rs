@@ -194,7 +194,9 @@ pub async fn disable_user(im: &Im, id: i64, reason: String) -> Result<usize, Api
     } else {
         reason
     };
-    Ok(im.kick_user(id, "", "", kick::USER_DISABLED, &reason).await)
+    Ok(im
+        .kick_user(id, "", "", kick::USER_DISABLED, &reason)
+        .await?)
 }
 
 #[derive(Deserialize)]
@@ -231,13 +233,16 @@ pub async fn admin_kick(
     } else {
         reason
     };
-    Ok(im.kick_user(id, platform, key, kick::ADMIN, &reason).await)
+    Ok(im
+        .kick_user(id, platform, key, kick::ADMIN, &reason)
+        .await?)
 }
 
 /// `GET /im/v1/users/{uid}/online` → `{devices: [{key, platform, server, since}]}`: the
 /// user's IM connections (`since`: connect time, ms).
 pub async fn online(State(api): State<St>, P(id): P<i64>) -> ApiResult {
-    let devices: Vec<_> = online_devices(&api.im, id)?
+    let devices: Vec<_> = online_devices(&api.im, id)
+        .await?
         .into_iter()
         .map(|d| {
             serde_json::json!({
@@ -252,8 +257,8 @@ pub async fn online(State(api): State<St>, P(id): P<i64>) -> ApiResult {
 }
 
 /// User `id`'s IM connections on this node's view of the cluster; 400 for a bad id.
-pub fn online_devices(im: &Im, id: i64) -> Result<Vec<Device>, ApiError> {
-    Ok(im.devices.of_users(&[uid(id, "uid")?]))
+pub async fn online_devices(im: &Im, id: i64) -> Result<Vec<Device>, ApiError> {
+    Ok(im.devices.of_users(&[uid(id, "uid")?]).await?)
 }
 
 #[derive(Deserialize)]

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use starling_im::config::MultiLogin;
-use starling_im::devices::Device;
+use starling_im::devices::{Device, DeviceTable};
 use starling_im::store::Durability;
 use starling_im::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use starling_im::{Config, Im};
@@ -168,7 +168,10 @@ impl T {
             conn: format!("conn-{key}"),
             since_ms: 1,
         };
-        self.im.devices.register(d, MultiLogin::Multi);
+        let DeviceTable::Memory(t) = &*self.im.devices else {
+            unreachable!("the harness keeps devices in memory")
+        };
+        t.register(d, MultiLogin::Multi);
     }
 }
 

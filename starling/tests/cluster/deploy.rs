@@ -35,7 +35,7 @@ url = "{redis}"
     )
 }
 
-fn logic_conf(redis: &str, brokers: &str) -> String {
+fn logic_conf(redis: &str, brokers: &str, extra: &str) -> String {
     format!(
         r#"[logic]
 online_expire = "5s"
@@ -50,7 +50,7 @@ expire = "6s"
 [kafka]
 brokers = ["{brokers}"]
 topic = "{TOPIC}"
-{REGISTRY}"#
+{REGISTRY}{extra}"#
     )
 }
 
@@ -88,6 +88,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Cluster::start_with(|_| String::new())
+    }
+
+    /// [`Cluster::start`], with tables added to logic's configuration; `logic_extra` gets the
+    /// test's scratch directory (for an IM store, say).
+    pub fn start_with(logic_extra: impl FnOnce(&std::path::Path) -> String) -> Cluster {
         let started = Instant::now();
         let dir = std::env::temp_dir().join(format!("starling-multihost-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -105,7 +111,12 @@ impl Cluster {
             Proc::start(&dir, name, ns, bin(binary), &conf)
         };
         let c = Cluster {
-            logic: start("logic", &ns_l, "logic", logic_conf(&url, &brokers)),
+            logic: start(
+                "logic",
+                &ns_l,
+                "logic",
+                logic_conf(&url, &brokers, &logic_extra(&dir)),
+            ),
             comet1: start(
                 "comet1",
                 &ns_c1,

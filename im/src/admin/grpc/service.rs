@@ -85,7 +85,7 @@ impl Admin for AdminService {
     }
 
     async fn list_online(&self, req: Request<pb::ListOnlineRequest>) -> R<pb::ListOnlineResponse> {
-        let d = users::online_devices(&self.im, req.into_inner().uid);
+        let d = users::online_devices(&self.im, req.into_inner().uid).await;
         reply(d, |d| pb::ListOnlineResponse {
             devices: d.into_iter().map(convert::device).collect(),
         })

@@ -1,45 +1,12 @@
-//! The device table: every IM-opted-in connection, by user (reference im.md §7.6). It routes
-//! deliveries (which comet, which codec) and applies the multi-login policy. goim's own
-//! session layout (`mid_`, `key_`) is left as goim reads it; plain goim connections of the same
-//! user are neither listed here nor kicked.
-//!
-//! In memory: the all-in-one's (and a single logic's) table. Several logic nodes share it in
-//! Redis (issue 13).
+//! The device table in memory: the all-in-one's. 40 bytes per connection beside the key's
+//! bytes (an idle IM connection costs about 630 B in all, goim's session included); one
+//! mutex, held for a map operation and never across an await.
 
+use super::{Device, DeviceRef, Displaced, MAX_PLATFORM, displaces};
 use crate::config::MultiLogin;
 use starling_proto::op::Codec;
 use std::collections::HashMap;
 use std::sync::Mutex;
-
-/// One IM connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Device {
-    pub mid: i64,
-    /// goim's connection key: the device id.
-    pub key: String,
-    pub platform: String,
-    pub codec: Codec,
-    /// The comet holding it.
-    pub server: String,
-    /// The connection's id within its comet (`ConnectReq.conn`): tells this connection's
-    /// disconnect from that of an older one with the same key.
-    pub conn: String,
-    /// When it connected, ms since the Unix epoch.
-    pub since_ms: i64,
-}
-
-/// What registering a connection displaced.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Displaced {
-    /// The same key held by another comet: the same device reconnecting there. Its old
-    /// connection is closed silently (goim's same-key rule, §13.11).
-    pub same_key: Option<Device>,
-    /// Connections the policy replaces: each gets a kick (4001) before its close.
-    pub kicked: Vec<Device>,
-}
-
-/// The longest platform string an IM connection may name, bytes (kept inline).
-pub const MAX_PLATFORM: usize = 12;
 
 /// One connection as the table keeps it: 40 bytes and one allocation (the key), so an idle
 /// IM connection costs little beside goim's session (issue 12's budget: 640 B in all).
@@ -102,19 +69,8 @@ struct Table {
 }
 
 #[derive(Debug, Default)]
-pub struct Devices {
+pub struct MemoryDevices {
     table: Mutex<Table>,
-}
-
-/// A connection as the hot paths see it, borrowed from the table.
-#[derive(Debug, Clone, Copy)]
-pub struct DeviceRef<'a> {
-    pub mid: i64,
-    pub key: &'a str,
-    pub platform: &'a str,
-    pub codec: Codec,
-    pub server: &'a str,
-    pub since_ms: i64,
 }
 
 fn conn_hash(conn: &str) -> u32 {
@@ -171,24 +127,13 @@ impl Table {
     }
 }
 
-/// The class `one_per_class` counts in (OpenIM's `AllLoginButSameClassKick`).
-pub fn platform_class(platform: &str) -> &str {
-    match platform.to_ascii_lowercase().as_str() {
-        "ios" | "android" | "ipad" | "mobile" => "mobile",
-        "windows" | "mac" | "macos" | "linux" | "pc" | "desktop" => "desktop",
-        "web" | "h5" | "browser" => "web",
-        _ => platform,
-    }
-}
-
-impl Devices {
+impl MemoryDevices {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds `dev`, removing and returning what `policy` displaces. The same key is never
-    /// kicked: on the same comet comet itself replaces it silently, elsewhere it is returned
-    /// in `same_key`. A platform is kept to its first [`MAX_PLATFORM`] bytes.
+    /// [`super::DeviceTable::register`]. A platform is kept to its first [`MAX_PLATFORM`]
+    /// bytes.
     pub fn register(&self, dev: Device, policy: MultiLogin) -> Displaced {
         let mut t = self.lock();
         let new = t.entry(&dev);
@@ -206,15 +151,7 @@ impl Devices {
                 }
                 continue;
             }
-            let replaced = match policy {
-                MultiLogin::Multi => false,
-                MultiLogin::OnePerPlatform => e.platform() == new.platform(),
-                MultiLogin::OnePerClass => {
-                    platform_class(e.platform()) == platform_class(new.platform())
-                }
-                MultiLogin::Single => true,
-            };
-            if replaced {
+            if displaces(policy, e.platform(), new.platform()) {
                 out.kicked.push(t.device(dev.mid, &e));
             } else {
                 kept.push(e);
@@ -356,7 +293,7 @@ mod tests {
 
     #[test]
     fn policies_displace_as_documented() {
-        let t = Devices::default();
+        let t = MemoryDevices::default();
         assert_eq!(
             t.register(dev("a", "ios", "c1"), MultiLogin::OnePerPlatform),
             Displaced::default()
@@ -390,7 +327,7 @@ mod tests {
 
     #[test]
     fn removal_only_of_the_connection_on_that_comet() {
-        let t = Devices::default();
+        let t = MemoryDevices::default();
         t.register(conn("a", "c2", "a@c2"), MultiLogin::Multi);
         assert!(
             !t.remove(1, "a", "c1", "a@c1"),
@@ -424,7 +361,7 @@ mod tests {
 
     #[test]
     fn long_platforms_are_kept_to_their_first_bytes_on_a_char_boundary() {
-        let t = Devices::default();
+        let t = MemoryDevices::default();
         t.register(
             Device {
                 platform: "ééééééé".into(),

@@ -1,14 +1,14 @@
 //! `logic`: goim's logic tier on its own (HTTP push API 3111, gRPC 3119), with sessions in
-//! Redis and pushes to Kafka. See conf/logic.toml.
+//! Redis and pushes to Kafka, and the IM layer when `[im] enabled`. See conf/logic.toml.
 
 use clap::Parser;
 use starling_cluster::boot;
-use starling_logic::node::{self, NodeConfig};
+use starling_logic_node::Config;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Starling logic: auth, sessions, HTTP push API, gRPC for comets"
+    about = "Starling logic: auth, sessions, HTTP push API, gRPC for comets, IM"
 )]
 struct Args {
     /// TOML configuration (see conf/logic.toml); defaults apply to every missing key.
@@ -18,8 +18,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config: NodeConfig = boot::load(args.config.as_deref())?;
+    let config: Config = boot::load(args.config.as_deref())?;
     boot::init_logging(&config.log.filter);
-    boot::block_on("logic", node::run(config, boot::signal()))??;
+    boot::block_on("logic", starling_logic_node::run(config, boot::signal()))??;
     Ok(())
 }

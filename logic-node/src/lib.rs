@@ -1,0 +1,136 @@
+//! The `logic` binary's library: logic as its own process ([`starling_logic::node`]: sessions
+//! and room counts in Redis, pushes to Kafka, gRPC for comets) with the IM layer installed on
+//! it when `[im] enabled` (reference im.md §7). The IM device table lives in Redis
+//! (`starling:im:dev:{mid}`, [`starling_im::devices::RedisDevices`]) so any number of logic
+//! nodes share it; IM's pushes (messages, events, kicks) go through the node's Kafka producer
+//! to job and the comet the device table names.
+//!
+//! This lives apart from `starling-logic` because the IM crate depends on that one, and apart
+//! from the all-in-one because the node needs librdkafka, which the all-in-one does without.
+//!
+//! # Layout
+//! - [`Config`]: the file (`conf/logic.toml`): the node's tables and `[im]`.
+//! - [`run`]: the node with IM; [`open_store`]: the one place the IM store is opened.
+
+use serde::Deserialize;
+use starling_cluster::{boot, kafka, redis, registry};
+use starling_im::Im;
+use starling_im::devices::{DeviceTable, RedisDevices};
+use starling_im::store::ImStore;
+use starling_logic::node::{self, Extension, Grpc, NodeConfig, NodeError, Parts};
+use std::sync::Arc;
+
+/// `conf/logic.toml`: [`NodeConfig`]'s tables and the IM layer's `[im]`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub logic: starling_logic::Config,
+    pub grpc: Grpc,
+    pub redis: redis::Config,
+    pub kafka: kafka::Config,
+    pub registry: registry::Config,
+    /// IM (off unless enabled): the same table as the all-in-one's.
+    pub im: starling_im::Config,
+    pub log: boot::Log,
+}
+
+impl boot::ConfigFile for Config {
+    fn validate(&self) -> Result<(), boot::Invalid> {
+        Ok(self.im.validate()?)
+    }
+}
+
+impl Config {
+    /// The node's own tables (everything but `[im]`).
+    pub fn node(&self) -> NodeConfig {
+        NodeConfig {
+            logic: self.logic.clone(),
+            grpc: self.grpc.clone(),
+            redis: self.redis.clone(),
+            kafka: self.kafka.clone(),
+            registry: self.registry.clone(),
+            log: self.log.clone(),
+        }
+    }
+}
+
+/// Opens the IM store `config` names. The embedded store (fjall) belongs to one process: with
+/// it, run a single logic node (design §6.2; several need PostgreSQL), which is logged.
+///
+/// Errors: the store cannot be opened (its directory is locked by another process, say).
+pub async fn open_store(
+    config: &starling_im::Config,
+) -> Result<Arc<dyn ImStore>, starling_im::store::StoreError> {
+    use starling_im::config::{DurabilitySetting, StoreKind};
+    use starling_im::store::Durability;
+    use starling_im::store::embedded::{EmbeddedConfig, EmbeddedStore};
+    match config.store {
+        StoreKind::Embedded => {
+            tracing::warn!(
+                "im.store = \"embedded\" on a logic node: the store belongs to this process, \
+                 so run one logic node only; several logic nodes need PostgreSQL (design §6.2)"
+            );
+        }
+    }
+    let durability = match config.durability {
+        DurabilitySetting::Sync => Durability::Sync,
+        DurabilitySetting::Buffer => {
+            tracing::warn!(
+                "im.durability = \"buffer\": acknowledged messages survive a crash of this \
+                 process but not of the machine; for benchmarks only"
+            );
+            Durability::Buffer
+        }
+    };
+    let store = EmbeddedStore::open(EmbeddedConfig {
+        durability,
+        batch_max: config.store_batch_max,
+        threads: config.store_threads,
+        ..EmbeddedConfig::new(&config.path)
+    })?;
+    let shown = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
+    tracing::info!(path = %shown.display(), epoch = store.epoch(), "IM store open");
+    Ok(Arc::new(store))
+}
+
+/// Installs IM on the node: its connect hook and op handlers on logic, the device table in
+/// the node's Redis, pushes through the node's Kafka producer, `/im/v1` on the HTTP port and
+/// IM's counters on `/metrics`.
+async fn install_im(config: starling_im::Config, parts: Parts) -> Result<Extension, boot::Invalid> {
+    let store = open_store(&config).await?;
+    let devices = DeviceTable::Redis(RedisDevices::new(parts.redis, parts.expire));
+    let im = Im::with_devices(config, store, parts.sink, devices);
+    im.install(&parts.logic);
+    let metrics = im.clone();
+    Ok(Extension {
+        // starling.im.v1.Admin beside goim.logic.Logic; none unless im.admin_token is set.
+        grpc: starling_im::admin::grpc::service(im.clone()).map(tonic::service::Routes::new),
+        // The /im/v1 management API; no routes unless im.admin_token is set.
+        routes: Some(starling_im::admin::router(im)),
+        metrics: Some(Arc::new(move |out: &mut String| {
+            metrics.render_prometheus(out)
+        })),
+    })
+}
+
+/// Serves until `shutdown` resolves: [`node::run_with`], with IM when `[im] enabled`.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let im = config.im.clone();
+    node::run_with(
+        config.node(),
+        shutdown,
+        Box::new(move |parts| {
+            Box::pin(async move {
+                if im.enabled {
+                    install_im(im, parts).await
+                } else {
+                    Ok(Extension::default())
+                }
+            })
+        }),
+    )
+    .await
+}
