@@ -13,6 +13,7 @@
 //! service's.
 
 pub mod embedded;
+pub mod postgres;
 mod types;
 
 pub use types::*;
