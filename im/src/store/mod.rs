@@ -12,6 +12,8 @@
 //! group size, recall state. Rules that need no atomicity (rates, sizes, `p2p_policy`) are the
 //! service's.
 
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod embedded;
 pub mod postgres;
 mod types;
