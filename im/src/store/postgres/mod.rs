@@ -96,6 +96,9 @@ impl std::fmt::Debug for PgConfig {
 enum Error {
     Store(StoreError),
     Pg(tokio_postgres::Error),
+    /// COMMIT failed without an answer: the outcome is unknown, so the call is never re-run
+    /// (the client's retry with the same `client_msg_id` resolves it through dedup).
+    Commit(tokio_postgres::Error),
     Pool(String),
 }
 
@@ -123,13 +126,22 @@ impl From<deadpool_postgres::PoolError> for Error {
 type R<T> = Result<T, Error>;
 
 impl Error {
-    /// PostgreSQL rolled the transaction back and asks for another run.
+    /// Another run may succeed and cannot double-apply: PostgreSQL rolled the transaction
+    /// back and asks for a retry (unique violation, serialization failure, deadlock), or the
+    /// connection failed before COMMIT was sent (nothing committed; a pooled connection
+    /// may have died with a restarted server, and the next run takes a fresh one).
     fn retryable(&self) -> bool {
-        matches!(self, Error::Pg(e) if e.code().is_some_and(|c| {
-            *c == SqlState::UNIQUE_VIOLATION
-                || *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED
-        }))
+        match self {
+            Error::Pg(e) => match e.code() {
+                Some(c) => {
+                    *c == SqlState::UNIQUE_VIOLATION
+                        || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                        || *c == SqlState::T_R_DEADLOCK_DETECTED
+                }
+                None => true,
+            },
+            Error::Pool(_) | Error::Store(_) | Error::Commit(_) => false,
+        }
     }
 
     fn into_store(self) -> StoreError {
@@ -147,6 +159,10 @@ impl Error {
             Error::Pg(e) => {
                 tracing::warn!(error = %e, "IM store: PostgreSQL error");
                 StoreError::Unavailable(format!("postgres: {e}"))
+            }
+            Error::Commit(e) => {
+                tracing::warn!(error = %e, "IM store: COMMIT failed, outcome unknown");
+                StoreError::Unavailable(format!("postgres: commit outcome unknown: {e}"))
             }
             Error::Pool(e) => StoreError::Unavailable(format!("postgres pool: {e}")),
         }
@@ -213,6 +229,12 @@ impl PgStore {
                     Ok(v) => return Ok(v),
                     Err(e) if e.retryable() && attempt < MAX_ATTEMPTS => {
                         tracing::debug!(what, attempt, error = ?e, "IM store: retrying a transaction");
+                        // A short pause when the connection failed (the server may be coming
+                        // back); none when PostgreSQL itself asked for the retry.
+                        if matches!(&e, Error::Pg(p) if p.code().is_none()) {
+                            tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt)))
+                                .await;
+                        }
                         attempt += 1;
                     }
                     Err(e) => return Err(e.into_store()),

@@ -156,8 +156,16 @@ impl<'a> Tx<'a> {
         Ok(self.t.execute(&st, p).await?)
     }
 
+    /// Commits. A failure the server answered (an SQLSTATE) rolled back; any other leaves
+    /// the outcome unknown ([`Error::Commit`]).
     pub async fn commit(self) -> R<()> {
-        Ok(self.t.commit().await?)
+        self.t.commit().await.map_err(|e| {
+            if e.code().is_some() {
+                Error::Pg(e)
+            } else {
+                Error::Commit(e)
+            }
+        })
     }
 
     /// Takes the row lock of an existing conversation (the allocator lock, §6.4) and returns
