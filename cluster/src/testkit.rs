@@ -300,7 +300,10 @@ fn sweep_stale_pg_dirs() {
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("starling-postgres-")) else {
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("starling-postgres-"))
+        else {
             continue;
         };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
@@ -347,7 +350,15 @@ impl Postgres {
         let out = pg_command("initdb")
             .arg("-D")
             .arg(d.dir.join("data"))
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "-N"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "-N",
+            ])
             .output()
             .unwrap_or_else(|e| panic!("running initdb: {e}: run tools/test.sh"));
         assert!(

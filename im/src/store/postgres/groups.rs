@@ -136,11 +136,20 @@ impl PgStore {
             .row(&sql, &[&gid, &tx.now])
             .await?
             .map(|r| head(&r, 0))
-            .ok_or_else(|| Error::Store(StoreError::Unavailable("insert returned nothing".into())))?;
+            .ok_or_else(|| {
+                Error::Store(StoreError::Unavailable("insert returned nothing".into()))
+            })?;
         tx.exec(
             "INSERT INTO im_group (gid, name, owner, ex, member_count, created_ts) \
              VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&gid, &req.name, &req.owner, &req.ex, &(count as i32), &tx.now],
+            &[
+                &gid,
+                &req.name,
+                &req.owner,
+                &req.ex,
+                &(count as i32),
+                &tx.now,
+            ],
         )
         .await?;
         // Every member's join_seq is 1 either way: the creation message is seq 1.

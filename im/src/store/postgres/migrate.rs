@@ -47,7 +47,11 @@ async fn locked(client: &mut tokio_postgres::Client) -> R<u64> {
         .await
         .map_err(|e| StoreError::Unavailable(format!("postgres: migration failed: {e}")))?;
     for m in report.applied_migrations() {
-        tracing::info!(version = m.version(), name = m.name(), "IM store: migration applied");
+        tracing::info!(
+            version = m.version(),
+            name = m.name(),
+            "IM store: migration applied"
+        );
     }
     client
         .execute(

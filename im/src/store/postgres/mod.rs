@@ -38,8 +38,8 @@ mod tests;
 
 use super::{
     AppendReq, Appended, BoxFuture, Contact, ContactState, Conv, ConvMeta, CreateGroupReq, Group,
-    GroupChange, ImStore, MarkKind, Marked, MemberState, MembersChangeReq, RecallReq,
-    SetMemberReq, StoreError, StoreResult, StoredMessage, UpdateGroupReq, User,
+    GroupChange, ImStore, MarkKind, Marked, MemberState, MembersChangeReq, RecallReq, SetMemberReq,
+    StoreError, StoreResult, StoredMessage, UpdateGroupReq, User,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::future::Future;
@@ -157,15 +157,28 @@ impl Error {
                 StoreError::BadRequest(format!("unstorable text: {e}"))
             }
             Error::Pg(e) => {
+                let e = describe(&e);
                 tracing::warn!(error = %e, "IM store: PostgreSQL error");
                 StoreError::Unavailable(format!("postgres: {e}"))
             }
             Error::Commit(e) => {
+                let e = describe(&e);
                 tracing::warn!(error = %e, "IM store: COMMIT failed, outcome unknown");
                 StoreError::Unavailable(format!("postgres: commit outcome unknown: {e}"))
             }
             Error::Pool(e) => StoreError::Unavailable(format!("postgres pool: {e}")),
         }
+    }
+}
+
+/// The error with its cause (`tokio_postgres::Error` alone prints "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -265,21 +278,31 @@ impl ImStore for PgStore {
     }
 
     fn create_group(&self, req: CreateGroupReq) -> BoxFuture<'_, StoreResult<GroupChange>> {
-        Box::pin(async move { self.call("create_group", || self.create_group_once(&req)).await })
+        Box::pin(async move {
+            self.call("create_group", || self.create_group_once(&req))
+                .await
+        })
     }
 
     fn add_members(&self, req: MembersChangeReq) -> BoxFuture<'_, StoreResult<GroupChange>> {
-        Box::pin(async move { self.call("add_members", || self.add_members_once(&req)).await })
+        Box::pin(async move {
+            self.call("add_members", || self.add_members_once(&req))
+                .await
+        })
     }
 
     fn remove_members(&self, req: MembersChangeReq) -> BoxFuture<'_, StoreResult<GroupChange>> {
-        Box::pin(
-            async move { self.call("remove_members", || self.remove_members_once(&req)).await },
-        )
+        Box::pin(async move {
+            self.call("remove_members", || self.remove_members_once(&req))
+                .await
+        })
     }
 
     fn update_group(&self, req: UpdateGroupReq) -> BoxFuture<'_, StoreResult<GroupChange>> {
-        Box::pin(async move { self.call("update_group", || self.update_group_once(&req)).await })
+        Box::pin(async move {
+            self.call("update_group", || self.update_group_once(&req))
+                .await
+        })
     }
 
     fn dissolve_group(&self, gid: i64, content: String) -> BoxFuture<'_, StoreResult<GroupChange>> {
@@ -329,7 +352,10 @@ impl ImStore for PgStore {
     }
 
     fn contact(&self, owner: i64, peer: i64) -> BoxFuture<'_, StoreResult<Option<Contact>>> {
-        Box::pin(async move { self.call("contact", || self.read_contact(owner, peer)).await })
+        Box::pin(async move {
+            self.call("contact", || self.read_contact(owner, peer))
+                .await
+        })
     }
 
     fn contacts(
@@ -339,8 +365,10 @@ impl ImStore for PgStore {
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<Contact>>> {
         Box::pin(async move {
-            self.call("contacts", || self.read_contacts(owner, since_version, limit))
-                .await
+            self.call("contacts", || {
+                self.read_contacts(owner, since_version, limit)
+            })
+            .await
         })
     }
 
@@ -392,8 +420,10 @@ impl ImStore for PgStore {
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
         Box::pin(async move {
-            self.call("range_back", || self.read_range(conv, from, to, limit, true))
-                .await
+            self.call("range_back", || {
+                self.read_range(conv, from, to, limit, true)
+            })
+            .await
         })
     }
 

@@ -76,7 +76,9 @@ impl PgStore {
 
     pub(super) async fn read_head(&self, conv: Conv) -> R<Option<ConvMeta>> {
         let (k, a, b) = key(&conv);
-        let sql = format!("SELECT {HEAD} FROM im_conversation c WHERE c.kind = $1 AND c.a = $2 AND c.b = $3");
+        let sql = format!(
+            "SELECT {HEAD} FROM im_conversation c WHERE c.kind = $1 AND c.a = $2 AND c.b = $3"
+        );
         Ok(self.row(&sql, &[&k, &a, &b]).await?.map(|r| head(&r, 0)))
     }
 
@@ -197,7 +199,9 @@ impl PgStore {
                 ],
             )
             .await?;
-        Ok(r.map_or(0, |r| r.get::<_, i64>(0).clamp(0, i64::from(u32::MAX)) as u32))
+        Ok(r.map_or(0, |r| {
+            r.get::<_, i64>(0).clamp(0, i64::from(u32::MAX)) as u32
+        }))
     }
 
     pub(super) async fn read_last_visible(
@@ -215,14 +219,7 @@ impl PgStore {
         );
         self.row(
             &sql,
-            &[
-                &k,
-                &a,
-                &b,
-                &big(floor),
-                &big(to),
-                &(MsgKind::Recall as i16),
-            ],
+            &[&k, &a, &b, &big(floor), &big(to), &(MsgKind::Recall as i16)],
         )
         .await?
         .map(|r| message(&r))

@@ -30,8 +30,7 @@ pub(super) fn not_found(s: &str) -> Error {
 }
 
 /// The columns of a conversation head, in [`head`]'s order.
-pub(super) const HEAD: &str =
-    "c.conv_id, c.kind, c.a, c.b, c.last_seq, c.last_msg_ts, c.min_seq, c.member_version, c.created_ts";
+pub(super) const HEAD: &str = "c.conv_id, c.kind, c.a, c.b, c.last_seq, c.last_msg_ts, c.min_seq, c.member_version, c.created_ts";
 
 pub(super) fn head(r: &Row, at: usize) -> ConvMeta {
     let kind: i16 = r.get(at + 1);
@@ -199,10 +198,9 @@ impl<'a> Tx<'a> {
                 self.insert_members(h.conv_id, members, 0, 1).await?;
                 Ok(h)
             }
-            None => self
-                .lock(conv)
-                .await?
-                .ok_or_else(|| Error::Store(StoreError::Unavailable("conversation vanished".into()))),
+            None => self.lock(conv).await?.ok_or_else(|| {
+                Error::Store(StoreError::Unavailable("conversation vanished".into()))
+            }),
         }
     }
 
@@ -257,7 +255,9 @@ impl<'a> Tx<'a> {
                 ],
             )
             .await?
-            .ok_or_else(|| Error::Store(StoreError::Unavailable("insert returned nothing".into())))?;
+            .ok_or_else(|| {
+                Error::Store(StoreError::Unavailable("insert returned nothing".into()))
+            })?;
         let msg_id: i64 = r.get(0);
         self.exec(
             "UPDATE im_conversation SET last_seq = $2, last_msg_ts = $3 WHERE conv_id = $1",

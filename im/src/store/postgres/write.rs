@@ -155,7 +155,9 @@ impl PgStore {
             return Err(bad("only a NORMAL message can be recalled"));
         }
         if target.recalled {
-            return Err(Error::Store(StoreError::Conflict("already recalled".into())));
+            return Err(Error::Store(StoreError::Conflict(
+                "already recalled".into(),
+            )));
         }
         let by = if req.by != 0 {
             tx.member(head.conv_id, req.by).await?

@@ -99,5 +99,8 @@ async fn a_bad_url_or_an_absent_server_is_refused_clearly() {
         ..PgConfig::new(format!("postgres://postgres@127.0.0.1:{port}/x"))
     })
     .await;
-    assert!(matches!(gone, Err(crate::store::StoreError::Unavailable(_))));
+    assert!(matches!(
+        gone,
+        Err(crate::store::StoreError::Unavailable(_))
+    ));
 }

@@ -54,7 +54,11 @@ async fn two_nodes_racing_on_one_conversation_leave_no_hole_and_no_double() {
     assert_eq!(head.last_seq, IDS as u64, "one seq per id");
     let msgs = b.range(c, 1, u64::MAX, usize::MAX).await.unwrap();
     let seqs: Vec<u64> = msgs.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, (1..=IDS as u64).collect::<Vec<_>>(), "no hole, no double");
+    assert_eq!(
+        seqs,
+        (1..=IDS as u64).collect::<Vec<_>>(),
+        "no hole, no double"
+    );
     let mut ids: Vec<&str> = msgs.iter().map(|m| m.client_msg_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
