@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The test command (README). Installs what the tests need when it is absent:
 #   - redis-server (Debian's package) and iproute2 (`ip netns`, for the multi-host test);
+#   - postgresql (Debian's package: the IM store's PostgreSQL tests run its initdb and
+#     postgres binaries, as the `postgres` user when root; the system cluster the package
+#     starts is stopped and kept from starting again);
 #   - nodejs, when absent, for goim's own JavaScript client (tools/goim-compat);
 #   - tansu, a Kafka-protocol broker (crates.io), under cargo's bin directory: about 15
 #     minutes to build the first time, reused after.
-# The tests start their own Redis and broker on spare ports and stop them when they end.
+# The tests start their own Redis, broker and PostgreSQL on spare ports and stop them when
+# they end.
 # Then it builds the tier binaries (the multi-host test runs them as processes), runs every
 # test of the workspace, and the integration tests again on comet's epoll driver (the
 # fallback when io_uring is unavailable). The multi-host test needs root (network namespaces).
@@ -26,6 +30,13 @@ if ! command -v redis-server >/dev/null; then
     apt_install redis-server
     # The package may start a system instance; the tests run their own.
     (service redis-server stop || true) >/dev/null 2>&1
+fi
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && [ -z "${STARLING_PG_BIN:-}" ]; then
+    echo "test.sh: installing postgresql"
+    apt_install postgresql
+    # The package starts a system cluster on 5432; the tests run their own.
+    (service postgresql stop || true) >/dev/null 2>&1
+    (update-rc.d postgresql disable || true) >/dev/null 2>&1
 fi
 command -v ip >/dev/null || apt_install iproute2
 # goim's own JavaScript client runs under Node (starling/tests/goim_js.rs; Node 20 or newer).

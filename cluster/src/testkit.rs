@@ -1,7 +1,8 @@
-//! Real servers for tests: a `redis-server` and a `tansu` Kafka-protocol broker, each on a
-//! spare port in its own temporary directory, which a test can stop and start again on the
-//! same port. `tools/test.sh` installs both when absent; a test that finds one missing fails
-//! and says how to get it (it never passes without the real server).
+//! Real servers for tests: a `redis-server`, a `tansu` Kafka-protocol broker and a PostgreSQL
+//! cluster (Debian's binaries), each on a spare port in its own temporary directory, which a
+//! test can stop and start again on the same port. `tools/test.sh` installs them when absent;
+//! a test that finds one missing fails and says how to get it (it never passes without the
+//! real server).
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -76,20 +77,27 @@ pub struct Daemon {
     name: &'static str,
     dir: PathBuf,
     command: fn(SocketAddr, &Path) -> Command,
+    /// Beyond listening: true once the server answers (PostgreSQL listens while it recovers).
+    ready: Option<fn(SocketAddr, &Path) -> bool>,
     child: Option<Child>,
 }
 
 impl Daemon {
     fn start(ip: IpAddr, name: &'static str, command: fn(SocketAddr, &Path) -> Command) -> Self {
-        let mut d = Daemon {
+        let mut d = Daemon::new(ip, name, command);
+        d.resume();
+        d
+    }
+
+    fn new(ip: IpAddr, name: &'static str, command: fn(SocketAddr, &Path) -> Command) -> Self {
+        Daemon {
             addr: SocketAddr::new(ip, spare_port(ip)),
             name,
             dir: scratch_dir(name),
             command,
+            ready: None,
             child: None,
-        };
-        d.resume();
-        d
+        }
     }
 
     /// Kills the server (SIGKILL, as a crash).
@@ -109,6 +117,18 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.name));
         self.child = Some(child);
         wait_listening(self.addr, self.name);
+        if let Some(ready) = self.ready {
+            let start = Instant::now();
+            while !ready(self.addr, &self.dir) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "{} on {} did not become ready within 60 s",
+                    self.name,
+                    self.addr
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 }
 
@@ -192,5 +212,215 @@ impl Tansu {
                 .current_dir(dir);
             c
         })
+    }
+}
+
+/// PostgreSQL from Debian's `postgresql` package: `initdb` into the scratch directory, then
+/// `postgres` on `127.0.0.1:<spare port>` (unix socket in the scratch directory), trust auth,
+/// default durability (`fsync = on`), small `shared_buffers`. As root, both run as the
+/// `postgres` system user (PostgreSQL refuses root) and the scratch directory is chowned to
+/// it. `stop` is a SIGKILL (a crash); `resume` starts it again on the same directory, which
+/// runs crash recovery.
+///
+/// The binaries are looked up in `$STARLING_PG_BIN`, else the highest
+/// `/usr/lib/postgresql/<version>/bin`.
+pub struct Postgres;
+
+/// The directory holding `initdb`, `postgres` and `psql`.
+pub fn pg_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("STARLING_PG_BIN") {
+        return PathBuf::from(p);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, b)| b).unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL not found (no /usr/lib/postgresql/<version>/bin/postgres): run \
+             tools/test.sh, which installs Debian's postgresql, or set STARLING_PG_BIN"
+        )
+    })
+}
+
+/// `(uid, gid)` of the `postgres` system user when this process runs as root, else `None`.
+fn pg_user() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective uid.
+    let euid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok()?;
+    if euid != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("reading /etc/passwd");
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("postgres:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "running as root and no `postgres` user to run PostgreSQL as: run tools/test.sh, \
+                 which installs Debian's postgresql (it creates the user)"
+            )
+        });
+    let f: Vec<&str> = line.split(':').collect();
+    Some((f[2].parse().expect("uid"), f[3].parse().expect("gid")))
+}
+
+/// A command for a PostgreSQL binary, as the `postgres` user when we are root, killed when
+/// the thread that started it ends (so a test binary leaves no server behind).
+fn pg_command(program: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(pg_bin().join(program));
+    if let Some((uid, gid)) = pg_user() {
+        c.uid(uid).gid(gid);
+    }
+    // SAFETY: prctl is async-signal-safe; it runs in the child after the uid change (which
+    // would clear it) and before exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    c.env("LC_ALL", "C");
+    c
+}
+
+/// Removes scratch directories of PostgreSQL servers whose test process is gone (a shared
+/// server's directory outlives its process: statics are never dropped).
+fn sweep_stale_pg_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("starling-postgres-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+impl Postgres {
+    /// A new server of its own (a test that kills it).
+    pub fn start() -> Daemon {
+        sweep_stale_pg_dirs();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let mut d = Daemon::new(ip, "postgres", |addr, dir| {
+            let mut c = pg_command("postgres");
+            c.arg("-D")
+                .arg(dir.join("data"))
+                .args(["-p", &addr.port().to_string()])
+                .args(["-h", &addr.ip().to_string()])
+                .arg("-k")
+                .arg(dir)
+                .args(["-c", "shared_buffers=16MB", "-c", "max_connections=300"])
+                .args(["-c", "fsync=on"]);
+            c
+        });
+        d.ready = Some(|addr, _| {
+            pg_command("psql")
+                .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+                .args(["-U", "postgres", "-d", "postgres", "-XAtqc", "SELECT 1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        if let Some((uid, gid)) = pg_user() {
+            std::os::unix::fs::chown(&d.dir, Some(uid), Some(gid))
+                .expect("chown of the scratch directory to postgres");
+        }
+        // -N: initdb skips its final sync (only a power loss during the test could matter);
+        // the server itself runs with fsync on.
+        let out = pg_command("initdb")
+            .arg("-D")
+            .arg(d.dir.join("data"))
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "-N",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("running initdb: {e}: run tools/test.sh"));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d.resume();
+        d
+    }
+
+    /// One server shared by every test of this process (started on first use by a thread
+    /// that lives as long as the process; the server dies with it). Each test takes its own
+    /// database from it with [`Daemon::create_database`].
+    pub fn shared() -> &'static Daemon {
+        static SHARED: std::sync::OnceLock<&'static Daemon> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("testkit-postgres".into())
+                .spawn(move || {
+                    // Started here so the parent-death signal fires only at process exit.
+                    let d: &'static Daemon = Box::leak(Box::new(Postgres::start()));
+                    tx.send(d).expect("handing the shared server over");
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .expect("spawning the postgres keeper thread");
+            rx.recv()
+                .expect("the shared PostgreSQL server did not start (see the panic above)")
+        })
+    }
+}
+
+impl Daemon {
+    /// `postgres://postgres@addr/db`, for a PostgreSQL daemon.
+    pub fn pg_url(&self, db: &str) -> String {
+        format!("postgres://postgres@{}/{db}", self.addr)
+    }
+
+    /// Creates a fresh database on a PostgreSQL daemon and returns its URL.
+    pub fn create_database(&self) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let db = format!(
+            "t_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let out = pg_command("psql")
+            .args(["-h", &self.addr.ip().to_string()])
+            .args(["-p", &self.addr.port().to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-XAtqc"])
+            .arg(format!("CREATE DATABASE {db}"))
+            .output()
+            .expect("running psql");
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE {db} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.pg_url(&db)
     }
 }

@@ -52,6 +52,9 @@ pub enum StoreKind {
     /// fjall under `path`: one process owns it.
     #[default]
     Embedded,
+    /// PostgreSQL at `postgres_url`: any number of logic processes share it (reference im.md
+    /// §6.3).
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -113,6 +116,15 @@ pub struct Config {
     pub store_threads: usize,
     /// Most writes in one group commit.
     pub store_batch_max: usize,
+    /// `store = "postgres"`: the database, as a libpq URL (`postgres://user:pw@host/db`) or
+    /// key=value string. Required with that store.
+    pub postgres_url: String,
+    /// `store = "postgres"`: most connections this process holds.
+    pub postgres_pool: usize,
+    /// `store = "postgres"`: every store call's deadline; past it the call answers 503 with
+    /// nothing acknowledged.
+    #[serde(with = "humantime_serde")]
+    pub store_timeout: Duration,
 }
 
 impl Default for Config {
@@ -142,6 +154,9 @@ impl Default for Config {
             group_read_receipts_max: 0,
             store_threads: 1,
             store_batch_max: 512,
+            postgres_url: String::new(),
+            postgres_pool: 16,
+            store_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -188,6 +203,18 @@ impl Config {
         }
         if self.store_threads == 0 {
             return Err(invalid("store_threads", "at least 1"));
+        }
+        if self.store == StoreKind::Postgres && self.postgres_url.is_empty() {
+            return Err(invalid(
+                "postgres_url",
+                "required with store = \"postgres\"",
+            ));
+        }
+        if self.postgres_pool == 0 {
+            return Err(invalid("postgres_pool", "at least 1"));
+        }
+        if self.store_timeout.is_zero() {
+            return Err(invalid("store_timeout", "above 0"));
         }
         Ok(())
     }
@@ -240,5 +267,37 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn postgres_needs_a_url_and_parses_its_keys() {
+        let on = Config {
+            enabled: true,
+            insecure_trust_mid: true,
+            store: StoreKind::Postgres,
+            ..Config::default()
+        };
+        assert!(matches!(
+            on.validate(),
+            Err(ConfigError::Invalid {
+                key: "postgres_url",
+                ..
+            })
+        ));
+        let parsed: Config = toml::from_str(
+            "enabled = true\ninsecure_trust_mid = true\nstore = \"postgres\"\n\
+             postgres_url = \"postgres://im@db/im\"\npostgres_pool = 4\nstore_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.validate(), Ok(()));
+        assert_eq!(
+            (parsed.postgres_pool, parsed.store_timeout),
+            (4, Duration::from_secs(2))
+        );
+        let defaults = Config::default();
+        assert_eq!(
+            (defaults.postgres_pool, defaults.store_timeout),
+            (16, Duration::from_secs(5))
+        );
     }
 }

@@ -6,7 +6,8 @@
 //! # Layout
 //! - [`config`]: the `[im]` table.
 //! - [`store`]: the `ImStore` trait (one log per conversation, contiguous seqs, dedup,
-//!   memberships with watermarks) and its embedded implementation on fjall.
+//!   memberships with watermarks), its implementations on fjall (embedded) and PostgreSQL
+//!   (shared by several logic nodes), and `store::open`, which opens the configured one.
 //! - [`service`]: [`Im`], installed on logic: admission (im_token, multi-login policy, kicks),
 //!   rate limits, counters.
 //! - [`ops`]: the client ops (send, recall, read, recv, typing); [`read`]: sync, pull, members.

@@ -54,43 +54,22 @@ impl Config {
     }
 }
 
-/// Opens the IM store `config` names. The embedded store (fjall) belongs to one process: with
-/// it, run a single logic node (design §6.2; several need PostgreSQL), which is logged.
+/// Opens the IM store `config` names ([`starling_im::store::open`]). The embedded store
+/// (fjall) belongs to one process: with it, run a single logic node (design §6.2; several need
+/// PostgreSQL), which is logged.
 ///
-/// Errors: the store cannot be opened (its directory is locked by another process, say).
+/// Errors: the store cannot be opened (its directory is locked by another process,
+/// PostgreSQL unreachable within `im.store_timeout`, a migration failed).
 pub async fn open_store(
     config: &starling_im::Config,
-) -> Result<Arc<dyn ImStore>, starling_im::store::StoreError> {
-    use starling_im::config::{DurabilitySetting, StoreKind};
-    use starling_im::store::Durability;
-    use starling_im::store::embedded::{EmbeddedConfig, EmbeddedStore};
-    match config.store {
-        StoreKind::Embedded => {
-            tracing::warn!(
-                "im.store = \"embedded\" on a logic node: the store belongs to this process, \
-                 so run one logic node only; several logic nodes need PostgreSQL (design §6.2)"
-            );
-        }
+) -> Result<Arc<dyn ImStore>, starling_im::store::OpenError> {
+    if config.store == starling_im::config::StoreKind::Embedded {
+        tracing::warn!(
+            "im.store = \"embedded\" on a logic node: the store belongs to this process, \
+             so run one logic node only; several logic nodes need PostgreSQL (design §6.2)"
+        );
     }
-    let durability = match config.durability {
-        DurabilitySetting::Sync => Durability::Sync,
-        DurabilitySetting::Buffer => {
-            tracing::warn!(
-                "im.durability = \"buffer\": acknowledged messages survive a crash of this \
-                 process but not of the machine; for benchmarks only"
-            );
-            Durability::Buffer
-        }
-    };
-    let store = EmbeddedStore::open(EmbeddedConfig {
-        durability,
-        batch_max: config.store_batch_max,
-        threads: config.store_threads,
-        ..EmbeddedConfig::new(&config.path)
-    })?;
-    let shown = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
-    tracing::info!(path = %shown.display(), epoch = store.epoch(), "IM store open");
-    Ok(Arc::new(store))
+    starling_im::store::open(config).await
 }
 
 /// Installs IM on the node: its connect hook and op handlers on logic, the device table in

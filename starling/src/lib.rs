@@ -30,7 +30,7 @@ pub enum StartError {
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
     #[error("IM store: {0}")]
-    ImStore(#[from] starling_im::store::StoreError),
+    ImStore(#[from] starling_im::store::OpenError),
     #[error("binding the HTTP API on {addr}: {source}")]
     Http {
         addr: SocketAddr,
@@ -83,7 +83,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         registry.clone(),
     ));
     let im = if config.im.enabled {
-        Some(start_im(&config.im, &logic, push_sink.clone())?)
+        Some(start_im(&rt, &config.im, &logic, push_sink.clone())?)
     } else {
         None
     };
@@ -174,32 +174,16 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
-/// Opens the IM store and installs IM on `logic`.
+/// Opens the IM store the configuration names (embedded or PostgreSQL) and installs IM on
+/// `logic`.
 fn start_im(
+    rt: &tokio::runtime::Runtime,
     config: &starling_im::Config,
     logic: &Logic,
     sink: Arc<glue::QueueSink>,
 ) -> Result<Arc<starling_im::Im>, StartError> {
-    use starling_im::store::embedded::{EmbeddedConfig, EmbeddedStore};
-    let durability = match config.durability {
-        starling_im::config::DurabilitySetting::Sync => starling_im::store::Durability::Sync,
-        starling_im::config::DurabilitySetting::Buffer => {
-            tracing::warn!(
-                "im.durability = \"buffer\": acknowledged messages survive a crash of this \
-                 process but not of the machine; for benchmarks only"
-            );
-            starling_im::store::Durability::Buffer
-        }
-    };
-    let store = EmbeddedStore::open(EmbeddedConfig {
-        durability,
-        batch_max: config.store_batch_max,
-        threads: config.store_threads,
-        ..EmbeddedConfig::new(&config.path)
-    })?;
-    let shown = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
-    tracing::info!(path = %shown.display(), epoch = starling_im::store::ImStore::epoch(&store), "IM store open");
-    let im = starling_im::Im::new(config.clone(), Arc::new(store), sink);
+    let store = rt.block_on(starling_im::store::open(config))?;
+    let im = starling_im::Im::new(config.clone(), store, sink);
     im.install(logic);
     Ok(im)
 }

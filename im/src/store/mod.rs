@@ -4,17 +4,23 @@
 //! watermarks (join, leave, read, recv, deleted-to) instead of per-recipient rows.
 //!
 //! [`ImStore`] is what the service calls; [`embedded`] implements it on fjall (one writer
-//! thread, group commit, fdatasync before any answer). A PostgreSQL implementation is the
-//! distributed deployment's (issue 13).
+//! thread, group commit, fdatasync before any answer), [`postgres`] on PostgreSQL (any number
+//! of logic nodes; the conversation row lock allocates seqs). [`open`] opens the one the
+//! `[im]` configuration names. The contract's tests (`contract`) run on both.
 //!
 //! Rules the store enforces because they must hold atomically with the write (a check outside
 //! the writer could race a concurrent membership change): membership of the sender, dedup,
 //! group size, recall state. Rules that need no atomicity (rates, sizes, `p2p_policy`) are the
 //! service's.
 
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod embedded;
+mod open;
+pub mod postgres;
 mod types;
 
+pub use open::{OpenError, open};
 pub use types::*;
 
 use std::future::Future;

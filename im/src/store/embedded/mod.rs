@@ -246,7 +246,7 @@ impl EmbeddedStore {
 }
 
 /// A random non-zero u64 (uuid v4 bytes: the OS's randomness).
-fn new_epoch() -> u64 {
+pub(crate) fn new_epoch() -> u64 {
     loop {
         let bytes = uuid::Uuid::new_v4().into_bytes();
         let v = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))

@@ -1,19 +1,16 @@
-//! The embedded store's tests: every contract rule (`rules_messages`, `rules_groups`),
-//! batching and a failed commit (here), persistence and locking (here), a property test of
-//! concurrent appends (`prop`), a SIGKILL of a writing child process (`crash`), and a
-//! throughput probe (`throughput`, ignored).
+//! The embedded store's tests: every contract rule and the property test of concurrent
+//! appends (`rules`, from the shared suite in `store::contract`), batching and a failed commit
+//! (here), persistence and locking (here), a SIGKILL of a writing child process (`crash`), and
+//! a throughput probe (`throughput`, ignored).
 
 mod crash;
-mod helpers;
-mod prop;
-mod rules_groups;
-mod rules_messages;
 mod throughput;
+
+pub(super) use crate::store::contract::{T0, text};
 
 use super::writer::Cmd;
 use super::{EmbeddedConfig, EmbeddedStore};
 use crate::store::*;
-use starling_proto::im::v1::MsgKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::oneshot;
@@ -25,8 +22,6 @@ pub(super) struct T {
     pub dir: tempfile::TempDir,
     pub durability: Durability,
 }
-
-pub(super) const T0: i64 = 1_700_000_000_000;
 
 pub(super) fn config(
     path: &std::path::Path,
@@ -71,31 +66,6 @@ impl T {
             durability,
         }
     }
-
-    pub fn set_now(&self, ms: i64) {
-        self.clock.store(ms, Ordering::SeqCst);
-    }
-}
-
-/// A NORMAL text message whose hash is its text's.
-pub(super) fn text(conv: Conv, sender: i64, cmid: &str, text: &str) -> AppendReq {
-    AppendReq {
-        conv,
-        sender,
-        client_msg_id: cmid.into(),
-        content_hash: hash(text),
-        kind: MsgKind::Normal,
-        content_type: 1,
-        content: text.into(),
-        ..Default::default()
-    }
-}
-
-pub(super) fn hash(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
 }
 
 /// Sends appends straight into the writer's queue while it is paused, so they are one batch.
@@ -315,4 +285,41 @@ async fn dropping_the_store_answers_what_was_queued() {
         durability,
     };
     assert_eq!(t.store.conversation(c).await.unwrap().unwrap().last_seq, 20);
+}
+
+/// The shared contract suite on a fresh embedded store (`Durability::Buffer`: the rules do
+/// not depend on fsync, and it keeps the suite fast).
+mod rules {
+    use super::super::{EmbeddedConfig, EmbeddedStore};
+    use crate::store::Durability;
+    use crate::store::contract::{self, H, prop};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    async fn open() -> H {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, c) = contract::test_clock();
+        let store = EmbeddedStore::open(EmbeddedConfig {
+            durability: Durability::Buffer,
+            clock: c,
+            ..EmbeddedConfig::new(dir.path())
+        })
+        .unwrap();
+        H {
+            store: Arc::new(store),
+            clock,
+            _keep: Box::new(dir),
+        }
+    }
+
+    contract::contract_tests!(open);
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn concurrent_appends_keep_seqs_contiguous_and_dedup_exact(ops in prop::ops()) {
+            prop::run(ops, open);
+        }
+    }
 }

@@ -1,14 +1,11 @@
 //! The contract's rules for groups, members, marks, the directory, contacts and users (the doc
 //! comments in `store/mod.rs`).
 
-use super::helpers::*;
-use super::{T0, text};
+use super::*;
 use crate::store::*;
 use starling_proto::im::v1::{ConvKind, MsgKind};
 
-#[tokio::test]
-async fn create_group_rules() {
-    let t = open();
+pub(crate) async fn create_group_rules(t: H) {
     let g = group(&t, 0, 1, &[2, 2, 1, 3]).await;
     assert!(g.gid > 0);
     assert_eq!(g.added, [1, 2, 3]);
@@ -60,9 +57,7 @@ async fn create_group_rules() {
     assert!(group(&t, 0, 1, &[]).await.gid > taken);
 }
 
-#[tokio::test]
-async fn add_and_remove_members_with_join_and_leave_seqs() {
-    let t = open();
+pub(crate) async fn add_and_remove_members_with_join_and_leave_seqs(t: H) {
     group(&t, 10, 1, &[2]).await;
     let c = Conv::group(10);
     t.store.append(text(c, 2, "a", "x")).await.unwrap(); // seq 2
@@ -125,9 +120,7 @@ async fn add_and_remove_members_with_join_and_leave_seqs() {
     ));
 }
 
-#[tokio::test]
-async fn update_set_member_and_dissolve() {
-    let t = open();
+pub(crate) async fn update_set_member_and_dissolve(t: H) {
     group(&t, 10, 1, &[2, 3]).await;
     let c = Conv::group(10);
     let up = UpdateGroupReq {
@@ -177,9 +170,7 @@ async fn update_set_member_and_dissolve() {
     ));
 }
 
-#[tokio::test]
-async fn marks_are_monotonic_and_clamped() {
-    let t = open();
+pub(crate) async fn marks_are_monotonic_and_clamped(t: H) {
     let c = Conv::p2p(1, 2);
     for i in 0..5 {
         t.store
@@ -256,9 +247,7 @@ async fn marks_are_monotonic_and_clamped() {
     );
 }
 
-#[tokio::test]
-async fn directory_filters_by_since_and_pages_by_conv_id() {
-    let t = open();
+pub(crate) async fn directory_filters_by_since_and_pages_by_conv_id(t: H) {
     let c1 = t
         .store
         .append(text(Conv::p2p(1, 2), 2, "a", "x"))
@@ -322,9 +311,7 @@ async fn directory_filters_by_since_and_pages_by_conv_id() {
     assert!(d[0].1.leave_seq > 0);
 }
 
-#[tokio::test]
-async fn contacts_are_versioned_per_owner_including_deletes() {
-    let t = open();
+pub(crate) async fn contacts_are_versioned_per_owner_including_deletes(t: H) {
     let friend = |r: &str| {
         Some(ContactState {
             kind: ContactKind::Friend,
@@ -361,9 +348,7 @@ async fn contacts_are_versioned_per_owner_including_deletes() {
     assert_eq!(t.store.contact(2, 1).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn users_upsert_and_revocation_never_moves_back() {
-    let t = open();
+pub(crate) async fn users_upsert_and_revocation_never_moves_back(t: H) {
     assert_eq!(t.store.user(1).await.unwrap(), None);
     let u = User {
         uid: 1,
@@ -390,9 +375,7 @@ async fn users_upsert_and_revocation_never_moves_back() {
     );
 }
 
-#[tokio::test]
-async fn members_page_by_uid() {
-    let t = open();
+pub(crate) async fn members_page_by_uid(t: H) {
     group(&t, 10, 5, &[1, 2, 3, 4]).await;
     let c = Conv::group(10);
     t.store

@@ -2,10 +2,10 @@
 //! `client_msg_id`s, leave each conversation's seqs contiguous from 1, store each
 //! `(conv, sender, client_msg_id)` once, and answer every repeat with the original seq.
 
-use super::{T, text};
+use super::{H, text};
 use crate::store::*;
-use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 
 const CONVS: [Conv; 3] = [
     Conv {
@@ -34,16 +34,23 @@ fn sender(conv: usize, pick: usize) -> i64 {
 }
 
 /// (task, conv, sender pick, client_msg_id number)
-type Op = (usize, usize, usize, u8);
+pub(crate) type Op = (usize, usize, usize, u8);
 
-fn run(ops: Vec<Op>) {
+/// The strategy: up to 80 appends spread over 4 tasks, 3 conversations, 3 senders, 6 ids.
+pub(crate) fn ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+    proptest::collection::vec((0..4usize, 0..3usize, 0..3usize, 0..6u8), 1..80)
+}
+
+/// Runs `ops` on a fresh store from `open` (called inside the case's own runtime) and checks
+/// the property.
+pub(crate) fn run<F: Future<Output = H>>(ops: Vec<Op>, open: impl FnOnce() -> F) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let t = std::sync::Arc::new(T::open(Durability::Buffer));
+        let t = std::sync::Arc::new(open().await);
         let g = CreateGroupReq {
             gid: 100,
             owner: 1,
@@ -121,15 +128,4 @@ fn run(ops: Vec<Op>) {
             }
         }
     });
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
-    #[test]
-    fn concurrent_appends_keep_seqs_contiguous_and_dedup_exact(
-        ops in proptest::collection::vec((0..4usize, 0..3usize, 0..3usize, 0..6u8), 1..80)
-    ) {
-        run(ops);
-    }
 }

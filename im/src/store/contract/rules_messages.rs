@@ -1,14 +1,11 @@
 //! The contract's rules for messages: append (P2P, GROUP, NOTICE), dedup, server_ts, recall,
 //! unread, last_visible and ranges (the doc comments in `store/mod.rs`).
 
-use super::helpers::*;
-use super::{T0, text};
+use super::*;
 use crate::store::*;
 use starling_proto::im::v1::MsgKind;
 
-#[tokio::test]
-async fn p2p_is_created_by_its_first_message_with_both_memberships() {
-    let t = open();
+pub(crate) async fn p2p_is_created_by_its_first_message_with_both_memberships(t: H) {
     let c = Conv::p2p(2, 1);
     assert_eq!(t.store.conversation(c).await.unwrap(), None);
     let a = t.store.append(text(c, 2, "x", "hi")).await.unwrap();
@@ -51,9 +48,7 @@ async fn p2p_is_created_by_its_first_message_with_both_memberships() {
     ));
 }
 
-#[tokio::test]
-async fn group_appends_need_a_current_member_unless_system_or_admin() {
-    let t = open();
+pub(crate) async fn group_appends_need_a_current_member_unless_system_or_admin(t: H) {
     let g = group(&t, 10, 1, &[2]).await;
     assert_eq!(g.message.seq, 1);
     let c = Conv::group(10);
@@ -102,9 +97,7 @@ async fn group_appends_need_a_current_member_unless_system_or_admin() {
     ));
 }
 
-#[tokio::test]
-async fn notice_is_for_the_system_and_creates_the_owners_membership() {
-    let t = open();
+pub(crate) async fn notice_is_for_the_system_and_creates_the_owners_membership(t: H) {
     let c = Conv::notice(5);
     assert!(matches!(
         t.store.append(text(c, 5, "a", "x")).await,
@@ -135,9 +128,7 @@ async fn notice_is_for_the_system_and_creates_the_owners_membership() {
     );
 }
 
-#[tokio::test]
-async fn dedup_returns_the_original_or_conflicts() {
-    let t = open();
+pub(crate) async fn dedup_returns_the_original_or_conflicts(t: H) {
     let c = Conv::p2p(1, 2);
     let a = t.store.append(text(c, 1, "id", "hello")).await.unwrap();
     t.store.append(text(c, 2, "other", "x")).await.unwrap();
@@ -175,9 +166,7 @@ async fn dedup_returns_the_original_or_conflicts() {
     assert_eq!(t.store.conversation(c).await.unwrap().unwrap().last_seq, 5);
 }
 
-#[tokio::test]
-async fn server_ts_never_goes_back_in_a_conversation() {
-    let t = open();
+pub(crate) async fn server_ts_never_goes_back_in_a_conversation(t: H) {
     let c = Conv::p2p(1, 2);
     t.set_now(T0 + 1000);
     t.store.append(text(c, 1, "a", "x")).await.unwrap();
@@ -186,9 +175,7 @@ async fn server_ts_never_goes_back_in_a_conversation() {
     assert_eq!(b.message.server_ts, T0 + 1000);
 }
 
-#[tokio::test]
-async fn recall_tombstones_and_appends_an_event_idempotently() {
-    let t = open();
+pub(crate) async fn recall_tombstones_and_appends_an_event_idempotently(t: H) {
     let c = Conv::p2p(1, 2);
     t.store
         .append(AppendReq {
@@ -252,9 +239,7 @@ async fn recall_tombstones_and_appends_an_event_idempotently() {
     assert!(kept.recalled && kept.content == "kept");
 }
 
-#[tokio::test]
-async fn recall_rights_and_window() {
-    let t = open();
+pub(crate) async fn recall_rights_and_window(t: H) {
     let c = Conv::p2p(1, 2);
     t.store.append(text(c, 1, "a", "x")).await.unwrap();
     assert!(matches!(
@@ -289,9 +274,7 @@ async fn recall_rights_and_window() {
     assert_eq!(t.store.recall(by_admin).await.unwrap().message.sender, 0);
 }
 
-#[tokio::test]
-async fn group_owner_and_admin_may_recall_anything_at_any_age() {
-    let t = open();
+pub(crate) async fn group_owner_and_admin_may_recall_anything_at_any_age(t: H) {
     group(&t, 10, 1, &[2, 3, 4]).await;
     let c = Conv::group(10);
     for i in 0..3 {
@@ -338,9 +321,7 @@ async fn group_owner_and_admin_may_recall_anything_at_any_age() {
     ));
 }
 
-#[tokio::test]
-async fn unread_counts_others_normal_unrecalled_messages_up_to_the_cap() {
-    let t = open();
+pub(crate) async fn unread_counts_others_normal_unrecalled_messages_up_to_the_cap(t: H) {
     group(&t, 10, 1, &[2, 3]).await; // 1: SYSTEM
     let c = Conv::group(10);
     for i in 0..5 {
@@ -369,9 +350,7 @@ async fn unread_counts_others_normal_unrecalled_messages_up_to_the_cap() {
     assert_eq!(t.store.member(c, 2).await.unwrap().unwrap().read_seq, 7);
 }
 
-#[tokio::test]
-async fn last_visible_skips_recall_events() {
-    let t = open();
+pub(crate) async fn last_visible_skips_recall_events(t: H) {
     let c = Conv::p2p(1, 2);
     assert_eq!(t.store.last_visible(c, 1, 10).await.unwrap(), None);
     t.store.append(text(c, 1, "a", "one")).await.unwrap();
@@ -391,9 +370,7 @@ async fn last_visible_skips_recall_events() {
     );
 }
 
-#[tokio::test]
-async fn range_both_directions() {
-    let t = open();
+pub(crate) async fn range_both_directions(t: H) {
     let c = Conv::p2p(1, 2);
     for i in 0..10 {
         t.store
