@@ -318,8 +318,13 @@ fn sweep_stale_pg_dirs() {
 impl Postgres {
     /// A new server of its own (a test that kills it).
     pub fn start() -> Daemon {
+        Postgres::start_on(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// A new server of its own listening on `ip` (the multi-host test's bridge address), which
+    /// trusts every client address: tier processes in other network namespaces connect to it.
+    pub fn start_on(ip: IpAddr) -> Daemon {
         sweep_stale_pg_dirs();
-        let ip = IpAddr::from([127, 0, 0, 1]);
         let mut d = Daemon::new(ip, "postgres", |addr, dir| {
             let mut c = pg_command("postgres");
             c.arg("-D")
@@ -366,6 +371,11 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // initdb trusts loopback only; the hosts of the multi-host test come over a bridge.
+        let hba = d.dir.join("data").join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).expect("reading pg_hba.conf");
+        rules.push_str("host all all 0.0.0.0/0 trust\n");
+        std::fs::write(&hba, rules).expect("writing pg_hba.conf");
         d.resume();
         d
     }

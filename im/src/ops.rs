@@ -33,12 +33,38 @@ impl Handler for OpHandler {
             let Some(proto) = req.proto else {
                 return Ok(Vec::new());
             };
-            // Redis down: nothing was stored yet, so comet's 503 (retry) is the whole answer.
-            let found = self.0.devices.get(req.mid, &req.key).await.map_err(|e| {
-                LogicError::Store(starling_logic::store::StoreError::Unavailable(
-                    e.to_string(),
-                ))
-            })?;
+            let found = match self.0.devices.get(req.mid, &req.key).await {
+                Ok(found) => found,
+                // The device table (Redis) is unreachable. What comet says of the connection
+                // is enough to serve it: the store decides whether the op may be done, and a
+                // send is stored, then answered 503 `stored=true` when its delivery cannot be
+                // routed (design §7.2: "Redis down"). The platform is unknown meanwhile.
+                Err(e) => match Codec::from_im(req.im) {
+                    Some(codec) if req.mid > 0 && !req.key.is_empty() => {
+                        tracing::warn!(mid = req.mid, key = %req.key, error = %e, "device table unreachable: serving from the request");
+                        self.0
+                            .stats
+                            .device_fallbacks
+                            .fetch_add(1, Ordering::Relaxed);
+                        Some(Device {
+                            mid: req.mid,
+                            key: req.key.clone(),
+                            platform: String::new(),
+                            codec,
+                            server: String::new(),
+                            conn: String::new(),
+                            since_ms: 0,
+                        })
+                    }
+                    // An older comet that does not say the codec: nothing was stored yet, so
+                    // comet's 503 (retry) is the whole answer.
+                    _ => {
+                        return Err(LogicError::Store(
+                            starling_logic::store::StoreError::Unavailable(e.to_string()),
+                        ));
+                    }
+                },
+            };
             let Some(dev) = found else {
                 // Kicked or gone while the request was in flight: comet answers 503 in the
                 // connection's codec, and the client's next connect starts afresh.

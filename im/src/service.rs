@@ -40,6 +40,9 @@ pub struct Stats {
     pub rate_limited: AtomicU64,
     pub bad_requests: AtomicU64,
     pub delivery_failures: AtomicU64,
+    /// Requests answered without the device table (unreachable): the device was taken from
+    /// what comet says of the connection (`ReceiveReq.key`, `ReceiveReq.im`).
+    pub device_fallbacks: AtomicU64,
 }
 
 pub struct Im {
@@ -340,6 +343,11 @@ impl Im {
                 "starling_im_delivery_failures_total",
                 "Stored messages whose delivery was not handed over (503 stored=true).",
                 &s.delivery_failures,
+            ),
+            (
+                "starling_im_device_fallbacks_total",
+                "IM requests served while the device table was unreachable (Redis down).",
+                &s.device_fallbacks,
             ),
         ] {
             let _ = writeln!(

@@ -71,6 +71,7 @@ fn send(logic: &Arc<Logic>, key: &str, id: usize) -> tokio::task::JoinHandle<Sen
     let recv = ReceiveReq {
         mid: 1,
         key: key.into(),
+        im: 1,
         proto: Some(Proto {
             op: op::im::SEND,
             body: prost::Message::encode_to_vec(&req).into(),

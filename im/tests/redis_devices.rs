@@ -288,6 +288,7 @@ async fn send(logic: &Logic, id: &str) -> SendAck {
         .receive(ReceiveReq {
             mid: 1,
             key: "s".into(),
+            im: 1,
             proto: Some(Proto {
                 op: op::im::SEND,
                 body: prost::Message::encode_to_vec(&req).into(),

@@ -138,6 +138,7 @@ async fn a_comet_sees_goims_logic_service() {
     let receive = |op: i32, body: &[u8]| ReceiveReq {
         mid: 5,
         key: "k5".into(),
+        im: 0,
         proto: Some(Proto {
             ver: 1,
             op,

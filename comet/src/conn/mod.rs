@@ -198,6 +198,8 @@ impl Conn {
         ReceiveReq {
             mid,
             key,
+            // Set by the forward-and-answer path (the connection's IM codec).
+            im: 0,
             proto: Some(Proto {
                 ver: i32::from(p.ver),
                 op: p.op,

@@ -12,9 +12,16 @@ pub const TOPIC: &str = "goim-push-topic";
 pub const ROOM: &str = "live://7";
 pub const ROOM_PUSH: &str = "/goim/push/room?operation=1000&type=live&room=7";
 
-const REGISTRY: &str = "[registry]\ninterval = \"300ms\"\nttl = \"1500ms\"\n";
+pub(super) const REGISTRY: &str = "[registry]\ninterval = \"300ms\"\nttl = \"1500ms\"\n";
 
-fn comet_conf(name: &str, ip: &str, logic: &str, redis: &str) -> String {
+pub(super) fn comet_conf(name: &str, ip: &str, logic: &str, redis: &str) -> String {
+    comet_conf_many(name, ip, &[logic], redis)
+}
+
+/// A comet calling every logic node in `logics` (tonic balances over them).
+pub(super) fn comet_conf_many(name: &str, ip: &str, logics: &[&str], redis: &str) -> String {
+    let addrs: Vec<String> = logics.iter().map(|l| format!("\"{l}:3119\"")).collect();
+    let addrs = addrs.join(", ");
     // tools/test.sh runs the integration tests again on the epoll driver.
     let driver = std::env::var("STARLING_TEST_DRIVER").unwrap_or_else(|_| "auto".into());
     format!(
@@ -28,14 +35,14 @@ lame_duck = "0s"
 [grpc]
 bind = "{ip}:3109"
 [logic]
-addrs = ["{logic}:3119"]
+addrs = [{addrs}]
 [redis]
 url = "{redis}"
 {REGISTRY}"#
     )
 }
 
-fn logic_conf(redis: &str, brokers: &str, extra: &str) -> String {
+pub(super) fn logic_conf(redis: &str, brokers: &str, extra: &str) -> String {
     format!(
         r#"[logic]
 online_expire = "5s"
@@ -54,7 +61,7 @@ topic = "{TOPIC}"
     )
 }
 
-fn job_conf(redis: &str, brokers: &str) -> String {
+pub(super) fn job_conf(redis: &str, brokers: &str) -> String {
     format!(
         r#"[kafka]
 brokers = ["{brokers}"]

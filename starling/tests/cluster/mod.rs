@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod deploy;
+pub mod im;
 
 use starling_proto::packet::{self, Packet};
 use std::io::{ErrorKind, Read, Write};
@@ -37,7 +38,9 @@ pub struct Net {
 
 impl Net {
     pub fn new() -> Net {
-        let tag = std::process::id() % 250;
+        // Several clusters in one test process (run one after another) get their own names.
+        static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let tag = (std::process::id() + 97 * CLUSTERS.fetch_add(1, Ordering::Relaxed)) % 250;
         let bridge = format!("stb{tag}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         ip(&["link", "add", &bridge, "type", "bridge"]);

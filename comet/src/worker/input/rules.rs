@@ -98,8 +98,10 @@ impl Worker {
             }
             Rule::ForwardAndAnswer(codec) => {
                 conn.phase = Phase::Answering;
+                let mut req = conn.receive_req(&p);
+                req.im = codec as i32;
                 return Ok(Step::Answer(Ask {
-                    req: conn.receive_req(&p),
+                    req,
                     ver: p.ver,
                     seq: p.seq,
                     op: p.op,
