@@ -511,4 +511,36 @@ fn comet_killed_then_redis_down_clients_miss_nothing() {
     });
     assert_eq!(b.messages(p2p(21))[50].client_msg_id, "redis-down-1");
     c.phase("b recovered the message stored while Redis was down");
+
+    // PostgreSQL down: a send answers 503 with nothing stored; goim's logins and pushes go on.
+    c.pg.stop();
+    c.phase("PostgreSQL stopped");
+    let req = common::im_server::send_req(p2p(22), "pg-down-1", "while PostgreSQL is down");
+    let ack: SendAck = a.call(op::im::SEND, &req).expect("an answer");
+    assert_eq!((ack.code, ack.stored, ack.seq), (503, false, 0), "{ack:?}");
+    let mut g = None;
+    cluster::eventually("a goim client logs in while PostgreSQL is down", || {
+        g = cluster::Member::join(c.comets[0], 31, "goim-31", "live://7").ok();
+        g.is_some()
+    });
+    let mut g = g.unwrap();
+    let (code, v) = cluster::call(
+        c.http[1],
+        "POST",
+        "/goim/push/keys?operation=1000&keys=goim-31",
+        b"pg-down-push",
+    );
+    assert_eq!(code, 0, "{v}");
+    assert!(
+        g.until(|m| m.got.iter().any(|x| x == "pg-down-push")),
+        "goim push while PostgreSQL is down"
+    );
+    c.pg.resume();
+    let acks = a.send(p2p(22), "pg-down-1", "while PostgreSQL is down");
+    assert_eq!(
+        acks.last().map(|k| (k.code, k.seq, k.duplicate)),
+        Some((0, 52, false)),
+        "{acks:?}"
+    );
+    c.phase("PostgreSQL down: the send answered 503 unstored; a goim login and push went through; the retry stored it at 52");
 }
