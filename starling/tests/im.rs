@@ -19,8 +19,7 @@ use std::time::Duration;
 
 /// T1: every message sent twice back to back, every 10th also resent after dropping the
 /// connection before its ack; the peer sees each once, in seq order.
-fn idempotent_send(codec: Codec, n: usize) {
-    let im = Im::start();
+fn idempotent_send(im: Im, codec: Codec, n: usize) {
     let mut a = im.client(1, "a-1", codec);
     let mut b = im.client(2, "b-1", codec);
     let to_b = p2p(2);
@@ -86,12 +85,23 @@ fn idempotent_send(codec: Codec, n: usize) {
 
 #[test]
 fn t1_idempotent_send_tcp_protobuf() {
-    idempotent_send(Codec::Protobuf, 1000);
+    idempotent_send(Im::start(), Codec::Protobuf, 1000);
 }
 
 #[test]
 fn t1_idempotent_send_websocket_json() {
-    idempotent_send(Codec::Json, 200);
+    idempotent_send(Im::start(), Codec::Json, 200);
+}
+
+/// T1 on the all-in-one with `im.store = "postgres"` (a real PostgreSQL, its own database).
+#[test]
+fn t1_idempotent_send_on_postgres() {
+    let url = starling_cluster::testkit::Postgres::shared().create_database();
+    let im = Im::start_with(|c| {
+        c.im.store = starling_im::config::StoreKind::Postgres;
+        c.im.postgres_url = url;
+    });
+    idempotent_send(im, Codec::Protobuf, 300);
 }
 
 /// T2: the same client_msg_id with other content is a conflict; the original is unchanged.

@@ -6,9 +6,8 @@ mod common;
 
 use common::im_client::{ImClient, Login, group};
 use starling_im::token::Tokens;
-use starling_proto::im::v1::{ConvRef, Message, MsgKind, PullReply, PullReq, pull_req::Direction};
+use starling_proto::im::v1::{ConvRef, Message, PullReply, PullReq, pull_req::Direction};
 use starling_proto::op::{self, Codec};
-use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -210,47 +209,8 @@ fn t3_kill_9_under_load_loses_nothing_acknowledged() {
         s.join().unwrap();
     }
     let log = whole_log(&node, 4, group(7));
-    // The group's "created" SYSTEM message is sent by its owner (ImStore::create_group).
-    let normal: Vec<&Message> = log
-        .iter()
-        .filter(|m| m.kind == MsgKind::Normal as i32)
-        .collect();
-    // Contiguous seqs from 1, the creation message included.
-    assert_eq!(
-        log.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        (1..=log.len() as u64).collect::<Vec<_>>(),
-        "no holes"
-    );
-    // Every message stored once.
-    let ids: HashSet<&str> = normal.iter().map(|m| m.client_msg_id.as_str()).collect();
-    assert_eq!(
-        (normal.len(), ids.len()),
-        (3 * PER_SENDER, 3 * PER_SENDER),
-        "each stored exactly once"
-    );
-    // Every acknowledged (seq, id) is in the store.
-    let by_seq: HashMap<u64, &Message> = log.iter().map(|m| (m.seq, m)).collect();
     let acked = acked.lock().unwrap();
-    assert_eq!(acked.len(), 3 * PER_SENDER);
-    for (mid, k, seq) in acked.iter() {
-        let m = by_seq
-            .get(seq)
-            .unwrap_or_else(|| panic!("acked seq {seq} lost"));
-        assert_eq!(m.client_msg_id, format!("{mid}-{k}"), "seq {seq}");
-    }
-    // Per-sender order.
-    for mid in 1..=3 {
-        let ks: Vec<usize> = normal
-            .iter()
-            .filter(|m| m.sender == mid)
-            .map(|m| m.content.parse().unwrap())
-            .collect();
-        assert_eq!(
-            ks,
-            (0..PER_SENDER).collect::<Vec<_>>(),
-            "sender {mid}'s order"
-        );
-    }
+    common::im_server::assert_nothing_acknowledged_lost(&log, &acked, 3, PER_SENDER);
 }
 
 /// T14: with durability "sync", a kill right after each ack, 200 times: nothing acked lost.

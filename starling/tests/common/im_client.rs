@@ -20,11 +20,18 @@ use std::time::{Duration, Instant};
 /// How long a request waits for its reply before the client treats it as lost.
 pub const REPLY_WAIT: Duration = Duration::from_secs(5);
 
+/// How often an authenticated client heartbeats (goim op 2). Clients must: the heartbeat keeps
+/// the session and the IM device entry alive (`redis.expire`), and comet closes a silent
+/// connection.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
 /// A blocking goim connection (TCP, or WebSocket with masked binary frames).
 pub struct Wire {
     sock: TcpStream,
     ws: bool,
     buf: Vec<u8>,
+    /// When the last heartbeat went; `None` until authenticated (then `recv` heartbeats).
+    beat_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -40,6 +47,7 @@ impl Wire {
             sock,
             ws: false,
             buf: Vec::new(),
+            beat_at: None,
         };
         if ws {
             w.sock
@@ -88,6 +96,10 @@ impl Wire {
 
     /// The packets that arrived within about `wait` (op-9 batches unpacked).
     pub fn recv(&mut self, wait: Duration) -> Result<Vec<Packet>, Closed> {
+        if self.beat_at.is_some_and(|t| t.elapsed() >= HEARTBEAT_EVERY) {
+            self.beat_at = Some(Instant::now());
+            self.send(op::HEARTBEAT, 0, &[])?;
+        }
         let deadline = Instant::now() + wait;
         loop {
             let out = self.parse()?;
@@ -262,6 +274,7 @@ impl ImClient {
                 .recv(Duration::from_millis(50))
                 .map_err(|_| "closed before the auth reply".to_string())?;
             if let Some(p) = ps.iter().find(|p| p.op == op::AUTH_REPLY) {
+                w.beat_at = Some(Instant::now());
                 self.welcome = self.decode(&p.body);
                 self.gap_wait = Duration::from_millis(u64::from(self.welcome.gap_wait_ms));
                 break;

@@ -161,3 +161,54 @@ pub fn history(c: &mut ImClient, conv: ConvRef, limit: u32) -> (Vec<PullReply>, 
         }
     }
 }
+
+/// T3's check (reference im.md §9): `log`, a conversation's whole log in seq order, has
+/// contiguous seqs from 1; each of `senders` (mids 1..=senders) × `per_sender` messages (id
+/// `"{mid}-{k}"`, content `"{k}"`) is stored once; every acknowledged `(mid, k, seq)` is at its
+/// seq; each sender's messages keep their order.
+pub fn assert_nothing_acknowledged_lost(
+    log: &[starling_proto::im::v1::Message],
+    acked: &[(i64, usize, u64)],
+    senders: i64,
+    per_sender: usize,
+) {
+    use starling_proto::im::v1::{Message, MsgKind};
+    use std::collections::{HashMap, HashSet};
+    let total = senders as usize * per_sender;
+    assert_eq!(
+        log.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=log.len() as u64).collect::<Vec<_>>(),
+        "no holes"
+    );
+    // SYSTEM messages (a group's "created") are not the senders'.
+    let normal: Vec<&Message> = log
+        .iter()
+        .filter(|m| m.kind == MsgKind::Normal as i32)
+        .collect();
+    let ids: HashSet<&str> = normal.iter().map(|m| m.client_msg_id.as_str()).collect();
+    assert_eq!(
+        (normal.len(), ids.len()),
+        (total, total),
+        "each stored exactly once"
+    );
+    let by_seq: HashMap<u64, &Message> = log.iter().map(|m| (m.seq, m)).collect();
+    assert_eq!(acked.len(), total, "every send acknowledged");
+    for (mid, k, seq) in acked {
+        let m = by_seq
+            .get(seq)
+            .unwrap_or_else(|| panic!("acknowledged seq {seq} lost"));
+        assert_eq!(m.client_msg_id, format!("{mid}-{k}"), "seq {seq}");
+    }
+    for mid in 1..=senders {
+        let ks: Vec<usize> = normal
+            .iter()
+            .filter(|m| m.sender == mid)
+            .map(|m| m.content.parse().unwrap())
+            .collect();
+        assert_eq!(
+            ks,
+            (0..per_sender).collect::<Vec<_>>(),
+            "sender {mid}'s order"
+        );
+    }
+}
