@@ -20,6 +20,12 @@ pub struct Config {
     /// another (or to the same job restarted). Kafka's default is 45s.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// job: the longest a fetch may wait at the broker for new messages (librdkafka's
+    /// `fetch.wait.max.ms`, default 500 ms). Kafka answers a fetch as soon as data arrives;
+    /// a broker that answers only at this deadline (tansu 0.6 was measured so) adds it to
+    /// every delivery, hence a short default. Shorter costs more idle fetch requests.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
 }
 
 impl Default for Config {
@@ -30,6 +36,7 @@ impl Default for Config {
             group: "goim-push-group-job".into(),
             timeout: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(20),
         }
     }
 }

@@ -14,7 +14,8 @@ use starling_logic::admit::{Admission, ConnectHook, Grant};
 use starling_logic::store::{BoxFuture, StoreError};
 use starling_logic::{Logic, LogicError, PushSink};
 use starling_proto::im::v1::{ImWelcome, Kick};
-use starling_proto::op;
+use starling_proto::grpc::logic::HeartbeatReq;
+use starling_proto::op::{self, Codec};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +44,8 @@ pub struct Stats {
     /// Requests answered without the device table (unreachable): the device was taken from
     /// what comet says of the connection (`ReceiveReq.key`, `ReceiveReq.im`).
     pub device_fallbacks: AtomicU64,
+    /// Device entries a heartbeat put back (Redis had lost them).
+    pub device_restores: AtomicU64,
 }
 
 pub struct Im {
@@ -349,6 +352,11 @@ impl Im {
                 "IM requests served while the device table was unreachable (Redis down).",
                 &s.device_fallbacks,
             ),
+            (
+                "starling_im_device_restores_total",
+                "Device entries put back by a heartbeat after Redis lost them.",
+                &s.device_restores,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -392,10 +400,33 @@ impl ConnectHook for Im {
         })
     }
 
-    fn beat<'a>(&'a self, mid: i64, key: &'a str, _server: &'a str) -> BoxFuture<'a, ()> {
+    fn beat<'a>(&'a self, req: &'a HeartbeatReq) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = self.devices.touch(mid).await {
-                warn!(mid, key = ?key, error = %e, "IM device expiry not refreshed");
+            // goim connections have no device entry: nothing to do for them.
+            let Some(codec) = Codec::from_im(req.im) else {
+                return;
+            };
+            // Redis may have lost the entry (restart, failover): put it back, or the
+            // connection would stay up but unreachable. The platform is not in the heartbeat;
+            // a restored entry has none until the device logs in again.
+            let dev = Device {
+                mid: req.mid,
+                key: req.key.clone(),
+                platform: String::new(),
+                codec,
+                server: req.server.clone(),
+                conn: req.conn.clone(),
+                since_ms: now_ms(),
+            };
+            match self.devices.restore(&dev).await {
+                Ok(true) => {
+                    self.stats.device_restores.fetch_add(1, Ordering::Relaxed);
+                    info!(mid = req.mid, key = %req.key, server = %req.server, "IM device entry put back by a heartbeat");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(mid = req.mid, key = ?req.key, error = %e, "IM device expiry not refreshed")
+                }
             }
         })
     }

@@ -7,6 +7,7 @@ use crate::logic::LogicError;
 use crate::store::BoxFuture;
 use bytes::Bytes;
 use starling_proto::AuthToken;
+use starling_proto::grpc::logic::HeartbeatReq;
 
 /// A connection asking for IM, after goim's token was parsed and its key settled.
 #[derive(Debug, Clone, Copy)]
@@ -48,11 +49,12 @@ pub trait ConnectHook: Send + Sync + 'static {
         conn: &'a str,
     ) -> BoxFuture<'a, ()>;
 
-    /// A heartbeat of the connection `key` of `mid` on `server` (any connection, IM or not:
-    /// the heartbeat does not say). The IM layer pushes back the expiry of its device table
-    /// here, as goim's heartbeat does for the session keys. Nothing by default.
-    fn beat<'a>(&'a self, mid: i64, key: &'a str, server: &'a str) -> BoxFuture<'a, ()> {
-        let _ = (mid, key, server);
+    /// A heartbeat of a connection (goim's `Heartbeat`; `req.im` is its IM codec, 0 for a
+    /// goim connection, `req.conn` its id within its comet). The IM layer pushes back the
+    /// expiry of its device table here, and puts back an entry Redis lost, as goim's heartbeat
+    /// does for the session keys. Nothing by default.
+    fn beat<'a>(&'a self, req: &'a HeartbeatReq) -> BoxFuture<'a, ()> {
+        let _ = req;
         Box::pin(async {})
     }
 }

@@ -153,7 +153,7 @@ impl Logic {
         if req.mid > 0
             && let Some(hook) = self.connect_hook.get()
         {
-            hook.beat(req.mid, &req.key, &req.server).await;
+            hook.beat(&req).await;
         }
         Ok(())
     }

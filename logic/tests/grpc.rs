@@ -126,6 +126,8 @@ async fn a_comet_sees_goims_logic_service() {
     // goim: heartbeat in nanoseconds = node.heartbeat (4m) × heartbeat_max (2).
     assert_eq!(r.heartbeat, 480_000_000_000);
     c.heartbeat(HeartbeatReq {
+        conn: String::new(),
+        im: 0,
         mid: 5,
         key: "k5".into(),
         server: "comet-a".into(),

@@ -82,6 +82,19 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 "#;
 
+/// KEYS[1] the hash; ARGV: key, value, ttl ms. Puts the entry back when its key is missing
+/// (Redis lost it: restarted without persistence, failed over, or the hash expired), and
+/// pushes the hash's expiry back either way. 1 if it was put back.
+const RESTORE: &str = r#"
+local restored = 0
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  restored = 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return restored
+"#;
+
 /// KEYS[1] the hash; ARGV: platform, key (empty = any). Deletes and returns the matching
 /// fields as a flat list of (key, value).
 const TAKE: &str = r#"
@@ -176,6 +189,7 @@ pub struct RedisDevices {
     register: Script,
     remove: Script,
     take: Script,
+    restore: Script,
 }
 
 impl RedisDevices {
@@ -187,6 +201,7 @@ impl RedisDevices {
             register: Script::new(&format!("{PARSE}{}{REGISTER}", classes_lua())),
             remove: Script::new(&format!("{PARSE}{REMOVE}")),
             take: Script::new(&format!("{PARSE}{TAKE}")),
+            restore: Script::new(RESTORE),
         }
     }
 
@@ -303,6 +318,20 @@ impl RedisDevices {
     }
 
     /// Pushes the expiry of `mid`'s hash back (nothing if it has none).
+    /// A heartbeat of `dev`'s connection: puts its entry back if Redis lost it (without the
+    /// multi-login policy: the connection was admitted already), and pushes the user's
+    /// expiry back. `Ok(true)` when the entry was put back.
+    pub async fn restore(&self, dev: &Device) -> Result<bool, DeviceError> {
+        let mut inv = self.restore.prepare_invoke();
+        inv.key(dev_key(dev.mid))
+            .arg(&dev.key)
+            .arg(encode(dev))
+            .arg(self.ttl_ms());
+        let mut c = self.conn.clone();
+        let n: i32 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
     pub async fn touch(&self, mid: i64) -> Result<(), DeviceError> {
         let mut c = self.conn.clone();
         let _: i32 = redis::cmd("PEXPIRE")

@@ -136,6 +136,10 @@ fn consumer(config: &kafka::Config) -> Result<StreamConsumer, NodeError> {
             config.session_timeout.as_millis().to_string(),
         )
         .set(
+            "fetch.wait.max.ms",
+            config.fetch_wait.as_millis().max(1).to_string(),
+        )
+        .set(
             "heartbeat.interval.ms",
             (config.session_timeout.as_millis() / 3).max(1).to_string(),
         )

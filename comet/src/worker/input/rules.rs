@@ -196,10 +196,16 @@ impl Worker {
         let online = sess.room.as_ref().map_or(0, |r| self.room_online(r));
         if now >= sess.next_renew {
             sess.next_renew = now + self.renew_ticks();
+            let im = match conn.phase {
+                Phase::Authed { im: Some(codec) } => codec as i32,
+                _ => 0,
+            };
             let call = self.shared.logic.heartbeat(HeartbeatReq {
                 mid: sess.mid,
                 key: sess.key.to_string(),
                 server: self.shared.server_id.clone(),
+                conn: self.conn_ref(id).label(),
+                im,
             });
             self.call_logic("heartbeat", call);
         }
