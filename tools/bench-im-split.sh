@@ -377,6 +377,6 @@ done
 for n in logic job comet tansu; do
   if grep -qiE 'error|warn' "$tmp/$n.log"; then
     echo "== $n logged (first 10 warnings/errors):" >&2
-    grep -iE 'error|warn' "$tmp/$n.log" | head -n 10 >&2
+    grep -m 10 -iE "error|warn" "$tmp/$n.log" >&2 || true
   fi
 done
