@@ -5,6 +5,8 @@
 #
 #   tools/bench-im.sh [fsync|p2p|rate|group|sync|idle|all]   (default: all)
 #
+# Several may be given comma-separated (`p2p,rate,group`); they run in the order above.
+#
 # p2p: PAIRS senders to PAIRS receivers, each sender as fast as its acks come back, for
 # P2P_SECS. rate: the same pairs paced at RATE messages/s in total for RATE_SECS. group: one
 # GROUP_MEMBERS-member group, all online, GROUP_RATE messages/s from GROUP_SENDERS members for
@@ -23,6 +25,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
+# Whether scenario $1 was asked for.
+want() { [[ $what == all || ,$what, == *,$1,* ]]; }
 OUT=${OUT:-bench/results.jsonl}
 RUNS=${RUNS:-2}
 PAIRS=${PAIRS:-1000}
@@ -109,7 +113,7 @@ run() { # label, args...
   "$B" "$@" --label "$label" | tee -a "$OUT"
 }
 
-if [[ $what == fsync || $what == all ]]; then
+if want fsync; then
   mkdir -p "$STORE"
   for r in $(seq "$RUNS"); do
     calm
@@ -117,29 +121,29 @@ if [[ $what == fsync || $what == all ]]; then
   done
   rm -rf "$STORE"
 fi
-if [[ $what =~ ^(p2p|rate|group|sync|all)$ ]]; then
+if want p2p || want rate || want group || want sync; then
   fresh
   im=(--addr "127.0.0.1:$TCP" --secret "$SECRET" --pid "$server_pid")
   for r in $(seq "$RUNS"); do
-    if [[ $what == p2p || $what == all ]]; then
+    if want p2p; then
       run "im-p2p-$r" im p2p "${im[@]}" --pairs "$PAIRS" --duration "${P2P_SECS}s"
     fi
-    if [[ $what == rate || $what == all ]]; then
+    if want rate; then
       run "im-rate-$r" im p2p "${im[@]}" --pairs "$PAIRS" --rate "$RATE" \
         --duration "${RATE_SECS}s"
     fi
-    if [[ $what == group || $what == all ]]; then
+    if want group; then
       run "im-group-$r" im group "${im[@]}" --http "127.0.0.1:$HTTP" --admin-token "$ADMIN" \
         --members "$GROUP_MEMBERS" --senders "$GROUP_SENDERS" --rate "$GROUP_RATE" \
         --duration "${GROUP_SECS}s"
     fi
-    if [[ $what == sync || $what == all ]]; then
+    if want sync; then
       run "im-sync-$r" im sync "${im[@]}" -m "$SYNC_MESSAGES" --reps "$SYNC_REPS"
     fi
   done
   stop_server
 fi
-if [[ $what == idle || $what == all ]]; then
+if want idle; then
   for r in $(seq "$RUNS"); do
     fresh
     run "idle-goim-$r" conns --peer starling --addr "127.0.0.1:$TCP" -n "$IDLE" \

@@ -56,6 +56,35 @@ pub fn cpu_ns(pid: u32) -> io::Result<u64> {
     Ok(total)
 }
 
+/// CPU time of a process and of its direct children (live threads), in nanoseconds: a
+/// PostgreSQL postmaster with its backends, say. 0 when the process is gone.
+pub fn tree_cpu_ns(pid: u32) -> u64 {
+    let mut total = cpu_ns(pid).unwrap_or(0);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return total;
+    };
+    for entry in dir.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The fields after the parenthesised name: state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            total += cpu_ns(child).unwrap_or(0);
+        }
+    }
+    total
+}
+
 /// CPU time of a process's live threads by thread name (`comm`), in nanoseconds: where a
 /// server's time goes (comet workers, logic's runtime, the store's writer and flushers).
 pub fn threads_cpu_ns(pid: u32) -> io::Result<BTreeMap<String, u64>> {

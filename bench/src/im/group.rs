@@ -162,7 +162,7 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<GroupResult> {
     });
     // Let the group's own pushes (created, CONV_ADDED) settle before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let probe = CpuProbe::start(args.common.pid);
+    let probe = CpuProbe::start(&args.common);
     let client_before = client_cpu_ns();
     let start = now_ns();
     let end = start + args.duration.as_nanos() as u64;

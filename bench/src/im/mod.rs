@@ -67,6 +67,12 @@ pub struct Common {
     /// The server's pid, for its CPU time (per thread) and memory.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// `NAME=PID`, repeatable: a process of a split deployment (comet, logic, job, redis,
+    /// broker, postgres), whose CPU time over the measured window is reported under NAME,
+    /// its direct children included (PostgreSQL's backends are children of the postmaster).
+    /// With any, `server_cpu.total_s` is their sum: the whole deployment.
+    #[arg(long = "proc", value_parser = parse_proc)]
+    pub procs: Vec<(String, u32)>,
     /// A name for the run in the JSON line.
     #[arg(long, default_value = "")]
     pub label: String,
@@ -77,6 +83,12 @@ pub struct Common {
     /// Handshakes in flight while connecting.
     #[arg(long, default_value_t = 200)]
     pub connects: usize,
+}
+
+fn parse_proc(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s.split_once('=').ok_or("expected NAME=PID")?;
+    let pid = pid.parse().map_err(|e| format!("pid {pid:?}: {e}"))?;
+    Ok((name.to_string(), pid))
 }
 
 impl Common {
@@ -153,23 +165,48 @@ pub struct ServerCpu {
     /// Thread names with at least 1% of the total, seconds.
     pub threads_s: BTreeMap<String, f64>,
     pub rss_bytes: u64,
+    /// Each `--proc` process (children included), seconds; empty without `--proc`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub procs_s: BTreeMap<String, f64>,
 }
 
 pub struct CpuProbe {
     pid: Option<u32>,
     before: BTreeMap<String, u64>,
+    procs: Vec<(String, u32, u64)>,
 }
 
 impl CpuProbe {
-    pub fn start(pid: Option<u32>) -> CpuProbe {
+    pub fn start(common: &Common) -> CpuProbe {
+        let pid = common.pid;
         let before = pid
             .and_then(|p| sys::threads_cpu_ns(p).ok())
             .unwrap_or_default();
-        CpuProbe { pid, before }
+        let procs = common
+            .procs
+            .iter()
+            .map(|(n, p)| (n.clone(), *p, sys::tree_cpu_ns(*p)))
+            .collect();
+        CpuProbe { pid, before, procs }
     }
 
     pub fn finish(self) -> Option<ServerCpu> {
-        let pid = self.pid?;
+        let procs_s: BTreeMap<String, f64> = self
+            .procs
+            .iter()
+            .map(|(n, p, before)| {
+                let ns = sys::tree_cpu_ns(*p).saturating_sub(*before);
+                (n.clone(), ns as f64 / 1e9)
+            })
+            .collect();
+        let Some(pid) = self.pid else {
+            return (!procs_s.is_empty()).then(|| ServerCpu {
+                total_s: procs_s.values().sum(),
+                threads_s: BTreeMap::new(),
+                rss_bytes: 0,
+                procs_s,
+            });
+        };
         let after = sys::threads_cpu_ns(pid).ok()?;
         let diff: BTreeMap<String, u64> = after
             .into_iter()
@@ -180,13 +217,18 @@ impl CpuProbe {
             .collect();
         let total: u64 = diff.values().sum();
         Some(ServerCpu {
-            total_s: total as f64 / 1e9,
+            total_s: if procs_s.is_empty() {
+                total as f64 / 1e9
+            } else {
+                procs_s.values().sum()
+            },
             threads_s: diff
                 .into_iter()
                 .filter(|(_, v)| *v * 100 >= total.max(1))
                 .map(|(k, v)| (k, v as f64 / 1e9))
                 .collect(),
             rss_bytes: sys::rss_bytes(pid).unwrap_or(0),
+            procs_s,
         })
     }
 }

@@ -144,7 +144,7 @@ pub async fn run(args: P2pArgs) -> anyhow::Result<P2pResult> {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let probe = CpuProbe::start(args.common.pid);
+    let probe = CpuProbe::start(&args.common);
     let client_before = client_cpu_ns();
     let start = now_ns();
     let end = start + args.duration.as_nanos() as u64;
