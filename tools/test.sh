@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README). Installs what the tests need when it is absent:
-#   - redis-server (Debian's package) and iproute2 (`ip netns`, for the multi-host test);
+#   - redis-server (Debian's package) and iproute2 (`ip netns`, for the multi-host tests);
 #   - postgresql (Debian's package: the IM store's PostgreSQL tests run its initdb and
 #     postgres binaries, as the `postgres` user when root; the system cluster the package
 #     starts is stopped and kept from starting again);
@@ -9,9 +9,10 @@
 #     minutes to build the first time, reused after.
 # The tests start their own Redis, broker and PostgreSQL on spare ports and stop them when
 # they end.
-# Then it builds the tier binaries (the multi-host test runs them as processes), runs every
+# Then it builds the tier binaries (the multi-host tests run them as processes), runs every
 # test of the workspace, and the integration tests again on comet's epoll driver (the
-# fallback when io_uring is unavailable). The multi-host test needs root (network namespaces).
+# fallback when io_uring is unavailable). The multi-host tests (distributed, im_distributed,
+# im_cluster) need root (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

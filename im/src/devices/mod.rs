@@ -198,8 +198,6 @@ impl DeviceTable {
         }
     }
 
-    /// A heartbeat of one of `mid`'s connections: Redis pushes the expiry of the user's hash
-    /// back (as goim's heartbeat does for `mid_{mid}`); memory has nothing to do.
     /// A heartbeat of `dev`'s connection (design §7.6; goim's heartbeat puts back lost
     /// session keys alike): the shared table puts the entry back if Redis lost it and pushes
     /// the expiry back; `Ok(true)` when it was put back. The memory table loses nothing.
@@ -210,6 +208,7 @@ impl DeviceTable {
         }
     }
 
+    /// Pushes the expiry of `mid`'s hash back (Redis; memory has nothing to do).
     pub async fn touch(&self, mid: i64) -> Result<(), DeviceError> {
         match self {
             DeviceTable::Memory(_) => Ok(()),

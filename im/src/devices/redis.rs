@@ -317,7 +317,6 @@ impl RedisDevices {
         Ok(out)
     }
 
-    /// Pushes the expiry of `mid`'s hash back (nothing if it has none).
     /// A heartbeat of `dev`'s connection: puts its entry back if Redis lost it (without the
     /// multi-login policy: the connection was admitted already), and pushes the user's
     /// expiry back. `Ok(true)` when the entry was put back.
@@ -332,6 +331,7 @@ impl RedisDevices {
         Ok(n == 1)
     }
 
+    /// Pushes the expiry of `mid`'s hash back (nothing if it has none).
     pub async fn touch(&self, mid: i64) -> Result<(), DeviceError> {
         let mut c = self.conn.clone();
         let _: i32 = redis::cmd("PEXPIRE")
