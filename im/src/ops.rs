@@ -25,6 +25,12 @@ use std::sync::atomic::Ordering;
 /// Longest `client_msg_id`, bytes (§5.3).
 pub const MAX_CLIENT_MSG_ID: usize = 64;
 
+/// A usable `client_msg_id`: 1..=[`MAX_CLIENT_MSG_ID`] bytes, no NUL (PostgreSQL's text cannot
+/// hold one, so both stores refuse it alike).
+pub fn client_msg_id_ok(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID && !id.contains('\0')
+}
+
 pub struct OpHandler(pub Arc<Im>);
 
 impl Handler for OpHandler {
@@ -219,11 +225,11 @@ impl Im {
             Err(e) => return self.bad(op::im::SEND, c, e.to_string()),
         };
         let id = req.client_msg_id.clone();
-        if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID {
+        if !client_msg_id_ok(&id) {
             self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
             return nack(
                 400,
-                format!("client_msg_id must be 1..={MAX_CLIENT_MSG_ID} bytes"),
+                format!("client_msg_id must be 1..={MAX_CLIENT_MSG_ID} bytes, no NUL"),
                 &id,
                 0,
             );
@@ -355,10 +361,7 @@ impl Im {
                 },
             )
         };
-        if req.client_msg_id.is_empty()
-            || req.client_msg_id.len() > MAX_CLIENT_MSG_ID
-            || req.seq == 0
-        {
+        if !client_msg_id_ok(&req.client_msg_id) || req.seq == 0 {
             self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
             return nack(400, "a recall needs client_msg_id and seq".into(), 0);
         }

@@ -13,8 +13,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use starling_logic::admit::{Admission, ConnectHook, Grant};
 use starling_logic::store::{BoxFuture, StoreError};
 use starling_logic::{Logic, LogicError, PushSink};
-use starling_proto::im::v1::{ImWelcome, Kick};
 use starling_proto::grpc::logic::HeartbeatReq;
+use starling_proto::im::v1::{ImWelcome, Kick};
 use starling_proto::op::{self, Codec};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -406,6 +406,12 @@ impl ConnectHook for Im {
             let Some(codec) = Codec::from_im(req.im) else {
                 return;
             };
+            // comet's ids never hold the value separator; a heartbeat whose do would write an
+            // entry no disconnect matches.
+            if req.key.is_empty() || req.conn.contains('|') || req.server.contains('|') {
+                warn!(mid = req.mid, key = ?req.key, conn = ?req.conn, server = ?req.server, "heartbeat with an unusable key, conn or server ignored");
+                return;
+            }
             // Redis may have lost the entry (restart, failover): put it back, or the
             // connection would stay up but unreachable. The platform is not in the heartbeat;
             // a restored entry has none until the device logs in again.

@@ -289,3 +289,66 @@ async fn redundant_membership_calls_write_nothing() {
         .await;
     assert_eq!(status, 404, "a missing group is still 404");
 }
+
+/// Values refused up front alike on every store (found by a bad-input pass): a negative actor
+/// (`by`) of a group change, a token bound to a platform no connection may name (over
+/// `MAX_PLATFORM` bytes), a client message id holding NUL (PostgreSQL's text cannot).
+#[tokio::test]
+async fn negative_actors_unusable_platforms_and_nul_ids_are_400() {
+    let t = setup();
+    t.ok(
+        Method::POST,
+        "/im/v1/groups",
+        json!({"gid": 9, "name": "g", "owner": 1, "members": [2]}),
+    )
+    .await;
+    t.fails(
+        Method::PATCH,
+        "/im/v1/groups/9",
+        json!({"name": "n", "by": -1}),
+        400,
+    )
+    .await;
+    t.fails(
+        Method::POST,
+        "/im/v1/groups/9/members",
+        json!({"uids": [3], "by": i64::MIN.to_string()}),
+        400,
+    )
+    .await;
+    t.fails(
+        Method::DELETE,
+        "/im/v1/groups/9/members",
+        json!({"uids": [2], "by": "-5"}),
+        400,
+    )
+    .await;
+    t.fails(Method::DELETE, "/im/v1/groups/9?by=-1", json!({}), 400)
+        .await;
+    t.ok(
+        Method::POST,
+        "/im/v1/tokens",
+        json!({"uid": 1, "platform": "p".repeat(12), "ttl": 60}),
+    )
+    .await;
+    t.fails(
+        Method::POST,
+        "/im/v1/tokens",
+        json!({"uid": 1, "platform": "p".repeat(13), "ttl": 60}),
+        400,
+    )
+    .await;
+    t.fails(
+        Method::POST,
+        "/im/v1/messages",
+        json!({"from": 1, "conv": {"kind": "GROUP", "id": 9}, "clientMsgId": "a\u{0}b", "content": "x"}),
+        400,
+    )
+    .await;
+    // Nothing was written by the refused calls: the group still has its owner and member 2,
+    // and only its "created" message.
+    let m = t
+        .ok(Method::GET, "/im/v1/groups/9/members", json!(null))
+        .await;
+    assert_eq!(m["members"].as_array().map(Vec::len), Some(2), "{m}");
+}

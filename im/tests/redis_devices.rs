@@ -363,3 +363,71 @@ async fn a_committed_send_whose_fan_out_lookup_fails_answers_503_stored() {
     );
     let _: () = redis::cmd("PING").query_async(&mut admin).await.unwrap();
 }
+
+/// A heartbeat puts back an entry Redis lost, but never one whose connection left: comet sends
+/// a connection's heartbeat and its disconnect without waiting for either, so the heartbeat may
+/// come second; a kicked connection's heartbeat likewise (design §7.6, goim's heartbeat rule).
+#[tokio::test]
+async fn heartbeats_restore_lost_entries_but_not_departed_ones() {
+    let redis = Redis::start();
+    let t = node(&redis.url());
+    let DeviceTable::Redis(r) = &t else {
+        unreachable!()
+    };
+    let m = MultiLogin::OnePerPlatform;
+    t.register(dev(31, "phone", "ios", "c1", "0.1.1"), m)
+        .await
+        .unwrap();
+    t.register(dev(31, "pc", "windows", "c1", "0.2.1"), m)
+        .await
+        .unwrap();
+    // The phone closes; its heartbeat arrives after the disconnect; the pc keeps beating.
+    assert!(t.remove(31, "phone", "c1", "0.1.1").await.unwrap());
+    let late = dev(31, "phone", "", "c1", "0.1.1");
+    assert!(
+        !r.restore(&late).await.unwrap(),
+        "a departed connection stays out"
+    );
+    assert!(!r.restore(&dev(31, "pc", "", "c1", "0.2.1")).await.unwrap());
+    assert_eq!(t.get(31, "phone").await.unwrap(), None);
+    // A second ios login kicks a tablet; the tablet's late heartbeat brings nothing back.
+    t.register(dev(31, "tab", "ios", "c2", "0.3.1"), m)
+        .await
+        .unwrap();
+    let kicked = t
+        .register(dev(31, "tab2", "ios", "c2", "0.3.2"), m)
+        .await
+        .unwrap();
+    assert_eq!(keys(&kicked.kicked), ["tab"]);
+    assert!(!r.restore(&dev(31, "tab", "", "c2", "0.3.1")).await.unwrap());
+    assert_eq!(t.get(31, "tab").await.unwrap(), None);
+    // The same key logging in again is a new connection: its heartbeats count.
+    t.register(dev(31, "phone", "ios", "c1", "0.1.9"), MultiLogin::Multi)
+        .await
+        .unwrap();
+    // Redis loses everything (a restart without persistence): each live connection's
+    // heartbeat puts its entry back, platform unknown.
+    let mut c = connect(&redis.url());
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    assert_eq!(t.get(31, "pc").await.unwrap(), None);
+    assert!(r.restore(&dev(31, "pc", "", "c1", "0.2.1")).await.unwrap());
+    assert!(
+        r.restore(&dev(31, "phone", "", "c1", "0.1.9"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !r.restore(&dev(31, "phone", "", "c1", "0.1.9"))
+            .await
+            .unwrap(),
+        "once"
+    );
+    let back = t.of_users(&[31]).await.unwrap();
+    assert_eq!(keys(&back), ["pc", "phone"]);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(dev_key(31))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the restored hash expires");
+}

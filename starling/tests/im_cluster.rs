@@ -490,7 +490,9 @@ fn comet_killed_then_redis_down_clients_miss_nothing() {
     });
     assert_eq!(b.gap_pulls, pulls, "pushed, not pulled");
     assert_eq!(b.messages(p2p(21))[50].client_msg_id, "redis-down-1");
-    c.phase("heartbeats put the device entries back; b got the message stored while Redis was down");
+    c.phase(
+        "heartbeats put the device entries back; b got the message stored while Redis was down",
+    );
 
     // PostgreSQL down: a send answers 503 with nothing stored; goim's logins and pushes go on.
     c.pg.stop();

@@ -135,7 +135,7 @@ send_rate = 1000
     );
     // ... and it is kept in Redis, where every logic node reads it.
     assert_eq!(
-        redis_hkeys(c.redis.addr, "starling:im:dev:101"),
+        redis_hkeys(c.redis.addr, "starling:im:dev:{101}"),
         ["a-ios-2"],
         "the device hash in Redis"
     );

@@ -189,6 +189,7 @@ pub async fn update_group(
     patch: GroupPatch,
 ) -> Result<GroupChange, ApiError> {
     let gid = uid(gid, "gid")?;
+    let by = super::by(by)?;
     fits("name", patch.name.as_deref(), MAX_NAME)?;
     fits("ex", patch.ex.as_deref(), im.config.max_content as usize)?;
     Ok(im.update_group(gid, by, patch).await?)
@@ -208,7 +209,7 @@ pub async fn dissolve(State(api): State<St>, P(gid): P<i64>, Q(q): Q<ByQuery>) -
 
 /// Dissolves group `gid` (SYSTEM "group_dissolved"; every membership ends at its seq).
 pub async fn dissolve_group(im: &Im, gid: i64, by: i64) -> Result<GroupChange, ApiError> {
-    Ok(im.dissolve_group(uid(gid, "gid")?, by).await?)
+    Ok(im.dissolve_group(uid(gid, "gid")?, super::by(by)?).await?)
 }
 
 #[derive(Deserialize)]
@@ -243,7 +244,9 @@ pub async fn add_members(
     history: History,
 ) -> Result<GroupChange, ApiError> {
     let gid = uid(gid, "gid")?;
-    Ok(im.add_members(gid, by, uids, role, history).await?)
+    Ok(im
+        .add_members(gid, super::by(by)?, uids, role, history)
+        .await?)
 }
 
 /// `DELETE /im/v1/groups/{gid}/members {uids[] ≤ 1000, by?}` → [`ChangeOut`]: one SYSTEM
@@ -267,7 +270,9 @@ pub async fn remove_members(
     by: i64,
     uids: Vec<i64>,
 ) -> Result<GroupChange, ApiError> {
-    Ok(im.remove_members(uid(gid, "gid")?, by, uids).await?)
+    Ok(im
+        .remove_members(uid(gid, "gid")?, super::by(by)?, uids)
+        .await?)
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,7 @@
 
 use super::{ApiError, ApiResult, Body, ConvIn, I64, Kind, P, Q, St, U64, canonical, ok};
 use crate::lane::Landed;
-use crate::ops::{MAX_CLIENT_MSG_ID, content_hash};
+use crate::ops::{MAX_CLIENT_MSG_ID, client_msg_id_ok, content_hash};
 use crate::read::{PULL_LIMIT_DEFAULT, page};
 use crate::service::Im;
 use crate::store::{AppendReq, Appended, Conv, RecallReq, StoreError};
@@ -149,9 +149,9 @@ pub async fn send_message(im: &Im, req: Outgoing) -> Result<Sent, ApiError> {
         return Err(ApiError::bad("from: a uid, or 0 for the system"));
     }
     let id = req.client_msg_id;
-    if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID {
+    if !client_msg_id_ok(&id) {
         return Err(ApiError::bad(format!(
-            "clientMsgId must be 1..={MAX_CLIENT_MSG_ID} bytes"
+            "clientMsgId must be 1..={MAX_CLIENT_MSG_ID} bytes, no NUL"
         )));
     }
     let conv = req.conv.resolve(from, req.to)?;
@@ -254,9 +254,9 @@ pub async fn recall_message(im: &Im, req: Recall) -> Result<Sent, ApiError> {
     let id = req
         .client_msg_id
         .unwrap_or_else(|| format!("recall:{}", req.seq));
-    if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID {
+    if !client_msg_id_ok(&id) {
         return Err(ApiError::bad(format!(
-            "clientMsgId must be 1..={MAX_CLIENT_MSG_ID} bytes"
+            "clientMsgId must be 1..={MAX_CLIENT_MSG_ID} bytes, no NUL"
         )));
     }
     let recall = RecallReq {

@@ -328,6 +328,15 @@ pub fn canonical(kind: ConvKind, a: i64, b: i64) -> Result<Conv, ApiError> {
 }
 
 /// A user id from a path: > 0.
+/// `by` of a membership or profile change: 0 (the system) or a user (> 0); 400 otherwise.
+pub fn by(v: i64) -> Result<i64, ApiError> {
+    if v >= 0 {
+        Ok(v)
+    } else {
+        Err(ApiError::bad("by must be 0 (the system) or a user id"))
+    }
+}
+
 pub fn uid(v: i64, what: &str) -> Result<i64, ApiError> {
     if v > 0 {
         Ok(v)

@@ -50,10 +50,18 @@ pub struct Minted {
 }
 
 /// Mints an `im_token` for user `id`, bound to `platform` unless empty, valid `ttl` seconds
-/// (1..=[`TOKEN_TTL_MAX`]). Errors: 400 bad uid or ttl, 403 user disabled, 503 no
+/// (1..=[`TOKEN_TTL_MAX`]). Errors: 400 bad uid, ttl or platform (over
+/// [`crate::devices::MAX_PLATFORM`] bytes), 403 user disabled, 503 no
 /// `token_secret`, 500 signing failed.
 pub async fn mint_token(im: &Im, id: i64, platform: &str, ttl: u64) -> Result<Minted, ApiError> {
     let uid = uid(id, "uid")?;
+    // A connection names at most MAX_PLATFORM bytes: a longer one could never log in.
+    if platform.len() > crate::devices::MAX_PLATFORM {
+        return Err(ApiError::bad(format!(
+            "platform: at most {} bytes",
+            crate::devices::MAX_PLATFORM
+        )));
+    }
     if ttl == 0 || ttl > TOKEN_TTL_MAX {
         return Err(ApiError::bad(format!("ttl: 1..={TOKEN_TTL_MAX} seconds")));
     }

@@ -3,7 +3,10 @@
 //! | key | type | field | value | TTL |
 //! |---|---|---|---|---|
 //! | `starling:im:dev:{mid}` | hash | goim key | `{codec}\|{since_s}\|{conn}\|{server}\|{platform}` | `redis.expire` |
+//! | `starling:im:gone:{mid}` | hash | goim key | the `conn` that left (disconnect, kick) | `redis.expire` |
 //!
+//! The braces are literal (a Redis Cluster hash tag): a user's two hashes share a slot, so
+//! one script may touch both.
 //! The value is compact text: `codec` is 1 (protobuf) or 2 (JSON), `since_s` the connect time
 //! in seconds after the Unix epoch, `conn` the comet's connection id
 //! (`worker.index.generation`), `server` the comet's id, and the platform last (it is the
@@ -15,6 +18,12 @@
 //! also keeps the table usable on Redis Cluster. The hash's TTL is set on every login and
 //! pushed back on every heartbeat of the user, as goim does for `mid_{mid}`; a hash whose
 //! user stopped heartbeating (a logic node died before reporting the disconnects) expires.
+//!
+//! A heartbeat puts back an entry Redis lost (restart, failover, expiry), as goim's heartbeat
+//! puts back its session. comet sends a connection's heartbeat and its disconnect without
+//! waiting for either, so a heartbeat may reach logic after the disconnect (or after a kick)
+//! removed the entry: every removal leaves the connection's id in the `gone` hash, and a
+//! heartbeat of a connection listed there puts nothing back.
 
 use super::{CLASSES, Device, DeviceError, DeviceRef, Displaced};
 use crate::config::MultiLogin;
@@ -27,7 +36,12 @@ use tracing::warn;
 
 /// The hash of `mid`'s IM connections.
 pub fn dev_key(mid: i64) -> String {
-    format!("starling:im:dev:{mid}")
+    format!("starling:im:dev:{{{mid}}}")
+}
+
+/// The hash of `mid`'s connections that left: goim key → connection id.
+pub fn gone_key(mid: i64) -> String {
+    format!("starling:im:gone:{{{mid}}}")
 }
 
 /// Shared by the scripts: `parse(v)` → codec, since, conn, server, platform (nil on a value
@@ -38,8 +52,9 @@ local function parse(v)
 end
 "#;
 
-/// KEYS[1] the hash; ARGV: key, value, policy (`multi`, `one_per_platform`, `one_per_class`,
-/// `single`), ttl ms. Returns a flat list of (kind, key, value): kind `s` is the same key on
+/// KEYS[1] the hash, KEYS[2] the `gone` hash; ARGV: key, value, policy (`multi`,
+/// `one_per_platform`, `one_per_class`, `single`), ttl ms. Removed entries (and the key's own
+/// previous connection) are listed as gone. Returns a flat list of (kind, key, value): kind `s` is the same key on
 /// another comet (closed silently), `k` a connection the policy kicks. Both are removed and
 /// the new value stored, in one step.
 const REGISTER: &str = r#"
@@ -56,23 +71,33 @@ for i = 1, #all, 2 do
     if server ~= newserver then
       table.insert(out, 's'); table.insert(out, k); table.insert(out, v)
     end
+    local _, _, oldconn = parse(v)
+    if oldconn then redis.call('HSET', KEYS[2], k, oldconn) end
   elseif plat then
     local p = ARGV[3]
     if p == 'single' or (p == 'one_per_platform' and plat == newplat)
         or (p == 'one_per_class' and class(plat) == class(newplat)) then
       redis.call('HDEL', KEYS[1], k)
+      local _, _, oldconn = parse(v)
+      redis.call('HSET', KEYS[2], k, oldconn or '')
       table.insert(out, 'k'); table.insert(out, k); table.insert(out, v)
     end
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return out
 "#;
 
-/// KEYS[1] the hash; ARGV: key, server, conn. Deletes the field only if it is still that
-/// connection (an empty conn matches any on that server). 1 if deleted.
+/// KEYS[1] the hash, KEYS[2] the `gone` hash; ARGV: key, server, conn, ttl ms. Lists the
+/// connection as gone (so its late heartbeat puts nothing back), then deletes the field only
+/// if it is still that connection (an empty conn matches any on that server). 1 if deleted.
 const REMOVE: &str = r#"
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local _, _, conn, server = parse(v)
@@ -82,12 +107,14 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// KEYS[1] the hash; ARGV: key, value, ttl ms. Puts the entry back when its key is missing
-/// (Redis lost it: restarted without persistence, failed over, or the hash expired), and
-/// pushes the hash's expiry back either way. 1 if it was put back.
+/// KEYS[1] the hash, KEYS[2] the `gone` hash; ARGV: key, value, ttl ms, conn. Puts the entry
+/// back when its key is missing (Redis lost it: restarted without persistence, failed over,
+/// or the hash expired) unless that connection is listed as gone (its disconnect or kick was
+/// processed first), and pushes the hash's expiry back. 1 if it was put back.
 const RESTORE: &str = r#"
 local restored = 0
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[4] then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   restored = 1
 end
@@ -95,8 +122,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return restored
 "#;
 
-/// KEYS[1] the hash; ARGV: platform, key (empty = any). Deletes and returns the matching
-/// fields as a flat list of (key, value).
+/// KEYS[1] the hash, KEYS[2] the `gone` hash; ARGV: platform, key (empty = any), ttl ms.
+/// Deletes and returns the matching fields as a flat list of (key, value), listed as gone.
 const TAKE: &str = r#"
 local out = {}
 local all = redis.call('HGETALL', KEYS[1])
@@ -105,6 +132,9 @@ for i = 1, #all, 2 do
   local _, _, _, _, plat = parse(v)
   if (ARGV[2] == '' or k == ARGV[2]) and (ARGV[1] == '' or plat == ARGV[1]) then
     redis.call('HDEL', KEYS[1], k)
+    local _, _, conn = parse(v)
+    redis.call('HSET', KEYS[2], k, conn or '')
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
     table.insert(out, k); table.insert(out, v)
   end
 end
@@ -216,6 +246,7 @@ impl RedisDevices {
     ) -> Result<Displaced, DeviceError> {
         let mut inv = self.register.prepare_invoke();
         inv.key(dev_key(dev.mid))
+            .key(gone_key(dev.mid))
             .arg(&dev.key)
             .arg(encode(&dev))
             .arg(policy_name(policy))
@@ -245,7 +276,12 @@ impl RedisDevices {
         conn: &str,
     ) -> Result<bool, DeviceError> {
         let mut inv = self.remove.prepare_invoke();
-        inv.key(dev_key(mid)).arg(key).arg(server).arg(conn);
+        inv.key(dev_key(mid))
+            .key(gone_key(mid))
+            .arg(key)
+            .arg(server)
+            .arg(conn)
+            .arg(self.ttl_ms());
         let mut c = self.conn.clone();
         let n: i32 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
         Ok(n == 1)
@@ -258,7 +294,11 @@ impl RedisDevices {
         key: &str,
     ) -> Result<Vec<Device>, DeviceError> {
         let mut inv = self.take.prepare_invoke();
-        inv.key(dev_key(mid)).arg(platform).arg(key);
+        inv.key(dev_key(mid))
+            .key(gone_key(mid))
+            .arg(platform)
+            .arg(key)
+            .arg(self.ttl_ms());
         let mut c = self.conn.clone();
         let flat: Vec<String> = inv.invoke_async(&mut c).await.map_err(unavailable)?;
         Ok(flat
@@ -323,9 +363,11 @@ impl RedisDevices {
     pub async fn restore(&self, dev: &Device) -> Result<bool, DeviceError> {
         let mut inv = self.restore.prepare_invoke();
         inv.key(dev_key(dev.mid))
+            .key(gone_key(dev.mid))
             .arg(&dev.key)
             .arg(encode(dev))
-            .arg(self.ttl_ms());
+            .arg(self.ttl_ms())
+            .arg(&dev.conn);
         let mut c = self.conn.clone();
         let n: i32 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
         Ok(n == 1)

@@ -154,7 +154,7 @@ impl Error {
                         || *c == SqlState::UNTRANSLATABLE_CHARACTER
                 }) =>
             {
-                StoreError::BadRequest(format!("unstorable text: {e}"))
+                StoreError::BadRequest(format!("unstorable text: {}", describe(&e)))
             }
             Error::Pg(e) => {
                 let e = describe(&e);
