@@ -345,6 +345,13 @@ async fn negative_actors_unusable_platforms_and_nul_ids_are_400() {
         400,
     )
     .await;
+    t.fails(
+        Method::POST,
+        "/im/v1/messages",
+        json!({"from": 1, "conv": {"kind": "GROUP", "id": 999, "a": 9}, "clientMsgId": "c1", "content": "x"}),
+        400,
+    )
+    .await;
     // Nothing was written by the refused calls: the group still has its owner and member 2,
     // and only its "created" message.
     let m = t

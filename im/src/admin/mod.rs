@@ -298,9 +298,15 @@ pub struct ConvIn {
 
 impl ConvIn {
     /// The conversation meant, with `actor` the user acting (0 = the system) and `to` the
-    /// notice recipient when given beside it. 400 when it does not name one.
+    /// notice recipient when given beside it. 400 when it does not name one, or names it
+    /// both ways (`id` and `a`/`b`: which one was meant?).
     pub fn resolve(&self, actor: i64, to: i64) -> Result<Conv, ApiError> {
         let (id, a, b) = (self.id.0, self.a.0, self.b.0);
+        if id != 0 && (a != 0 || b != 0) {
+            return Err(ApiError::bad(
+                "conv: give either {kind, id} or {kind, a, b}, not both",
+            ));
+        }
         canonical(self.kind.0, a, b).or_else(|_| match self.kind.0 {
             ConvKind::P2p if actor > 0 && id > 0 && id != actor => Ok(Conv::p2p(actor, id)),
             ConvKind::P2p => Err(ApiError::bad(
@@ -327,7 +333,6 @@ pub fn canonical(kind: ConvKind, a: i64, b: i64) -> Result<Conv, ApiError> {
     }
 }
 
-/// A user id from a path: > 0.
 /// `by` of a membership or profile change: 0 (the system) or a user (> 0); 400 otherwise.
 pub fn by(v: i64) -> Result<i64, ApiError> {
     if v >= 0 {
@@ -337,6 +342,7 @@ pub fn by(v: i64) -> Result<i64, ApiError> {
     }
 }
 
+/// A user id from a path: > 0.
 pub fn uid(v: i64, what: &str) -> Result<i64, ApiError> {
     if v > 0 {
         Ok(v)
