@@ -122,6 +122,10 @@ impl ImCluster {
             "hosts: comets {:?}, logic nodes {:?}; redis {}, broker {}, postgres {}",
             c.comets, c.http, c.redis.addr, c.broker.addr, c.pg.addr
         ));
+        // Pushes go through job, which reads the registry on its own schedule.
+        super::eventually("job knows both comets", || {
+            c.job.job_knows(&["comet1", "comet2"])
+        });
         // logic binds its HTTP port once its IM store is open.
         for http in c.http.clone() {
             super::eventually("a logic node serving /im/v1", || {

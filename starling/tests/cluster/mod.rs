@@ -197,6 +197,20 @@ impl Proc {
         }
     }
 
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether job has added every comet in `names` to its pushers (it reads the registry on
+    /// its own schedule; a push for a comet it does not know yet is dropped, counted).
+    pub fn job_knows(&self, names: &[&str]) -> bool {
+        let log = self.log_text();
+        names
+            .iter()
+            .all(|n| log.contains(&format!("comet added server={n}")))
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
