@@ -150,6 +150,13 @@ impl Cluster {
             "hosts: comet1 {ip_c1}, comet2 {ip_c2}, logic {ip_l}, job {ip_j}; redis {}, broker {}",
             c.redis.addr, c.broker.addr
         ));
+        // Pushes go through job, which reads the registry on its own schedule: a room push
+        // reaches only the comets job already knows, so a cluster is started once logic
+        // lists both comets and job has added both.
+        eventually("both comets registered", || c.listed(&["comet1", "comet2"]));
+        eventually("job knows both comets", || {
+            c.job.job_knows(&["comet1", "comet2"])
+        });
         c
     }
 
