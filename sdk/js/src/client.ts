@@ -24,6 +24,7 @@ import {
 import {
   ImEvent,
   PullReply,
+  SendAck,
   SyncReply,
   decodeEvent,
   decodeKick,
@@ -414,6 +415,7 @@ export class StarlingClient {
       if (!r.hasMore) break;
       cursor = r.cursor;
     }
+    for (const cs of this.convs.values()) if (cs.hasGap && !stale.includes(cs)) stale.push(cs);
     for (const cs of stale) await this.catchUp(conn, cs);
     this.since = r.serverTs;
   }
@@ -567,7 +569,12 @@ export class StarlingClient {
       setTimeout(() => {
         this.gapTimers.delete(cs.key);
         const conn = this.conn;
-        if (!cs.hasGap || !conn || this.holding) return;
+        // Offline: the next connect's sync pulls every conversation with a gap. Syncing: later.
+        if (!cs.hasGap || !conn) return;
+        if (this.holding) {
+          this.armGap(cs);
+          return;
+        }
         this.stats.gapPulls++;
         this.catchUp(conn, cs).catch((e) => this.requestFailed(conn, e));
       }, this.gapWaitMs),
@@ -648,7 +655,7 @@ export class StarlingClient {
    * (im.md §5.4 step 1). Resolves on code 0 (duplicate included); rejects with ImError on a
    * final code, a kick or close().
    */
-  private async acked(op: number, body: Json): Promise<SendResult> {
+  private async acked(op: number, body: Json, own: (ack: SendAck) => Message): Promise<SendResult> {
     const bytes = encodeBody(body);
     const timeout = this.opts.sendTimeoutMs ?? 5000;
     for (let attempt = 0; ; attempt++) {
@@ -660,7 +667,12 @@ export class StarlingClient {
         if (e instanceof RequestTimeout || e instanceof ConnectionClosed) continue;
         throw e;
       }
-      if (ack.code === 0) return { seq: ack.seq, msgId: ack.msgId, serverTs: ack.serverTs, duplicate: ack.duplicate };
+      if (ack.code === 0) {
+        // The server does not push a message to the connection that sent it (im/src/deliver.rs
+        // `messages`): the ack is this connection's copy.
+        if (!this.terminal) this.takeMessages([own(ack)]);
+        return { seq: ack.seq, msgId: ack.msgId, serverTs: ack.serverTs, duplicate: ack.duplicate };
+      }
       if (!RETRY_CODES.has(ack.code)) throw new ImError(ack.code, ack.reason || "refused", ack.retryAfterMs || undefined);
       const backoff = Math.min(5000, 100 * 2 ** Math.min(attempt, 10));
       await sleep(ack.retryAfterMs > 0 ? ack.retryAfterMs : Math.random() * backoff);
@@ -678,19 +690,38 @@ export class StarlingClient {
     content: string,
     o: { contentType?: number; mentions?: string[]; refSeq?: string; clientMsgId?: string } = {},
   ): Promise<SendResult> {
-    return this.acked(Op.IM_SEND, {
-      clientMsgId: o.clientMsgId ?? uuid(),
-      conv: encodeConv(conv),
-      contentType: o.contentType ?? 1,
-      content,
-      mentions: o.mentions ?? [],
-      refSeq: o.refSeq ?? "0",
-    });
+    const clientMsgId = o.clientMsgId ?? uuid();
+    const contentType = o.contentType ?? 1;
+    const mentions = o.mentions ?? [];
+    const refSeq = o.refSeq ?? "0";
+    return this.acked(
+      Op.IM_SEND,
+      { clientMsgId, conv: encodeConv(conv), contentType, content, mentions, refSeq },
+      (ack) => this.own(conv, ack, { clientMsgId, kind: "NORMAL", contentType, content, refSeq, mentions }),
+    );
   }
 
   /** Recalls `seq` (im.md §1.7); resolves with the recall event's seq. Same retry rules as send. */
   recall(conv: ConvRef, seq: string): Promise<SendResult> {
-    return this.acked(Op.IM_RECALL, { conv: encodeConv(conv), seq, clientMsgId: uuid() });
+    const clientMsgId = uuid();
+    return this.acked(Op.IM_RECALL, { conv: encodeConv(conv), seq, clientMsgId }, (ack) =>
+      this.own(conv, ack, { clientMsgId, kind: "RECALL", contentType: 0, content: "", refSeq: seq, mentions: [] }),
+    );
+  }
+
+  /** This connection's copy of a message it sent, from the ack. */
+  private own(conv: ConvRef, ack: SendAck, m: Pick<Message, "clientMsgId" | "kind" | "contentType" | "content" | "refSeq" | "mentions">): Message {
+    return {
+      conv: { kind: conv.kind, id: conv.id },
+      seq: ack.seq,
+      msgId: ack.msgId,
+      sender: this.opts.mid,
+      serverTs: ack.serverTs,
+      recalled: false,
+      senderPlatform: this.opts.platform,
+      ...m,
+      mentions: m.mentions.slice(),
+    };
   }
 
   /** Marks read up to `seq`: applied locally now, IM_READ at most once per second per conversation. */

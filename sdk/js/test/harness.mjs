@@ -143,6 +143,7 @@ ${extra}
   }
 
   async stop() {
+    for (const c of this.clients ?? []) c.close();
     await this.kill();
     rmSync(this.dir, { recursive: true, force: true });
   }
@@ -175,6 +176,7 @@ ${extra}
       reconnect: { minMs: 50, maxMs: 400 },
       ...opts,
     });
+    (this.clients ??= []).push(c);
     c.connect();
     await waitFor(`client ${uid}/${key} online`, () => c.state === "online");
     return c;
