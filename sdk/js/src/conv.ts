@@ -115,6 +115,11 @@ export class ConvState {
     if (s > this.lastSeq) this.lastSeq = s;
     const ts = BigInt(m.serverTs);
     if (ts > this.activity) this.activity = ts;
+    // The sender's read mark rises with its own message (im.md §6.5; the store does the same).
+    if (m.sender === this.me && s > this.readSeq) {
+      this.readSeq = s;
+      this.unread = 0;
+    }
     if (m.kind === "RECALL") {
       const t = this.find(BigInt(m.refSeq));
       if (t && !t.recalled) {
