@@ -40,7 +40,12 @@ test("1:1 both ways: acks give seqs, each side sees each message once, in order"
   assert.deepEqual(b.messages({ kind: "P2P", id: "1" }).map((m) => m.seq), ["1", "2", "3"]);
   const conv = b.conversation({ kind: "P2P", id: "1" });
   assert.equal(conv.contig, "3");
-  assert.equal(conv.unread, 2, "two from a, unread");
+  assert.equal(conv.unread, 1, "b's own reply read what came before it: only seq 3 is unread");
+  // The server's count (a new device's sync) agrees with the local one.
+  const b2 = await srv.client(2, "web-2-second");
+  assert.equal(b2.conversation({ kind: "P2P", id: "1" }).unread, 1);
+  assert.equal(b2.conversation({ kind: "P2P", id: "1" }).readSeq, "2");
+  b2.close();
   assert.equal(conv.last.content, "how are you");
   assert.deepEqual(b.conversations().map((c) => c.conv), [{ kind: "P2P", id: "1" }]);
   a.close();
