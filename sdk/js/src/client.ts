@@ -398,7 +398,7 @@ export class StarlingClient {
       for (const h of r.convs) {
         const cs = this.convState(h.conv);
         const before = cs.view();
-        cs.raiseFloor(BigInt(h.floorSeq));
+        this.publish(cs, cs.raiseFloor(BigInt(h.floorSeq)));
         const last = BigInt(h.lastSeq);
         if (last > cs.lastSeq) cs.lastSeq = last;
         if (BigInt(h.readSeq) > cs.readSeq) cs.readSeq = BigInt(h.readSeq);
@@ -455,7 +455,7 @@ export class StarlingClient {
     if (!conn.isOpen || this.convs.get(cs.key) !== cs) return;
     if (!cs.initialized) {
       const r = await this.pull(conn, cs.ref, "BACKWARD", "0", this.opts.initialPage ?? 50);
-      cs.raiseFloor(BigInt(r.floorSeq));
+      this.publish(cs, cs.raiseFloor(BigInt(r.floorSeq)));
       const page = r.messages.slice().sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1));
       cs.initAt(page.length > 0 ? BigInt(page[0]!.seq) : BigInt(r.lastSeq) + 1n);
       if (BigInt(r.lastSeq) > cs.lastSeq) cs.lastSeq = BigInt(r.lastSeq);
@@ -468,7 +468,7 @@ export class StarlingClient {
       const want = held > cs.lastSeq ? held : cs.lastSeq;
       if (cs.contig >= want || !conn.isOpen) break;
       const r = await this.pull(conn, cs.ref, "FORWARD", (cs.contig + 1n).toString(), PULL_PAGE);
-      cs.raiseFloor(BigInt(r.floorSeq));
+      this.publish(cs, cs.raiseFloor(BigInt(r.floorSeq)));
       if (BigInt(r.lastSeq) > cs.lastSeq) cs.lastSeq = BigInt(r.lastSeq);
       const before = cs.contig;
       this.publish(cs, cs.ingest(r.messages));
