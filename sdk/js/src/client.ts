@@ -72,8 +72,16 @@ export interface ClientOptions {
   autoDelivered?: boolean;
   /** Messages per page of the first pull of a conversation (newest first; default 50). */
   initialPage?: number;
-  /** Test hooks: not for applications. `dropPush` returning true loses that pushed message. */
-  testHooks?: { dropPush?: (m: Message) => boolean };
+  /**
+   * Test hooks, not for applications: `dropPush` true loses that pushed message (a lossy path);
+   * `repeatPush` true delivers it twice; `dropAfterSend` true closes the connection right
+   * after an IM_SEND was written, before its ack (a connection lost mid-send).
+   */
+  testHooks?: {
+    dropPush?: (m: Message) => boolean;
+    repeatPush?: (m: Message) => boolean;
+    dropAfterSend?: (clientMsgId: string) => boolean;
+  };
 }
 
 /** Every event and its argument. */
@@ -457,7 +465,8 @@ export class StarlingClient {
       const r = await this.pull(conn, cs.ref, "BACKWARD", "0", this.opts.initialPage ?? 50);
       this.publish(cs, cs.raiseFloor(BigInt(r.floorSeq)));
       const page = r.messages.slice().sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1));
-      cs.initAt(page.length > 0 ? BigInt(page[0]!.seq) : BigInt(r.lastSeq) + 1n);
+      // Started meanwhile (an own first message): the page then goes through the rule.
+      if (!cs.initialized) cs.initAt(page.length > 0 ? BigInt(page[0]!.seq) : BigInt(r.lastSeq) + 1n);
       if (BigInt(r.lastSeq) > cs.lastSeq) cs.lastSeq = BigInt(r.lastSeq);
       this.publish(cs, cs.ingest(page));
     }
@@ -513,10 +522,15 @@ export class StarlingClient {
 
   private onPush(ms: Message[]): void {
     const drop = this.opts.testHooks?.dropPush;
+    const repeat = this.opts.testHooks?.repeatPush;
     const kept = drop ? ms.filter((m) => !drop(m)) : ms;
     this.stats.pushesDropped += ms.length - kept.length;
-    if (this.holding) this.holding.push(...kept);
-    else this.takeMessages(kept);
+    const batches = [kept];
+    if (repeat) batches.push(kept.filter(repeat).map((m) => ({ ...m })));
+    for (const b of batches) {
+      if (this.holding) this.holding.push(...b);
+      else this.takeMessages(b);
+    }
   }
 
   /** Pushed messages through the receive rule; a conversation seen first is pulled. */
@@ -662,15 +676,23 @@ export class StarlingClient {
       const conn = await this.connection();
       let ack;
       try {
-        ack = decodeSendAck(parseBody((await conn.request(op, bytes, timeout)).body));
+        const reply = conn.request(op, bytes, timeout);
+        if (this.opts.testHooks?.dropAfterSend?.(String(body["clientMsgId"]))) conn.close("test hook: dropAfterSend");
+        ack = decodeSendAck(parseBody((await reply).body));
       } catch (e) {
         if (e instanceof RequestTimeout || e instanceof ConnectionClosed) continue;
         throw e;
       }
       if (ack.code === 0) {
         // The server does not push a message to the connection that sent it (im/src/deliver.rs
-        // `messages`): the ack is this connection's copy.
-        if (!this.terminal) this.takeMessages([own(ack)]);
+        // `messages`): the ack is this connection's copy. The first message of a conversation
+        // new to this client starts it at once (seq 1 has nothing below it to pull).
+        if (!this.terminal) {
+          const m = own(ack);
+          const cs = this.convState(m.conv);
+          if (!cs.initialized && m.seq === "1") cs.initAt(1n);
+          this.takeMessages([m]);
+        }
         return { seq: ack.seq, msgId: ack.msgId, serverTs: ack.serverTs, duplicate: ack.duplicate };
       }
       if (!RETRY_CODES.has(ack.code)) throw new ImError(ack.code, ack.reason || "refused", ack.retryAfterMs || undefined);

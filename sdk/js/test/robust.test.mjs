@@ -31,6 +31,36 @@ test("a lost push in the middle: held above the gap, pulled after gapWaitMs, emi
   assert.deepEqual(b.messages({ kind: "P2P", id: "41" }).map((m) => m.seq), ["1", "2", "3"]);
 });
 
+test("a push delivered twice is applied once", async () => {
+  const a = await srv.client(51);
+  const b = await srv.client(52, "web-52", { testHooks: { repeatPush: () => true } });
+  const events = record(b, "message");
+  const toB = { kind: "P2P", id: "52" };
+  await a.send(toB, "zero");
+  await waitFor("b holds the conversation", () => events.length === 1);
+  const dups = b.stats.duplicates;
+  for (const t of ["one", "two", "three"]) await a.send(toB, t);
+  await waitFor("b has 4", () => events.length === 4);
+  await sleep(200);
+  assert.deepEqual(events.map((m) => m.seq), ["1", "2", "3", "4"]);
+  assert.equal(b.stats.duplicates - dups, 3, "each second copy dropped");
+});
+
+test("a connection lost before the ack: the send is resent with the same id on the next one, stored once", async () => {
+  let dropped = 0;
+  const a = await srv.client(53, "web-53", { testHooks: { dropAfterSend: (id) => id === "lost-ack" && dropped++ === 0 } });
+  const b = await srv.client(54);
+  const events = record(b, "message");
+  const r = await a.send({ kind: "P2P", id: "54" }, "through a drop", { clientMsgId: "lost-ack" });
+  assert.equal(dropped, 2, "asked on both attempts; the first one's connection was dropped");
+  assert.ok(a.stats.connects >= 2, "resent on a new connection");
+  assert.equal(r.seq, "1");
+  await a.send({ kind: "P2P", id: "54" }, "next");
+  await waitFor("b has 2", () => events.length === 2);
+  await sleep(200);
+  assert.deepEqual(events.map((m) => [m.seq, m.content]), [["1", "through a drop"], ["2", "next"]]);
+});
+
 test("a lost last push (no gap to see): the periodic resync brings it", async () => {
   const a = await srv.client(43);
   const b = await srv.client(44, "web-44", { testHooks: { dropPush: (m) => m.content === "tail" } });
