@@ -315,7 +315,8 @@ export class StarlingClient {
       if (welcome.code !== 0) throw new ImError(welcome.code, "auth refused");
       if (welcome.gapWaitMs > 0) this.gapWaitMs = welcome.gapWaitMs;
       if (welcome.resyncMs > 0) this.resyncMs = welcome.resyncMs;
-      conn.startHeartbeat(heartbeatMs, heartbeatMs * 2 + 10_000);
+      // Three heartbeats without any packet back: the peer is gone (a silent network drop).
+      conn.startHeartbeat(heartbeatMs, heartbeatMs * 3 + 1000);
       this.stats.connects++;
       this.holding = [];
       this.setState("syncing");
