@@ -1,5 +1,6 @@
-// 1:1 chat both ways with acks, duplicate sends, read receipts and typing, against a real
-// all-in-one (test/harness.mjs).
+// 1:1 chat both ways with acks, duplicate sends, read receipts and typing, and a lost push
+// healed by the gap pull (this server's resync is the default 5 min, so only the gap pull can
+// heal it in time), against a real all-in-one (test/harness.mjs).
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -106,4 +107,23 @@ test("read receipts, delivered marks and typing reach the peer; marks are coales
   assert.equal(c.conversation({ kind: "P2P", id: "8" }).peerRecvSeq, "1");
   c.close();
   d.close();
+});
+
+test("a lost push in the middle: held above the gap, pulled after gapWaitMs, emitted in order", async () => {
+  const a = await srv.client(41);
+  let dropped = 0;
+  const b = await srv.client(42, "web-42", {
+    testHooks: { dropPush: (m) => m.seq === "2" && dropped++ === 0 },
+  });
+  const events = record(b, "message");
+  const toB = { kind: "P2P", id: "42" };
+  // The conversation first, so its first page cannot bring seq 2.
+  await a.send(toB, "one");
+  await waitFor("b holds the conversation", () => events.length === 1);
+  for (const t of ["two", "three"]) await a.send(toB, t);
+  await waitFor("b has 3", () => events.length === 3);
+  assert.equal(dropped, 1, "the push of seq 2 was lost");
+  assert.deepEqual(events.map((m) => m.content), ["one", "two", "three"]);
+  assert.equal(b.stats.gapPulls, 1);
+  assert.deepEqual(b.messages({ kind: "P2P", id: "41" }).map((m) => m.seq), ["1", "2", "3"]);
 });
