@@ -28,8 +28,9 @@ class Fake {
       this.conns.push(sock);
       sock.on("message", (data) => {
         for (const p of decodeMessage(new Uint8Array(data))) {
-          const body = p.body.length ? JSON.parse(dec.decode(p.body)) : {};
-          this.seen.push({ op: p.op, body, conn: this.conns.length });
+          const raw = dec.decode(p.body);
+          const body = p.body.length ? JSON.parse(raw) : {};
+          this.seen.push({ op: p.op, body, raw, conn: this.conns.length });
           const reply = (op, obj) => sock.send(encodePacket(op, p.seq, obj === undefined ? new Uint8Array(0) : json(obj)));
           if (this.handler(p.op, body, reply, sock)) continue;
           if (p.op === Op.AUTH) reply(Op.AUTH_REPLY, { code: 0, epoch: "1", gapWaitMs: 100, resyncMs: 600000 });
@@ -89,6 +90,11 @@ test("auth carries goim's token with the IM opt-in; pushes inside op 9 are appli
   fake.push(encodePacket(Op.RAW, 0, batch));
   await waitFor("two messages", () => events.length === 2);
   assert.deepEqual(events.map((m) => m.seq), ["1", "2"]);
+});
+
+test("a mid above 2^53 keeps every digit in goim's token (a JSON number)", async () => {
+  const { fake } = await setup(undefined, { mid: "9007199254740993" });
+  assert.match(fake.seen.find((s) => s.op === Op.AUTH).raw, /^\{"mid":9007199254740993,"key":"k",/);
 });
 
 test("an undecodable push body: an error event, the connection kept", async () => {
