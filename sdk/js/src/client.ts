@@ -652,8 +652,8 @@ export class StarlingClient extends Emitter<ClientEvents> {
 
   /** Marks read up to `seq`: applied locally now, IM_READ at most once per second per conversation. */
   markRead(conv: ConvRef, seq: string): void {
-    const cs = this.convState(conv);
-    if (cs.markRead(BigInt(seq))) this.emit("conversation", cs.view());
+    const cs = this.convs.get(convKey(conv));
+    if (cs?.markRead(BigInt(seq))) this.emit("conversation", cs.view());
     this.marks.want(Op.IM_READ, conv, BigInt(seq));
   }
 
@@ -689,6 +689,16 @@ export class StarlingClient extends Emitter<ClientEvents> {
       if (!r.hasMore || r.cursor === cursor) return out;
       cursor = r.cursor;
     }
+  }
+
+  /**
+   * Syncs the directory now (im.md §5.4 step 4: call it when the app comes to the foreground);
+   * a no-op unless online. Resolves once the sync and the pulls it called for are done.
+   */
+  async resync(): Promise<void> {
+    const conn = this.conn;
+    if (!conn || this._state !== "online") return;
+    await this.syncPass(conn).catch((e) => this.requestFailed(conn, e));
   }
 
   /** goim's room change (op 12); kept for reconnects. */

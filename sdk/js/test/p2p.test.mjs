@@ -127,3 +127,18 @@ test("a lost push in the middle: held above the gap, pulled after gapWaitMs, emi
   assert.equal(b.stats.gapPulls, 1);
   assert.deepEqual(b.messages({ kind: "P2P", id: "41" }).map((m) => m.seq), ["1", "2", "3"]);
 });
+
+test("resync() (the app back in the foreground) brings a lost last push at once", async () => {
+  const a = await srv.client(31);
+  const b = await srv.client(32, "web-32", { testHooks: { dropPush: (m) => m.content === "tail" } });
+  const events = record(b, "message");
+  const toB = { kind: "P2P", id: "32" };
+  await a.send(toB, "first");
+  await waitFor("b has the first", () => events.length === 1);
+  await a.send(toB, "tail");
+  await waitFor("the tail push dropped", () => b.stats.pushesDropped === 1);
+  await sleep(100);
+  assert.equal(events.length, 1, "no gap to see: nothing pulled (the periodic resync is 5 min here)");
+  await b.resync();
+  assert.deepEqual(events.map((m) => m.content), ["first", "tail"]);
+});
