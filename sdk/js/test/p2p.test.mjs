@@ -82,6 +82,7 @@ test("read receipts, delivered marks and typing reach the peer; marks are coales
   for (let i = 0; i < 5; i++) await a.send({ kind: "P2P", id: "6" }, `m${i}`);
   await waitFor("b has 5", () => bMsgs.length === 5);
   const reads = b.stats.reads;
+  const t0 = Date.now();
   // Five marks over about half a second.
   for (const m of bMsgs) {
     b.markRead({ kind: "P2P", id: "5" }, m.seq);
@@ -91,7 +92,9 @@ test("read receipts, delivered marks and typing reach the peer; marks are coales
   assert.equal(b.conversation({ kind: "P2P", id: "5" }).unread, 0);
   await waitFor("a sees b's read up to 5", () => receipts.some((r) => r.type === "read" && r.seq === "5" && r.uid === "6"));
   assert.deepEqual(receipts.find((r) => r.type === "read").conv, { kind: "P2P", id: "6" });
-  assert.ok(b.stats.reads - reads <= 2, `5 marks within 0.6 s: at most 2 IM_READ, got ${b.stats.reads - reads}`);
+  // One at once, then at most one per further second (a slow machine stretches the sleeps).
+  const allowed = 1 + Math.ceil((Date.now() - t0) / 1000);
+  assert.ok(b.stats.reads - reads <= Math.min(allowed, 4), `5 marks: at most ${allowed} IM_READ, got ${b.stats.reads - reads}`);
   assert.equal(a.conversation({ kind: "P2P", id: "6" }).peerReadSeq, "5");
   b.typing({ kind: "P2P", id: "5" }, true);
   await waitFor("a sees b typing", () => typing.some((t) => t.uid === "6" && t.typing));
