@@ -364,6 +364,19 @@ export class StarlingClient extends Emitter<ClientEvents> {
   }
 
   private async pullNow(conn: Connection, cs: ConvState): Promise<void> {
+    try {
+      await this.pullPages(conn, cs);
+    } catch (e) {
+      // The server refused this conversation's pull (an IM code): reported, and the others
+      // and the connection go on; the next sync or push tries again.
+      if (!(e instanceof ImError)) throw e;
+      this.emit("error", e);
+      return;
+    }
+    this.armGap(cs);
+  }
+
+  private async pullPages(conn: Connection, cs: ConvState): Promise<void> {
     if (!conn.isOpen || this.convs.get(cs.key) !== cs) return;
     if (!cs.initialized) {
       const r = await this.pull(conn, cs.ref, "BACKWARD", "0", this.opts.initialPage ?? 50);
@@ -387,7 +400,6 @@ export class StarlingClient extends Emitter<ClientEvents> {
       this.publish(cs, cs.ingest(r.messages));
       if (cs.contig === before) break;
     }
-    this.armGap(cs);
   }
 
   private async pull(conn: Connection, conv: ConvRef, dir: "FORWARD" | "BACKWARD", fromSeq: string, limit: number): Promise<PullReply> {
