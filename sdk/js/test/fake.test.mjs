@@ -189,6 +189,26 @@ test("a pull refused with an IM code: an error event, the connection and the oth
   assert.equal(c.stats.connects, 1);
 });
 
+test("sync passes never overlap: resync() during one runs one more after it", async () => {
+  let inFlight = 0;
+  let most = 0;
+  let passes = 0;
+  const { c } = await setup((op, body, reply) => {
+    if (op !== Op.IM_SYNC) return false;
+    passes++;
+    most = Math.max(most, ++inFlight);
+    setTimeout(() => {
+      inFlight--;
+      reply(Op.IM_SYNC_REPLY, { code: 0, serverTs: "1000", epoch: "1" });
+    }, 50);
+    return true;
+  });
+  passes = 0;
+  await Promise.all([c.resync(), c.resync(), c.resync()]);
+  assert.equal(most, 1, "one IM_SYNC in flight at a time");
+  assert.equal(passes, 2, "the running pass, then one for the asks made during it");
+});
+
 test("heartbeats go out; a peer that stops answering is left after three periods", async () => {
   let mute = false;
   const { fake, c } = await setup((op) => mute && op === Op.HEARTBEAT, { heartbeatMs: 100 });
