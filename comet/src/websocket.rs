@@ -9,6 +9,10 @@ pub(crate) struct WsState {
     pub asm: Assembler,
     /// The upgrade request's `Cookie` header, handed to logic with the auth request (goim).
     pub cookie: Box<str>,
+    /// permessage-deflate, when the client offered it and comet is configured for it (set
+    /// by the upgrade, RFC 7692 §7.1): RSV1 then marks compressed messages both ways. The
+    /// settings only: no compressor state lives here (no context takeover).
+    pub deflate: Option<crate::deflate::Settings>,
     /// The largest message (one packet) the client may send: goim's [`packet::MAX_PACK`]
     /// until logic sets `ConnectReply.max_body`.
     max_pack: u32,
@@ -19,6 +23,7 @@ impl WsState {
         WsState {
             asm: Assembler::new(packet::MAX_PACK),
             cookie: Box::default(),
+            deflate: None,
             max_pack: packet::MAX_PACK as u32,
         }
     }

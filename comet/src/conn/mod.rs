@@ -10,7 +10,7 @@
 //! - `write`: queueing and writing output ([`Out`], [`Sent`]).
 
 use crate::accepts::Accepts;
-use crate::close::CloseReason;
+use crate::close::{CloseReason, Stats};
 use crate::outbound::{Full, OutQueue};
 use crate::poller::Interest;
 use crate::tls::TlsState;
@@ -213,6 +213,7 @@ impl Conn {
     pub fn reply_packet(
         &mut self,
         cap: usize,
+        stats: &Stats,
         ver: i16,
         op: i32,
         seq: i32,
@@ -220,7 +221,7 @@ impl Conn {
     ) -> Result<(), CloseReason> {
         let mut bytes = Vec::with_capacity(packet::HEADER_LEN + body.len());
         packet::encode(&mut bytes, ver, op, seq, body);
-        self.queue(cap, &bytes, Wire::Packet)
+        self.queue(cap, stats, &bytes, Wire::Packet)
             .map_err(|_| CloseReason::SlowConsumer)
     }
 
@@ -241,15 +242,37 @@ impl Conn {
     }
 
     /// Queues bytes for the client, framed as `wire` says for this transport. Once kicked,
-    /// nothing more is queued.
-    pub fn queue(&mut self, cap: usize, bytes: &[u8], wire: Wire) -> Result<(), Full> {
+    /// nothing more is queued. A packet of at least `deflate_min_size` bytes to a WebSocket
+    /// that agreed to permessage-deflate goes compressed (counted in `stats`); control
+    /// frames never are (RFC 7692 §6.1).
+    pub fn queue(
+        &mut self,
+        cap: usize,
+        stats: &Stats,
+        bytes: &[u8],
+        wire: Wire,
+    ) -> Result<(), Full> {
         if matches!(self.phase, Phase::Kicked) {
             return Ok(());
         }
-        let wire = match (wire, self.is_ws()) {
-            (Wire::Http, _) | (Wire::Packet, false) => bytes.to_vec(),
-            (Wire::Packet, true) => ws::encode_frame(ws::Opcode::Binary, bytes),
-            (Wire::Control(opcode), _) => ws::encode_frame(opcode, bytes),
+        let deflate = match &self.transport {
+            Transport::Tcp { .. } => None,
+            Transport::Ws(ws) => ws.deflate,
+            Transport::Tls(tls) => tls.ws.deflate,
+        };
+        let wire = match (wire, self.is_ws(), deflate) {
+            (Wire::Http, _, _) | (Wire::Packet, false, _) => bytes.to_vec(),
+            (Wire::Packet, true, Some(d)) if bytes.len() >= d.min_size as usize => {
+                match crate::deflate::frame(d.level, ws::Opcode::Binary, &[bytes]) {
+                    Some((frame, len)) => {
+                        stats.deflate.add_out(1, bytes.len() as u64, len as u64);
+                        frame
+                    }
+                    None => ws::encode_frame(ws::Opcode::Binary, bytes),
+                }
+            }
+            (Wire::Packet, true, _) => ws::encode_frame(ws::Opcode::Binary, bytes),
+            (Wire::Control(opcode), _, _) => ws::encode_frame(opcode, bytes),
         };
         match &mut self.transport {
             Transport::Tls(tls) => tls.encrypt(&wire, &mut self.out, cap),

@@ -282,20 +282,41 @@ impl Deflater {
     /// `00 00 ff ff` tail removed (RFC 7692 §7.2.1). An empty message gives the single byte
     /// `00` (§7.2.3.6).
     pub fn compress(&mut self, message: &[u8], out: &mut Vec<u8>) {
+        self.compress_parts(&[message], out);
+    }
+
+    /// [`Deflater::compress`] of the message made of `parts` one after the other (a goim
+    /// header and a shared body, say), without joining them first.
+    pub fn compress_parts(&mut self, parts: &[&[u8]], out: &mut Vec<u8>) {
         self.c.reset();
-        let start_in = self.c.total_in();
-        out.reserve(message.len() / 2 + 64);
-        loop {
-            let used = (self.c.total_in() - start_in) as usize;
-            self.c
-                .compress_vec(&message[used..], out, FlushCompress::Sync)
-                .expect("deflate of an in-memory buffer");
-            let used = (self.c.total_in() - start_in) as usize;
-            // The flush is complete once all input is in and the output was not cut short.
-            if used == message.len() && out.len() < out.capacity() {
-                break;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        out.reserve(total / 2 + 64);
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let flush = if last {
+                FlushCompress::Sync
+            } else {
+                FlushCompress::None
+            };
+            let start_in = self.c.total_in();
+            loop {
+                let used = (self.c.total_in() - start_in) as usize;
+                self.c
+                    .compress_vec(&part[used..], out, flush)
+                    .expect("deflate of an in-memory buffer");
+                let used = (self.c.total_in() - start_in) as usize;
+                // A part is done once it is all in and the output was not cut short (for the
+                // last one: the flush is complete).
+                if used == part.len() && out.len() < out.capacity() {
+                    break;
+                }
+                out.reserve(out.capacity().max(256));
             }
-            out.reserve(out.capacity().max(256));
+        }
+        if parts.is_empty() {
+            self.c
+                .compress_vec(&[], out, FlushCompress::Sync)
+                .expect("deflate of an in-memory buffer");
         }
         debug_assert!(
             out.ends_with(&TAIL),

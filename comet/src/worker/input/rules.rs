@@ -26,7 +26,7 @@ impl Worker {
         let cap = self.shared.config.protocol.out_ring;
         match self.conns.borrow_mut().get_mut(id) {
             Some(c) => c
-                .queue(cap, bytes, wire)
+                .queue(cap, self.stats(), bytes, wire)
                 .map_err(|_| CloseReason::SlowConsumer),
             None => Ok(()),
         }
@@ -42,7 +42,7 @@ impl Worker {
     ) -> Result<(), CloseReason> {
         let cap = self.shared.config.protocol.out_ring;
         match self.conns.borrow_mut().get_mut(id) {
-            Some(c) => c.reply_packet(cap, ver, op, seq, body),
+            Some(c) => c.reply_packet(cap, self.stats(), ver, op, seq, body),
             None => Ok(()),
         }
     }
@@ -90,11 +90,11 @@ impl Worker {
             }
             Rule::Accepts => {
                 conn.change_accepts(p.op == op::SUB, p.body);
-                conn.reply_packet(cap, p.ver, p.op + 1, p.seq, p.body)?;
+                conn.reply_packet(cap, self.stats(), p.ver, p.op + 1, p.seq, p.body)?;
             }
             Rule::EchoAndForward => {
                 self.call_logic("receive", self.shared.logic.receive(conn.receive_req(&p)));
-                conn.reply_packet(cap, p.ver, p.op, p.seq, &[])?;
+                conn.reply_packet(cap, self.stats(), p.ver, p.op, p.seq, &[])?;
             }
             Rule::ForwardAndAnswer(codec) => {
                 conn.phase = Phase::Answering;
@@ -213,6 +213,7 @@ impl Worker {
         let cap = self.shared.config.protocol.out_ring;
         conn.queue(
             cap,
+            self.stats(),
             &packet::heartbeat_reply(ver, seq, online),
             Wire::Packet,
         )

@@ -188,6 +188,14 @@ fn a_message_compresses_the_same_every_time() {
     Deflater::new(6).compress(&msg, &mut c);
     assert_eq!(a, b);
     assert_eq!(a, c);
+    // In parts (a goim header, then the body) it is the same stream.
+    let mut parts = Vec::new();
+    Deflater::new(6).compress_parts(&[&msg[..16], &msg[16..]], &mut parts);
+    let mut back = Vec::new();
+    Inflater::new()
+        .inflate(&parts, msg.len(), &mut back)
+        .unwrap();
+    assert_eq!(back, msg);
 }
 
 /// The examples of RFC 7692 §7.2.3.
