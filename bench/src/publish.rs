@@ -44,7 +44,7 @@ fn request(plan: &PubPlan, seq: u32) -> Vec<u8> {
     let body = wire::stamp(seq, now_ns(), plan.size);
     let topic = wire::topic(plan.room_mode, u64::from(seq) % plan.subscribers.max(1));
     match plan.peer {
-        Peer::Starling | Peer::StarlingWs => {
+        Peer::Starling | Peer::StarlingWs | Peer::StarlingWsDeflate => {
             let path = if plan.room_mode {
                 format!("/goim/push/room?operation={BENCH_OP}&type={ROOM_TYPE}&room={ROOM_ID}")
             } else {
@@ -144,7 +144,7 @@ async fn read_acks(
         }
         buf.extend_from_slice(&chunk[..n]);
         let (used, ok, bad) = match peer {
-            Peer::Starling | Peer::StarlingWs => http_acks(&buf)?,
+            Peer::Starling | Peer::StarlingWs | Peer::StarlingWsDeflate => http_acks(&buf)?,
             Peer::Redis => line_acks(&buf, b':', b'-'),
             Peer::Nats => {
                 let (used, mut ok, bad) = line_acks(&buf, b'+', b'-');

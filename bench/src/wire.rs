@@ -16,12 +16,23 @@ pub enum Peer {
     Starling,
     /// Starling (or goim) over WebSocket `/sub`.
     StarlingWs,
+    /// Starling over WebSocket `/sub`, offering permessage-deflate (RFC 7692) as browsers do
+    /// (`permessage-deflate; client_max_window_bits`); compressed pushes are inflated here.
+    /// The comet must have `comet.websocket.permessage_deflate` on to agree.
+    StarlingWsDeflate,
     /// redis-server pub/sub: `SUBSCRIBE` / `PUBLISH`.
     Redis,
     /// nats-server: `SUB` / `PUB` (the publisher runs `verbose` to get `+OK` per message).
     Nats,
     /// Mosquitto (MQTT 3.1.1): subscribers at QoS 0, the publisher at QoS 1 (PUBACK).
     Mqtt,
+}
+
+impl Peer {
+    /// Starling over WebSocket, with or without permessage-deflate.
+    pub fn is_ws(self) -> bool {
+        matches!(self, Peer::StarlingWs | Peer::StarlingWsDeflate)
+    }
 }
 
 /// The operation every benchmark push carries.
@@ -70,7 +81,7 @@ pub enum WireError {
 pub fn hello(peer: Peer, room_mode: bool, index: u64) -> Vec<u8> {
     let topic = topic(room_mode, index);
     match peer {
-        Peer::Starling | Peer::StarlingWs => {
+        Peer::Starling | Peer::StarlingWs | Peer::StarlingWsDeflate => {
             let token = AuthToken {
                 mid: index as i64,
                 key: format!("k{index}"),
@@ -81,11 +92,18 @@ pub fn hello(peer: Peer, room_mode: bool, index: u64) -> Vec<u8> {
             }
             .to_json();
             let auth = Packet::new(1, op::AUTH, 1, token).to_bytes();
-            if peer == Peer::StarlingWs {
-                let mut out = b"GET /sub HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n\
-                    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                    Sec-WebSocket-Version: 13\r\n\r\n"
-                    .to_vec();
+            if peer.is_ws() {
+                let offer = if peer == Peer::StarlingWsDeflate {
+                    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                } else {
+                    ""
+                };
+                let mut out = format!(
+                    "GET /sub HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                     Sec-WebSocket-Version: 13\r\n{offer}\r\n"
+                )
+                .into_bytes();
                 out.extend(ws::encode_client_frame(
                     ws::Opcode::Binary,
                     true,
@@ -132,7 +150,7 @@ pub fn heartbeat(peer: Peer, index: u64) -> Option<Vec<u8>> {
     let hb = Packet::new(1, op::HEARTBEAT, 0, Vec::new()).to_bytes();
     match peer {
         Peer::Starling => Some(hb.to_vec()),
-        Peer::StarlingWs => Some(ws::encode_client_frame(
+        Peer::StarlingWs | Peer::StarlingWsDeflate => Some(ws::encode_client_frame(
             ws::Opcode::Binary,
             true,
             mask(index),
@@ -166,6 +184,14 @@ pub struct Decoder {
     buf: Vec<u8>,
     /// WebSocket: the `101` response has been read.
     upgraded: bool,
+    /// WebSocket: the `101` agreed to permessage-deflate.
+    deflate: bool,
+}
+
+thread_local! {
+    /// With no context takeover one inflater serves every connection of a process.
+    static INFLATER: std::cell::RefCell<ws::deflate::Inflater> =
+        std::cell::RefCell::new(ws::deflate::Inflater::new());
 }
 
 impl Decoder {
@@ -174,6 +200,7 @@ impl Decoder {
             peer,
             buf: Vec::new(),
             upgraded: false,
+            deflate: false,
         }
     }
 
@@ -181,7 +208,7 @@ impl Decoder {
     pub fn feed(&mut self, data: &[u8], on: &mut impl FnMut(Event<'_>)) -> Result<(), WireError> {
         // The common case parses straight from `data`: nothing pending, and a decoder that
         // only reads (WebSocket decoding unmasks in place, so it always works on the buffer).
-        if self.buf.is_empty() && self.peer != Peer::StarlingWs {
+        if self.buf.is_empty() && !self.peer.is_ws() {
             let used = self.parse_plain(data, on)?;
             self.buf.extend_from_slice(&data[used..]);
             return Ok(());
@@ -189,7 +216,7 @@ impl Decoder {
         self.buf.extend_from_slice(data);
         let mut buf = std::mem::take(&mut self.buf);
         let used = match self.peer {
-            Peer::StarlingWs => self.parse_ws(&mut buf, on),
+            Peer::StarlingWs | Peer::StarlingWsDeflate => self.parse_ws(&mut buf, on),
             _ => self.parse_plain(&buf, on),
         };
         let used = used?;
@@ -204,7 +231,9 @@ impl Decoder {
             Peer::Redis => parse_resp(data, on),
             Peer::Nats => parse_nats(data, on),
             Peer::Mqtt => parse_mqtt(data, on),
-            Peer::StarlingWs => unreachable!("WebSocket input is parsed by parse_ws"),
+            Peer::StarlingWs | Peer::StarlingWsDeflate => {
+                unreachable!("WebSocket input is parsed by parse_ws")
+            }
         }
     }
 
@@ -223,16 +252,28 @@ impl Decoder {
                 return Err(WireError::Refused(line));
             }
             self.upgraded = true;
+            self.deflate = String::from_utf8_lossy(&input[..end])
+                .to_ascii_lowercase()
+                .contains("\r\nsec-websocket-extensions: permessage-deflate");
             used = end + 4;
         }
+        let mut inflated = Vec::new();
         loop {
             let rest = &mut input[used..];
-            let Some(h) = ws::decode_frame(rest, usize::MAX >> 1, ws::Masking::Optional)
-                .map_err(|_| WireError::Malformed("websocket"))?
+            let Some(h) =
+                ws::decode_frame_ext(rest, usize::MAX >> 1, ws::Masking::Optional, self.deflate)
+                    .map_err(|_| WireError::Malformed("websocket"))?
             else {
                 return Ok(used);
             };
-            let payload = &rest[h.header_len..h.frame_len()];
+            let mut payload = &rest[h.header_len..h.frame_len()];
+            if h.compressed {
+                inflated.clear();
+                INFLATER
+                    .with_borrow_mut(|i| i.inflate(payload, usize::MAX >> 1, &mut inflated))
+                    .map_err(|_| WireError::Malformed("deflate"))?;
+                payload = &inflated;
+            }
             let p = packet::decode_exact(payload, usize::MAX >> 1)
                 .map_err(|_| WireError::Malformed("goim"))?;
             if p.op == op::RAW {
@@ -561,6 +602,41 @@ mod tests {
             events(Peer::StarlingWs, &wsb),
             vec![b"READY".to_vec(), b"a".to_vec(), b"b".to_vec()]
         );
+    }
+
+    /// With permessage-deflate agreed, RSV1 frames are inflated (comet compresses a push
+    /// once); uncompressed ones still pass. Without it, RSV1 is malformed.
+    #[test]
+    fn goim_ws_deflate() {
+        let mut batch = raw::RawBatch::new();
+        batch.push(BENCH_OP, &[b'.'; 300]);
+        let outer = Packet::new(1, op::RAW, 0, batch.finish().to_vec()).to_bytes();
+        let mut z = Vec::new();
+        ws::deflate::Deflater::new(6).compress(&outer, &mut z);
+        let mut wsb = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n"
+            .to_vec();
+        let reply = Packet::new(1, op::AUTH_REPLY, 1, vec![]).to_bytes();
+        wsb.extend(ws::encode_frame(ws::Opcode::Binary, &reply));
+        let mut frame = Vec::new();
+        ws::encode_header_ext(&mut frame, ws::Opcode::Binary, true, z.len());
+        frame.extend_from_slice(&z);
+        wsb.extend_from_slice(&frame);
+        assert_eq!(
+            events(Peer::StarlingWsDeflate, &wsb),
+            vec![b"READY".to_vec(), vec![b'.'; 300]]
+        );
+        let mut plain = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        plain.extend_from_slice(&frame);
+        let mut d = Decoder::new(Peer::StarlingWsDeflate);
+        assert_eq!(
+            d.feed(&plain, &mut |_| {}),
+            Err(WireError::Malformed("websocket"))
+        );
+        let hello = String::from_utf8_lossy(&hello(Peer::StarlingWsDeflate, true, 1)).into_owned();
+        assert!(hello.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        ));
     }
 
     #[test]
