@@ -22,13 +22,16 @@ pub(crate) struct Out<'a> {
     pub stats: &'a Stats,
     /// Connections with output queued since the worker's last flush, each listed once.
     pub dirty: &'a RefCell<Vec<ConnId>>,
-    /// Compressed pushes written or queued through this `Out`: (messages, raw payload bytes,
-    /// compressed payload bytes), added to the shared counters once, when it is dropped.
+    /// How to compress for a connection that agreed to permessage-deflate (`None`: comet
+    /// is not configured for it).
+    pub deflate: Option<crate::deflate::Settings>,
+    /// Compressed messages written or queued through this `Out`: (messages, raw payload
+    /// bytes, compressed payload bytes), added to the shared counters once, when dropped.
     pub deflated: Cell<(u64, u64, u64)>,
 }
 
 impl Out<'_> {
-    fn tally_deflated(&self, raw: usize, compressed: usize) {
+    pub(super) fn tally_deflated(&self, raw: usize, compressed: usize) {
         let (n, r, c) = self.deflated.get();
         self.deflated
             .set((n + 1, r + raw as u64, c + compressed as u64));
@@ -89,8 +92,8 @@ impl Conn {
         out.stats.pushed.fetch_add(1, Relaxed);
         if self.is_ws() {
             self.queue(
+                out,
                 cap,
-                out.stats,
                 KICK_CLOSE,
                 Wire::Control(starling_proto::ws::Opcode::Close),
             )
@@ -132,12 +135,11 @@ impl Conn {
     /// The push's compressed frame, if this connection agreed to permessage-deflate and the
     /// push has one (it is compressed here if no connection needed it before).
     fn deflated<'m>(&self, msg: &'m Outbound) -> Option<(&'m bytes::Bytes, usize)> {
-        let agreed = match &self.transport {
-            Transport::Tcp { .. } => false,
-            Transport::Ws(ws) => ws.deflate.is_some(),
-            Transport::Tls(tls) => tls.ws.deflate.is_some(),
-        };
-        if agreed { msg.ws_deflated() } else { None }
+        if self.deflating() {
+            msg.ws_deflated()
+        } else {
+            None
+        }
     }
 
     /// Lists the connection for the worker's next flush (once).

@@ -65,7 +65,7 @@ impl Worker {
                 c.is_ws(),
                 matches!(c.phase, Phase::Upgrading),
                 c.transport.max_pack(),
-                c.transport.ws_mut().is_some_and(|ws| ws.deflate.is_some()),
+                c.deflating(),
             ),
             None => return Ok((0, Step::Closed)),
         };
@@ -117,7 +117,7 @@ impl Worker {
                 if let Some(ws) = c.transport.ws_mut() {
                     ws.cookie = up.cookie.into();
                     if agreed.is_some() {
-                        ws.deflate = self.shared.config.websocket.deflate();
+                        ws.deflate = true;
                         deflating = true;
                         self.stats().deflate.negotiated.fetch_add(1, Relaxed);
                     }
