@@ -23,6 +23,8 @@ pub struct PubPlan {
     pub subscribers: u64,
     pub messages: u32,
     pub size: usize,
+    /// What fills each message after its stamp.
+    pub fill: wire::Fill,
     /// Messages per second; 0 sends as fast as accepted.
     pub rate: f64,
     /// Unacknowledged messages allowed when `rate` is 0.
@@ -41,7 +43,7 @@ pub struct PubStats {
 
 /// The bytes that publish message `seq` (stamped now).
 fn request(plan: &PubPlan, seq: u32) -> Vec<u8> {
-    let body = wire::stamp(seq, now_ns(), plan.size);
+    let body = wire::stamp_filled(seq, now_ns(), plan.size, plan.fill);
     let topic = wire::topic(plan.room_mode, u64::from(seq) % plan.subscribers.max(1));
     match plan.peer {
         Peer::Starling | Peer::StarlingWs | Peer::StarlingWsDeflate => {
@@ -247,6 +249,7 @@ mod tests {
             subscribers: 3,
             messages: 10,
             size: 16,
+            fill: wire::Fill::Dots,
             rate: 0.0,
             window: 1,
         };

@@ -54,9 +54,82 @@ pub fn topic(room_mode: bool, index: u64) -> String {
 pub const STAMP_LEN: usize = 12;
 
 pub fn stamp(seq: u32, sent_ns: u64, size: usize) -> Vec<u8> {
-    let mut m = vec![b'.'; size.max(STAMP_LEN)];
-    m[..4].copy_from_slice(&seq.to_be_bytes());
-    m[4..12].copy_from_slice(&sent_ns.to_be_bytes());
+    stamp_filled(seq, sent_ns, size, Fill::Dots)
+}
+
+/// What fills a message after its stamp. It matters to compression (permessage-deflate)
+/// only: every other path copies bytes whatever they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fill {
+    /// `.` repeated: compresses to almost nothing (deflate's best case).
+    #[default]
+    Dots,
+    /// Words drawn from a small vocabulary, different for every message: compresses about
+    /// as chat text or JSON does (2–4×).
+    Text,
+    /// Pseudo-random bytes: does not compress (deflate's worst case: its CPU for nothing).
+    Random,
+}
+
+/// [`stamp`] with the rest of the message filled as `fill` says (seeded by `seq`).
+pub fn stamp_filled(seq: u32, sent_ns: u64, size: usize, fill: Fill) -> Vec<u8> {
+    const WORDS: [&str; 32] = [
+        "hello",
+        "room",
+        "message",
+        "the",
+        "a",
+        "to",
+        "and",
+        "of",
+        "is",
+        "we",
+        "meeting",
+        "today",
+        "at",
+        "group",
+        "chat",
+        "see",
+        "you",
+        "later",
+        "ok",
+        "thanks",
+        "sent",
+        "read",
+        "photo",
+        "link",
+        "{\"seq\":",
+        "\"from\":",
+        "\"text\":",
+        "42,",
+        "1701,",
+        "true}",
+        "on",
+        "new",
+    ];
+    let size = size.max(STAMP_LEN);
+    let mut m = Vec::with_capacity(size);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&sent_ns.to_be_bytes());
+    let mut x = u64::from(seq).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    while m.len() < size {
+        match fill {
+            Fill::Dots => m.push(b'.'),
+            Fill::Random => m.extend_from_slice(&next().to_le_bytes()),
+            Fill::Text => {
+                m.extend_from_slice(WORDS[(next() % 32) as usize].as_bytes());
+                m.push(b' ');
+            }
+        }
+    }
+    m.truncate(size);
     m
 }
 
@@ -567,6 +640,25 @@ mod tests {
             Event::Payload(p) => p.to_vec(),
             Event::Reply(r) => r.to_vec(),
         }
+    }
+
+    #[test]
+    fn fills_compress_as_named() {
+        let deflated = |fill| {
+            let m = stamp_filled(3, 9, 4096, fill);
+            assert_eq!((m.len(), read_stamp(&m)), (4096, Some((3, 9))));
+            let mut z = Vec::new();
+            ws::deflate::Deflater::new(6).compress(&m, &mut z);
+            z.len()
+        };
+        assert!(deflated(Fill::Dots) < 100);
+        let text = deflated(Fill::Text);
+        assert!((800..2400).contains(&text), "{text}");
+        assert!(deflated(Fill::Random) > 4000);
+        assert_ne!(
+            stamp_filled(1, 0, 64, Fill::Text)[12..],
+            stamp_filled(2, 0, 64, Fill::Text)[12..]
+        );
     }
 
     #[test]
