@@ -2,7 +2,8 @@
 //! (`tools/ws-deflate/client.js`), which offers it as browsers do, against the all-in-one
 //! with `comet.websocket.permessage_deflate` on, beside the same client with deflate off.
 //! Shows the negotiated header, that a compressed room push arrives inflated and equal to
-//! the uncompressed one, and that the client's compressed frames (auth, heartbeat) are taken.
+//! the uncompressed one, and that the client's compressed frames (auth, heartbeat) are taken;
+//! and the same over WSS.
 //! The test installs the client's one npm dependency (`npm ci`) when it is absent.
 
 mod common;
@@ -45,9 +46,18 @@ impl Drop for Node {
 
 impl Node {
     fn spawn(ws: std::net::SocketAddr, deflate: bool, token: &[u8]) -> Node {
-        let mut child = Command::new("node")
+        Self::spawn_url(&format!("ws://{ws}/sub"), None, deflate, token)
+    }
+
+    /// `ca`: for `wss://`, a PEM certificate for `localhost` to trust.
+    fn spawn_url(url: &str, ca: Option<&Path>, deflate: bool, token: &[u8]) -> Node {
+        let mut cmd = Command::new("node");
+        if let Some(ca) = ca {
+            cmd.env("CA", ca);
+        }
+        let mut child = cmd
             .arg(format!("{DIR}/client.js"))
-            .env("WS_URL", format!("ws://{ws}/sub"))
+            .env("WS_URL", url)
             .env("TOKEN", String::from_utf8_lossy(token).as_ref())
             .env("DEFLATE", if deflate { "1" } else { "0" })
             .env("RUN_SECONDS", "30")
@@ -103,6 +113,10 @@ fn a_deflate_client_and_a_plain_one_get_the_same_push() {
     let mut p = Node::spawn(srv.ws, false, &token(2, "kp", "live://1000", &[1000]));
 
     let up = z.until("upgrade", |v| v["event"] == "upgrade");
+    eprintln!(
+        "Sec-WebSocket-Extensions answered to ws: {}",
+        up["extensions"]
+    );
     assert_eq!(
         up["extensions"],
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
@@ -135,8 +149,14 @@ fn a_deflate_client_and_a_plain_one_get_the_same_push() {
         "/goim/push/room?operation=1000&type=live&room=1000",
         body.as_bytes(),
     );
+    // What each socket read for the push: compressed, and not.
+    let read = |c: &mut Node, op| c.packet(op)["read"].as_u64().unwrap();
+    let (z0, p0) = (read(&mut z, 3), read(&mut p, 3));
     assert_eq!(z.packet(1000)["body"], body.as_str());
     assert_eq!(p.packet(1000)["body"], body.as_str());
+    let (z1, p1) = (read(&mut z, 1000), read(&mut p, 1000));
+    assert!((z1 - z0) * 5 < body.len() as u64, "{} bytes read", z1 - z0);
+    assert!(p1 - p0 > body.len() as u64, "{} bytes read", p1 - p0);
     eventually("counted", || stats().out_messages.load(Relaxed) == 1);
     let (raw, compressed) = (
         stats().out_raw.load(Relaxed),
@@ -148,4 +168,53 @@ fn a_deflate_client_and_a_plain_one_get_the_same_push() {
             .iter()
             .all(|v| v["event"] != "error" && v["event"] != "close")
     );
+}
+
+/// WSS: the compressed frame is encrypted like any other, and the client's compressed
+/// frames are inflated after decryption.
+#[test]
+fn over_wss_too() {
+    npm_ci();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let mut config = test_config();
+    config.comet.websocket.permessage_deflate = true;
+    config.comet.websocket.cert_file = cert_file.to_string_lossy().into_owned();
+    config.comet.websocket.key_file = key_file.to_string_lossy().into_owned();
+    let srv = start_with(config);
+    let url = format!("wss://{}/sub", srv.wss.unwrap());
+    let mut z = Node::spawn_url(
+        &url,
+        Some(&cert_file),
+        true,
+        &token(1, "kz", "live://1", &[1000]),
+    );
+    let up = z.until("upgrade", |v| v["event"] == "upgrade");
+    assert_eq!(
+        up["extensions"],
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+    z.packet(8);
+    z.packet(3);
+    let body = r#"{"from":1,"text":"hello over tls"}"#.repeat(40);
+    post_ok(
+        srv.http,
+        "/goim/push/room?operation=1000&type=live&room=1",
+        body.as_bytes(),
+    );
+    let before = z.packet(3)["read"].as_u64().unwrap();
+    assert_eq!(z.packet(1000)["body"], body.as_str());
+    // Record overhead included, far less than the body: it came compressed.
+    let read = z.packet(1000)["read"].as_u64().unwrap() - before;
+    assert!(read * 4 < body.len() as u64, "{read} bytes read");
+    let stats = &srv.running.as_ref().unwrap().comet().stats().deflate;
+    assert_eq!(stats.in_messages.load(Relaxed), 2);
+    eventually("counted", || stats.out_messages.load(Relaxed) == 1);
 }

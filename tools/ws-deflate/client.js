@@ -3,8 +3,12 @@
 // starling/tests/ws_deflate_js.rs. Prints one JSON line per event: the upgrade's
 // Sec-WebSocket-Extensions answer, what ws agreed to, and every goim packet received (op 9
 // batches unwrapped), bodies as UTF-8. It authenticates with TOKEN, sends a heartbeat after
-// the auth reply, and with threshold 0 compresses everything it sends.
+// the auth reply, and with threshold 0 compresses everything it sends. Each packet line has
+// `read`: the bytes the socket had read by then (ws does not tell whether a message came
+// compressed; the bytes it took do).
 //   WS_URL=ws://host:port/sub TOKEN='{"mid":1,...}' DEFLATE=1|0 node client.js
+// For wss://, CA names a PEM certificate to trust, issued for `localhost`.
+const fs = require('fs');
 const WebSocket = require('ws');
 
 const url = process.env.WS_URL;
@@ -38,7 +42,12 @@ function* packets(buf) {
   }
 }
 
-const ws = new WebSocket(url, { perMessageDeflate: deflate ? { threshold: 0 } : false });
+const options = { perMessageDeflate: deflate ? { threshold: 0 } : false };
+if (process.env.CA) {
+  options.ca = fs.readFileSync(process.env.CA);
+  options.servername = 'localhost';
+}
+const ws = new WebSocket(url, options);
 ws.on('upgrade', (res) =>
   out({ event: 'upgrade', extensions: res.headers['sec-websocket-extensions'] || null }));
 ws.on('open', () => {
@@ -48,7 +57,10 @@ ws.on('open', () => {
 ws.on('message', (data) => {
   for (const p of packets(Buffer.from(data))) {
     const inner = p.op === 9 ? [...packets(p.body)] : [p];
-    for (const q of inner) out({ event: 'packet', op: q.op, seq: q.seq, body: q.body.toString() });
+    const read = ws._socket ? ws._socket.bytesRead : null;
+    for (const q of inner) {
+      out({ event: 'packet', op: q.op, seq: q.seq, body: q.body.toString(), read });
+    }
     if (p.op === 8) ws.send(packet(2, 2, ''));
   }
 });
