@@ -59,8 +59,7 @@ impl Worker {
         id: ConnId,
         input: &mut [u8],
     ) -> Result<(usize, Step), CloseReason> {
-        let (is_ws, upgrading, max_pack, mut deflating) = match self.conns.borrow_mut().get_mut(id)
-        {
+        let (is_ws, upgrading, max_pack, mut deflating) = match self.conns.borrow().get(id) {
             Some(c) => (
                 c.is_ws(),
                 matches!(c.phase, Phase::Upgrading),
