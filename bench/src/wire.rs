@@ -53,6 +53,8 @@ pub fn topic(room_mode: bool, index: u64) -> String {
 /// Every message starts with its sequence number and the publisher's clock when it was sent.
 pub const STAMP_LEN: usize = 12;
 
+/// A message of `size` bytes stamped with `seq` and `sent_ns`, padded with dots.
+#[cfg(test)]
 pub fn stamp(seq: u32, sent_ns: u64, size: usize) -> Vec<u8> {
     stamp_filled(seq, sent_ns, size, Fill::Dots)
 }
