@@ -34,7 +34,11 @@ fn messages_arrive_once_in_seq_order_over_tcp_and_websocket() {
         }
         // A packet over ImWelcome.max_body (16 KiB) would make the server close the
         // connection: refused locally, never sent (and not retried forever).
-        match a.send(p2p(2), 1, &"x".repeat(64 * 1024)).await {
+        let big = "x".repeat(64 * 1024);
+        match tokio::time::timeout(common::WAIT, a.send(p2p(2), 1, &big))
+            .await
+            .expect("an answer")
+        {
             Err(SendError::TooLarge { max: 16384, .. }) => {}
             other => panic!("{other:?}"),
         }
@@ -98,6 +102,37 @@ fn a_server_restart_loses_nothing() {
         while let Some(e) = b_ev.try_recv() {
             assert!(!matches!(e, Event::Message(_)), "{e:?}");
         }
+    });
+}
+
+/// A user who was offline gets everything by the sync pass on connect: directory sync, then
+/// forward pulls in pages of 100 (250 messages: three pages), no push involved.
+#[test]
+fn an_offline_user_catches_up_by_sync_and_pull() {
+    let server = Server::start(|_| {});
+    runtime().block_on(async {
+        let (a, _a_ev) = synced(server.client(51, "a", Transport::Tcp)).await;
+        for i in 0..250 {
+            a.send(p2p(52), 1, &format!("m{i}")).await.unwrap();
+        }
+        let (b, mut b_ev) = Client::start(server.client(52, "b", Transport::WebSocket));
+        let (_, before_sync) = next_matching(&mut b_ev, "synced", |e| {
+            matches!(e, Event::State(ConnState::Synced))
+        })
+        .await;
+        let got: Vec<u64> = before_sync
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(m.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            (1..=250).collect::<Vec<_>>(),
+            "all of it before Synced"
+        );
+        assert_eq!(b.stats().raw, 0, "nothing came as a push");
     });
 }
 
