@@ -353,3 +353,33 @@ fn a_lost_last_push_is_healed_by_the_periodic_sync() {
         assert_eq!(b.stats().gap_pulls, 0, "no gap was visible");
     });
 }
+
+/// 429: over the per-connection send rate (here 5/s) the server answers RATE_LIMITED with
+/// `retry_after_ms`; the client waits that long and resends the same id, so every send ends
+/// stored once, and the peer sees each seq once.
+#[test]
+fn rate_limited_sends_are_retried_with_the_same_id() {
+    let server = Server::start(|c| c.im.send_rate = 5);
+    runtime().block_on(async {
+        let (a, _a_ev) = synced(server.client(71, "a", Transport::Tcp)).await;
+        let (_b, mut b_ev) = synced(server.client(72, "b", Transport::Tcp)).await;
+        let sends: Vec<_> = (0..15)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move { a.send(p2p(72), 1, &format!("r{i}")).await })
+            })
+            .collect();
+        let mut acked = Vec::new();
+        for s in sends {
+            let ack = s.await.unwrap().unwrap();
+            assert!(!ack.duplicate, "each id stored once: {ack:?}");
+            acked.push(ack.seq);
+        }
+        acked.sort();
+        assert_eq!(acked, (1..=15).collect::<Vec<_>>());
+        assert_eq!(
+            seqs(&mut b_ev, p2p(71), 15).await,
+            (1..=15).collect::<Vec<_>>()
+        );
+    });
+}
