@@ -9,7 +9,7 @@
 //!   sync and pull planning), [`send`] (client message ids, ack verdicts), [`marks`]
 //!   (coalesced read/delivered marks), [`backoff`] (capped exponential, full jitter),
 //!   [`nodes`] (`/goim/nodes/weighted`).
-//! - [`Client`] (`client.rs`, `driver.rs`): the async tokio client for apps. One task owns
+//! - [`Client`] (`client.rs`, `driver/`): the async tokio client for apps. One task owns
 //!   the connection; the app gets an ordered [`Events`] stream and a cloneable handle whose
 //!   [`Client::send`] resolves on the server's ack.
 //! - [`blocking`]: a step-by-step client on std sockets, for tests and tools.

@@ -1,33 +1,38 @@
 //! The task behind [`crate::Client`]: connect (node selection, backoff), auth, sync, then one
 //! `select!` loop over the socket, the app's commands and the earliest timer (heartbeat,
 //! reply deadlines, gap waits, coalesced marks, send retries, periodic resync). All protocol
-//! decisions are the sans-IO core's; this file only moves bytes and time.
+//! decisions are the sans-IO core's; this module only moves bytes and time.
+//!
+//! - `conn`: one connection and how it is opened;
+//! - `input`: what the server sends on a live connection;
+//! - `outbox`: sends and recalls until a final answer.
+
+mod conn;
+mod input;
+mod outbox;
+
+use conn::Conn;
+pub(crate) use outbox::Outgoing;
+use outbox::{OutSend, SendReply};
 
 use crate::backoff::Backoff;
 use crate::client::{Config, ConnState, Event, RequestError, SendError, Servers, Stats};
 use crate::codec::{self, Codec};
 use crate::marks::{MarkKind, Marks};
-use crate::send::{Verdict, verdict};
-use crate::state::{ImState, SyncStep};
-use crate::wire::{self, Decoder, Encoder, Incoming, Transport};
+use crate::state::ImState;
+use crate::wire::Incoming;
 use crate::{goim, nodes};
-use starling_proto::im::v1::{
-    ConvRef, Event as ImEvent, ImWelcome, Kick, Message, MsgKind, PullReply, PullReq, Push,
-    RecallReq, SendAck, SendReq, SyncReply, SyncReq, TypingReq, event,
-};
+use starling_proto::im::v1::{ConvRef, Message, MsgKind, PullReq, SyncReq, TypingReq};
 use starling_proto::op;
 use starling_proto::packet::Packet;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
-type SendReply = oneshot::Sender<Result<SendAck, SendError>>;
 type CallReply = oneshot::Sender<Result<Packet, RequestError>>;
 
 /// What the app asks of the driver.
@@ -40,22 +45,6 @@ pub(crate) enum Command {
     Sub(Vec<i32>, bool),
     Resync,
     Close,
-}
-
-/// A request retried with the same client message id until a final answer.
-pub(crate) enum Outgoing {
-    Send(SendReq),
-    Recall(RecallReq),
-}
-
-struct OutSend {
-    req: Outgoing,
-    reply: Option<SendReply>,
-    /// Not before this instant (after a 429/503/504).
-    not_before: Instant,
-    tries: u32,
-    /// The header seq of the attempt in flight on the current connection.
-    inflight: Option<i32>,
 }
 
 /// What a request in flight is for.
@@ -82,41 +71,6 @@ struct SyncPass {
     pulls: VecDeque<PullReq>,
     next: Option<SyncReq>,
     inflight: bool,
-}
-
-struct Conn {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    enc: Encoder,
-    dec: Decoder,
-    next_seq: i32,
-    pending: HashMap<i32, (i32, Pending, Instant)>,
-    last_rx: Instant,
-}
-
-impl Conn {
-    async fn write(&mut self, op: i32, seq: i32, body: &[u8]) -> Result<(), String> {
-        let bytes = self.enc.packet(op, seq, body);
-        self.wr
-            .write_all(&bytes)
-            .await
-            .map_err(|e| format!("write: {e}"))
-    }
-
-    async fn request(
-        &mut self,
-        op: i32,
-        body: &[u8],
-        why: Pending,
-        wait: Duration,
-    ) -> Result<i32, String> {
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1).max(1);
-        self.write(op, seq, body).await?;
-        self.pending
-            .insert(seq, (op + 1, why, Instant::now() + wait));
-        Ok(seq)
-    }
 }
 
 pub(crate) struct Driver {
@@ -280,20 +234,6 @@ impl Driver {
         }
     }
 
-    fn enqueue(&mut self, req: Outgoing, reply: SendReply) {
-        self.next_order += 1;
-        self.outbox.insert(
-            self.next_order,
-            OutSend {
-                req,
-                reply: Some(reply),
-                not_before: Instant::now(),
-                tries: 0,
-                inflight: None,
-            },
-        );
-    }
-
     async fn addrs(&mut self) -> Result<Vec<String>, String> {
         match &self.cfg.servers {
             Servers::Addrs(a) => Ok(a.clone()),
@@ -313,73 +253,6 @@ impl Driver {
                 }
                 Ok(n.addrs(self.cfg.transport))
             }
-        }
-    }
-
-    async fn open(&mut self, addr: &str) -> Result<(Conn, ImWelcome), String> {
-        let sock = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        sock.set_nodelay(true).ok();
-        let (mut rd, mut wr) = sock.into_split();
-        let transport = self.cfg.transport;
-        let mut dec = Decoder::new(transport);
-        if transport == Transport::WebSocket {
-            let (req, key) = wire::upgrade_request(addr, "/sub");
-            wr.write_all(&req)
-                .await
-                .map_err(|e| format!("upgrade: {e}"))?;
-            let mut buf = Vec::new();
-            loop {
-                if let Some(len) = wire::upgrade_response(&buf, &key).map_err(|e| e.to_string())? {
-                    dec.feed(&buf[len..]);
-                    break;
-                }
-                if rd.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                    return Err("closed during the WebSocket upgrade".into());
-                }
-            }
-        }
-        let mut conn = Conn {
-            rd,
-            wr,
-            enc: Encoder::new(transport),
-            dec,
-            next_seq: 2,
-            pending: HashMap::new(),
-            last_rx: Instant::now(),
-        };
-        conn.write(op::AUTH, 1, &self.cfg.identity.auth_body())
-            .await?;
-        let mut buf = Vec::with_capacity(4096);
-        loop {
-            while let Some(item) = conn.dec.decode().map_err(|e| e.to_string())? {
-                match item {
-                    Incoming::Packet(p) if p.op == op::AUTH_REPLY => {
-                        let welcome = match self.codec {
-                            Some(c) if !p.body.is_empty() => {
-                                codec::decode(c, &p.body).map_err(|e| format!("auth reply: {e}"))?
-                            }
-                            _ => ImWelcome::default(),
-                        };
-                        return Ok((conn, welcome));
-                    }
-                    Incoming::Packet(p) if p.op == op::im::KICK => self.on_kick(&p.body),
-                    Incoming::Close => return Err("closed before the auth reply".into()),
-                    _ => {}
-                }
-            }
-            buf.clear();
-            if conn
-                .rd
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| e.to_string())?
-                == 0
-            {
-                return Err("closed before the auth reply (token refused?)".into());
-            }
-            conn.dec.feed(&buf);
         }
     }
 
@@ -637,60 +510,6 @@ impl Driver {
         Ok(())
     }
 
-    /// Writes the sends that may go now (same client message id on every attempt).
-    async fn flush(&mut self, conn: &mut Conn) -> Result<(), String> {
-        let Some(c) = self.codec else {
-            for (_, s) in std::mem::take(&mut self.outbox) {
-                if let Some(r) = s.reply {
-                    let _ = r.send(Err(SendError::Refused(SendAck {
-                        code: 401,
-                        reason: "not an IM connection".into(),
-                        ..Default::default()
-                    })));
-                }
-            }
-            return Ok(());
-        };
-        let now = Instant::now();
-        let ready: Vec<u64> = self
-            .outbox
-            .iter()
-            .filter(|(_, s)| s.inflight.is_none() && s.not_before <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for order in ready {
-            let s = self.outbox.get_mut(&order).expect("ready send");
-            let (op, body) = match &s.req {
-                Outgoing::Send(r) => (op::im::SEND, codec::encode(c, r)),
-                Outgoing::Recall(r) => (op::im::RECALL, codec::encode(c, r)),
-            };
-            let len = starling_proto::packet::HEADER_LEN + body.len();
-            if self.max_packet > 0 && len > self.max_packet {
-                let s = self.outbox.remove(&order).expect("ready send");
-                warn!(
-                    len,
-                    max = self.max_packet,
-                    "send over the connection's limit: refused locally"
-                );
-                if let Some(r) = s.reply {
-                    let _ = r.send(Err(SendError::TooLarge {
-                        len,
-                        max: self.max_packet,
-                    }));
-                }
-                continue;
-            }
-            s.tries += 1;
-            let seq = conn
-                .request(op, &body, Pending::Send(order), self.cfg.reply_timeout)
-                .await?;
-            if let Some(s) = self.outbox.get_mut(&order) {
-                s.inflight = Some(seq);
-            }
-        }
-        Ok(())
-    }
-
     async fn online_command(&mut self, conn: &mut Conn, c: Command) -> Result<(), String> {
         match c {
             Command::Send(req, reply) => self.enqueue(req, reply),
@@ -742,234 +561,4 @@ impl Driver {
         }
         Ok(())
     }
-
-    fn on_kick(&mut self, body: &[u8]) {
-        let Some(c) = self.codec else { return };
-        match codec::decode::<Kick>(c, body) {
-            Ok(k) => {
-                if (4000..5000).contains(&k.code) {
-                    warn!(code = k.code, reason = %k.reason, "kicked: not reconnecting");
-                    self.stop = Some(format!("kicked: {} {}", k.code, k.reason));
-                }
-                self.emit(Event::Kick(k));
-            }
-            Err(e) => warn!(error = %e, "undecodable kick"),
-        }
-    }
-
-    async fn on_packet(
-        &mut self,
-        conn: &mut Conn,
-        p: Packet,
-        sync: &mut Option<SyncPass>,
-    ) -> Result<(), String> {
-        // A reply: matched by header seq and op.
-        if p.seq != 0
-            && let Some((reply_op, _, _)) = conn.pending.get(&p.seq)
-            && *reply_op == p.op
-        {
-            let (_, why, _) = conn.pending.remove(&p.seq).expect("pending");
-            return self.on_reply(conn, p, why, sync).await;
-        }
-        let Some(c) = self.codec else {
-            if p.op != op::HEARTBEAT_REPLY
-                && !matches!(
-                    p.op,
-                    op::CHANGE_ROOM_REPLY | op::SUB_REPLY | op::UNSUB_REPLY
-                )
-            {
-                self.emit(Event::Push(p));
-            }
-            return Ok(());
-        };
-        match p.op {
-            op::im::MSG => match codec::decode::<Push>(c, &p.body) {
-                Ok(mut push) => {
-                    if !self.drop_seqs.is_empty() {
-                        push.messages.retain(|m| !self.drop_seqs.remove(&m.seq));
-                    }
-                    let shown = self.state.on_push(push, std::time::Instant::now());
-                    self.show(shown);
-                    self.update_stats(|_| {});
-                }
-                Err(e) => warn!(error = %e, "undecodable IM push skipped (a sync heals it)"),
-            },
-            op::im::EVENT => match codec::decode::<ImEvent>(c, &p.body) {
-                Ok(e) => self.emit(match event::Type::try_from(e.r#type) {
-                    Ok(event::Type::Read | event::Type::Delivered) => Event::Receipt(e),
-                    Ok(event::Type::Typing) => Event::Typing(e),
-                    _ => Event::Notice(e),
-                }),
-                Err(e) => warn!(error = %e, "undecodable IM event skipped"),
-            },
-            op::im::KICK => self.on_kick(&p.body),
-            op::HEARTBEAT_REPLY | op::CHANGE_ROOM_REPLY | op::SUB_REPLY | op::UNSUB_REPLY => {}
-            o if (op::im::SEND..=op::im::KICK).contains(&o) => {
-                debug!(
-                    op = o,
-                    seq = p.seq,
-                    "IM packet matching no request: ignored"
-                );
-            }
-            _ => self.emit(Event::Push(p)),
-        }
-        Ok(())
-    }
-
-    async fn on_reply(
-        &mut self,
-        _conn: &mut Conn,
-        p: Packet,
-        why: Pending,
-        sync: &mut Option<SyncPass>,
-    ) -> Result<(), String> {
-        let c = self.codec.unwrap_or(Codec::Protobuf);
-        let now = std::time::Instant::now();
-        match why {
-            Pending::Ignore => {}
-            Pending::Call(r) => {
-                let _ = r.send(Ok(p));
-            }
-            Pending::Mark(kind, conv, seq) => {
-                if let Ok(r) = codec::decode::<starling_proto::im::v1::Result>(c, &p.body)
-                    && r.code != 0
-                {
-                    warn!(code = r.code, ?kind, ?conv, seq, "mark refused");
-                }
-            }
-            Pending::SyncPage => {
-                let r: SyncReply =
-                    codec::decode(c, &p.body).map_err(|e| format!("sync reply: {e}"))?;
-                if r.code != 0 {
-                    return Err(format!("sync answered {}", r.code));
-                }
-                let pass = sync.get_or_insert_with(SyncPass::default);
-                pass.inflight = false;
-                match self.state.on_sync_reply(&r) {
-                    SyncStep::Reset(next) => {
-                        self.emit(Event::Reset);
-                        pass.pulls.clear();
-                        pass.next = Some(next);
-                    }
-                    SyncStep::Page {
-                        pulls,
-                        released,
-                        next,
-                    } => {
-                        self.show(released);
-                        pass.pulls.extend(pulls);
-                        pass.next = next;
-                    }
-                }
-            }
-            Pending::Pull { conv, in_sync } => {
-                let r: PullReply =
-                    codec::decode(c, &p.body).map_err(|e| format!("pull reply: {e}"))?;
-                if in_sync && let Some(pass) = sync.as_mut() {
-                    pass.inflight = false;
-                }
-                if r.code != 0 {
-                    warn!(code = r.code, ?conv, "pull refused");
-                    return Ok(());
-                }
-                let pulled = self.state.on_pull_reply(conv, &r, now);
-                self.show(pulled.messages);
-                self.update_stats(|_| {});
-                if let Some(more) = pulled.more {
-                    if in_sync && let Some(pass) = sync.as_mut() {
-                        pass.pulls.push_front(more);
-                    } else {
-                        let body = codec::encode(c, &more);
-                        _conn
-                            .request(
-                                op::im::PULL,
-                                &body,
-                                Pending::Pull {
-                                    conv,
-                                    in_sync: false,
-                                },
-                                self.cfg.reply_timeout,
-                            )
-                            .await?;
-                    }
-                }
-            }
-            Pending::Send(order) => {
-                let ack: SendAck = match codec::decode(c, &p.body) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!(error = %e, "undecodable SendAck: retrying the same id");
-                        if let Some(s) = self.outbox.get_mut(&order) {
-                            s.inflight = None;
-                            s.not_before = Instant::now() + retry_delay(s.tries);
-                        }
-                        return Ok(());
-                    }
-                };
-                let Some(s) = self.outbox.get_mut(&order) else {
-                    return Ok(());
-                };
-                match verdict(&ack) {
-                    Verdict::Retry { after } => {
-                        s.inflight = None;
-                        s.not_before =
-                            Instant::now() + after.unwrap_or_else(|| retry_delay(s.tries));
-                        debug!(code = ack.code, "send: retrying the same id");
-                    }
-                    v => {
-                        let s = self.outbox.remove(&order).expect("send");
-                        if v == Verdict::Sent {
-                            let own = own_message(self.cfg.identity.mid, &s.req, &ack);
-                            let shown = self.state.accept(own, now);
-                            self.show(shown);
-                        }
-                        if let Some(r) = s.reply {
-                            let _ = r.send(if v == Verdict::Sent {
-                                Ok(ack)
-                            } else {
-                                Err(SendError::Refused(ack))
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Retry delay of a send without `retry_after_ms`: 100 ms doubling to 5 s.
-fn retry_delay(tries: u32) -> Duration {
-    Duration::from_millis(100u64 << tries.min(6)).min(Duration::from_secs(5))
-}
-
-/// The sender's own message, known from its ack: applied at its seq like a push.
-fn own_message(mid: i64, req: &Outgoing, ack: &SendAck) -> Message {
-    let mut m = Message {
-        conv: ack.conv,
-        seq: ack.seq,
-        msg_id: ack.msg_id,
-        sender: mid,
-        client_msg_id: ack.client_msg_id.clone(),
-        server_ts: ack.server_ts,
-        ..Default::default()
-    };
-    match req {
-        Outgoing::Send(r) => {
-            m.conv = m.conv.or(r.conv);
-            m.kind = MsgKind::Normal as i32;
-            m.content_type = r.content_type;
-            m.content = r.content.clone();
-            m.mentions = r.mentions.clone();
-            m.ref_seq = r.ref_seq;
-            m.client_msg_id = r.client_msg_id.clone();
-        }
-        Outgoing::Recall(r) => {
-            m.conv = m.conv.or(r.conv);
-            m.kind = MsgKind::Recall as i32;
-            m.ref_seq = r.seq;
-            m.client_msg_id = r.client_msg_id.clone();
-        }
-    }
-    m
 }
