@@ -4,8 +4,10 @@
 
 use clap::ValueEnum;
 use serde::Serialize;
-use starling_proto::packet::{self, Packet};
-use starling_proto::{AuthToken, op, raw, ws};
+use starling_client::wire::{Encoder, Transport};
+use starling_client::{Codec, Identity};
+use starling_proto::packet;
+use starling_proto::{op, raw, ws};
 use thiserror::Error;
 
 /// The server under test.
@@ -152,43 +154,43 @@ pub enum WireError {
     Refused(String),
 }
 
-/// What the subscriber sends right after connecting.
+/// The goim identity every bench subscriber authenticates with (goim's JSON token).
+fn identity(index: u64) -> Identity {
+    Identity {
+        mid: index as i64,
+        key: format!("k{index}"),
+        room_id: format!("{ROOM_TYPE}://{ROOM_ID}"),
+        platform: "bench".into(),
+        accepts: vec![BENCH_OP],
+        ..Default::default()
+    }
+}
+
+/// What the subscriber sends right after connecting. goim's framing, token and client
+/// WebSocket frames (masked, RFC 6455 §5.3) come from `starling-client`.
 pub fn hello(peer: Peer, room_mode: bool, index: u64) -> Vec<u8> {
     let topic = topic(room_mode, index);
     match peer {
-        Peer::Starling | Peer::StarlingWs | Peer::StarlingWsDeflate => {
-            let token = AuthToken {
-                mid: index as i64,
-                key: format!("k{index}"),
-                room_id: format!("{ROOM_TYPE}://{ROOM_ID}"),
-                platform: "bench".into(),
-                accepts: vec![BENCH_OP],
-                ..Default::default()
+        Peer::Starling => {
+            Encoder::new(Transport::Tcp).packet(op::AUTH, 1, &identity(index).auth_body())
+        }
+        Peer::StarlingWs | Peer::StarlingWsDeflate => {
+            // The decoder checks the status line only: keeping each connection's
+            // Sec-WebSocket-Key to verify the accept value would cost memory per connection.
+            let (mut out, _key) = starling_client::wire::upgrade_request("bench", "/sub");
+            if peer == Peer::StarlingWsDeflate {
+                // Offered as browsers do (RFC 7692 §7.1); the request ends with a blank line.
+                out.truncate(out.len() - 2);
+                out.extend_from_slice(
+                    b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+                );
             }
-            .to_json();
-            let auth = Packet::new(1, op::AUTH, 1, token).to_bytes();
-            if peer.is_ws() {
-                let offer = if peer == Peer::StarlingWsDeflate {
-                    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-                } else {
-                    ""
-                };
-                let mut out = format!(
-                    "GET /sub HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                     Sec-WebSocket-Version: 13\r\n{offer}\r\n"
-                )
-                .into_bytes();
-                out.extend(ws::encode_client_frame(
-                    ws::Opcode::Binary,
-                    true,
-                    mask(index),
-                    &auth,
-                ));
-                out
-            } else {
-                auth.to_vec()
-            }
+            out.extend(Encoder::new(Transport::WebSocket).packet(
+                op::AUTH,
+                1,
+                &identity(index).auth_body(),
+            ));
+            out
         }
         Peer::Redis => resp(&[b"SUBSCRIBE", topic.as_bytes()]),
         Peer::Nats => format!(
@@ -207,38 +209,26 @@ pub fn hello(peer: Peer, room_mode: bool, index: u64) -> Vec<u8> {
 /// Starling over TCP: [`hello`]'s auth (same key, room and accepts) opting in to IM in
 /// protobuf with `im_token`, as user `mid`: what an idle IM connection costs beyond goim's.
 pub fn hello_im(index: u64, mid: i64, im_token: String) -> Vec<u8> {
-    let token = AuthToken {
+    let id = Identity {
         mid,
-        key: format!("k{index}"),
-        room_id: format!("{ROOM_TYPE}://{ROOM_ID}"),
-        platform: "bench".into(),
-        accepts: vec![BENCH_OP],
-        im: "pb".into(),
+        im: Some(Codec::Protobuf),
         im_token,
-    }
-    .to_json();
-    Packet::new(1, op::AUTH, 1, token).to_bytes().to_vec()
+        ..identity(index)
+    };
+    Encoder::new(Transport::Tcp).packet(op::AUTH, 1, &id.auth_body())
 }
 
 /// What a subscriber sends every heartbeat interval, if the peer needs it.
-pub fn heartbeat(peer: Peer, index: u64) -> Option<Vec<u8>> {
-    let hb = Packet::new(1, op::HEARTBEAT, 0, Vec::new()).to_bytes();
+pub fn heartbeat(peer: Peer, _index: u64) -> Option<Vec<u8>> {
     match peer {
-        Peer::Starling => Some(hb.to_vec()),
-        Peer::StarlingWs | Peer::StarlingWsDeflate => Some(ws::encode_client_frame(
-            ws::Opcode::Binary,
-            true,
-            mask(index),
-            &hb,
-        )),
+        Peer::Starling => Some(Encoder::new(Transport::Tcp).packet(op::HEARTBEAT, 0, &[])),
+        Peer::StarlingWs | Peer::StarlingWsDeflate => {
+            Some(Encoder::new(Transport::WebSocket).packet(op::HEARTBEAT, 0, &[]))
+        }
         // NATS pings the client (answered in `Decoder`); Redis and MQTT (keepalive 0) need
         // nothing.
         Peer::Redis | Peer::Nats | Peer::Mqtt => None,
     }
-}
-
-fn mask(index: u64) -> [u8; 4] {
-    (index as u32 ^ 0x5a5a_a5a5).to_be_bytes()
 }
 
 /// What a decoder found in the bytes it was fed.
@@ -617,6 +607,8 @@ pub fn mqtt_acks(input: &[u8], acks: &mut usize) -> Result<usize, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use starling_proto::AuthToken;
+    use starling_proto::packet::Packet;
 
     /// Feeds `stream` split at every position and returns the events' payloads (with
     /// "READY" for readiness), which must not depend on the split.

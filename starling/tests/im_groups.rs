@@ -73,7 +73,7 @@ fn t6_offline_sync_in_pages() {
         assert_eq!((h.last_seq, h.unread), (21, 20), "{h:?}");
     }
     // The P2P conversation from nothing: 10 pages of 100, has_more on the first 9.
-    b.convs.clear();
+    b.clear_cache();
     let pages = b.pull_forward(p2p(20), 100).unwrap();
     assert_eq!(pages.len(), 10);
     assert!(pages[..9].iter().all(|p| p.has_more) && !pages[9].has_more);

@@ -1,78 +1,64 @@
-//! One IM connection as the scenarios drive it (async, one task each): goim framing over TCP,
-//! auth with `"im":"pb"` and a minted `im_token`, requests correlated by the header seq, and
-//! pushes that arrive as plain packets or inside op-9 batches. The protocol is the reference
-//! client's (`starling/tests/common/im_client.rs`); this one keeps no conversation state, the
-//! scenarios account for what they receive themselves.
+//! One IM connection as the scenarios drive it (async, one task each): auth with `"im":"pb"`
+//! and a minted `im_token`, requests correlated by the header seq, pushes as plain packets or
+//! inside op-9 batches. The protocol pieces (framing, op-9 unpacking, the auth token, IM body
+//! encoding) are `starling-client`'s; this one keeps no conversation state, the scenarios
+//! account for what they receive themselves (with timestamps), which is what is bench-specific.
 
-use prost::Message as _;
+use starling_client::Identity;
+use starling_client::codec::{self, Codec, DecodeError};
+use starling_client::wire::{Decoder, Encoder, Incoming, Transport, WireError};
 use starling_im::token::Tokens;
 use starling_proto::im::v1::ImWelcome;
-use starling_proto::packet::{self, Packet, PacketError};
-use starling_proto::{AuthToken, op, raw};
+use starling_proto::op;
+use starling_proto::packet::Packet;
 use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// A packet larger than this is a broken stream, not a reply (pull pages are ~30 KB).
-const MAX_BODY: usize = 16 << 20;
-
 #[derive(Debug, Error)]
 pub enum ConnError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    #[error("malformed stream: {0:?}")]
-    Malformed(PacketError),
+    #[error("malformed stream: {0}")]
+    Malformed(#[from] WireError),
     #[error("closed by the server")]
     Closed,
     #[error("im_token: {0}")]
     Token(#[from] starling_im::token::TokenError),
     #[error("reply body: {0}")]
-    Body(#[from] prost::DecodeError),
+    Body(#[from] DecodeError),
 }
 
-/// Whole packets out of a byte stream, op-9 batches unpacked; an incomplete tail waits.
-#[derive(Default)]
-pub struct Frames {
-    buf: Vec<u8>,
+/// An IM request body in protobuf, the bench's codec.
+pub fn pb<T: prost::Message + serde::Serialize>(m: &T) -> Vec<u8> {
+    codec::encode(Codec::Protobuf, m)
 }
 
-impl Frames {
-    /// Appends `data` and moves every packet it completes to `out`.
-    pub fn feed(&mut self, data: &[u8], out: &mut Vec<Packet>) -> Result<(), PacketError> {
-        self.buf.extend_from_slice(data);
-        let mut used = 0;
-        while let Some(p) = packet::decode(&self.buf[used..], MAX_BODY)? {
-            used += p.wire_len();
-            if p.op == op::RAW {
-                for inner in raw::packets(p.body) {
-                    out.push(inner?.to_owned());
-                }
-            } else {
-                out.push(p.to_owned());
-            }
-        }
-        self.buf.drain(..used);
-        Ok(())
-    }
+/// A protobuf IM reply or push body.
+pub fn from_pb<T>(body: &[u8]) -> Result<T, DecodeError>
+where
+    T: prost::Message + Default + serde::de::DeserializeOwned,
+{
+    codec::decode(Codec::Protobuf, body)
 }
 
 /// goim's auth token for an IM connection in protobuf.
 pub fn auth_body(uid: i64, key: &str, im_token: &str) -> Vec<u8> {
-    AuthToken {
+    Identity {
         mid: uid,
         key: key.to_string(),
         platform: "bench".into(),
-        im: "pb".into(),
+        im: Some(Codec::Protobuf),
         im_token: im_token.to_string(),
         ..Default::default()
     }
-    .to_json()
+    .auth_body()
 }
 
 pub struct Conn {
     stream: TcpStream,
-    frames: Frames,
+    decoder: Decoder,
     scratch: Vec<u8>,
     /// Packets read but not yet taken.
     ready: Vec<Packet>,
@@ -96,7 +82,7 @@ impl Conn {
         stream.set_nodelay(true)?;
         let mut c = Conn {
             stream,
-            frames: Frames::default(),
+            decoder: Decoder::new(Transport::Tcp),
             scratch: vec![0; 8192],
             ready: Vec::new(),
             next_seq: 1,
@@ -105,14 +91,14 @@ impl Conn {
         let token = tokens.mint(uid, "bench", 24 * 3600)?;
         let body = auth_body(uid, &format!("im{uid}"), &token);
         let reply = c.request(op::AUTH, &body, |_| {}).await?;
-        Ok((c, ImWelcome::decode(reply.body.as_ref())?))
+        Ok((c, from_pb::<ImWelcome>(&reply.body)?))
     }
 
     /// Writes one request; returns its header seq.
     pub async fn send(&mut self, op_code: i32, body: &[u8]) -> Result<i32, ConnError> {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        let p = Packet::new(1, op_code, seq, body.to_vec()).to_bytes();
+        let p = Encoder::new(Transport::Tcp).packet(op_code, seq, body);
         self.stream.write_all(&p).await?;
         Ok(seq)
     }
@@ -124,9 +110,12 @@ impl Conn {
             if n == 0 {
                 return Err(ConnError::Closed);
             }
-            self.frames
-                .feed(&self.scratch[..n], &mut self.ready)
-                .map_err(ConnError::Malformed)?;
+            self.decoder.feed(&self.scratch[..n]);
+            while let Some(item) = self.decoder.decode()? {
+                if let Incoming::Packet(p) = item {
+                    self.ready.push(p);
+                }
+            }
         }
         Ok(std::mem::take(&mut self.ready))
     }
@@ -179,6 +168,7 @@ pub fn read_stamp(content: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use starling_proto::AuthToken;
 
     #[test]
     fn stamps_round_trip() {
@@ -189,39 +179,6 @@ mod tests {
         assert_eq!(read_stamp("{\"t\":}"), None);
         assert_eq!(read_stamp("{\"text\":\"hi\"}"), None);
         assert_eq!(read_stamp("group created"), None);
-    }
-
-    #[test]
-    fn frames_at_every_split_and_inside_batches() {
-        let mut stream = Packet::new(1, op::AUTH_REPLY, 1, vec![8, 1])
-            .to_bytes()
-            .to_vec();
-        let mut batch = raw::RawBatch::new();
-        batch.push(op::im::MSG, b"first");
-        batch.push(op::im::EVENT, b"second");
-        stream.extend(Packet::new(1, op::RAW, 0, batch.finish().to_vec()).to_bytes());
-        stream.extend(Packet::new(1, op::im::SEND_ACK, 7, b"ack".to_vec()).to_bytes());
-        let render = |ps: &[Packet]| -> Vec<(i32, i32, Vec<u8>)> {
-            ps.iter().map(|p| (p.op, p.seq, p.body.to_vec())).collect()
-        };
-        let mut whole = Vec::new();
-        Frames::default().feed(&stream, &mut whole).unwrap();
-        assert_eq!(
-            render(&whole),
-            vec![
-                (op::AUTH_REPLY, 1, vec![8, 1]),
-                (op::im::MSG, 0, b"first".to_vec()),
-                (op::im::EVENT, 0, b"second".to_vec()),
-                (op::im::SEND_ACK, 7, b"ack".to_vec()),
-            ]
-        );
-        for cut in 0..stream.len() {
-            let mut f = Frames::default();
-            let mut got = Vec::new();
-            f.feed(&stream[..cut], &mut got).unwrap();
-            f.feed(&stream[cut..], &mut got).unwrap();
-            assert_eq!(render(&got), render(&whole), "split at {cut}");
-        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! for `duration`. Every member but the sender should get every message: delivery latency
 //! over all of them, deliveries per second, loss, duplicates and order per member.
 
-use super::conn::{Conn, ConnError, read_stamp, stamp};
+use super::conn::{self, Conn, ConnError, read_stamp, stamp};
 use super::{Common, CpuProbe, ServerCpu, client_cpu_ns, open_all, percentiles_us};
 use crate::fanout::Percentiles;
 use crate::sys::{self, now_ns};
@@ -11,7 +11,6 @@ use crate::track::new_histogram;
 use anyhow::{Context, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
-use prost::Message as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 use starling_proto::im::v1::{ConvKind, ConvRef, Push, SendAck, SendReq};
@@ -105,7 +104,7 @@ impl Shared {
         if p.op != op::im::MSG {
             return;
         }
-        let Ok(push) = Push::decode(p.body.as_ref()) else {
+        let Ok(push) = conn::from_pb::<Push>(&p.body) else {
             return;
         };
         for m in push.messages {
@@ -313,12 +312,12 @@ async fn member(
             due += period;
             shared.sent.set(shared.sent.get() + 1);
             let reply = c
-                .request(op::im::SEND, &req.encode_to_vec(), |p| {
+                .request(op::im::SEND, &conn::pb(&req), |p| {
                     shared.on_packet(index, &p, now_ns())
                 })
                 .await?;
             let done = now_ns();
-            let ack = SendAck::decode(reply.body.as_ref())?;
+            let ack = conn::from_pb::<SendAck>(&reply.body)?;
             if ack.code == 0 {
                 let _ = shared.ack_hist.borrow_mut().record(done - t);
                 shared.acked.borrow_mut().push((ack.seq, index));

@@ -4,14 +4,13 @@
 //! a fixed period with staggered starts (latency at a load). Every message carries its send
 //! time; receivers account for loss (acked, never delivered), duplicates and order.
 
-use super::conn::{Conn, ConnError, read_stamp, stamp};
+use super::conn::{self, Conn, ConnError, read_stamp, stamp};
 use super::{Common, CpuProbe, ServerCpu, client_cpu_ns, open_all, percentiles_us};
 use crate::fanout::Percentiles;
 use crate::sys::{self, now_ns};
 use crate::track::new_histogram;
 use clap::Args;
 use hdrhistogram::Histogram;
-use prost::Message as _;
 use serde::Serialize;
 use starling_proto::im::v1::{ConvKind, ConvRef, Push, SendAck, SendReq};
 use starling_proto::op;
@@ -343,11 +342,9 @@ async fn send(
             ..Default::default()
         };
         shared.sent.set(shared.sent.get() + 1);
-        let reply = c
-            .request(op::im::SEND, &req.encode_to_vec(), |_| {})
-            .await?;
+        let reply = c.request(op::im::SEND, &conn::pb(&req), |_| {}).await?;
         let done = now_ns();
-        let ack = SendAck::decode(reply.body.as_ref())?;
+        let ack = conn::from_pb::<SendAck>(&reply.body)?;
         if ack.code == 0 {
             let _ = shared.ack_hist.borrow_mut().record(done - t);
             let batch = ms_to_ns(ack.server_ts);
@@ -385,7 +382,7 @@ async fn receive(mut c: Conn, pair: usize, shared: Rc<Shared>) {
             if p.op != op::im::MSG {
                 continue;
             }
-            let Ok(push) = Push::decode(p.body.as_ref()) else {
+            let Ok(push) = conn::from_pb::<Push>(&p.body) else {
                 continue;
             };
             for m in push.messages {

@@ -3,12 +3,11 @@
 //! it holds all of them in order: auth, one IM_SYNC (directory since 0), then IM_PULL FORWARD
 //! pages while `has_more`. Repeated `reps` times, each with a fresh pair of users.
 
-use super::conn::{Conn, stamp};
+use super::conn::{self, Conn, stamp};
 use super::{Common, open_all};
 use crate::sys::{self, now_ns};
 use anyhow::{bail, ensure};
 use clap::Args;
-use prost::Message as _;
 use serde::Serialize;
 use starling_proto::im::v1::{
     ConvKind, ConvRef, PullReply, PullReq, SendAck, SendReq, SyncReply, SyncReq,
@@ -110,10 +109,8 @@ async fn fill(c: &mut Conn, to: i64, n: u64) -> anyhow::Result<()> {
             content: stamp(now_ns()),
             ..Default::default()
         };
-        let reply = c
-            .request(op::im::SEND, &req.encode_to_vec(), |_| {})
-            .await?;
-        let ack = SendAck::decode(reply.body.as_ref())?;
+        let reply = c.request(op::im::SEND, &conn::pb(&req), |_| {}).await?;
+        let ack = conn::from_pb::<SendAck>(&reply.body)?;
         ensure!(ack.code == 0 && ack.seq == i + 1, "send {i}: {ack:?}");
     }
     Ok(())
@@ -134,10 +131,8 @@ async fn catch_up(
         limit: 100,
         ..Default::default()
     };
-    let reply = c
-        .request(op::im::SYNC, &req.encode_to_vec(), |_| {})
-        .await?;
-    let dir = SyncReply::decode(reply.body.as_ref())?;
+    let reply = c.request(op::im::SYNC, &conn::pb(&req), |_| {}).await?;
+    let dir = conn::from_pb::<SyncReply>(&reply.body)?;
     ensure!(dir.code == 0, "sync: {dir:?}");
     let conv = ConvRef {
         kind: ConvKind::P2p as i32,
@@ -158,11 +153,9 @@ async fn catch_up(
             from_seq: held + 1,
             limit: args.page,
         };
-        let reply = c
-            .request(op::im::PULL, &req.encode_to_vec(), |_| {})
-            .await?;
+        let reply = c.request(op::im::PULL, &conn::pb(&req), |_| {}).await?;
         pull_bytes += reply.body.len() as u64;
-        let page = PullReply::decode(reply.body.as_ref())?;
+        let page = conn::from_pb::<PullReply>(&reply.body)?;
         ensure!(page.code == 0, "pull: code {}", page.code);
         pages += 1;
         for m in &page.messages {
