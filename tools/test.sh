@@ -55,3 +55,18 @@ fi
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 STARLING_TEST_DRIVER=epoll cargo test --locked -p starling --tests
+
+# The web chat app (app/): its committed bundle (app/dist, embedded in starling) must be what
+# its sources build to, so it is rebuilt and any difference fails; then its end-to-end tests
+# run in Debian's Chromium (never a downloaded browser) against the starling binary built
+# above, and refresh docs/screenshots/.
+command -v npm >/dev/null || apt_install npm
+command -v chromium >/dev/null || apt_install chromium
+(cd app && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+if ! git diff --exit-code -- app/dist || [ -n "$(git status --porcelain -- app/dist)" ]; then
+    echo "test.sh: app/dist differs from what app/src builds to: run 'npm run build' in app/ and commit" >&2
+    exit 1
+fi
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+(cd app && STARLING_BIN="$target_dir/debug/starling" npm test)

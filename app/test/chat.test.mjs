@@ -1,0 +1,200 @@
+// The chat app end to end: real starling, real Chromium, people in their own browser contexts.
+// Run: (cd app && npm test), with the starling binary built (tools/test.sh does both).
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import {
+  Server, browser, online, openChat, openConv, person, send, seqs, shot, signIn, texts, until, WAIT,
+} from "./harness.mjs";
+
+let server;
+let b;
+before(async () => {
+  b = await browser();
+});
+after(async () => {
+  await b?.close();
+});
+
+async function withServer(f) {
+  server = await Server.start();
+  try {
+    await f(server);
+  } catch (e) {
+    console.error(server.log.join("").slice(-4000));
+    throw e;
+  } finally {
+    await server.stop();
+  }
+}
+
+test("the app is served with its content types; unknown files are 404", () => withServer(async (s) => {
+  const index = await fetch(`${s.http}/`);
+  assert.equal(index.status, 200);
+  assert.match(index.headers.get("content-type"), /^text\/html/);
+  const etag = index.headers.get("etag");
+  assert.ok(etag);
+  assert.equal((await fetch(`${s.http}/`, { headers: { "If-None-Match": etag } })).status, 304);
+  const js = await fetch(`${s.http}/app/app.js`);
+  assert.match(js.headers.get("content-type"), /javascript/);
+  assert.equal((await fetch(`${s.http}/app/nope.js`)).status, 404);
+  const cfg = await (await fetch(`${s.http}/app/api/config`)).json();
+  assert.match(cfg.data.wsUrl, /^ws:\/\/127\.0\.0\.1:\d+\/sub$/);
+  assert.equal(cfg.data.devSignin, true);
+}));
+
+test("two users chat both ways, with unread badges, ticks and typing", () => withServer(async (s) => {
+  const alice = await person(b, s);
+  const bob = await person(b, s);
+  await signIn(alice, "1", "Alice");
+  await signIn(bob, "2", "Bob");
+  await assert.doesNotReject(alice.getByTestId("dev-banner").waitFor({ state: "visible" }));
+
+  await openChat(alice, "2");
+  await send(alice, "hi Bob");
+  await until("alice's own message", () => texts(alice), ["hi Bob"]);
+  const bobsItem = bob.locator('[data-testid="conv-item"][data-conv="P2P:1"]');
+  await until("bob's unread badge", () => bobsItem.getAttribute("data-unread"), "1");
+  assert.equal(await bobsItem.getByTestId("conv-last").textContent(), "hi Bob");
+  assert.equal(await bobsItem.getByTestId("conv-title").textContent(), "Alice");
+
+  await openConv(bob, "P2P:1");
+  await until("bob reads", () => texts(bob), ["hi Bob"]);
+  await until("alice's read tick", () =>
+    alice.locator('[data-testid="message-status"]').first().getAttribute("data-status"), "read");
+
+  await bob.getByTestId("composer-input").pressSequentially("hel");
+  await alice.getByTestId("typing").filter({ hasText: "Bob is typing" }).waitFor({ timeout: WAIT });
+  await send(bob, "hello Alice");
+  await until("alice sees the reply", () => texts(alice), ["hi Bob", "hello Alice"]);
+  await until("bob's view", () => texts(bob), ["hi Bob", "hello Alice"]);
+  await send(alice, "how are you?");
+  await until("bob sees it", () => texts(bob), ["hi Bob", "hello Alice", "how are you?"]);
+  await shot(alice, "chat");
+}));
+
+test("a group of three: created, chatted in, a member added", () => withServer(async (s) => {
+  const [a, bb, c, d] = [await person(b, s), await person(b, s), await person(b, s), await person(b, s)];
+  await signIn(a, "1", "Alice");
+  await signIn(bb, "2", "Bob");
+  await signIn(c, "3", "Carol");
+  await signIn(d, "4", "Dave");
+  await a.getByTestId("new-group-name").fill("Trio");
+  await a.getByTestId("new-group-members").fill("2, 3");
+  await a.getByTestId("new-group-submit").click();
+  await until("group title", () => a.getByTestId("chat-title").textContent(), "Trio");
+  await send(a, "welcome both");
+  for (const p of [bb, c]) {
+    const item = p.locator('[data-testid="conv-item"][data-conv^="GROUP:"]');
+    await until("group listed", () => item.getByTestId("conv-title").textContent(), "Trio");
+    await item.click();
+    await until("group message", () => texts(p), ["welcome both"]);
+  }
+  await send(bb, "thanks");
+  await until("carol sees bob", () => texts(c), ["welcome both", "thanks"]);
+  await send(c, "hi all");
+  const all = ["welcome both", "thanks", "hi all"];
+  for (const p of [a, bb, c]) await until("same order everywhere", () => texts(p), all);
+  assert.deepEqual(await seqs(a), await seqs(c));
+
+  await a.getByTestId("add-member-uid").fill("4");
+  await a.getByTestId("add-member-submit").click();
+  const item = d.locator('[data-testid="conv-item"][data-conv^="GROUP:"]');
+  await item.click({ timeout: WAIT });
+  await send(d, "hello, I'm Dave");
+  await until("alice sees dave", () => texts(a), [...all, "hello, I'm Dave"]);
+  await until("the add is shown", () =>
+    a.locator('[data-testid="message"][data-kind="SYSTEM"]').last().textContent(), "You added Dave");
+  await shot(a, "group");
+}));
+
+test("a reloaded tab sees the whole history in order (scrolling up loads it)", () => withServer(async (s) => {
+  const alice = await person(b, s);
+  const bob = await person(b, s);
+  await signIn(alice, "1", "Alice");
+  await signIn(bob, "2", "Bob");
+  await openChat(alice, "2");
+  const want = [];
+  for (let i = 1; i <= 45; i++) {
+    want.push(`message ${i}`);
+    await send(alice, `message ${i}`);
+  }
+  await until("all sent", async () => (await texts(alice)).length, 45);
+  await bob.reload();
+  await online(bob);
+  await openConv(bob, "P2P:1");
+  // Scroll to the top until the first page is reached.
+  await until("history loaded to the start", async () => {
+    await bob.getByTestId("messages").evaluate((e) => { e.scrollTop = 0; e.dispatchEvent(new Event("scroll")); });
+    return bob.getByTestId("history-state").getAttribute("data-state");
+  }, "start");
+  await until("whole history in order", () => texts(bob), want);
+  const shown = (await seqs(bob)).map(Number);
+  assert.deepEqual(shown, shown.map((_, i) => i + 1), "seqs 1..45 with no gap or duplicate");
+}));
+
+test("a recall turns into a tombstone in the other tab and the sender's other tab", () => withServer(async (s) => {
+  const alice = await person(b, s);
+  const aliceTab2 = await alice.context().newPage();
+  const bob = await person(b, s);
+  await signIn(alice, "1", "Alice");
+  await aliceTab2.goto("/");
+  await online(aliceTab2);
+  await signIn(bob, "2", "Bob");
+  await openChat(alice, "2");
+  await send(alice, "keep this");
+  await send(alice, "oops, wrong chat");
+  await openConv(bob, "P2P:1");
+  await openConv(aliceTab2, "P2P:2");
+  for (const p of [bob, aliceTab2]) await until("both arrive", () => texts(p), ["keep this", "oops, wrong chat"]);
+
+  await alice.locator('[data-testid="message"][data-recalled="false"]').last().getByTestId("message-recall").click();
+  await until("bob's tombstone", () => texts(bob), ["keep this", "This message was recalled"]);
+  await until("alice's other tab", () => texts(aliceTab2), ["keep this", "You recalled a message"]);
+  assert.equal(await bob.locator('[data-testid="message"][data-recalled="true"]').count(), 1);
+  await until("bob's list shows it", () =>
+    bob.locator('[data-conv="P2P:1"] [data-testid="conv-last"]').textContent(), "Message recalled");
+  await shot(bob, "recall");
+}));
+
+test("the server restarts mid-chat: both tabs reconnect and miss nothing", () => withServer(async (s) => {
+  const alice = await person(b, s);
+  const bob = await person(b, s);
+  await signIn(alice, "1", "Alice");
+  await signIn(bob, "2", "Bob");
+  await openChat(alice, "2");
+  await send(alice, "before the restart");
+  await openConv(bob, "P2P:1");
+  await until("delivered", () => texts(bob), ["before the restart"]);
+
+  await s.kill();
+  for (const p of [alice, bob])
+    await p.locator('[data-testid="conn-state"]:not([data-state="online"])').waitFor({ timeout: WAIT });
+  await send(alice, "sent while down"); // held by the SDK, resent with the same clientMsgId
+  await s.spawn();
+  await online(alice);
+  await online(bob);
+  await send(bob, "after the restart");
+  const want = ["before the restart", "sent while down", "after the restart"];
+  await until("alice, in order", () => texts(alice), want);
+  await until("bob, in order", () => texts(bob), want);
+  assert.deepEqual((await seqs(bob)).map(Number), [1, 2, 3]);
+  await shot(bob, "reconnected");
+}));
+
+test("the live room panel shows goim room pushes", () => withServer(async (s) => {
+  const alice = await person(b, s);
+  const bob = await person(b, s);
+  await signIn(alice, "1", "Alice");
+  await signIn(bob, "2", "Bob");
+  await alice.getByTestId("room-text").fill("goal!");
+  await alice.getByTestId("room-send").click();
+  for (const p of [alice, bob])
+    await until("room push", () => p.getByTestId("room-message").allTextContents(), ["goal!"]);
+  await bob.getByTestId("room-id").fill("live://2000");
+  await bob.getByTestId("room-join-submit").click();
+  await new Promise((r) => setTimeout(r, 300)); // the room change reaches comet
+  await alice.getByTestId("room-text").fill("only room 1000");
+  await alice.getByTestId("room-send").click();
+  await until("alice gets it", () => alice.getByTestId("room-message").allTextContents(), ["goal!", "only room 1000"]);
+  assert.deepEqual(await bob.getByTestId("room-message").allTextContents(), []);
+}));
