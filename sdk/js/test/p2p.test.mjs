@@ -1,0 +1,97 @@
+// 1:1 chat both ways with acks, duplicate sends, read receipts and typing, against a real
+// all-in-one (test/harness.mjs).
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { Server, record, waitFor } from "./harness.mjs";
+
+let srv;
+before(async () => {
+  srv = await Server.start();
+});
+after(async () => {
+  await srv?.stop();
+});
+
+test("1:1 both ways: acks give seqs, each side sees each message once, in order", async () => {
+  const a = await srv.client(1);
+  const b = await srv.client(2);
+  const aMsgs = record(a, "message");
+  const bMsgs = record(b, "message");
+  const r1 = await a.send({ kind: "P2P", id: "2" }, "hi b");
+  assert.equal(r1.seq, "1");
+  assert.equal(r1.duplicate, false);
+  const r2 = await b.send({ kind: "P2P", id: "1" }, "hi a");
+  assert.equal(r2.seq, "2");
+  const r3 = await a.send({ kind: "P2P", id: "2" }, "how are you", { contentType: 7 });
+  assert.equal(r3.seq, "3");
+  await waitFor("b has 3", () => bMsgs.length === 3);
+  await waitFor("a has 3", () => aMsgs.length === 3);
+  assert.deepEqual(bMsgs.map((m) => [m.seq, m.sender, m.content]), [
+    ["1", "1", "hi b"],
+    ["2", "2", "hi a"],
+    ["3", "1", "how are you"],
+  ]);
+  assert.deepEqual(aMsgs.map((m) => m.seq), ["1", "2", "3"]);
+  assert.deepEqual(bMsgs[0].conv, { kind: "P2P", id: "1" }, "viewer-relative conversation");
+  assert.deepEqual(aMsgs[0].conv, { kind: "P2P", id: "2" });
+  assert.equal(bMsgs[2].contentType, 7);
+  assert.equal(bMsgs[0].senderPlatform, "web");
+  assert.deepEqual(b.messages({ kind: "P2P", id: "1" }).map((m) => m.seq), ["1", "2", "3"]);
+  const conv = b.conversation({ kind: "P2P", id: "1" });
+  assert.equal(conv.contig, "3");
+  assert.equal(conv.unread, 2, "two from a, unread");
+  assert.equal(conv.last.content, "how are you");
+  assert.deepEqual(b.conversations().map((c) => c.conv), [{ kind: "P2P", id: "1" }]);
+  a.close();
+  b.close();
+});
+
+test("the same clientMsgId twice is one message: the second ack is a duplicate with the same seq", async () => {
+  const a = await srv.client(3);
+  const b = await srv.client(4);
+  const bMsgs = record(b, "message");
+  const first = await a.send({ kind: "P2P", id: "4" }, "once", { clientMsgId: "dup-1" });
+  const again = await a.send({ kind: "P2P", id: "4" }, "once", { clientMsgId: "dup-1" });
+  assert.equal(again.duplicate, true);
+  assert.equal(again.seq, first.seq);
+  assert.equal(again.msgId, first.msgId);
+  await a.send({ kind: "P2P", id: "4" }, "twice");
+  await waitFor("b has 2", () => bMsgs.length === 2);
+  assert.deepEqual(bMsgs.map((m) => m.content), ["once", "twice"]);
+  // A final code rejects with ImError: the id reused with other content is 409.
+  await assert.rejects(a.send({ kind: "P2P", id: "4" }, "other", { clientMsgId: "dup-1" }), (e) => e.name === "ImError" && e.code === 409);
+  a.close();
+  b.close();
+});
+
+test("read receipts, delivered marks and typing reach the peer; marks are coalesced", async () => {
+  const a = await srv.client(5);
+  const b = await srv.client(6, "web-6", { autoDelivered: false });
+  const receipts = record(a, "receipt");
+  const typing = record(a, "typing");
+  const bMsgs = record(b, "message");
+  for (let i = 0; i < 5; i++) await a.send({ kind: "P2P", id: "6" }, `m${i}`);
+  await waitFor("b has 5", () => bMsgs.length === 5);
+  const reads = b.stats.reads;
+  for (const m of bMsgs) b.markRead({ kind: "P2P", id: "5" }, m.seq);
+  assert.equal(b.conversation({ kind: "P2P", id: "5" }).unread, 0, "read locally at once");
+  await waitFor("a sees b's read up to 5", () => receipts.some((r) => r.type === "read" && r.seq === "5" && r.uid === "6"));
+  assert.deepEqual(receipts.find((r) => r.type === "read").conv, { kind: "P2P", id: "6" });
+  assert.ok(b.stats.reads - reads <= 2, `5 marks within a second: at most 2 IM_READ, got ${b.stats.reads - reads}`);
+  assert.equal(a.conversation({ kind: "P2P", id: "6" }).peerReadSeq, "5");
+  b.typing({ kind: "P2P", id: "5" }, true);
+  await waitFor("a sees b typing", () => typing.some((t) => t.uid === "6" && t.typing));
+  assert.deepEqual(typing[0].conv, { kind: "P2P", id: "6" });
+  a.close();
+  b.close();
+  // Delivered: a client with autoDelivered (the default) marks what it holds.
+  const c = await srv.client(7);
+  const d = await srv.client(8);
+  const cReceipts = record(c, "receipt");
+  await c.send({ kind: "P2P", id: "8" }, "delivered?");
+  await waitFor("c sees d's delivered mark", () => cReceipts.some((r) => r.type === "delivered" && r.seq === "1"));
+  assert.equal(c.conversation({ kind: "P2P", id: "8" }).peerRecvSeq, "1");
+  c.close();
+  d.close();
+});
