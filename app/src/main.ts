@@ -1,7 +1,7 @@
 // Starling's web chat app: plain DOM over the TypeScript SDK (sdk/js). The page's HTML is
 // src/index.html; the server side is starling/src/app (GET /app/api/config, and with
 // [app] dev_signin the development sign-in and group routes).
-import { StarlingClient, convKey } from "../../sdk/js/src/index.js";
+import { StarlingClient, convKey, uuid } from "../../sdk/js/src/index.js";
 import type { ConnectionState, Conversation, ConvRef, Message } from "../../sdk/js/src/index.js";
 import * as api from "./api.js";
 import { ConvState, Store, cmpSeq, systemText } from "./store.js";
@@ -262,7 +262,12 @@ function messageRow(m: Message, conv: Conversation | undefined): HTMLLIElement {
   if (mine && !m.recalled) {
     const b = el("button", { type: "button", className: "recall", textContent: "Recall", title: "Recall for everyone" }, { testid: "message-recall" });
     b.addEventListener("click", () => {
-      client.recall(m.conv, m.seq).catch((e: Error) => { $("pane-error").textContent = `recall: ${e.message}`; });
+      client.recall(m.conv, m.seq).then(() => {
+        // As for a send, the recalling connection gets no push of its own recall.
+        const c = store.get(m.conv);
+        const t = c.bySeq.get(m.seq);
+        if (t && c.put({ ...t, recalled: true, content: "" })) renderConv(m.conv);
+      }, (e: Error) => { $("pane-error").textContent = `recall: ${e.message}`; });
     });
     meta.append(b);
   }
@@ -315,10 +320,7 @@ function renderTyping() {
 
 function renderList() {
   if (!client) return;
-  const items = client.conversations().filter((c) => !c.left || sameConv(current, c.conv));
-  if (current && !items.some((c) => sameConv(c.conv, current!))) {
-    items.unshift({ conv: current, lastSeq: "0", floorSeq: "0", readSeq: "0", peerReadSeq: "0", peerRecvSeq: "0", unread: 0, left: false, contig: "0" });
-  }
+  const items = conversations();
   $("conv-list").replaceChildren(...items.map((c) => {
     const last = c.last;
     const preview = !last ? "" : last.recalled ? "Message recalled" : last.kind === "SYSTEM" ? systemText(last, nameOf)
@@ -333,6 +335,24 @@ function renderList() {
     b.addEventListener("click", () => openConv(c.conv));
     return el("li", {}, {}, b);
   }));
+}
+
+/** The SDK's conversations, with what this tab sent itself (see the composer) as their last
+ *  message when newer, and the open one even before it has a message; newest first. */
+function conversations(): Conversation[] {
+  const out = client.conversations().filter((c) => !c.left || sameConv(current, c.conv));
+  const seen = new Set(out.map((c) => convKey(c.conv)));
+  for (const c of store.all()) {
+    if (!seen.has(convKey(c.conv)) && (c.bySeq.size > 0 || sameConv(current, c.conv)))
+      out.push({ conv: c.conv, lastSeq: "0", floorSeq: "0", readSeq: "0", peerReadSeq: "0", peerRecvSeq: "0", unread: 0, left: false, contig: "0" });
+  }
+  const newest = (c: Conversation) => {
+    const high = store.get(c.conv).highest();
+    const mine = high ? store.get(c.conv).bySeq.get(high) : undefined;
+    return mine && (!c.last || cmpSeq(mine.seq, c.last.seq) > 0) ? { ...c, last: mine } : c;
+  };
+  const ts = (c: Conversation) => BigInt(c.last?.serverTs ?? "0");
+  return out.map(newest).sort((a, b) => (ts(a) === ts(b) ? 0 : ts(a) > ts(b) ? -1 : 1));
 }
 
 function renderAll() {
@@ -363,14 +383,22 @@ $("composer").addEventListener("submit", (ev) => {
   input.value = "";
   const conv = current;
   const c = store.get(conv);
-  const clientMsgId = `web-${crypto.randomUUID()}`;
+  const clientMsgId = uuid();
   const p = { clientMsgId, content: text } as { clientMsgId: string; content: string; failed?: string };
   c.pending.push(p);
   renderConv(conv, true);
   typingSent = 0;
   client.typing(conv, false);
   client.send(conv, text, { clientMsgId }).then(
-    () => { c.pending = c.pending.filter((x) => x !== p); renderConv(conv); },
+    (ack) => {
+      // The server pushes a message to every device but the sending connection (im.md §7.4),
+      // so the ack is this tab's copy; the SDK may also deliver it later (same seq: kept once).
+      c.put({ conv, seq: ack.seq, msgId: ack.msgId, sender: session.uid, clientMsgId, kind: "NORMAL",
+        contentType: 1, content: text, serverTs: ack.serverTs, refSeq: "0", recalled: false,
+        mentions: [], senderPlatform: "web" });
+      c.pending = c.pending.filter((x) => x !== p);
+      renderConv(conv);
+    },
     (e: Error) => { p.failed = e.message; $("pane-error").textContent = `not sent: ${e.message}`; renderConv(conv); });
 });
 

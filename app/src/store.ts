@@ -56,6 +56,10 @@ export class ConvState {
 export class Store {
   private convs = new Map<string, ConvState>();
 
+  all(): ConvState[] {
+    return [...this.convs.values()];
+  }
+
   get(conv: ConvRef): ConvState {
     const k = convKey(conv);
     let c = this.convs.get(k);
