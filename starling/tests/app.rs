@@ -36,7 +36,8 @@ impl Reply {
 fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost:1\r\nConnection: close\r\n");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost:1\r\nConnection: close\r\n");
     for h in headers {
         head.push_str(h);
         head.push_str("\r\n");
@@ -50,7 +51,10 @@ fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &
     let head = String::from_utf8_lossy(&resp[..split]).to_string();
     let status = head[9..12].parse().unwrap();
     let mut body = resp[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = unchunk(&body);
     }
     Reply { status, head, body }
@@ -80,7 +84,10 @@ fn files_are_served_with_types_etags_and_404s() {
     let http = im.server.http;
     let index = request(http, "GET", "/", &[], "");
     assert_eq!(index.status, 200);
-    assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        index.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     assert_eq!(index.header("cache-control"), Some("no-cache"));
     assert!(String::from_utf8_lossy(&index.body).contains("/app/app.js"));
     let etag = index.header("etag").unwrap().to_string();
@@ -92,11 +99,24 @@ fn files_are_served_with_types_etags_and_404s() {
 
     let js = request(http, "GET", "/app/app.js", &[], "");
     assert_eq!(js.status, 200);
-    assert!(js.header("content-type").unwrap().contains("javascript"), "{}", js.head);
+    assert!(
+        js.header("content-type").unwrap().contains("javascript"),
+        "{}",
+        js.head
+    );
     let css = request(http, "GET", "/app/style.css", &[], "");
     assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
 
-    for path in ["/app/nope.js", "/app/../Cargo.toml", "/app/%2e%2e/Cargo.toml", "/app/"] {
+    assert_eq!(
+        request(http, "GET", "/app/", &[], "").header("etag"),
+        Some(etag.as_str())
+    );
+    for path in [
+        "/app/nope.js",
+        "/app/../Cargo.toml",
+        "/app/%2e%2e/Cargo.toml",
+        "/app/api/nope",
+    ] {
         assert_eq!(request(http, "GET", path, &[], "").status, 404, "{path}");
     }
     // Other unknown paths keep goim's envelope.
@@ -108,9 +128,10 @@ fn files_are_served_with_types_etags_and_404s() {
         cfg["data"],
         json!({"wsUrl": format!("ws://localhost:{}/sub", im.server.ws.port()), "devSignin": false})
     );
-    // Without dev_signin there is no sign-in route.
+    // Without dev_signin there is no sign-in route: the path is only a (missing) file.
     let signin = request(http, "POST", "/app/api/signin", &[], r#"{"uid":"1"}"#);
-    assert_eq!(signin.status, 404, "{}", signin.head);
+    assert_eq!(signin.status, 405, "{}", signin.head);
+    assert!(!String::from_utf8_lossy(&signin.body).contains("token"));
 }
 
 #[test]
@@ -123,7 +144,13 @@ fn the_app_is_off_by_default() {
 }
 
 fn signin(http: SocketAddr, uid: &str, name: &str) -> String {
-    let r = request(http, "POST", "/app/api/signin", &[], &json!({"uid": uid, "name": name}).to_string());
+    let r = request(
+        http,
+        "POST",
+        "/app/api/signin",
+        &[],
+        &json!({"uid": uid, "name": name}).to_string(),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
     assert_eq!(v["data"]["uid"], uid);
@@ -139,7 +166,10 @@ fn bearer(token: &str) -> String {
 fn dev_signin_mints_a_token_that_logs_in_and_drives_groups() {
     let im = Im::start_with(|c| app_on(c, true));
     let http = im.server.http;
-    assert_eq!(request(http, "GET", "/app/api/config", &[], "").json()["data"]["devSignin"], true);
+    assert_eq!(
+        request(http, "GET", "/app/api/config", &[], "").json()["data"]["devSignin"],
+        true
+    );
     let alice = signin(http, "1", "Alice");
     let bob = signin(http, "2", "Bob");
     // The token is a real im_token: the server verifies it against uid 1.
@@ -152,11 +182,30 @@ fn dev_signin_mints_a_token_that_logs_in_and_drives_groups() {
     let unknown = request(http, "GET", "/app/api/users/99", &[&bearer(&alice)], "").json();
     assert_eq!(unknown["data"]["name"], "");
 
-    let g = request(http, "POST", "/app/api/groups", &[&bearer(&alice)], r#"{"name":"Trio","members":["2"]}"#);
+    let g = request(
+        http,
+        "POST",
+        "/app/api/groups",
+        &[&bearer(&alice)],
+        r#"{"name":"Trio","members":["2"]}"#,
+    );
     assert_eq!(g.status, 200, "{}", String::from_utf8_lossy(&g.body));
     let gid = g.json()["data"]["gid"].as_str().unwrap().to_string();
-    let info = request(http, "GET", &format!("/app/api/groups/{gid}"), &[&bearer(&bob)], "").json();
-    assert_eq!((info["data"]["name"].as_str(), info["data"]["memberCount"].as_u64()), (Some("Trio"), Some(2)));
+    let info = request(
+        http,
+        "GET",
+        &format!("/app/api/groups/{gid}"),
+        &[&bearer(&bob)],
+        "",
+    )
+    .json();
+    assert_eq!(
+        (
+            info["data"]["name"].as_str(),
+            info["data"]["memberCount"].as_u64()
+        ),
+        (Some("Trio"), Some(2))
+    );
     let add = format!("/app/api/groups/{gid}/members");
     // Bob is a plain member: he may not add; Alice (owner) may.
     let r = request(http, "POST", &add, &[&bearer(&bob)], r#"{"uids":["3"]}"#);
@@ -165,7 +214,13 @@ fn dev_signin_mints_a_token_that_logs_in_and_drives_groups() {
     assert_eq!(r.json()["data"]["added"], json!(["3"]));
     // Carol was never a member of another group: 403 on its info.
     let carol = signin(http, "5", "Carol");
-    let r = request(http, "GET", &format!("/app/api/groups/{gid}"), &[&bearer(&carol)], "");
+    let r = request(
+        http,
+        "GET",
+        &format!("/app/api/groups/{gid}"),
+        &[&bearer(&carol)],
+        "",
+    );
     assert_eq!(r.status, 403);
 }
 
@@ -181,12 +236,26 @@ fn dev_routes_refuse_bad_input_and_missing_tokens() {
         ("not json", 400),
     ] {
         let r = request(http, "POST", "/app/api/signin", &[], body);
-        assert_eq!((r.status, r.json()["code"].as_i64()), (code, Some(code as i64)), "{body}");
+        assert_eq!(
+            (r.status, r.json()["code"].as_i64()),
+            (code, Some(code as i64)),
+            "{body}"
+        );
     }
     let long = "n".repeat(300);
-    let r = request(http, "POST", "/app/api/signin", &[], &json!({"uid": 1, "name": long}).to_string());
+    let r = request(
+        http,
+        "POST",
+        "/app/api/signin",
+        &[],
+        &json!({"uid": 1, "name": long}).to_string(),
+    );
     assert_eq!(r.status, 413);
-    for auth in [vec![], vec!["Authorization: Bearer nope".to_string()], vec!["Authorization: Basic eA==".to_string()]] {
+    for auth in [
+        vec![],
+        vec!["Authorization: Bearer nope".to_string()],
+        vec!["Authorization: Basic eA==".to_string()],
+    ] {
         let headers: Vec<&str> = auth.iter().map(String::as_str).collect();
         let r = request(http, "POST", "/app/api/groups", &headers, r#"{"name":"g"}"#);
         assert_eq!(r.status, 401, "{auth:?}");
@@ -208,18 +277,27 @@ fn dev_routes_refuse_bad_input_and_missing_tokens() {
 
 #[test]
 fn app_configuration_rules() {
-    let err = boot::parse::<Config>("[app]\nenabled = true\n").unwrap_err().to_string();
+    let err = boot::parse::<Config>("[app]\nenabled = true\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("app.enabled"), "{err}");
     let err = boot::parse::<Config>(
         "[im]\nenabled = true\ninsecure_trust_mid = true\n[app]\nenabled = true\ndev_signin = true\n",
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("app.dev_signin") && err.contains("token_secret"), "{err}");
-    let err = boot::parse::<Config>("[app]\nenable = true\n").unwrap_err().to_string();
+    assert!(
+        err.contains("app.dev_signin") && err.contains("token_secret"),
+        "{err}"
+    );
+    let err = boot::parse::<Config>("[app]\nenable = true\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("enable"), "{err}");
     // The README's way to try it parses and turns everything on.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/app-try.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/app-try.toml"))
+            .unwrap();
     let c = boot::parse::<Config>(&text).unwrap();
     assert!(c.im.enabled && c.app.enabled && c.app.dev_signin);
     assert_eq!(c.im.path, std::path::PathBuf::from("data/im"));

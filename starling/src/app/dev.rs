@@ -55,7 +55,10 @@ impl FromRequestParts<St> for Me {
     async fn from_request_parts(parts: &mut Parts, im: &St) -> Result<Me, ApiError> {
         let unauthorized = |why: String| {
             tracing::info!(%why, "app API: refused bearer");
-            ApiError::new(401, format!("Authorization: Bearer <im_token> required: {why}"))
+            ApiError::new(
+                401,
+                format!("Authorization: Bearer <im_token> required: {why}"),
+            )
         };
         let token = parts
             .headers
@@ -68,7 +71,9 @@ impl FromRequestParts<St> for Me {
         let tokens = im
             .tokens()
             .ok_or_else(|| ApiError::new(503, "IM has no token_secret"))?;
-        let claims = tokens.decode(token).map_err(|e| unauthorized(e.to_string()))?;
+        let claims = tokens
+            .decode(token)
+            .map_err(|e| unauthorized(e.to_string()))?;
         let uid: i64 = claims
             .sub
             .parse()
@@ -103,7 +108,12 @@ async fn signin(State(im): State<St>, Body(req): Body<SigninReq>) -> ApiResult {
             };
             upsert_user(&im, uid, patch).await?.name
         }
-        None => im.store.user(uid).await?.map(|u| u.name).unwrap_or_default(),
+        None => im
+            .store
+            .user(uid)
+            .await?
+            .map(|u| u.name)
+            .unwrap_or_default(),
     };
     tracing::warn!(uid, "app API: development sign-in");
     ok(serde_json::json!({
@@ -150,7 +160,11 @@ async fn create_group(State(im): State<St>, Me(me): Me, Body(req): Body<CreateRe
 }
 
 /// The bearer's membership of group `gid`: 403 when never a member.
-async fn membership(im: &Im, gid: i64, me: i64) -> Result<starling_im::store::MemberState, ApiError> {
+async fn membership(
+    im: &Im,
+    gid: i64,
+    me: i64,
+) -> Result<starling_im::store::MemberState, ApiError> {
     im.store
         .member(Conv::group(gid), me)
         .await?

@@ -3,7 +3,7 @@
 //! needs no Node) are embedded in the binary at compile time, nothing is read from disk.
 //!
 //! Routes (merged into logic's router, which keeps its own fallback):
-//! - `GET /` → `index.html`; `GET /app/{file}` → the embedded file with its content type,
+//! - `GET /` (and `/app`, `/app/`) → `index.html`; `GET /app/{file}` → the embedded file with its content type,
 //!   an `ETag` (the file's SHA-256) and `Cache-Control: no-cache` (names carry no hash, so
 //!   the browser revalidates and gets `304` while unchanged). An unknown file is a plain
 //!   `404`.
@@ -50,6 +50,8 @@ pub fn router(config: &App, im: Arc<Im>, ws_port: u16) -> Router {
     };
     let mut r = Router::new()
         .route("/", get(index))
+        .route("/app", get(index))
+        .route("/app/", get(index))
         .route("/app/api/config", get(app_config))
         .route("/app/{*file}", get(file))
         .with_state(state);
@@ -79,9 +81,11 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
     }
     etag.push('"');
     let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii() == etag.as_bytes()));
+    let fresh = headers.get(header::IF_NONE_MATCH).is_some_and(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii() == etag.as_bytes())
+    });
     let common = [
         (header::ETAG, etag),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
@@ -100,7 +104,8 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
 
 /// Text types get `charset=utf-8` (the app's files are UTF-8).
 fn content_type(mime: &str) -> String {
-    let text = mime.starts_with("text/") || mime == "application/javascript" || mime == "application/json";
+    let text =
+        mime.starts_with("text/") || mime == "application/javascript" || mime == "application/json";
     if text && !mime.contains("charset") {
         format!("{mime}; charset=utf-8")
     } else {
@@ -123,11 +128,7 @@ async fn app_config(State(s): State<AppState>, headers: HeaderMap) -> Response {
         "message": "",
         "data": { "wsUrl": ws_url, "devSignin": s.config.dev_signin },
     });
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(body),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
 /// `Host` without its port: `example.com:3111` → `example.com`, `[::1]:3111` → `[::1]`.
