@@ -170,15 +170,22 @@ test("the server restarts mid-chat: both tabs reconnect and miss nothing", () =>
   await s.kill();
   for (const p of [alice, bob])
     await p.locator('[data-testid="conn-state"]:not([data-state="online"])').waitFor({ timeout: WAIT });
-  await send(alice, "sent while down"); // held by the SDK, resent with the same clientMsgId
+  // Held by the SDK while the server is down, sent once it is back.
+  await send(alice, "alice while down");
+  await send(bob, "bob while down");
   await s.spawn();
   await online(alice);
   await online(bob);
+  await until("both sent", async () => (await texts(bob)).length, 3);
   await send(bob, "after the restart");
-  const want = ["before the restart", "sent while down", "after the restart"];
-  await until("alice, in order", () => texts(alice), want);
-  await until("bob, in order", () => texts(bob), want);
-  assert.deepEqual((await seqs(bob)).map(Number), [1, 2, 3]);
+  // The two sends from the outage are ordered by the server; both tabs show its order.
+  await until("bob has all", async () => (await texts(bob)).length, 4);
+  const order = await texts(bob);
+  assert.deepEqual([...order].sort(), ["after the restart", "alice while down", "before the restart", "bob while down"]);
+  assert.equal(order[0], "before the restart");
+  assert.equal(order[3], "after the restart");
+  await until("alice, in the same order", () => texts(alice), order);
+  for (const p of [alice, bob]) assert.deepEqual((await seqs(p)).map(Number), [1, 2, 3, 4]);
   await shot(bob, "reconnected");
 }));
 
@@ -202,6 +209,7 @@ test("the live room panel shows goim room pushes", () => withServer(async (s) =>
   await until("alice gets it", () => alice.getByTestId("room-message").allTextContents(), ["goal!", "only room 1000"]);
   await pushUntilSeen(bob, got, "in 2000 again");
   assert.ok(!(await got()).includes("only room 1000"), "bob left room 1000");
+  await shot(alice, "room");
 }));
 
 /** Pushes `text` from `page`'s room form until `got()` shows it (each try a distinct text). */
