@@ -4,15 +4,16 @@
 #   - postgresql (Debian's package: the IM store's PostgreSQL tests run its initdb and
 #     postgres binaries, as the `postgres` user when root; the system cluster the package
 #     starts is stopped and kept from starting again);
-#   - nodejs, when absent, for goim's own JavaScript client (tools/goim-compat);
+#   - nodejs, when absent, for goim's own JavaScript client (tools/goim-compat), and npm
+#     for the TypeScript SDK's build and tests (sdk/js);
 #   - tansu, a Kafka-protocol broker (crates.io), under cargo's bin directory: about 15
 #     minutes to build the first time, reused after.
 # The tests start their own Redis, broker and PostgreSQL on spare ports and stop them when
 # they end.
 # Then it builds the tier binaries (the multi-host tests run them as processes), runs every
-# test of the workspace, and the integration tests again on comet's epoll driver (the
-# fallback when io_uring is unavailable). The multi-host tests (distributed, im_distributed,
-# im_cluster) need root (network namespaces).
+# test of the workspace, the integration tests again on comet's epoll driver (the fallback
+# when io_uring is unavailable), and the TypeScript SDK's tests. The multi-host tests
+# (distributed, im_distributed, im_cluster) need root (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,18 +56,21 @@ fi
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 STARLING_TEST_DRIVER=epoll cargo test --locked -p starling --tests
+# The TypeScript SDK (sdk/js): built with tsc, tested under Node's test runner against the
+# all-in-one binary built above (each test file starts its own on spare ports). npm installs
+# the SDK's dev dependencies from its lock file.
+command -v npm >/dev/null || apt_install npm
+target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
+(cd sdk/js && npm ci --no-audit --no-fund && npm run build && STARLING_BIN="$target_dir/debug/starling" npm test)
 
 # The web chat app (app/): its committed bundle (app/dist, embedded in starling) must be what
-# its sources build to, so it is rebuilt and any difference fails; then its end-to-end tests
-# run in Debian's Chromium (never a downloaded browser) against the starling binary built
-# above, and refresh docs/screenshots/.
-command -v npm >/dev/null || apt_install npm
+# its sources (and the SDK's, sdk/js/src) build to, so it is rebuilt and any difference fails;
+# then its end-to-end tests run in Debian's Chromium (never a downloaded browser) against the
+# starling binary built above, and refresh docs/screenshots/.
 command -v chromium >/dev/null || apt_install chromium
 (cd app && npm ci --no-audit --no-fund --loglevel=error && npm run build)
 if ! git diff --exit-code -- app/dist || [ -n "$(git status --porcelain -- app/dist)" ]; then
     echo "test.sh: app/dist differs from what app/src builds to: run 'npm run build' in app/ and commit" >&2
     exit 1
 fi
-target_dir="${CARGO_TARGET_DIR:-target}"
-case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 (cd app && STARLING_BIN="$target_dir/debug/starling" npm test)

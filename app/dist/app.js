@@ -366,15 +366,16 @@ var ConvState = class {
   }
   /**
    * The floor rose above what is held (history cleared, retention): drop what is below it and
-   * continue from floor - 1, so the missing seqs below the floor are not waited for.
+   * continue from floor - 1, so the missing seqs below the floor are not waited for. Returns
+   * the held messages that became contiguous.
    */
   raiseFloor(floor) {
     if (floor > this.floorSeq) this.floorSeq = floor;
-    if (!this.initialized || floor - 1n <= this.contig) return;
+    if (!this.initialized || floor - 1n <= this.contig) return { messages: [], recalled: [], duplicates: 0 };
     this.messages = [];
     this.base = floor - 1n;
     this.contig = this.base;
-    for (const s of [...this.held.keys()]) if (s <= this.contig) this.held.delete(s);
+    return this.ingest([]);
   }
   /** Takes messages (pushes or a pull page) through the receive rule. */
   ingest(ms) {
@@ -409,6 +410,10 @@ var ConvState = class {
     if (s > this.lastSeq) this.lastSeq = s;
     const ts = BigInt(m.serverTs);
     if (ts > this.activity) this.activity = ts;
+    if (m.sender === this.me && s > this.readSeq) {
+      this.readSeq = s;
+      this.unread = 0;
+    }
     if (m.kind === "RECALL") {
       const t = this.find(BigInt(m.refSeq));
       if (t && !t.recalled) {
@@ -490,9 +495,15 @@ var ConvState = class {
 
 // ../sdk/js/src/marks.ts
 var MARK_PERIOD_MS = 1e3;
+var realClock = {
+  now: () => Date.now(),
+  setTimeout: (f, ms) => setTimeout(f, ms),
+  clearTimeout: (t) => clearTimeout(t)
+};
 var Marks = class {
-  constructor(send) {
+  constructor(send, clock = realClock) {
     __publicField(this, "send", send);
+    __publicField(this, "clock", clock);
     __publicField(this, "entries", /* @__PURE__ */ new Map());
     __publicField(this, "paused", true);
   }
@@ -500,7 +511,7 @@ var Marks = class {
   want(op, conv, seq) {
     const k = `${op}/${convKey(conv)}`;
     let e = this.entries.get(k);
-    if (!e) this.entries.set(k, e = { op, conv: { ...conv }, want: 0n, sent: 0n, at: 0, timer: void 0 });
+    if (!e) this.entries.set(k, e = { op, conv: { ...conv }, want: 0n, sent: 0n, at: Number.NEGATIVE_INFINITY, timer: void 0 });
     if (seq > e.want) e.want = seq;
     this.schedule(e);
   }
@@ -516,7 +527,7 @@ var Marks = class {
   pause() {
     this.paused = true;
     for (const e of this.entries.values()) {
-      clearTimeout(e.timer);
+      if (e.timer !== void 0) this.clock.clearTimeout(e.timer);
       e.timer = void 0;
     }
   }
@@ -530,9 +541,9 @@ var Marks = class {
     this.entries.clear();
   }
   schedule(e) {
-    if (this.paused || e.timer || e.want <= e.sent) return;
-    const wait = Math.max(0, e.at + MARK_PERIOD_MS - Date.now());
-    e.timer = setTimeout(() => this.flush(e), wait);
+    if (this.paused || e.timer !== void 0 || e.want <= e.sent) return;
+    const wait = Math.max(0, e.at + MARK_PERIOD_MS - this.clock.now());
+    e.timer = this.clock.setTimeout(() => this.flush(e), wait);
   }
   flush(e) {
     e.timer = void 0;
@@ -540,7 +551,7 @@ var Marks = class {
     const seq = e.want;
     if (this.send(e.op, e.conv, seq)) {
       e.sent = seq;
-      e.at = Date.now();
+      e.at = this.clock.now();
     }
   }
 };
@@ -967,7 +978,7 @@ var StarlingClient = class {
       for (const h of r.convs) {
         const cs = this.convState(h.conv);
         const before = cs.view();
-        cs.raiseFloor(BigInt(h.floorSeq));
+        this.publish(cs, cs.raiseFloor(BigInt(h.floorSeq)));
         const last = BigInt(h.lastSeq);
         if (last > cs.lastSeq) cs.lastSeq = last;
         if (BigInt(h.readSeq) > cs.readSeq) cs.readSeq = BigInt(h.readSeq);
@@ -984,6 +995,7 @@ var StarlingClient = class {
       if (!r.hasMore) break;
       cursor = r.cursor;
     }
+    for (const cs of this.convs.values()) if (cs.hasGap && !stale.includes(cs)) stale.push(cs);
     for (const cs of stale) await this.catchUp(conn, cs);
     this.since = r.serverTs;
   }
@@ -1017,9 +1029,9 @@ var StarlingClient = class {
     if (!conn.isOpen || this.convs.get(cs.key) !== cs) return;
     if (!cs.initialized) {
       const r = await this.pull(conn, cs.ref, "BACKWARD", "0", this.opts.initialPage ?? 50);
-      cs.raiseFloor(BigInt(r.floorSeq));
+      this.publish(cs, cs.raiseFloor(BigInt(r.floorSeq)));
       const page = r.messages.slice().sort((a, b) => BigInt(a.seq) < BigInt(b.seq) ? -1 : 1);
-      cs.initAt(page.length > 0 ? BigInt(page[0].seq) : BigInt(r.lastSeq) + 1n);
+      if (!cs.initialized) cs.initAt(page.length > 0 ? BigInt(page[0].seq) : BigInt(r.lastSeq) + 1n);
       if (BigInt(r.lastSeq) > cs.lastSeq) cs.lastSeq = BigInt(r.lastSeq);
       this.publish(cs, cs.ingest(page));
     }
@@ -1028,7 +1040,7 @@ var StarlingClient = class {
       const want = held > cs.lastSeq ? held : cs.lastSeq;
       if (cs.contig >= want || !conn.isOpen) break;
       const r = await this.pull(conn, cs.ref, "FORWARD", (cs.contig + 1n).toString(), PULL_PAGE);
-      cs.raiseFloor(BigInt(r.floorSeq));
+      this.publish(cs, cs.raiseFloor(BigInt(r.floorSeq)));
       if (BigInt(r.lastSeq) > cs.lastSeq) cs.lastSeq = BigInt(r.lastSeq);
       const before = cs.contig;
       this.publish(cs, cs.ingest(r.messages));
@@ -1069,10 +1081,15 @@ var StarlingClient = class {
   }
   onPush(ms) {
     const drop = this.opts.testHooks?.dropPush;
+    const repeat = this.opts.testHooks?.repeatPush;
     const kept = drop ? ms.filter((m) => !drop(m)) : ms;
     this.stats.pushesDropped += ms.length - kept.length;
-    if (this.holding) this.holding.push(...kept);
-    else this.takeMessages(kept);
+    const batches = [kept];
+    if (repeat) batches.push(kept.filter(repeat).map((m) => ({ ...m })));
+    for (const b of batches) {
+      if (this.holding) this.holding.push(...b);
+      else this.takeMessages(b);
+    }
   }
   /** Pushed messages through the receive rule; a conversation seen first is pulled. */
   takeMessages(ms) {
@@ -1122,7 +1139,11 @@ var StarlingClient = class {
       setTimeout(() => {
         this.gapTimers.delete(cs.key);
         const conn = this.conn;
-        if (!cs.hasGap || !conn || this.holding) return;
+        if (!cs.hasGap || !conn) return;
+        if (this.holding) {
+          this.armGap(cs);
+          return;
+        }
         this.stats.gapPulls++;
         this.catchUp(conn, cs).catch((e) => this.requestFailed(conn, e));
       }, this.gapWaitMs)
@@ -1194,19 +1215,29 @@ var StarlingClient = class {
    * (im.md §5.4 step 1). Resolves on code 0 (duplicate included); rejects with ImError on a
    * final code, a kick or close().
    */
-  async acked(op, body) {
+  async acked(op, body, own) {
     const bytes = encodeBody(body);
     const timeout = this.opts.sendTimeoutMs ?? 5e3;
     for (let attempt = 0; ; attempt++) {
       const conn = await this.connection();
       let ack;
       try {
-        ack = decodeSendAck(parseBody((await conn.request(op, bytes, timeout)).body));
+        const reply = conn.request(op, bytes, timeout);
+        if (this.opts.testHooks?.dropAfterSend?.(String(body["clientMsgId"]))) conn.close("test hook: dropAfterSend");
+        ack = decodeSendAck(parseBody((await reply).body));
       } catch (e) {
         if (e instanceof RequestTimeout || e instanceof ConnectionClosed) continue;
         throw e;
       }
-      if (ack.code === 0) return { seq: ack.seq, msgId: ack.msgId, serverTs: ack.serverTs, duplicate: ack.duplicate };
+      if (ack.code === 0) {
+        if (!this.terminal) {
+          const m = own(ack);
+          const cs = this.convState(m.conv);
+          if (!cs.initialized && m.seq === "1") cs.initAt(1n);
+          this.takeMessages([m]);
+        }
+        return { seq: ack.seq, msgId: ack.msgId, serverTs: ack.serverTs, duplicate: ack.duplicate };
+      }
       if (!RETRY_CODES.has(ack.code)) throw new ImError(ack.code, ack.reason || "refused", ack.retryAfterMs || void 0);
       const backoff = Math.min(5e3, 100 * 2 ** Math.min(attempt, 10));
       await sleep(ack.retryAfterMs > 0 ? ack.retryAfterMs : Math.random() * backoff);
@@ -1219,18 +1250,38 @@ var StarlingClient = class {
    * message also arrives through "message" like any other.
    */
   send(conv, content, o = {}) {
-    return this.acked(Op.IM_SEND, {
-      clientMsgId: o.clientMsgId ?? uuid(),
-      conv: encodeConv(conv),
-      contentType: o.contentType ?? 1,
-      content,
-      mentions: o.mentions ?? [],
-      refSeq: o.refSeq ?? "0"
-    });
+    const clientMsgId = o.clientMsgId ?? uuid();
+    const contentType = o.contentType ?? 1;
+    const mentions = o.mentions ?? [];
+    const refSeq = o.refSeq ?? "0";
+    return this.acked(
+      Op.IM_SEND,
+      { clientMsgId, conv: encodeConv(conv), contentType, content, mentions, refSeq },
+      (ack) => this.own(conv, ack, { clientMsgId, kind: "NORMAL", contentType, content, refSeq, mentions })
+    );
   }
   /** Recalls `seq` (im.md §1.7); resolves with the recall event's seq. Same retry rules as send. */
   recall(conv, seq) {
-    return this.acked(Op.IM_RECALL, { conv: encodeConv(conv), seq, clientMsgId: uuid() });
+    const clientMsgId = uuid();
+    return this.acked(
+      Op.IM_RECALL,
+      { conv: encodeConv(conv), seq, clientMsgId },
+      (ack) => this.own(conv, ack, { clientMsgId, kind: "RECALL", contentType: 0, content: "", refSeq: seq, mentions: [] })
+    );
+  }
+  /** This connection's copy of a message it sent, from the ack. */
+  own(conv, ack, m) {
+    return {
+      conv: { kind: conv.kind, id: conv.id },
+      seq: ack.seq,
+      msgId: ack.msgId,
+      sender: this.opts.mid,
+      serverTs: ack.serverTs,
+      recalled: false,
+      senderPlatform: this.opts.platform,
+      ...m,
+      mentions: m.mentions.slice()
+    };
   }
   /** Marks read up to `seq`: applied locally now, IM_READ at most once per second per conversation. */
   markRead(conv, seq) {

@@ -24,6 +24,7 @@ import {
 import {
   ImEvent,
   PullReply,
+  SendAck,
   SyncReply,
   decodeEvent,
   decodeKick,
@@ -71,8 +72,16 @@ export interface ClientOptions {
   autoDelivered?: boolean;
   /** Messages per page of the first pull of a conversation (newest first; default 50). */
   initialPage?: number;
-  /** Test hooks: not for applications. `dropPush` returning true loses that pushed message. */
-  testHooks?: { dropPush?: (m: Message) => boolean };
+  /**
+   * Test hooks, not for applications: `dropPush` true loses that pushed message (a lossy path);
+   * `repeatPush` true delivers it twice; `dropAfterSend` true closes the connection right
+   * after an IM_SEND was written, before its ack (a connection lost mid-send).
+   */
+  testHooks?: {
+    dropPush?: (m: Message) => boolean;
+    repeatPush?: (m: Message) => boolean;
+    dropAfterSend?: (clientMsgId: string) => boolean;
+  };
 }
 
 /** Every event and its argument. */
@@ -397,7 +406,7 @@ export class StarlingClient {
       for (const h of r.convs) {
         const cs = this.convState(h.conv);
         const before = cs.view();
-        cs.raiseFloor(BigInt(h.floorSeq));
+        this.publish(cs, cs.raiseFloor(BigInt(h.floorSeq)));
         const last = BigInt(h.lastSeq);
         if (last > cs.lastSeq) cs.lastSeq = last;
         if (BigInt(h.readSeq) > cs.readSeq) cs.readSeq = BigInt(h.readSeq);
@@ -414,6 +423,7 @@ export class StarlingClient {
       if (!r.hasMore) break;
       cursor = r.cursor;
     }
+    for (const cs of this.convs.values()) if (cs.hasGap && !stale.includes(cs)) stale.push(cs);
     for (const cs of stale) await this.catchUp(conn, cs);
     this.since = r.serverTs;
   }
@@ -453,9 +463,10 @@ export class StarlingClient {
     if (!conn.isOpen || this.convs.get(cs.key) !== cs) return;
     if (!cs.initialized) {
       const r = await this.pull(conn, cs.ref, "BACKWARD", "0", this.opts.initialPage ?? 50);
-      cs.raiseFloor(BigInt(r.floorSeq));
+      this.publish(cs, cs.raiseFloor(BigInt(r.floorSeq)));
       const page = r.messages.slice().sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1));
-      cs.initAt(page.length > 0 ? BigInt(page[0]!.seq) : BigInt(r.lastSeq) + 1n);
+      // Started meanwhile (an own first message): the page then goes through the rule.
+      if (!cs.initialized) cs.initAt(page.length > 0 ? BigInt(page[0]!.seq) : BigInt(r.lastSeq) + 1n);
       if (BigInt(r.lastSeq) > cs.lastSeq) cs.lastSeq = BigInt(r.lastSeq);
       this.publish(cs, cs.ingest(page));
     }
@@ -466,7 +477,7 @@ export class StarlingClient {
       const want = held > cs.lastSeq ? held : cs.lastSeq;
       if (cs.contig >= want || !conn.isOpen) break;
       const r = await this.pull(conn, cs.ref, "FORWARD", (cs.contig + 1n).toString(), PULL_PAGE);
-      cs.raiseFloor(BigInt(r.floorSeq));
+      this.publish(cs, cs.raiseFloor(BigInt(r.floorSeq)));
       if (BigInt(r.lastSeq) > cs.lastSeq) cs.lastSeq = BigInt(r.lastSeq);
       const before = cs.contig;
       this.publish(cs, cs.ingest(r.messages));
@@ -511,10 +522,15 @@ export class StarlingClient {
 
   private onPush(ms: Message[]): void {
     const drop = this.opts.testHooks?.dropPush;
+    const repeat = this.opts.testHooks?.repeatPush;
     const kept = drop ? ms.filter((m) => !drop(m)) : ms;
     this.stats.pushesDropped += ms.length - kept.length;
-    if (this.holding) this.holding.push(...kept);
-    else this.takeMessages(kept);
+    const batches = [kept];
+    if (repeat) batches.push(kept.filter(repeat).map((m) => ({ ...m })));
+    for (const b of batches) {
+      if (this.holding) this.holding.push(...b);
+      else this.takeMessages(b);
+    }
   }
 
   /** Pushed messages through the receive rule; a conversation seen first is pulled. */
@@ -567,7 +583,12 @@ export class StarlingClient {
       setTimeout(() => {
         this.gapTimers.delete(cs.key);
         const conn = this.conn;
-        if (!cs.hasGap || !conn || this.holding) return;
+        // Offline: the next connect's sync pulls every conversation with a gap. Syncing: later.
+        if (!cs.hasGap || !conn) return;
+        if (this.holding) {
+          this.armGap(cs);
+          return;
+        }
         this.stats.gapPulls++;
         this.catchUp(conn, cs).catch((e) => this.requestFailed(conn, e));
       }, this.gapWaitMs),
@@ -648,19 +669,32 @@ export class StarlingClient {
    * (im.md §5.4 step 1). Resolves on code 0 (duplicate included); rejects with ImError on a
    * final code, a kick or close().
    */
-  private async acked(op: number, body: Json): Promise<SendResult> {
+  private async acked(op: number, body: Json, own: (ack: SendAck) => Message): Promise<SendResult> {
     const bytes = encodeBody(body);
     const timeout = this.opts.sendTimeoutMs ?? 5000;
     for (let attempt = 0; ; attempt++) {
       const conn = await this.connection();
       let ack;
       try {
-        ack = decodeSendAck(parseBody((await conn.request(op, bytes, timeout)).body));
+        const reply = conn.request(op, bytes, timeout);
+        if (this.opts.testHooks?.dropAfterSend?.(String(body["clientMsgId"]))) conn.close("test hook: dropAfterSend");
+        ack = decodeSendAck(parseBody((await reply).body));
       } catch (e) {
         if (e instanceof RequestTimeout || e instanceof ConnectionClosed) continue;
         throw e;
       }
-      if (ack.code === 0) return { seq: ack.seq, msgId: ack.msgId, serverTs: ack.serverTs, duplicate: ack.duplicate };
+      if (ack.code === 0) {
+        // The server does not push a message to the connection that sent it (im/src/deliver.rs
+        // `messages`): the ack is this connection's copy. The first message of a conversation
+        // new to this client starts it at once (seq 1 has nothing below it to pull).
+        if (!this.terminal) {
+          const m = own(ack);
+          const cs = this.convState(m.conv);
+          if (!cs.initialized && m.seq === "1") cs.initAt(1n);
+          this.takeMessages([m]);
+        }
+        return { seq: ack.seq, msgId: ack.msgId, serverTs: ack.serverTs, duplicate: ack.duplicate };
+      }
       if (!RETRY_CODES.has(ack.code)) throw new ImError(ack.code, ack.reason || "refused", ack.retryAfterMs || undefined);
       const backoff = Math.min(5000, 100 * 2 ** Math.min(attempt, 10));
       await sleep(ack.retryAfterMs > 0 ? ack.retryAfterMs : Math.random() * backoff);
@@ -678,19 +712,38 @@ export class StarlingClient {
     content: string,
     o: { contentType?: number; mentions?: string[]; refSeq?: string; clientMsgId?: string } = {},
   ): Promise<SendResult> {
-    return this.acked(Op.IM_SEND, {
-      clientMsgId: o.clientMsgId ?? uuid(),
-      conv: encodeConv(conv),
-      contentType: o.contentType ?? 1,
-      content,
-      mentions: o.mentions ?? [],
-      refSeq: o.refSeq ?? "0",
-    });
+    const clientMsgId = o.clientMsgId ?? uuid();
+    const contentType = o.contentType ?? 1;
+    const mentions = o.mentions ?? [];
+    const refSeq = o.refSeq ?? "0";
+    return this.acked(
+      Op.IM_SEND,
+      { clientMsgId, conv: encodeConv(conv), contentType, content, mentions, refSeq },
+      (ack) => this.own(conv, ack, { clientMsgId, kind: "NORMAL", contentType, content, refSeq, mentions }),
+    );
   }
 
   /** Recalls `seq` (im.md §1.7); resolves with the recall event's seq. Same retry rules as send. */
   recall(conv: ConvRef, seq: string): Promise<SendResult> {
-    return this.acked(Op.IM_RECALL, { conv: encodeConv(conv), seq, clientMsgId: uuid() });
+    const clientMsgId = uuid();
+    return this.acked(Op.IM_RECALL, { conv: encodeConv(conv), seq, clientMsgId }, (ack) =>
+      this.own(conv, ack, { clientMsgId, kind: "RECALL", contentType: 0, content: "", refSeq: seq, mentions: [] }),
+    );
+  }
+
+  /** This connection's copy of a message it sent, from the ack. */
+  private own(conv: ConvRef, ack: SendAck, m: Pick<Message, "clientMsgId" | "kind" | "contentType" | "content" | "refSeq" | "mentions">): Message {
+    return {
+      conv: { kind: conv.kind, id: conv.id },
+      seq: ack.seq,
+      msgId: ack.msgId,
+      sender: this.opts.mid,
+      serverTs: ack.serverTs,
+      recalled: false,
+      senderPlatform: this.opts.platform,
+      ...m,
+      mentions: m.mentions.slice(),
+    };
   }
 
   /** Marks read up to `seq`: applied locally now, IM_READ at most once per second per conversation. */

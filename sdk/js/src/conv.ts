@@ -70,15 +70,17 @@ export class ConvState {
 
   /**
    * The floor rose above what is held (history cleared, retention): drop what is below it and
-   * continue from floor - 1, so the missing seqs below the floor are not waited for.
+   * continue from floor - 1, so the missing seqs below the floor are not waited for. Returns
+   * the held messages that became contiguous.
    */
-  raiseFloor(floor: bigint): void {
+  raiseFloor(floor: bigint): Applied {
     if (floor > this.floorSeq) this.floorSeq = floor;
-    if (!this.initialized || floor - 1n <= this.contig) return;
+    if (!this.initialized || floor - 1n <= this.contig) return { messages: [], recalled: [], duplicates: 0 };
     this.messages = [];
     this.base = floor - 1n;
     this.contig = this.base;
-    for (const s of [...this.held.keys()]) if (s <= this.contig) this.held.delete(s);
+    // What was held from the floor on may now be contiguous.
+    return this.ingest([]);
   }
 
   /** Takes messages (pushes or a pull page) through the receive rule. */
@@ -115,6 +117,11 @@ export class ConvState {
     if (s > this.lastSeq) this.lastSeq = s;
     const ts = BigInt(m.serverTs);
     if (ts > this.activity) this.activity = ts;
+    // The sender's read mark rises with its own message (im.md §6.5; the store does the same).
+    if (m.sender === this.me && s > this.readSeq) {
+      this.readSeq = s;
+      this.unread = 0;
+    }
     if (m.kind === "RECALL") {
       const t = this.find(BigInt(m.refSeq));
       if (t && !t.recalled) {

@@ -14,23 +14,39 @@ interface Entry {
   sent: bigint;
   /** ms of the last request (Date.now()). */
   at: number;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  timer: unknown;
 }
 
 /** The coalescing period, ms (one mark per conversation per second). */
 export const MARK_PERIOD_MS = 1000;
 
+/** Time for the coalescing: real timers by default, a scripted clock in unit tests. */
+export interface Clock {
+  now(): number;
+  setTimeout(f: () => void, ms: number): unknown;
+  clearTimeout(t: unknown): void;
+}
+
+const realClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (f, ms) => setTimeout(f, ms),
+  clearTimeout: (t) => clearTimeout(t as ReturnType<typeof setTimeout>),
+};
+
 export class Marks {
   private entries = new Map<string, Entry>();
   private paused = true;
 
-  constructor(private send: MarkSender) {}
+  constructor(
+    private send: MarkSender,
+    private clock: Clock = realClock,
+  ) {}
 
   /** Asks for a mark up to `seq` (lower or equal marks than already asked are no-ops). */
   want(op: number, conv: ConvRef, seq: bigint): void {
     const k = `${op}/${convKey(conv)}`;
     let e = this.entries.get(k);
-    if (!e) this.entries.set(k, (e = { op, conv: { ...conv }, want: 0n, sent: 0n, at: 0, timer: undefined }));
+    if (!e) this.entries.set(k, (e = { op, conv: { ...conv }, want: 0n, sent: 0n, at: Number.NEGATIVE_INFINITY, timer: undefined }));
     if (seq > e.want) e.want = seq;
     this.schedule(e);
   }
@@ -48,7 +64,7 @@ export class Marks {
   pause(): void {
     this.paused = true;
     for (const e of this.entries.values()) {
-      clearTimeout(e.timer);
+      if (e.timer !== undefined) this.clock.clearTimeout(e.timer);
       e.timer = undefined;
     }
   }
@@ -65,9 +81,9 @@ export class Marks {
   }
 
   private schedule(e: Entry): void {
-    if (this.paused || e.timer || e.want <= e.sent) return;
-    const wait = Math.max(0, e.at + MARK_PERIOD_MS - Date.now());
-    e.timer = setTimeout(() => this.flush(e), wait);
+    if (this.paused || e.timer !== undefined || e.want <= e.sent) return;
+    const wait = Math.max(0, e.at + MARK_PERIOD_MS - this.clock.now());
+    e.timer = this.clock.setTimeout(() => this.flush(e), wait);
   }
 
   private flush(e: Entry): void {
@@ -76,7 +92,7 @@ export class Marks {
     const seq = e.want;
     if (this.send(e.op, e.conv, seq)) {
       e.sent = seq;
-      e.at = Date.now();
+      e.at = this.clock.now();
     }
   }
 }

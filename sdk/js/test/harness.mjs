@@ -55,8 +55,16 @@ export async function waitFor(what, pred, ms = 10_000) {
 }
 
 export class Server {
-  /** `extra` is appended to the [im] table (TOML lines). */
-  static async start(extra = "") {
+  /** `im`: keys of the [im] table over the test defaults, values as TOML literals. */
+  static async start(im = {}) {
+    const imTable = {
+      enabled: "true",
+      token_secret: '"sdk-js-test-secret-0123456789abcdef"',
+      admin_token: `"${ADMIN}"`,
+      gap_wait: '"300ms"',
+      send_rate: "500",
+      ...im,
+    };
     const s = new Server();
     s.dir = mkdtempSync(path.join(tmpdir(), "starling-sdk-js-"));
     s.ports = { tcp: await freePort(), ws: await freePort(), wss: await freePort(), http: await freePort(), grpc: await freePort() };
@@ -85,13 +93,8 @@ bind = "127.0.0.1:${s.ports.grpc}"
 [log]
 filter = "warn"
 [im]
-enabled = true
-token_secret = "sdk-js-test-secret-0123456789abcdef"
-admin_token = "${ADMIN}"
-path = "${path.join(s.dir, "im")}"
-gap_wait = "300ms"
-send_rate = 500
-${extra}
+path = ${JSON.stringify(path.join(s.dir, "im"))}
+${Object.entries(imTable).map(([k, v]) => `${k} = ${v}`).join("\n")}
 `,
     );
     await s.spawn();
@@ -143,6 +146,7 @@ ${extra}
   }
 
   async stop() {
+    for (const c of this.clients ?? []) c.close();
     await this.kill();
     rmSync(this.dir, { recursive: true, force: true });
   }
@@ -175,6 +179,7 @@ ${extra}
       reconnect: { minMs: 50, maxMs: 400 },
       ...opts,
     });
+    (this.clients ??= []).push(c);
     c.connect();
     await waitFor(`client ${uid}/${key} online`, () => c.state === "online");
     return c;
