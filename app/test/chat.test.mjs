@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
-  Server, browser, online, openChat, openConv, person, send, seqs, shot, signIn, texts, until, WAIT,
+  ADMIN, Server, browser, online, openChat, openConv, person, send, seqs, shot, signIn, texts, until, WAIT,
 } from "./harness.mjs";
 
 let server;
@@ -15,8 +15,8 @@ after(async () => {
   await b?.close();
 });
 
-async function withServer(f) {
-  server = await Server.start();
+async function withServer(f, opts) {
+  server = await Server.start(opts);
   try {
     await f(server);
   } catch (e) {
@@ -56,6 +56,8 @@ test("two users chat both ways, with unread badges, ticks and typing", () => wit
   await until("bob's unread badge", () => bobsItem.getAttribute("data-unread"), "1");
   assert.equal(await bobsItem.getByTestId("conv-last").textContent(), "hi Bob");
   assert.equal(await bobsItem.getByTestId("conv-title").textContent(), "Alice");
+  await until("alice's delivered tick (bob's device got it, bob has not read it)", () =>
+    alice.locator('[data-testid="message-status"]').first().getAttribute("data-status"), "delivered");
 
   await openConv(bob, "P2P:1");
   await until("bob reads", () => texts(bob), ["hi Bob"]);
@@ -226,3 +228,28 @@ async function pushUntilSeen(page, got, text) {
     }
   }
 }
+
+test("without the development sign-in: no banner, sign in with a token the backend minted", () => withServer(async (s) => {
+  const r = await fetch(`${s.http}/im/v1/tokens`, {
+    method: "POST", headers: { Authorization: `Bearer ${ADMIN}` }, body: JSON.stringify({ uid: "9" }),
+  });
+  const token = (await r.json()).data.token;
+  const page = await person(b, s);
+  await page.goto("/");
+  assert.equal(await page.getByTestId("dev-banner").isVisible(), false);
+  assert.equal(await page.getByTestId("signin-name").isVisible(), false);
+  await page.getByTestId("signin-uid").fill("9");
+  await page.getByTestId("signin-token").fill("not-a-token");
+  await page.getByTestId("signin-submit").click();
+  // A bad token never gets online (the server closes the connection without a reply).
+  await page.locator('[data-testid="conn-state"][data-state="reconnecting"]').waitFor({ timeout: WAIT });
+  assert.notEqual(await page.getByTestId("conn-state").getAttribute("data-state"), "online");
+  await page.getByTestId("signout").click();
+  await page.getByTestId("signin-uid").fill("9");
+  await page.getByTestId("signin-token").fill(token);
+  await page.getByTestId("signin-submit").click();
+  await online(page);
+  await openChat(page, "10");
+  await send(page, "hello from a real token");
+  await until("sent", () => texts(page), ["hello from a real token"]);
+}, { devSignin: false }));

@@ -15,6 +15,7 @@ export const repo = join(here, "..", "..");
 export const screenshots = join(repo, "docs", "screenshots");
 const bin = process.env.STARLING_BIN ??
   join(process.env.CARGO_TARGET_DIR ?? join(repo, "target"), "debug", "starling");
+export const ADMIN = "app-test-admin";
 /** How long any UI expectation may take (a reconnect after a restart included). */
 export const WAIT = 20_000;
 
@@ -34,7 +35,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** A starling process with the app on; `restart()` kills it (SIGKILL) and starts it again on
  *  the same ports and store. */
 export class Server {
-  static async start() {
+  /** `devSignin: false`: the app without its development sign-in; tokens then come from the
+   *  management API (`admin`, the admin token set here). */
+  static async start({ devSignin = true } = {}) {
     const s = new Server();
     s.dir = mkdtempSync(join(tmpdir(), "starling-app-"));
     const [tcp, ws, http, grpc] = [await sparePort(), await sparePort(), await sparePort(), await sparePort()];
@@ -56,9 +59,10 @@ bind = "127.0.0.1:${grpc}"
 enabled = true
 token_secret = "app-test-secret-0123456789abcdef"
 path = "${join(s.dir, "im")}"
+admin_token = "${ADMIN}"
 [app]
 enabled = true
-dev_signin = true
+dev_signin = ${devSignin}
 `);
     await s.spawn();
     return s;
