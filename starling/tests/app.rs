@@ -89,6 +89,11 @@ fn files_are_served_with_types_etags_and_404s() {
         Some("text/html; charset=utf-8")
     );
     assert_eq!(index.header("cache-control"), Some("no-cache"));
+    let csp = index.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert!(String::from_utf8_lossy(&index.body).contains("/app/app.js"));
     let etag = index.header("etag").unwrap().to_string();
     let again = request(http, "GET", "/", &[&format!("If-None-Match: {etag}")], "");

@@ -5,8 +5,9 @@
 //! Routes (merged into logic's router, which keeps its own fallback):
 //! - `GET /` (and `/app`, `/app/`) → `index.html`; `GET /app/{file}` → the embedded file with its content type,
 //!   an `ETag` (the file's SHA-256) and `Cache-Control: no-cache` (names carry no hash, so
-//!   the browser revalidates and gets `304` while unchanged). An unknown file is a plain
-//!   `404`.
+//!   the browser revalidates and gets `304` while unchanged); the page also gets a
+//!   `Content-Security-Policy` (this origin's files, WebSockets, no inline script, no framing).
+//!   An unknown file is a plain `404`.
 //! - `GET /app/api/config` → `{wsUrl, devSignin}`: the comet WebSocket URL the page uses
 //!   (`[app] ws_url`, or `ws://{the request's Host without port}:{comet's WebSocket port}/sub`)
 //!   and whether the development sign-in is on.
@@ -33,6 +34,11 @@ use std::sync::Arc;
 #[derive(rust_embed::RustEmbed)]
 #[folder = "../app/dist/"]
 struct Assets;
+
+/// The page loads only this origin's files and talks only to it and to a WebSocket (comet's
+/// port, or `[app] ws_url`); no inline script, no framing.
+const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+                   base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 #[derive(Clone)]
 struct AppState {
@@ -99,7 +105,19 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
     }
     let mime = HeaderValue::from_str(&content_type(f.metadata.mimetype()))
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    (common, [(header::CONTENT_TYPE, mime)], f.data.into_owned()).into_response()
+    let mut r = (common, [(header::CONTENT_TYPE, mime)], f.data.into_owned()).into_response();
+    if name.ends_with(".html") {
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    r
 }
 
 /// Text types get `charset=utf-8` (the app's files are UTF-8).
