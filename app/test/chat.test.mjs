@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
-  ADMIN, Server, browser, online, openChat, openConv, person, send, seqs, shot, signIn, texts, until, WAIT,
+  ADMIN, Server, browser, cspViolations, online, openChat, openConv, person, send, seqs, shot, signIn, texts, until, WAIT,
 } from "./harness.mjs";
 
 let server;
@@ -18,7 +18,9 @@ after(async () => {
 async function withServer(f, opts) {
   server = await Server.start(opts);
   try {
+    cspViolations.length = 0;
     await f(server);
+    assert.deepEqual(cspViolations, [], "the page broke its own Content-Security-Policy");
   } catch (e) {
     console.error(server.log.join("").slice(-4000));
     throw e;

@@ -112,11 +112,17 @@ export async function browser() {
   });
 }
 
+/** Console errors of pages refused by the page's Content-Security-Policy (checked per test). */
+export const cspViolations = [];
+
 /** A page of a new browser context (its own storage: a person on their own machine). */
 export async function person(b, server) {
   const ctx = await b.newContext({ viewport: { width: 1200, height: 720 }, baseURL: server.http });
   const page = await ctx.newPage();
   page.on("pageerror", (e) => console.error("page error:", e));
+  page.on("console", (m) => {
+    if (m.type() === "error" && /Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+  });
   return page;
 }
 
