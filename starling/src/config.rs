@@ -83,6 +83,10 @@ impl boot::ConfigFile for Config {
         if self.app.enabled && !self.im.enabled {
             return Err("app.enabled: the chat app needs IM ([im] enabled = true)".into());
         }
+        let ws = &self.app.ws_url;
+        if !ws.is_empty() && !(ws.starts_with("ws://") || ws.starts_with("wss://")) {
+            return Err(format!("app.ws_url: a ws:// or wss:// URL, not {ws:?}").into());
+        }
         if self.app.dev_signin && self.im.token_secret.is_empty() {
             return Err(
                 "app.dev_signin: minting im_tokens needs [im] token_secret (16 bytes or more)"

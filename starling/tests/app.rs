@@ -295,6 +295,10 @@ fn app_configuration_rules() {
         err.contains("app.dev_signin") && err.contains("token_secret"),
         "{err}"
     );
+    let err = boot::parse::<Config>("[app]\nws_url = \"http://x/sub\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("app.ws_url"), "{err}");
     let err = boot::parse::<Config>("[app]\nenable = true\n")
         .unwrap_err()
         .to_string();
