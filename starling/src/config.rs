@@ -84,7 +84,7 @@ impl boot::ConfigFile for Config {
             return Err("app.enabled: the chat app needs IM ([im] enabled = true)".into());
         }
         let ws = &self.app.ws_url;
-        if !ws.is_empty() && !(ws.starts_with("ws://") || ws.starts_with("wss://")) {
+        if !(ws.is_empty() || ws.starts_with("ws://") || ws.starts_with("wss://")) {
             return Err(format!("app.ws_url: a ws:// or wss:// URL, not {ws:?}").into());
         }
         if self.app.dev_signin && self.im.token_secret.is_empty() {
