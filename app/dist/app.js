@@ -1867,6 +1867,7 @@ $("new-chat").addEventListener("submit", (ev) => {
     return;
   }
   $("side-error").textContent = "";
+  $("new-chat").reset();
   openConv({ kind: "P2P", id: uid });
 });
 $("new-group").addEventListener("submit", async (ev) => {

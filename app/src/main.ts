@@ -407,6 +407,7 @@ $("new-chat").addEventListener("submit", (ev) => {
   const uid = $<HTMLInputElement>("new-chat-uid").value.trim();
   if (uid === session.uid) { $("side-error").textContent = "That is you."; return; }
   $("side-error").textContent = "";
+  $<HTMLFormElement>("new-chat").reset();
   openConv({ kind: "P2P", id: uid });
 });
 

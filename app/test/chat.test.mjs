@@ -73,6 +73,8 @@ test("two users chat both ways, with unread badges, ticks and typing", () => wit
   await until("bob's view", () => texts(bob), ["hi Bob", "hello Alice"]);
   await send(alice, "how are you?");
   await until("bob sees it", () => texts(bob), ["hi Bob", "hello Alice", "how are you?"]);
+  await until("read, as bob has it open", () =>
+    alice.locator('[data-testid="message-status"]').last().getAttribute("data-status"), "read");
   await shot(alice, "chat");
 }));
 
