@@ -149,11 +149,12 @@ var Connection = class _Connection {
     return !this.closed;
   }
   /**
-   * Sends goim's auth (op 7) with `token` (goim's JSON token plus IM's opt-in, im.md §5.1) and
+   * Sends goim's auth (op 7) with `token` (goim's JSON token plus IM's opt-in, im.md §5.1, as
+   * JSON text) and
    * resolves with the op-8 reply body. A refused auth is a close without reply: rejects.
    */
   async auth(token2, timeoutMs) {
-    const p = await this.request(Op.AUTH, enc.encode(JSON.stringify(token2)), timeoutMs, Op.AUTH_REPLY);
+    const p = await this.request(Op.AUTH, enc.encode(token2), timeoutMs, Op.AUTH_REPLY);
     return p.body;
   }
   /**
@@ -493,6 +494,33 @@ var ConvState = class {
   }
 };
 
+// ../sdk/js/src/emitter.ts
+var Emitter = class {
+  constructor() {
+    __publicField(this, "listeners", /* @__PURE__ */ new Map());
+  }
+  /** Subscribes to an event; returns the unsubscribe function. */
+  on(event, f) {
+    let s = this.listeners.get(event);
+    if (!s) this.listeners.set(event, s = /* @__PURE__ */ new Set());
+    s.add(f);
+    return () => {
+      s.delete(f);
+    };
+  }
+  emit(event, v) {
+    const s = this.listeners.get(event);
+    if (!s) return;
+    for (const f of [...s]) {
+      try {
+        f(v);
+      } catch (e) {
+        if (event !== "error") this.emit("error", e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+  }
+};
+
 // ../sdk/js/src/marks.ts
 var MARK_PERIOD_MS = 1e3;
 var realClock = {
@@ -586,6 +614,19 @@ async function pickNodes(o) {
   } finally {
     clearTimeout(timer);
   }
+}
+
+// ../sdk/js/src/options.ts
+function uuid() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === "function") return c.randomUUID();
+  const b = new Uint8Array(16);
+  if (c) c.getRandomValues(b);
+  else for (let i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
+  b[6] = b[6] & 15 | 64;
+  b[8] = b[8] & 63 | 128;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 // ../sdk/js/src/wire.ts
@@ -713,22 +754,11 @@ var RETRY_CODES = /* @__PURE__ */ new Set([429, 500, 503, 504]);
 function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
-function uuid() {
-  const c = globalThis.crypto;
-  if (c && typeof c.randomUUID === "function") return c.randomUUID();
-  const b = new Uint8Array(16);
-  if (c) c.getRandomValues(b);
-  else for (let i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
-  b[6] = b[6] & 15 | 64;
-  b[8] = b[8] & 63 | 128;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-var StarlingClient = class {
+var StarlingClient = class extends Emitter {
   constructor(opts) {
+    super();
     __publicField(this, "opts");
     __publicField(this, "_state", "idle");
-    __publicField(this, "listeners", /* @__PURE__ */ new Map());
     __publicField(this, "convs", /* @__PURE__ */ new Map());
     __publicField(this, "conn");
     /** Resolved when a connection is authenticated; replaced after each loss. */
@@ -761,24 +791,6 @@ var StarlingClient = class {
   }
   get state() {
     return this._state;
-  }
-  /** Subscribes to an event; returns the unsubscribe function. */
-  on(event, f) {
-    let s = this.listeners.get(event);
-    if (!s) this.listeners.set(event, s = /* @__PURE__ */ new Set());
-    s.add(f);
-    return () => s.delete(f);
-  }
-  emit(event, v) {
-    const s = this.listeners.get(event);
-    if (!s) return;
-    for (const f of [...s]) {
-      try {
-        f(v);
-      } catch (e) {
-        if (event !== "error") this.emit("error", e instanceof Error ? e : new Error(String(e)));
-      }
-    }
   }
   setState(s) {
     if (this._state === s) return;
@@ -866,7 +878,7 @@ var StarlingClient = class {
     const timeout = this.opts.connectTimeoutMs ?? 1e4;
     let closed;
     const ended = new Promise((r) => closed = r);
-    const token2 = typeof this.opts.imToken === "function" ? await this.opts.imToken() : this.opts.imToken;
+    const imToken = typeof this.opts.imToken === "function" ? await this.opts.imToken() : this.opts.imToken;
     if (this.terminal) return false;
     const conn = await Connection.open(Ctor, url, timeout, {
       onPacket: (p) => this.onPacket(p),
@@ -883,19 +895,19 @@ var StarlingClient = class {
     let online = false;
     try {
       const auth = {
-        mid: Number(this.opts.mid),
         key: this.opts.key,
         room_id: this.opts.roomId ?? "",
         platform: this.opts.platform,
         accepts: this.opts.accepts ?? [],
         im: "json"
       };
-      if (token2) auth["im_token"] = token2;
-      const welcome = decodeWelcome(parseBody(await conn.auth(auth, timeout)));
+      if (imToken) auth["im_token"] = imToken;
+      const token2 = `{"mid":${this.opts.mid},${JSON.stringify(auth).slice(1)}`;
+      const welcome = decodeWelcome(parseBody(await conn.auth(token2, timeout)));
       if (welcome.code !== 0) throw new ImError(welcome.code, "auth refused");
       if (welcome.gapWaitMs > 0) this.gapWaitMs = welcome.gapWaitMs;
       if (welcome.resyncMs > 0) this.resyncMs = welcome.resyncMs;
-      conn.startHeartbeat(heartbeatMs, heartbeatMs * 2 + 1e4);
+      conn.startHeartbeat(heartbeatMs, heartbeatMs * 3 + 1e3);
       this.stats.connects++;
       this.holding = [];
       this.setState("syncing");
@@ -1285,8 +1297,8 @@ var StarlingClient = class {
   }
   /** Marks read up to `seq`: applied locally now, IM_READ at most once per second per conversation. */
   markRead(conv, seq) {
-    const cs = this.convState(conv);
-    if (cs.markRead(BigInt(seq))) this.emit("conversation", cs.view());
+    const cs = this.convs.get(convKey(conv));
+    if (cs?.markRead(BigInt(seq))) this.emit("conversation", cs.view());
     this.marks.want(Op.IM_READ, conv, BigInt(seq));
   }
   /** Tells the conversation this user is (not) typing; dropped while offline. */
@@ -1319,6 +1331,15 @@ var StarlingClient = class {
       if (!r.hasMore || r.cursor === cursor) return out;
       cursor = r.cursor;
     }
+  }
+  /**
+   * Syncs the directory now (im.md §5.4 step 4: call it when the app comes to the foreground);
+   * a no-op unless online. Resolves once the sync and the pulls it called for are done.
+   */
+  async resync() {
+    const conn = this.conn;
+    if (!conn || this._state !== "online") return;
+    await this.syncPass(conn).catch((e) => this.requestFailed(conn, e));
   }
   /** goim's room change (op 12); kept for reconnects. */
   changeRoom(roomId) {

@@ -7,8 +7,10 @@
 
 import { Connection, ConnectionClosed, RequestTimeout, WebSocketCtor } from "./connection.js";
 import { ConvState, Applied } from "./conv.js";
+import { Emitter } from "./emitter.js";
 import { Marks } from "./marks.js";
 import { pickNodes } from "./nodes.js";
+import { ClientEvents, ClientOptions, uuid } from "./options.js";
 import { Op, Packet } from "./packet.js";
 import {
   ConnectionState,
@@ -39,74 +41,6 @@ import {
   utf8,
 } from "./wire.js";
 
-export interface ClientOptions {
-  /** ws://host:3102/sub; several are tried in order, round robin on reconnect. */
-  url?: string | string[];
-  /** http://host:3111: GET /goim/nodes/weighted?platform=web picks the comets first. */
-  nodesUrl?: string;
-  /** The user id (goim mid), decimal string. */
-  mid: string;
-  /** Device id, stable across reconnects (multi-device policy, im.md §7.6, uses it). */
-  key: string;
-  /** e.g. "web" (at most 12 bytes). */
-  platform: string;
-  /** HS256 JWT (POST /im/v1/tokens); a function is called before every connect. */
-  imToken?: string | (() => Promise<string>);
-  /** goim room, e.g. "live://1000". */
-  roomId?: string;
-  /** goim business ops this connection accepts (≥ 1000). */
-  accepts?: number[];
-  /** WebSocket constructor: browsers default to the global; Node 20 passes the `ws` package's. */
-  WebSocket?: unknown;
-  /** Reconnect delay: full jitter over min(maxMs, minMs × 2^attempt). Defaults 500 / 30000 ms. */
-  reconnect?: { minMs?: number; maxMs?: number };
-  /** Per attempt, before resending the same clientMsgId (default 5000 ms). */
-  sendTimeoutMs?: number;
-  /** goim heartbeat (op 2) period; default 30000 ms, or less when /goim/nodes advertises less. */
-  heartbeatMs?: number;
-  /** Other requests (sync, pull, members): past this the connection is dropped (default 10000 ms). */
-  requestTimeoutMs?: number;
-  /** WebSocket handshake + auth reply deadline per attempt (default 10000 ms). */
-  connectTimeoutMs?: number;
-  /** Send IM_RECV (delivered up to contig) by itself, at most once per second per conversation (default true). */
-  autoDelivered?: boolean;
-  /** Messages per page of the first pull of a conversation (newest first; default 50). */
-  initialPage?: number;
-  /**
-   * Test hooks, not for applications: `dropPush` true loses that pushed message (a lossy path);
-   * `repeatPush` true delivers it twice; `dropAfterSend` true closes the connection right
-   * after an IM_SEND was written, before its ack (a connection lost mid-send).
-   */
-  testHooks?: {
-    dropPush?: (m: Message) => boolean;
-    repeatPush?: (m: Message) => boolean;
-    dropAfterSend?: (clientMsgId: string) => boolean;
-  };
-}
-
-/** Every event and its argument. */
-export interface ClientEvents {
-  state: ConnectionState;
-  /** Each (conv, seq) once, in seq order per conversation; includes RECALL events (kind "RECALL"). */
-  message: Message;
-  /** The target of a recall, now a tombstone (recalled, content ""). */
-  recall: Message;
-  /** The head changed (unread, marks, last). */
-  conversation: Conversation;
-  receipt: { conv: ConvRef; uid: string; seq: string; type: "read" | "delivered" };
-  typing: { conv: ConvRef; uid: string; typing: boolean };
-  kick: { code: number; reason: string; byPlatform: string };
-  /** goim pushes with op ≥ 1000 (room, mid, key, broadcast). */
-  room: { op: number; body: Uint8Array; text: string };
-  error: Error;
-  /** The store's epoch changed (SyncReply.reset): every conversation was dropped and is resynced. */
-  reset: { epoch: string };
-  /** Another device of a member came online or went offline (Event DEVICE_ONLINE/OFFLINE). */
-  device: { conv: ConvRef; uid: string; platform: string; online: boolean };
-}
-
-type Listener<T> = (v: T) => void;
-
 const SYNC_PAGE = 100;
 const PULL_PAGE = 100;
 /** Final IM codes (im.md §5.5): never retried. */
@@ -116,23 +50,9 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** A v4 UUID: crypto.randomUUID where it exists (secure contexts, Node), else getRandomValues. */
-export function uuid(): string {
-  const c = (globalThis as { crypto?: Crypto }).crypto;
-  if (c && typeof c.randomUUID === "function") return c.randomUUID();
-  const b = new Uint8Array(16);
-  if (c) c.getRandomValues(b);
-  else for (let i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
-  b[6] = (b[6]! & 0x0f) | 0x40;
-  b[8] = (b[8]! & 0x3f) | 0x80;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-export class StarlingClient {
+export class StarlingClient extends Emitter<ClientEvents> {
   private opts: ClientOptions;
   private _state: ConnectionState = "idle";
-  private listeners = new Map<keyof ClientEvents, Set<Listener<never>>>();
   private convs = new Map<string, ConvState>();
   private conn: Connection | undefined;
   /** Resolved when a connection is authenticated; replaced after each loss. */
@@ -160,6 +80,7 @@ export class StarlingClient {
   readonly stats = { connects: 0, duplicates: 0, gapPulls: 0, syncPasses: 0, pushesDropped: 0, reads: 0, recvs: 0 };
 
   constructor(opts: ClientOptions) {
+    super();
     if (!/^\d+$/.test(opts.mid)) throw new TypeError(`mid must be a decimal string, got ${JSON.stringify(opts.mid)}`);
     this.opts = { ...opts };
     this.marks = new Marks((op, conv, seq) => this.sendMark(op, conv, seq));
@@ -168,26 +89,6 @@ export class StarlingClient {
 
   get state(): ConnectionState {
     return this._state;
-  }
-
-  /** Subscribes to an event; returns the unsubscribe function. */
-  on<K extends keyof ClientEvents>(event: K, f: Listener<ClientEvents[K]>): () => void {
-    let s = this.listeners.get(event);
-    if (!s) this.listeners.set(event, (s = new Set()));
-    s.add(f as Listener<never>);
-    return () => s!.delete(f as Listener<never>);
-  }
-
-  private emit<K extends keyof ClientEvents>(event: K, v: ClientEvents[K]): void {
-    const s = this.listeners.get(event);
-    if (!s) return;
-    for (const f of [...s]) {
-      try {
-        (f as Listener<ClientEvents[K]>)(v);
-      } catch (e) {
-        if (event !== "error") this.emit("error", e instanceof Error ? e : new Error(String(e)));
-      }
-    }
   }
 
   private setState(s: ConnectionState): void {
@@ -286,7 +187,7 @@ export class StarlingClient {
     const timeout = this.opts.connectTimeoutMs ?? 10_000;
     let closed!: () => void;
     const ended = new Promise<void>((r) => (closed = r));
-    const token = typeof this.opts.imToken === "function" ? await this.opts.imToken() : this.opts.imToken;
+    const imToken = typeof this.opts.imToken === "function" ? await this.opts.imToken() : this.opts.imToken;
     if (this.terminal) return false;
     const conn: Connection = await Connection.open(Ctor, url, timeout, {
       onPacket: (p) => this.onPacket(p),
@@ -303,19 +204,22 @@ export class StarlingClient {
     let online = false;
     try {
       const auth: Json = {
-        mid: Number(this.opts.mid),
         key: this.opts.key,
         room_id: this.opts.roomId ?? "",
         platform: this.opts.platform,
         accepts: this.opts.accepts ?? [],
         im: "json",
       };
-      if (token) auth["im_token"] = token;
-      const welcome = decodeWelcome(parseBody(await conn.auth(auth, timeout)));
+      if (imToken) auth["im_token"] = imToken;
+      // goim's `mid` is a JSON number: written from the decimal string, so a mid above 2^53
+      // keeps every digit (a JS number would round it).
+      const token = `{"mid":${this.opts.mid},${JSON.stringify(auth).slice(1)}`;
+      const welcome = decodeWelcome(parseBody(await conn.auth(token, timeout)));
       if (welcome.code !== 0) throw new ImError(welcome.code, "auth refused");
       if (welcome.gapWaitMs > 0) this.gapWaitMs = welcome.gapWaitMs;
       if (welcome.resyncMs > 0) this.resyncMs = welcome.resyncMs;
-      conn.startHeartbeat(heartbeatMs, heartbeatMs * 2 + 10_000);
+      // Three heartbeats without any packet back: the peer is gone (a silent network drop).
+      conn.startHeartbeat(heartbeatMs, heartbeatMs * 3 + 1000);
       this.stats.connects++;
       this.holding = [];
       this.setState("syncing");
@@ -748,8 +652,8 @@ export class StarlingClient {
 
   /** Marks read up to `seq`: applied locally now, IM_READ at most once per second per conversation. */
   markRead(conv: ConvRef, seq: string): void {
-    const cs = this.convState(conv);
-    if (cs.markRead(BigInt(seq))) this.emit("conversation", cs.view());
+    const cs = this.convs.get(convKey(conv));
+    if (cs?.markRead(BigInt(seq))) this.emit("conversation", cs.view());
     this.marks.want(Op.IM_READ, conv, BigInt(seq));
   }
 
@@ -785,6 +689,16 @@ export class StarlingClient {
       if (!r.hasMore || r.cursor === cursor) return out;
       cursor = r.cursor;
     }
+  }
+
+  /**
+   * Syncs the directory now (im.md §5.4 step 4: call it when the app comes to the foreground);
+   * a no-op unless online. Resolves once the sync and the pulls it called for are done.
+   */
+  async resync(): Promise<void> {
+    const conn = this.conn;
+    if (!conn || this._state !== "online") return;
+    await this.syncPass(conn).catch((e) => this.requestFailed(conn, e));
   }
 
   /** goim's room change (op 12); kept for reconnects. */

