@@ -1660,7 +1660,14 @@ function markRead() {
   const high = store.get(current).highest();
   if (high) client.markRead(current, high);
 }
-document.addEventListener("visibilitychange", markRead);
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  void client?.resync().then(() => {
+    renderList();
+    if (current) openConv(current);
+  });
+  markRead();
+});
 function openConv(conv) {
   current = { kind: conv.kind, id: conv.id };
   const c = store.get(conv);

@@ -190,7 +190,12 @@ function markRead() {
   const high = store.get(current).highest();
   if (high) client.markRead(current, high);
 }
-document.addEventListener("visibilitychange", markRead);
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  // Back in the foreground: sync the directory now (im.md §5.4 step 4), then mark read.
+  void client?.resync().then(() => { renderList(); if (current) openConv(current); });
+  markRead();
+});
 
 function openConv(conv: ConvRef) {
   current = { kind: conv.kind, id: conv.id };
