@@ -177,5 +177,13 @@ export async function until(what, f, want) {
 
 export async function shot(page, name) {
   mkdirSync(screenshots, { recursive: true });
-  await page.screenshot({ path: join(screenshots, `${name}.png`) });
+  // Clock times hidden and the caret off: the same run gives the same picture, so a test run
+  // leaves the committed screenshots unchanged unless the app's look changed.
+  // (Through the CSSOM: the page's Content-Security-Policy refuses injected style sheets.)
+  await page.evaluate(() => {
+    for (const t of document.querySelectorAll("time")) t.style.visibility = "hidden";
+    (document.activeElement)?.blur();
+  });
+  await page.mouse.move(0, 0); // no hover left on the last button clicked
+  await page.screenshot({ path: join(screenshots, `${name}.png`), caret: "hide", animations: "disabled" });
 }
