@@ -1568,9 +1568,11 @@ $("signout").addEventListener("click", () => {
   localStorage.removeItem(SESSION);
   location.reload();
 });
+var triesSinceOnline = 0;
 async function token() {
   const left = Number(session.expiresAt) - Date.now();
-  if (cfg.devSignin && left < 36e5) {
+  triesSinceOnline++;
+  if (cfg.devSignin && (left < 36e5 || triesSinceOnline > 1)) {
     session = { ...await signin(session.uid), name: session.name };
     localStorage.setItem(SESSION, JSON.stringify(session));
   }
@@ -1639,6 +1641,7 @@ function showState(s, detail) {
   const e = $("conn-state");
   e.dataset.state = s;
   e.textContent = detail ? `${s}: ${detail}` : s;
+  if (s === "online") triesSinceOnline = 0;
   if (s === "online" && current) openConv(current);
 }
 function onMessage(m) {

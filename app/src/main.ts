@@ -96,10 +96,15 @@ $("signout").addEventListener("click", () => {
   location.reload();
 });
 
-/** The im_token for each connect: a development token is minted again when it nears expiry. */
+let triesSinceOnline = 0;
+
+/** The im_token for each connect. A development token is minted again when it nears expiry,
+ *  or when the last try with it did not get online (the server may have another secret now,
+ *  or revoked it); a failed mint fails this try, and the SDK retries after its backoff. */
 async function token(): Promise<string> {
   const left = Number(session.expiresAt) - Date.now();
-  if (cfg.devSignin && left < 3_600_000) {
+  triesSinceOnline++;
+  if (cfg.devSignin && (left < 3_600_000 || triesSinceOnline > 1)) {
     session = { ...(await api.signin(session.uid)), name: session.name };
     localStorage.setItem(SESSION, JSON.stringify(session));
   }
@@ -164,6 +169,7 @@ function showState(s: ConnectionState, detail?: string) {
   const e = $("conn-state");
   e.dataset.state = s;
   e.textContent = detail ? `${s}: ${detail}` : s;
+  if (s === "online") triesSinceOnline = 0;
   if (s === "online" && current) openConv(current); // after a reconnect: refill what the SDK synced
 }
 

@@ -257,3 +257,13 @@ test("without the development sign-in: no banner, sign in with a token the backe
   await send(page, "hello from a real token");
   await until("sent", () => texts(page), ["hello from a real token"]);
 }, { devSignin: false }));
+
+test("a development token the server no longer takes (new secret) is minted again", () => withServer(async (s) => {
+  const alice = await person(b, s);
+  await signIn(alice, "1", "Alice");
+  await s.restartEdited((c) => c.replace(/token_secret = ".*"/, 'token_secret = "another-secret-0123456789abcdefgh"'));
+  await online(alice);
+  await openChat(alice, "2");
+  await send(alice, "still here");
+  await until("sent with the new token", () => texts(alice), ["still here"]);
+}));

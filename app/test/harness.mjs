@@ -3,7 +3,7 @@
 // loopback ports with the app and its development sign-in on, and Debian's Chromium
 // (/usr/bin/chromium, never a downloaded browser) driven by playwright-core.
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -88,6 +88,13 @@ dev_signin = ${devSignin}
   async kill() {
     this.proc.kill("SIGKILL");
     await this.exited;
+  }
+
+  /** Kills the server and starts it again with its config file's text passed through `edit`. */
+  async restartEdited(edit) {
+    await this.kill();
+    writeFileSync(this.config, edit(readFileSync(this.config, "utf8")));
+    await this.spawn();
   }
 
   async restart() {
