@@ -63,6 +63,9 @@ export class StarlingClient extends Emitter<ClientEvents> {
   private readyConn: Connection | undefined;
   /** A CONV_ADDED/REMOVED came while syncing: sync again once online. */
   private resyncWanted = false;
+  /** The sync pass running on an online connection, if any (see sync()). */
+  private syncing: { conn: Connection; done: Promise<void> } | undefined;
+  private syncAgain = false;
   private running = false;
   /** Pushes held while a connection syncs (im.md §5.4 step 3; gim #46). */
   private holding: Message[] | undefined;
@@ -235,7 +238,7 @@ export class StarlingClient extends Emitter<ClientEvents> {
       this.setState("online");
       this.marks.resume();
       this.scheduleResync();
-      if (this.resyncWanted) this.syncPass(conn).catch((e) => this.requestFailed(conn, e));
+      if (this.resyncWanted) this.sync(conn).catch((e) => this.requestFailed(conn, e));
       await ended;
       return true;
     } catch (e) {
@@ -263,7 +266,7 @@ export class StarlingClient extends Emitter<ClientEvents> {
     this.resyncTimer = setTimeout(() => {
       const conn = this.conn;
       if (!conn || this._state !== "online") return;
-      this.syncPass(conn)
+      this.sync(conn)
         .catch((e) => this.requestFailed(conn, e))
         .finally(() => {
           if (this.conn === conn && this._state === "online") this.scheduleResync();
@@ -283,6 +286,30 @@ export class StarlingClient extends Emitter<ClientEvents> {
   private async call(conn: Connection, op: number, body: Json): Promise<Json> {
     const p = await conn.request(op, encodeBody(body), this.opts.requestTimeoutMs ?? 10_000);
     return parseBody(p.body);
+  }
+
+  /**
+   * A sync pass on an online connection (periodic, resync(), a directory event): one at a
+   * time; asked for during one, one more pass follows it.
+   */
+  private sync(conn: Connection): Promise<void> {
+    if (this.syncing?.conn === conn) {
+      this.syncAgain = true;
+      return this.syncing.done;
+    }
+    const run = async (): Promise<void> => {
+      try {
+        do {
+          this.syncAgain = false;
+          await this.syncPass(conn);
+        } while (this.syncAgain && conn.isOpen);
+      } finally {
+        if (this.syncing?.conn === conn) this.syncing = undefined;
+      }
+    };
+    const done = run();
+    this.syncing = { conn, done };
+    return done;
   }
 
   /** IM_SYNC pages from `since`, then the pulls the heads call for. */
@@ -364,6 +391,19 @@ export class StarlingClient extends Emitter<ClientEvents> {
   }
 
   private async pullNow(conn: Connection, cs: ConvState): Promise<void> {
+    try {
+      await this.pullPages(conn, cs);
+    } catch (e) {
+      // The server refused this conversation's pull (an IM code): reported, and the others
+      // and the connection go on; the next sync or push tries again.
+      if (!(e instanceof ImError)) throw e;
+      this.emit("error", e);
+      return;
+    }
+    this.armGap(cs);
+  }
+
+  private async pullPages(conn: Connection, cs: ConvState): Promise<void> {
     if (!conn.isOpen || this.convs.get(cs.key) !== cs) return;
     if (!cs.initialized) {
       const r = await this.pull(conn, cs.ref, "BACKWARD", "0", this.opts.initialPage ?? 50);
@@ -387,7 +427,6 @@ export class StarlingClient extends Emitter<ClientEvents> {
       this.publish(cs, cs.ingest(r.messages));
       if (cs.contig === before) break;
     }
-    this.armGap(cs);
   }
 
   private async pull(conn: Connection, conv: ConvRef, dir: "FORWARD" | "BACKWARD", fromSeq: string, limit: number): Promise<PullReply> {
@@ -504,10 +543,12 @@ export class StarlingClient extends Emitter<ClientEvents> {
     switch (e.type) {
       case "READ":
       case "DELIVERED": {
-        const cs = this.convState(e.conv);
+        const cs = this.convs.get(convKey(e.conv));
         const seq = BigInt(e.seq);
         let changed = false;
-        if (e.type === "READ" && mine) changed = cs.markRead(seq);
+        if (!cs) {
+          // Not known here yet: the next sync brings its head.
+        } else if (e.type === "READ" && mine) changed = cs.markRead(seq);
         else if (e.type === "READ" && seq > cs.peerReadSeq) {
           cs.peerReadSeq = seq;
           changed = true;
@@ -516,7 +557,7 @@ export class StarlingClient extends Emitter<ClientEvents> {
           changed = true;
         }
         if (!mine) this.emit("receipt", { conv: e.conv, uid: e.uid, seq: e.seq, type: e.type === "READ" ? "read" : "delivered" });
-        if (changed) this.emit("conversation", cs.view());
+        if (changed && cs) this.emit("conversation", cs.view());
         return;
       }
       case "TYPING":
@@ -527,7 +568,7 @@ export class StarlingClient extends Emitter<ClientEvents> {
         // The directory changed: a sync pass brings the head (and pulls a new conversation).
         const conn = this.conn;
         if (this.holding) this.resyncWanted = true;
-        else if (conn) this.syncPass(conn).catch((err) => this.requestFailed(conn, err));
+        else if (conn) this.sync(conn).catch((err) => this.requestFailed(conn, err));
         return;
       }
       case "DEVICE_ONLINE":
@@ -698,7 +739,7 @@ export class StarlingClient extends Emitter<ClientEvents> {
   async resync(): Promise<void> {
     const conn = this.conn;
     if (!conn || this._state !== "online") return;
-    await this.syncPass(conn).catch((e) => this.requestFailed(conn, e));
+    await this.sync(conn).catch((e) => this.requestFailed(conn, e));
   }
 
   /** goim's room change (op 12); kept for reconnects. */

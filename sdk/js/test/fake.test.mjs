@@ -169,6 +169,46 @@ test("a SyncReply with reset: the local cache is dropped and the directory synce
   assert.deepEqual(c.conversations(), [], "wiped");
 });
 
+test("a pull refused with an IM code: an error event, the connection and the other conversations go on", async () => {
+  const head = (id) => ({ conv: { kind: "GROUP", id }, lastSeq: "1", floorSeq: "1" });
+  const { c, errors } = await setup((op, body, reply) => {
+    if (op === Op.IM_SYNC) {
+      reply(Op.IM_SYNC_REPLY, { code: 0, convs: [head("7"), head("8")], serverTs: "1000", epoch: "1" });
+      return true;
+    }
+    if (op !== Op.IM_PULL) return false;
+    if (body.conv.id === "7") reply(Op.IM_PULL_REPLY, { code: 403, reason: "not a member" });
+    else reply(Op.IM_PULL_REPLY, { code: 0, messages: [{ ...msg(1), conv: { kind: "GROUP", id: "8" } }], lastSeq: "1", floorSeq: "1" });
+    return true;
+  });
+  assert.equal(c.messages({ kind: "GROUP", id: "8" }).length, 1);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, 403);
+  await sleep(100);
+  assert.equal(c.state, "online");
+  assert.equal(c.stats.connects, 1);
+});
+
+test("sync passes never overlap: resync() during one runs one more after it", async () => {
+  let inFlight = 0;
+  let most = 0;
+  let passes = 0;
+  const { c } = await setup((op, body, reply) => {
+    if (op !== Op.IM_SYNC) return false;
+    passes++;
+    most = Math.max(most, ++inFlight);
+    setTimeout(() => {
+      inFlight--;
+      reply(Op.IM_SYNC_REPLY, { code: 0, serverTs: "1000", epoch: "1" });
+    }, 50);
+    return true;
+  });
+  passes = 0;
+  await Promise.all([c.resync(), c.resync(), c.resync()]);
+  assert.equal(most, 1, "one IM_SYNC in flight at a time");
+  assert.equal(passes, 2, "the running pass, then one for the asks made during it");
+});
+
 test("heartbeats go out; a peer that stops answering is left after three periods", async () => {
   let mute = false;
   const { fake, c } = await setup((op) => mute && op === Op.HEARTBEAT, { heartbeatMs: 100 });

@@ -106,3 +106,34 @@ test("recall: the target becomes a tombstone for everyone, the sender's other de
   a2.close();
   b.close();
 });
+
+test("a group made while members are online reaches them: its notice, then its messages", async () => {
+  const a = await srv.client(28);
+  const b = await srv.client(29);
+  const convs = record(b, "conversation");
+  const g = { kind: "GROUP", id: "300" };
+  await srv.admin("POST", "/im/v1/groups", { gid: "300", name: "late", owner: "28", members: ["29"], history: "all" });
+  await waitFor("b holds the notice", () => b.messages(g).length === 1);
+  assert.equal(b.messages(g)[0].kind, "SYSTEM");
+  assert.ok(convs.some((c) => c.conv.kind === "GROUP" && c.conv.id === "300"), "a conversation event");
+  await a.send(g, "welcome");
+  await waitFor("b has it", () => b.messages(g).length === 2);
+  assert.deepEqual(b.conversations()[0].conv, g, "newest activity first");
+  assert.equal(b.conversation(g).unread, 1);
+  a.close();
+  b.close();
+});
+
+test("members removed: the conversation is left and read-only", async () => {
+  await srv.admin("POST", "/im/v1/groups", { gid: "400", name: "leaving", owner: "33", members: ["34"], history: "all" });
+  const a = await srv.client(33);
+  const b = await srv.client(34);
+  const g = { kind: "GROUP", id: "400" };
+  await a.send(g, "before");
+  await waitFor("b has it", () => b.messages(g).length === 2);
+  await srv.admin("DELETE", "/im/v1/groups/400/members", { uids: ["34"] });
+  await waitFor("b's head says left", () => b.conversation(g)?.left === true);
+  await assert.rejects(b.send(g, "still here?"), (e) => e.code === 403);
+  a.close();
+  b.close();
+});

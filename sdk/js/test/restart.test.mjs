@@ -15,6 +15,18 @@ after(async () => {
 });
 
 test("a server restart mid-chat: nothing missed, nothing twice", async () => {
+  const seen = { a: [], b: [] };
+  try {
+    await restartScenario(seen);
+  } catch (e) {
+    // What each side held, and the server's last words: enough to tell a flake from a bug.
+    e.message += `\n a: ${seen.a.map((m) => m.seq)} ${JSON.stringify(seen.aClient?.stats)} ${seen.aClient?.state}` +
+      `\n b: ${seen.b.map((m) => m.seq)} ${JSON.stringify(seen.bClient?.stats)} ${seen.bClient?.state}\n server log: ${srv.log.slice(-2000)}`;
+    throw e;
+  }
+});
+
+async function restartScenario(seen) {
   const a = await srv.client(11);
   // b's token waits for `open` once the server is down: b stays away while a sends, so what
   // a sent then reaches b only through b's sync and pulls.
@@ -25,6 +37,7 @@ test("a server restart mid-chat: nothing missed, nothing twice", async () => {
   const toA = { kind: "P2P", id: "11" };
   const aMsgs = record(a, "message");
   const bMsgs = record(b, "message");
+  Object.assign(seen, { a: aMsgs, b: bMsgs, aClient: a, bClient: b });
   const bStates = record(b, "state");
   for (let i = 0; i < 5; i++) {
     await a.send(toB, `before ${i}`);
@@ -70,4 +83,4 @@ test("a server restart mid-chat: nothing missed, nothing twice", async () => {
   assert.equal(bMsgs.length, 20);
   a.close();
   b.close();
-});
+}

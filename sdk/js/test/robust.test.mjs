@@ -98,3 +98,20 @@ test("an admin kick is terminal: state kicked, the kick event, no reconnect, cal
   await sleep(300);
   assert.equal(a.state, "kicked", "connect() after a kick does nothing: a new client is needed");
 });
+
+test("another device of the same platform replaces this one (one_per_platform): kick 4001, terminal", async () => {
+  const own = await Server.start({ multi_login: '"one_per_platform"' });
+  try {
+    const first = await own.client(55, "laptop");
+    const kicks = record(first, "kick");
+    const second = await own.client(55, "desktop");
+    await waitFor("the first is kicked", () => first.state === "kicked");
+    assert.equal(kicks[0].code, 4001);
+    assert.equal(kicks[0].byPlatform, "web");
+    await sleep(500);
+    assert.equal(first.state, "kicked", "no reconnect (it would kick the second in turn)");
+    assert.equal(second.state, "online");
+  } finally {
+    await own.stop();
+  }
+});
