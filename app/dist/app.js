@@ -769,6 +769,9 @@ var StarlingClient = class extends Emitter {
     __publicField(this, "readyConn");
     /** A CONV_ADDED/REMOVED came while syncing: sync again once online. */
     __publicField(this, "resyncWanted", false);
+    /** The sync pass running on an online connection, if any (see sync()). */
+    __publicField(this, "syncing");
+    __publicField(this, "syncAgain", false);
     __publicField(this, "running", false);
     /** Pushes held while a connection syncs (im.md §5.4 step 3; gim #46). */
     __publicField(this, "holding");
@@ -923,7 +926,7 @@ var StarlingClient = class extends Emitter {
       this.setState("online");
       this.marks.resume();
       this.scheduleResync();
-      if (this.resyncWanted) this.syncPass(conn).catch((e) => this.requestFailed(conn, e));
+      if (this.resyncWanted) this.sync(conn).catch((e) => this.requestFailed(conn, e));
       await ended;
       return true;
     } catch (e) {
@@ -949,7 +952,7 @@ var StarlingClient = class extends Emitter {
     this.resyncTimer = setTimeout(() => {
       const conn = this.conn;
       if (!conn || this._state !== "online") return;
-      this.syncPass(conn).catch((e) => this.requestFailed(conn, e)).finally(() => {
+      this.sync(conn).catch((e) => this.requestFailed(conn, e)).finally(() => {
         if (this.conn === conn && this._state === "online") this.scheduleResync();
       });
     }, this.resyncMs);
@@ -964,6 +967,29 @@ var StarlingClient = class extends Emitter {
   async call(conn, op, body) {
     const p = await conn.request(op, encodeBody(body), this.opts.requestTimeoutMs ?? 1e4);
     return parseBody(p.body);
+  }
+  /**
+   * A sync pass on an online connection (periodic, resync(), a directory event): one at a
+   * time; asked for during one, one more pass follows it.
+   */
+  sync(conn) {
+    if (this.syncing?.conn === conn) {
+      this.syncAgain = true;
+      return this.syncing.done;
+    }
+    const run = async () => {
+      try {
+        do {
+          this.syncAgain = false;
+          await this.syncPass(conn);
+        } while (this.syncAgain && conn.isOpen);
+      } finally {
+        if (this.syncing?.conn === conn) this.syncing = void 0;
+      }
+    };
+    const done = run();
+    this.syncing = { conn, done };
+    return done;
   }
   /** IM_SYNC pages from `since`, then the pulls the heads call for. */
   async syncPass(conn) {
@@ -1038,6 +1064,16 @@ var StarlingClient = class extends Emitter {
     return next;
   }
   async pullNow(conn, cs) {
+    try {
+      await this.pullPages(conn, cs);
+    } catch (e) {
+      if (!(e instanceof ImError)) throw e;
+      this.emit("error", e);
+      return;
+    }
+    this.armGap(cs);
+  }
+  async pullPages(conn, cs) {
     if (!conn.isOpen || this.convs.get(cs.key) !== cs) return;
     if (!cs.initialized) {
       const r = await this.pull(conn, cs.ref, "BACKWARD", "0", this.opts.initialPage ?? 50);
@@ -1058,7 +1094,6 @@ var StarlingClient = class extends Emitter {
       this.publish(cs, cs.ingest(r.messages));
       if (cs.contig === before) break;
     }
-    this.armGap(cs);
   }
   async pull(conn, conv, dir, fromSeq, limit) {
     const r = decodePullReply(await this.call(conn, Op.IM_PULL, { conv: encodeConv(conv), dir, fromSeq, limit }));
@@ -1166,10 +1201,11 @@ var StarlingClient = class extends Emitter {
     switch (e.type) {
       case "READ":
       case "DELIVERED": {
-        const cs = this.convState(e.conv);
+        const cs = this.convs.get(convKey(e.conv));
         const seq = BigInt(e.seq);
         let changed = false;
-        if (e.type === "READ" && mine) changed = cs.markRead(seq);
+        if (!cs) {
+        } else if (e.type === "READ" && mine) changed = cs.markRead(seq);
         else if (e.type === "READ" && seq > cs.peerReadSeq) {
           cs.peerReadSeq = seq;
           changed = true;
@@ -1178,7 +1214,7 @@ var StarlingClient = class extends Emitter {
           changed = true;
         }
         if (!mine) this.emit("receipt", { conv: e.conv, uid: e.uid, seq: e.seq, type: e.type === "READ" ? "read" : "delivered" });
-        if (changed) this.emit("conversation", cs.view());
+        if (changed && cs) this.emit("conversation", cs.view());
         return;
       }
       case "TYPING":
@@ -1188,7 +1224,7 @@ var StarlingClient = class extends Emitter {
       case "CONV_REMOVED": {
         const conn = this.conn;
         if (this.holding) this.resyncWanted = true;
-        else if (conn) this.syncPass(conn).catch((err) => this.requestFailed(conn, err));
+        else if (conn) this.sync(conn).catch((err) => this.requestFailed(conn, err));
         return;
       }
       case "DEVICE_ONLINE":
@@ -1339,7 +1375,7 @@ var StarlingClient = class extends Emitter {
   async resync() {
     const conn = this.conn;
     if (!conn || this._state !== "online") return;
-    await this.syncPass(conn).catch((e) => this.requestFailed(conn, e));
+    await this.sync(conn).catch((e) => this.requestFailed(conn, e));
   }
   /** goim's room change (op 12); kept for reconnects. */
   changeRoom(roomId) {
