@@ -87,6 +87,12 @@ impl boot::ConfigFile for Config {
         if !(ws.is_empty() || ws.starts_with("ws://") || ws.starts_with("wss://")) {
             return Err(format!("app.ws_url: a ws:// or wss:// URL, not {ws:?}").into());
         }
+        if self.app.enabled && ws.is_empty() && self.comet.websocket.bind.is_empty() {
+            return Err(
+                "app.enabled: the app connects over WebSocket: give [comet.websocket] bind or app.ws_url"
+                    .into(),
+            );
+        }
         if self.app.dev_signin && self.im.token_secret.is_empty() {
             return Err(
                 "app.dev_signin: minting im_tokens needs [im] token_secret (16 bytes or more)"

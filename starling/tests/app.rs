@@ -299,6 +299,12 @@ fn app_configuration_rules() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("app.ws_url"), "{err}");
+    let err = boot::parse::<Config>(
+        "[comet.websocket]\nbind = []\n[im]\nenabled = true\ninsecure_trust_mid = true\n[app]\nenabled = true\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("[comet.websocket] bind"), "{err}");
     let err = boot::parse::<Config>("[app]\nenable = true\n")
         .unwrap_err()
         .to_string();
