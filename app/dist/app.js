@@ -1454,6 +1454,8 @@ var ConvState2 = class {
     /** History reached the conversation's floor: nothing older to load. */
     __publicField(this, "atFloor", false);
     __publicField(this, "loading", false);
+    /** GROUP: each other member's read mark, from read receipts (server: group_read_receipts_max). */
+    __publicField(this, "readBy", /* @__PURE__ */ new Map());
     /** uid → when their typing indicator expires (ms, performance.now()). */
     __publicField(this, "typing", /* @__PURE__ */ new Map());
   }
@@ -1468,6 +1470,19 @@ var ConvState2 = class {
   /** Ascending by seq. */
   sorted() {
     return [...this.bySeq.values()].sort((a, b) => cmpSeq(a.seq, b.seq));
+  }
+  /** Raises `uid`'s read mark; true when it moved. */
+  read(uid, seq) {
+    const old = this.readBy.get(uid);
+    if (old !== void 0 && cmpSeq(seq, old) <= 0) return false;
+    this.readBy.set(uid, seq);
+    return true;
+  }
+  /** How many others have read `seq`. */
+  readers(seq) {
+    let n = 0;
+    for (const s of this.readBy.values()) if (cmpSeq(s, seq) >= 0) n++;
+    return n;
   }
   lowest() {
     let low;
@@ -1650,7 +1665,8 @@ function start(s) {
     renderList();
     if (current) renderTicks();
   });
-  client.on("receipt", () => {
+  client.on("receipt", (r) => {
+    if (r.type === "read" && r.conv.kind === "GROUP" && r.uid !== session.uid) store.get(r.conv).read(r.uid, r.seq);
     if (current) renderTicks();
   });
   client.on("typing", (t) => {
@@ -1748,6 +1764,7 @@ $("messages").addEventListener("scroll", () => {
 });
 function tick(m, conv) {
   if (m.sender !== session.uid || !conv) return "";
+  if (m.conv.kind === "GROUP") return store.get(m.conv).readers(m.seq) > 0 ? "read" : "sent";
   if (cmpSeq(m.seq, conv.peerReadSeq || "0") <= 0) return "read";
   if (cmpSeq(m.seq, conv.peerRecvSeq || "0") <= 0) return "delivered";
   return "sent";
@@ -1771,7 +1788,12 @@ function messageRow(m, conv) {
   const time = new Date(Number(m.serverTs)).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   const meta = el("span", { className: "meta" }, {}, el("time", { textContent: time }));
   const t = tick(m, conv);
-  if (t) meta.append(el("span", { className: `tick ${t}`, textContent: TICKS[t], title: t }, { testid: "message-status", status: t }));
+  const readers = t === "read" && m.conv.kind === "GROUP" ? store.get(m.conv).readers(m.seq) : 0;
+  if (t) meta.append(el(
+    "span",
+    { className: `tick ${t}`, textContent: readers ? `✓✓ read by ${readers}` : TICKS[t], title: t },
+    { testid: "message-status", status: t }
+  ));
   if (mine && !m.recalled) {
     const b = el("button", { type: "button", className: "recall", textContent: "Recall", title: "Recall for everyone" }, { testid: "message-recall" });
     b.addEventListener("click", () => {

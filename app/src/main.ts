@@ -143,7 +143,10 @@ function start(s: api.Session) {
   client.on("message", onMessage);
   client.on("recall", (m) => { if (store.get(m.conv).put(m)) renderConv(m.conv); });
   client.on("conversation", () => { renderList(); if (current) renderTicks(); });
-  client.on("receipt", () => { if (current) renderTicks(); });
+  client.on("receipt", (r) => {
+    if (r.type === "read" && r.conv.kind === "GROUP" && r.uid !== session.uid) store.get(r.conv).read(r.uid, r.seq);
+    if (current) renderTicks();
+  });
   client.on("typing", (t) => {
     if (t.uid === session.uid) return;
     const c = store.get(t.conv);
@@ -248,6 +251,7 @@ $("messages").addEventListener("scroll", () => {
 
 function tick(m: Message, conv: Conversation | undefined): string {
   if (m.sender !== session.uid || !conv) return "";
+  if (m.conv.kind === "GROUP") return store.get(m.conv).readers(m.seq) > 0 ? "read" : "sent";
   if (cmpSeq(m.seq, conv.peerReadSeq || "0") <= 0) return "read";
   if (cmpSeq(m.seq, conv.peerRecvSeq || "0") <= 0) return "delivered";
   return "sent";
@@ -269,7 +273,9 @@ function messageRow(m: Message, conv: Conversation | undefined): HTMLLIElement {
   const time = new Date(Number(m.serverTs)).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   const meta = el("span", { className: "meta" }, {}, el("time", { textContent: time }));
   const t = tick(m, conv);
-  if (t) meta.append(el("span", { className: `tick ${t}`, textContent: TICKS[t], title: t }, { testid: "message-status", status: t }));
+  const readers = t === "read" && m.conv.kind === "GROUP" ? store.get(m.conv).readers(m.seq) : 0;
+  if (t) meta.append(el("span", { className: `tick ${t}`, textContent: readers ? `✓✓ read by ${readers}` : TICKS[t], title: t },
+    { testid: "message-status", status: t }));
   if (mine && !m.recalled) {
     const b = el("button", { type: "button", className: "recall", textContent: "Recall", title: "Recall for everyone" }, { testid: "message-recall" });
     b.addEventListener("click", () => {

@@ -21,6 +21,8 @@ export class ConvState {
   /** History reached the conversation's floor: nothing older to load. */
   atFloor = false;
   loading = false;
+  /** GROUP: each other member's read mark, from read receipts (server: group_read_receipts_max). */
+  readBy = new Map<string, string>();
   /** uid → when their typing indicator expires (ms, performance.now()). */
   typing = new Map<string, number>();
 
@@ -38,6 +40,21 @@ export class ConvState {
   /** Ascending by seq. */
   sorted(): Message[] {
     return [...this.bySeq.values()].sort((a, b) => cmpSeq(a.seq, b.seq));
+  }
+
+  /** Raises `uid`'s read mark; true when it moved. */
+  read(uid: string, seq: string): boolean {
+    const old = this.readBy.get(uid);
+    if (old !== undefined && cmpSeq(seq, old) <= 0) return false;
+    this.readBy.set(uid, seq);
+    return true;
+  }
+
+  /** How many others have read `seq`. */
+  readers(seq: string): number {
+    let n = 0;
+    for (const s of this.readBy.values()) if (cmpSeq(s, seq) >= 0) n++;
+    return n;
   }
 
   lowest(): string | undefined {

@@ -101,6 +101,8 @@ test("a group of three: created, chatted in, a member added", () => withServer(a
   const all = ["welcome both", "thanks", "hi all"];
   for (const p of [a, bb, c]) await until("same order everywhere", () => texts(p), all);
   assert.deepEqual(await seqs(a), await seqs(c));
+  await until("both others read alice's message", () =>
+    a.locator('[data-testid="message"]:not([data-kind="SYSTEM"]) [data-testid="message-status"]').first().textContent(), "✓✓ read by 2");
 
   await a.getByTestId("add-member-uid").fill("4");
   await a.getByTestId("add-member-submit").click();

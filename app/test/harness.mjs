@@ -60,6 +60,7 @@ enabled = true
 token_secret = "app-test-secret-0123456789abcdef"
 path = "${join(s.dir, "im")}"
 admin_token = "${ADMIN}"
+group_read_receipts_max = 100
 [app]
 enabled = true
 dev_signin = ${devSignin}
