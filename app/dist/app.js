@@ -1458,14 +1458,25 @@ var ConvState2 = class {
     __publicField(this, "readBy", /* @__PURE__ */ new Map());
     /** uid → when their typing indicator expires (ms, performance.now()). */
     __publicField(this, "typing", /* @__PURE__ */ new Map());
+    /** GROUP: the seq of the SYSTEM message that added each member (they read from there on). */
+    __publicField(this, "joinedAt", /* @__PURE__ */ new Map());
   }
   /** Adds or replaces (a recall turns a message into its tombstone); true when it changed. */
   put(m) {
+    if (m.kind === "SYSTEM") this.noteJoins(m);
     const old = this.bySeq.get(m.seq);
     if (old && old.recalled === m.recalled && old.content === m.content) return false;
     this.bySeq.set(m.seq, m);
     this.pending = this.pending.filter((p) => p.clientMsgId !== m.clientMsgId || !m.clientMsgId);
     return true;
+  }
+  noteJoins(m) {
+    try {
+      const c = JSON.parse(m.content);
+      if (c.type === "members_added" || c.type === "group_created")
+        for (const u of c.uids ?? []) this.joinedAt.set(u, m.seq);
+    } catch {
+    }
   }
   /** Ascending by seq. */
   sorted() {
@@ -1478,10 +1489,11 @@ var ConvState2 = class {
     this.readBy.set(uid, seq);
     return true;
   }
-  /** How many others have read `seq`. */
+  /** How many others have read `seq` (members added after it never saw it). */
   readers(seq) {
     let n = 0;
-    for (const s of this.readBy.values()) if (cmpSeq(s, seq) >= 0) n++;
+    for (const [uid, s] of this.readBy)
+      if (cmpSeq(s, seq) >= 0 && cmpSeq(this.joinedAt.get(uid) ?? "0", seq) <= 0) n++;
     return n;
   }
   lowest() {

@@ -30,11 +30,20 @@ export class ConvState {
 
   /** Adds or replaces (a recall turns a message into its tombstone); true when it changed. */
   put(m: Message): boolean {
+    if (m.kind === "SYSTEM") this.noteJoins(m);
     const old = this.bySeq.get(m.seq);
     if (old && old.recalled === m.recalled && old.content === m.content) return false;
     this.bySeq.set(m.seq, m);
     this.pending = this.pending.filter((p) => p.clientMsgId !== m.clientMsgId || !m.clientMsgId);
     return true;
+  }
+
+  private noteJoins(m: Message) {
+    try {
+      const c = JSON.parse(m.content) as { type?: string; uids?: string[] };
+      if (c.type === "members_added" || c.type === "group_created")
+        for (const u of c.uids ?? []) this.joinedAt.set(u, m.seq);
+    } catch { /* not a group change */ }
   }
 
   /** Ascending by seq. */
@@ -50,10 +59,14 @@ export class ConvState {
     return true;
   }
 
-  /** How many others have read `seq`. */
+  /** GROUP: the seq of the SYSTEM message that added each member (they read from there on). */
+  joinedAt = new Map<string, string>();
+
+  /** How many others have read `seq` (members added after it never saw it). */
   readers(seq: string): number {
     let n = 0;
-    for (const s of this.readBy.values()) if (cmpSeq(s, seq) >= 0) n++;
+    for (const [uid, s] of this.readBy)
+      if (cmpSeq(s, seq) >= 0 && cmpSeq(this.joinedAt.get(uid) ?? "0", seq) <= 0) n++;
     return n;
   }
 

@@ -110,8 +110,15 @@ test("a group of three: created, chatted in, a member added", () => withServer(a
   await item.click({ timeout: WAIT });
   await send(d, "hello, I'm Dave");
   await until("alice sees dave", () => texts(a), [...all, "hello, I'm Dave"]);
+  for (const p of [bb, c]) await until("bob and carol see dave", () => texts(p), [...all, "hello, I'm Dave"]);
   await until("the add is shown", () =>
     a.locator('[data-testid="message"][data-kind="SYSTEM"]').last().textContent(), "You added Dave");
+  // Dave reads from his join on: once his read of a later message is in, alice's first
+  // message still counts the two who could see it.
+  await send(a, "welcome Dave");
+  const status = a.locator('[data-testid="message"]:not([data-kind="SYSTEM"]) [data-testid="message-status"]');
+  await until("all three read the new one", () => status.last().textContent(), "✓✓ read by 3");
+  assert.equal(await status.first().textContent(), "✓✓ read by 2");
   await shot(a, "group");
 }));
 
