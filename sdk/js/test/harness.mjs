@@ -97,7 +97,12 @@ path = ${JSON.stringify(path.join(s.dir, "im"))}
 ${Object.entries(imTable).map(([k, v]) => `${k} = ${v}`).join("\n")}
 `,
     );
-    await s.spawn();
+    try {
+      await s.spawn();
+    } catch (e) {
+      await s.stop();
+      throw e;
+    }
     return s;
   }
 
