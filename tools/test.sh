@@ -70,7 +70,7 @@ target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 command -v chromium >/dev/null || apt_install chromium
 (cd app && npm ci --no-audit --no-fund --loglevel=error && npm run build)
 if ! git diff --exit-code -- app/dist || [ -n "$(git status --porcelain -- app/dist)" ]; then
-    echo "test.sh: app/dist differs from what app/src builds to: run 'npm run build' in app/ and commit" >&2
+    echo "test.sh: app/dist differs from what app/src and sdk/js/src build to: run 'npm run build' in app/ and commit app/dist" >&2
     exit 1
 fi
 (cd app && STARLING_BIN="$target_dir/debug/starling" npm test)
