@@ -5,7 +5,8 @@
 #     postgres binaries, as the `postgres` user when root; the system cluster the package
 #     starts is stopped and kept from starting again);
 #   - nodejs, when absent, for goim's own JavaScript client (tools/goim-compat), and npm
-#     for the TypeScript SDK's build and tests (sdk/js);
+#     for the TypeScript SDK's build and tests (sdk/js) and for the `ws` package
+#     (tools/ws-deflate, a permessage-deflate client);
 #   - tansu, a Kafka-protocol broker (crates.io), under cargo's bin directory: about 15
 #     minutes to build the first time, reused after.
 # The tests start their own Redis, broker and PostgreSQL on spare ports and stop them when
@@ -43,6 +44,9 @@ fi
 command -v ip >/dev/null || apt_install iproute2
 # goim's own JavaScript client runs under Node (starling/tests/goim_js.rs; Node 20 or newer).
 command -v node >/dev/null || apt_install nodejs
+# npm, for Node's `ws` package: a real permessage-deflate client (starling/tests/ws_deflate_js.rs
+# runs `npm ci` in tools/ws-deflate when its node_modules is absent).
+command -v npm >/dev/null || apt_install npm
 # goim's own Go benchmark client builds offline against Debian's glog (starling/tests/goim_go.rs).
 command -v go >/dev/null || apt_install golang-go
 [ -d /usr/share/gocode/src/github.com/golang/glog ] || apt_install golang-glog-dev
@@ -59,7 +63,6 @@ STARLING_TEST_DRIVER=epoll cargo test --locked -p starling --tests
 # The TypeScript SDK (sdk/js): built with tsc, tested under Node's test runner against the
 # all-in-one binary built above (each test file starts its own on spare ports). npm installs
 # the SDK's dev dependencies from its lock file.
-command -v npm >/dev/null || apt_install npm
 target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 (cd sdk/js && npm ci --no-audit --no-fund && npm run build && STARLING_BIN="$target_dir/debug/starling" npm test)
 

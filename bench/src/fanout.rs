@@ -27,6 +27,10 @@ pub struct FanoutArgs {
     /// Message size in bytes (at least 12: sequence number and timestamp).
     #[arg(long, short = 's', default_value_t = 64)]
     pub size: usize,
+    /// What fills each message after its 12-byte stamp; it matters to permessage-deflate
+    /// only (`--peer starling-ws-deflate`).
+    #[arg(long, value_enum, default_value_t = crate::wire::Fill::Dots)]
+    pub fill: crate::wire::Fill,
     /// Messages per second; 0 publishes as fast as accepted.
     #[arg(long = "msg-rate", default_value_t = 0.0)]
     pub msg_rate: f64,
@@ -54,6 +58,7 @@ pub struct FanoutResult {
     pub connect_failed: BTreeMap<String, u64>,
     pub messages: u32,
     pub size: usize,
+    pub fill: crate::wire::Fill,
     pub msg_rate: f64,
     pub publish: PubStats,
     pub expected: u64,
@@ -105,6 +110,7 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
         subscribers: n,
         messages: args.sub.messages,
         size: args.size,
+        fill: args.fill,
         rate: args.msg_rate,
         window: args.window,
     };
@@ -167,6 +173,7 @@ pub async fn run(mut args: FanoutArgs) -> anyhow::Result<FanoutResult> {
         connect_failed: ready.failed,
         messages: args.sub.messages,
         size: args.size,
+        fill: args.fill,
         msg_rate: args.msg_rate,
         publish: pub_stats,
         expected,

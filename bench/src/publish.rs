@@ -23,6 +23,8 @@ pub struct PubPlan {
     pub subscribers: u64,
     pub messages: u32,
     pub size: usize,
+    /// What fills each message after its stamp.
+    pub fill: wire::Fill,
     /// Messages per second; 0 sends as fast as accepted.
     pub rate: f64,
     /// Unacknowledged messages allowed when `rate` is 0.
@@ -41,10 +43,10 @@ pub struct PubStats {
 
 /// The bytes that publish message `seq` (stamped now).
 fn request(plan: &PubPlan, seq: u32) -> Vec<u8> {
-    let body = wire::stamp(seq, now_ns(), plan.size);
+    let body = wire::stamp_filled(seq, now_ns(), plan.size, plan.fill);
     let topic = wire::topic(plan.room_mode, u64::from(seq) % plan.subscribers.max(1));
     match plan.peer {
-        Peer::Starling | Peer::StarlingWs => {
+        Peer::Starling | Peer::StarlingWs | Peer::StarlingWsDeflate => {
             let path = if plan.room_mode {
                 format!("/goim/push/room?operation={BENCH_OP}&type={ROOM_TYPE}&room={ROOM_ID}")
             } else {
@@ -144,7 +146,7 @@ async fn read_acks(
         }
         buf.extend_from_slice(&chunk[..n]);
         let (used, ok, bad) = match peer {
-            Peer::Starling | Peer::StarlingWs => http_acks(&buf)?,
+            Peer::Starling | Peer::StarlingWs | Peer::StarlingWsDeflate => http_acks(&buf)?,
             Peer::Redis => line_acks(&buf, b':', b'-'),
             Peer::Nats => {
                 let (used, mut ok, bad) = line_acks(&buf, b'+', b'-');
@@ -247,6 +249,7 @@ mod tests {
             subscribers: 3,
             messages: 10,
             size: 16,
+            fill: wire::Fill::Dots,
             rate: 0.0,
             window: 1,
         };

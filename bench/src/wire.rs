@@ -16,12 +16,23 @@ pub enum Peer {
     Starling,
     /// Starling (or goim) over WebSocket `/sub`.
     StarlingWs,
+    /// Starling over WebSocket `/sub`, offering permessage-deflate (RFC 7692) as browsers do
+    /// (`permessage-deflate; client_max_window_bits`); compressed pushes are inflated here.
+    /// The comet must have `comet.websocket.permessage_deflate` on to agree.
+    StarlingWsDeflate,
     /// redis-server pub/sub: `SUBSCRIBE` / `PUBLISH`.
     Redis,
     /// nats-server: `SUB` / `PUB` (the publisher runs `verbose` to get `+OK` per message).
     Nats,
     /// Mosquitto (MQTT 3.1.1): subscribers at QoS 0, the publisher at QoS 1 (PUBACK).
     Mqtt,
+}
+
+impl Peer {
+    /// Starling over WebSocket, with or without permessage-deflate.
+    pub fn is_ws(self) -> bool {
+        matches!(self, Peer::StarlingWs | Peer::StarlingWsDeflate)
+    }
 }
 
 /// The operation every benchmark push carries.
@@ -42,10 +53,85 @@ pub fn topic(room_mode: bool, index: u64) -> String {
 /// Every message starts with its sequence number and the publisher's clock when it was sent.
 pub const STAMP_LEN: usize = 12;
 
+/// A message of `size` bytes stamped with `seq` and `sent_ns`, padded with dots.
+#[cfg(test)]
 pub fn stamp(seq: u32, sent_ns: u64, size: usize) -> Vec<u8> {
-    let mut m = vec![b'.'; size.max(STAMP_LEN)];
-    m[..4].copy_from_slice(&seq.to_be_bytes());
-    m[4..12].copy_from_slice(&sent_ns.to_be_bytes());
+    stamp_filled(seq, sent_ns, size, Fill::Dots)
+}
+
+/// What fills a message after its stamp. It matters to compression (permessage-deflate)
+/// only: every other path copies bytes whatever they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fill {
+    /// `.` repeated: compresses to almost nothing (deflate's best case).
+    #[default]
+    Dots,
+    /// Words drawn from a small vocabulary, different for every message: compresses about
+    /// as chat text or JSON does (2–4×).
+    Text,
+    /// Pseudo-random bytes: does not compress (deflate's worst case: its CPU for nothing).
+    Random,
+}
+
+/// [`stamp`] with the rest of the message filled as `fill` says (seeded by `seq`).
+pub fn stamp_filled(seq: u32, sent_ns: u64, size: usize, fill: Fill) -> Vec<u8> {
+    const WORDS: [&str; 32] = [
+        "hello",
+        "room",
+        "message",
+        "the",
+        "a",
+        "to",
+        "and",
+        "of",
+        "is",
+        "we",
+        "meeting",
+        "today",
+        "at",
+        "group",
+        "chat",
+        "see",
+        "you",
+        "later",
+        "ok",
+        "thanks",
+        "sent",
+        "read",
+        "photo",
+        "link",
+        "{\"seq\":",
+        "\"from\":",
+        "\"text\":",
+        "42,",
+        "1701,",
+        "true}",
+        "on",
+        "new",
+    ];
+    let size = size.max(STAMP_LEN);
+    let mut m = Vec::with_capacity(size);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&sent_ns.to_be_bytes());
+    let mut x = u64::from(seq).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    while m.len() < size {
+        match fill {
+            Fill::Dots => m.push(b'.'),
+            Fill::Random => m.extend_from_slice(&next().to_le_bytes()),
+            Fill::Text => {
+                m.extend_from_slice(WORDS[(next() % 32) as usize].as_bytes());
+                m.push(b' ');
+            }
+        }
+    }
+    m.truncate(size);
     m
 }
 
@@ -70,7 +156,7 @@ pub enum WireError {
 pub fn hello(peer: Peer, room_mode: bool, index: u64) -> Vec<u8> {
     let topic = topic(room_mode, index);
     match peer {
-        Peer::Starling | Peer::StarlingWs => {
+        Peer::Starling | Peer::StarlingWs | Peer::StarlingWsDeflate => {
             let token = AuthToken {
                 mid: index as i64,
                 key: format!("k{index}"),
@@ -81,11 +167,18 @@ pub fn hello(peer: Peer, room_mode: bool, index: u64) -> Vec<u8> {
             }
             .to_json();
             let auth = Packet::new(1, op::AUTH, 1, token).to_bytes();
-            if peer == Peer::StarlingWs {
-                let mut out = b"GET /sub HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n\
-                    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                    Sec-WebSocket-Version: 13\r\n\r\n"
-                    .to_vec();
+            if peer.is_ws() {
+                let offer = if peer == Peer::StarlingWsDeflate {
+                    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                } else {
+                    ""
+                };
+                let mut out = format!(
+                    "GET /sub HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                     Sec-WebSocket-Version: 13\r\n{offer}\r\n"
+                )
+                .into_bytes();
                 out.extend(ws::encode_client_frame(
                     ws::Opcode::Binary,
                     true,
@@ -132,7 +225,7 @@ pub fn heartbeat(peer: Peer, index: u64) -> Option<Vec<u8>> {
     let hb = Packet::new(1, op::HEARTBEAT, 0, Vec::new()).to_bytes();
     match peer {
         Peer::Starling => Some(hb.to_vec()),
-        Peer::StarlingWs => Some(ws::encode_client_frame(
+        Peer::StarlingWs | Peer::StarlingWsDeflate => Some(ws::encode_client_frame(
             ws::Opcode::Binary,
             true,
             mask(index),
@@ -166,6 +259,14 @@ pub struct Decoder {
     buf: Vec<u8>,
     /// WebSocket: the `101` response has been read.
     upgraded: bool,
+    /// WebSocket: the `101` agreed to permessage-deflate.
+    deflate: bool,
+}
+
+thread_local! {
+    /// With no context takeover one inflater serves every connection of a process.
+    static INFLATER: std::cell::RefCell<ws::deflate::Inflater> =
+        std::cell::RefCell::new(ws::deflate::Inflater::new());
 }
 
 impl Decoder {
@@ -174,6 +275,7 @@ impl Decoder {
             peer,
             buf: Vec::new(),
             upgraded: false,
+            deflate: false,
         }
     }
 
@@ -181,7 +283,7 @@ impl Decoder {
     pub fn feed(&mut self, data: &[u8], on: &mut impl FnMut(Event<'_>)) -> Result<(), WireError> {
         // The common case parses straight from `data`: nothing pending, and a decoder that
         // only reads (WebSocket decoding unmasks in place, so it always works on the buffer).
-        if self.buf.is_empty() && self.peer != Peer::StarlingWs {
+        if self.buf.is_empty() && !self.peer.is_ws() {
             let used = self.parse_plain(data, on)?;
             self.buf.extend_from_slice(&data[used..]);
             return Ok(());
@@ -189,7 +291,7 @@ impl Decoder {
         self.buf.extend_from_slice(data);
         let mut buf = std::mem::take(&mut self.buf);
         let used = match self.peer {
-            Peer::StarlingWs => self.parse_ws(&mut buf, on),
+            Peer::StarlingWs | Peer::StarlingWsDeflate => self.parse_ws(&mut buf, on),
             _ => self.parse_plain(&buf, on),
         };
         let used = used?;
@@ -204,7 +306,9 @@ impl Decoder {
             Peer::Redis => parse_resp(data, on),
             Peer::Nats => parse_nats(data, on),
             Peer::Mqtt => parse_mqtt(data, on),
-            Peer::StarlingWs => unreachable!("WebSocket input is parsed by parse_ws"),
+            Peer::StarlingWs | Peer::StarlingWsDeflate => {
+                unreachable!("WebSocket input is parsed by parse_ws")
+            }
         }
     }
 
@@ -223,16 +327,28 @@ impl Decoder {
                 return Err(WireError::Refused(line));
             }
             self.upgraded = true;
+            self.deflate = String::from_utf8_lossy(&input[..end])
+                .to_ascii_lowercase()
+                .contains("\r\nsec-websocket-extensions: permessage-deflate");
             used = end + 4;
         }
+        let mut inflated = Vec::new();
         loop {
             let rest = &mut input[used..];
-            let Some(h) = ws::decode_frame(rest, usize::MAX >> 1, ws::Masking::Optional)
-                .map_err(|_| WireError::Malformed("websocket"))?
+            let Some(h) =
+                ws::decode_frame_ext(rest, usize::MAX >> 1, ws::Masking::Optional, self.deflate)
+                    .map_err(|_| WireError::Malformed("websocket"))?
             else {
                 return Ok(used);
             };
-            let payload = &rest[h.header_len..h.frame_len()];
+            let mut payload = &rest[h.header_len..h.frame_len()];
+            if h.compressed {
+                inflated.clear();
+                INFLATER
+                    .with_borrow_mut(|i| i.inflate(payload, usize::MAX >> 1, &mut inflated))
+                    .map_err(|_| WireError::Malformed("deflate"))?;
+                payload = &inflated;
+            }
             let p = packet::decode_exact(payload, usize::MAX >> 1)
                 .map_err(|_| WireError::Malformed("goim"))?;
             if p.op == op::RAW {
@@ -529,6 +645,25 @@ mod tests {
     }
 
     #[test]
+    fn fills_compress_as_named() {
+        let deflated = |fill| {
+            let m = stamp_filled(3, 9, 4096, fill);
+            assert_eq!((m.len(), read_stamp(&m)), (4096, Some((3, 9))));
+            let mut z = Vec::new();
+            ws::deflate::Deflater::new(6).compress(&m, &mut z);
+            z.len()
+        };
+        assert!(deflated(Fill::Dots) < 100);
+        let text = deflated(Fill::Text);
+        assert!((800..2400).contains(&text), "{text}");
+        assert!(deflated(Fill::Random) > 4000);
+        assert_ne!(
+            stamp_filled(1, 0, 64, Fill::Text)[12..],
+            stamp_filled(2, 0, 64, Fill::Text)[12..]
+        );
+    }
+
+    #[test]
     fn stamps_round_trip() {
         let m = stamp(7, 123_456, 64);
         assert_eq!(m.len(), 64);
@@ -561,6 +696,41 @@ mod tests {
             events(Peer::StarlingWs, &wsb),
             vec![b"READY".to_vec(), b"a".to_vec(), b"b".to_vec()]
         );
+    }
+
+    /// With permessage-deflate agreed, RSV1 frames are inflated (comet compresses a push
+    /// once); uncompressed ones still pass. Without it, RSV1 is malformed.
+    #[test]
+    fn goim_ws_deflate() {
+        let mut batch = raw::RawBatch::new();
+        batch.push(BENCH_OP, &[b'.'; 300]);
+        let outer = Packet::new(1, op::RAW, 0, batch.finish().to_vec()).to_bytes();
+        let mut z = Vec::new();
+        ws::deflate::Deflater::new(6).compress(&outer, &mut z);
+        let mut wsb = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n"
+            .to_vec();
+        let reply = Packet::new(1, op::AUTH_REPLY, 1, vec![]).to_bytes();
+        wsb.extend(ws::encode_frame(ws::Opcode::Binary, &reply));
+        let mut frame = Vec::new();
+        ws::encode_header_ext(&mut frame, ws::Opcode::Binary, true, z.len());
+        frame.extend_from_slice(&z);
+        wsb.extend_from_slice(&frame);
+        assert_eq!(
+            events(Peer::StarlingWsDeflate, &wsb),
+            vec![b"READY".to_vec(), vec![b'.'; 300]]
+        );
+        let mut plain = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        plain.extend_from_slice(&frame);
+        let mut d = Decoder::new(Peer::StarlingWsDeflate);
+        assert_eq!(
+            d.feed(&plain, &mut |_| {}),
+            Err(WireError::Malformed("websocket"))
+        );
+        let hello = String::from_utf8_lossy(&hello(Peer::StarlingWsDeflate, true, 1)).into_owned();
+        assert!(hello.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        ));
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub struct Stats {
     /// Calls to logic nobody waits for (heartbeat renewals, disconnects, goim's forwarded
     /// packets) that failed.
     pub logic_failures: AtomicU64,
+    /// permessage-deflate (RFC 7692): connections, messages and bytes.
+    pub deflate: crate::deflate::DeflateStats,
 }
 
 impl Stats {
@@ -188,5 +190,6 @@ impl Stats {
                 c(v)
             );
         }
+        self.deflate.render_prometheus(out);
     }
 }

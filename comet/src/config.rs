@@ -72,6 +72,27 @@ pub struct WebSocket {
     /// requires of a server. Off by default: goim accepts unmasked frames, and some native
     /// goim clients send them.
     pub require_mask: bool,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it: the 101 answers the
+    /// first acceptable offer with `server_no_context_takeover; client_no_context_takeover`,
+    /// so a connection keeps no compressor state between messages and a push is compressed
+    /// once for every receiver. Off by default (goim never negotiated it); when off the
+    /// `Sec-WebSocket-Extensions` header is not even read.
+    pub permessage_deflate: bool,
+    /// zlib level of comet's compression, 1 (fastest) to 9 (smallest).
+    pub deflate_level: u8,
+    /// Messages (goim header and body) shorter than this many bytes go uncompressed
+    /// (heartbeat replies, small acks): deflate would save little on them.
+    pub deflate_min_size: u32,
+}
+
+impl WebSocket {
+    /// The compression settings, when permessage-deflate is on.
+    pub fn deflate(&self) -> Option<crate::deflate::Settings> {
+        self.permessage_deflate.then_some(crate::deflate::Settings {
+            level: self.deflate_level,
+            min_size: self.deflate_min_size,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -142,6 +163,9 @@ impl Default for WebSocket {
             cert_file: String::new(),
             key_file: String::new(),
             require_mask: false,
+            permessage_deflate: false,
+            deflate_level: 6,
+            deflate_min_size: 256,
         }
     }
 }
@@ -183,6 +207,8 @@ pub enum ConfigError {
     SameAddress(SocketAddr),
     #[error("comet.websocket: cert_file and key_file go together")]
     TlsPair,
+    #[error("comet.websocket.deflate_level must be from 1 to 9, not {0}")]
+    DeflateLevel(u8),
 }
 
 impl Config {
@@ -219,6 +245,9 @@ impl Config {
         }
         if self.websocket.cert_file.is_empty() != self.websocket.key_file.is_empty() {
             return Err(ConfigError::TlsPair);
+        }
+        if !(1..=9).contains(&self.websocket.deflate_level) {
+            return Err(ConfigError::DeflateLevel(self.websocket.deflate_level));
         }
         Ok(())
     }
@@ -277,5 +306,23 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::WheelSlots(1 << 40)));
         c.protocol.wheel_slots = 1 << 20;
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn deflate_is_off_by_default_and_its_level_is_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.websocket.deflate(), None);
+        c.websocket.permessage_deflate = true;
+        assert_eq!(
+            c.websocket.deflate(),
+            Some(crate::deflate::Settings {
+                level: 6,
+                min_size: 256
+            })
+        );
+        for l in [0, 10] {
+            c.websocket.deflate_level = l;
+            assert_eq!(c.validate(), Err(ConfigError::DeflateLevel(l)));
+        }
     }
 }

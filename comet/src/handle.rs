@@ -111,7 +111,8 @@ impl Comet {
             return Err(CometError::InvalidArgument("keys are missing"));
         }
         let kick = (req.proto_op == op::im::KICK).then(|| Kick::of(&proto));
-        let msg = Outbound::from_proto(&proto);
+        let msg =
+            Outbound::from_proto(&proto).deflatable(self.inner.shared.config.websocket.deflate());
         let mut per_worker: HashMap<u16, Vec<ConnId>> = HashMap::new();
         for key in &req.keys {
             if let Some(c) = self.inner.shared.buckets.get(key) {
@@ -139,7 +140,8 @@ impl Comet {
         let proto = req
             .proto
             .ok_or(CometError::InvalidArgument("proto is missing"))?;
-        let msg = Outbound::from_proto(&proto);
+        let msg =
+            Outbound::from_proto(&proto).deflatable(self.inner.shared.config.websocket.deflate());
         let workers = self.senders().len() as u32;
         let speed = match req.speed {
             s if s > 0 => (s as u32).div_ceil(workers),
@@ -167,7 +169,8 @@ impl Comet {
         if req.room_id.is_empty() {
             return Err(CometError::InvalidArgument("roomID is missing"));
         }
-        let msg = Outbound::from_proto(&proto);
+        let msg =
+            Outbound::from_proto(&proto).deflatable(self.inner.shared.config.websocket.deflate());
         let room: Arc<str> = req.room_id.into();
         self.every_worker(|done| Cmd::Room {
             room: room.clone(),

@@ -13,6 +13,7 @@
 //! - `rooms`: a worker's rooms: room id → members, O(1) join and leave.
 //! - `conn`: a connection's state and its output (queue, write); knows nothing of workers.
 //! - `websocket`: what a WebSocket connection keeps beyond a TCP one (shared by conn and tls).
+//! - [`deflate`]: permessage-deflate (RFC 7692): settings, per-thread codec, counters.
 //! - `poller`: the worker's readiness set (one epoll fd the monoio driver waits on).
 //! - [`bucket`]: the shared key → connection directory, sharded by CityHash32 as goim.
 //! - [`outbound`]: pushes encoded once per transport; the bounded per-connection queue.
@@ -27,6 +28,7 @@ pub mod bucket;
 pub mod close;
 pub mod config;
 mod conn;
+pub mod deflate;
 mod handle;
 mod io;
 pub mod logic;

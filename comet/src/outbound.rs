@@ -6,6 +6,7 @@ use starling_proto::grpc::protocol::Proto;
 use starling_proto::{op, packet, ws};
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::{Arc, OnceLock};
 
 /// A push, encoded once for each transport. Every receiver queues clones of the same `Bytes`
 /// (a reference count, not a copy).
@@ -16,6 +17,18 @@ pub struct Outbound {
     /// WebSocket: frame header plus goim header; one frame per push.
     pub ws_head: Bytes,
     pub body: Bytes,
+    /// permessage-deflate (RFC 7692): the WebSocket frame compressed once, by the first
+    /// worker that writes it to a connection that agreed to deflate, then shared by every
+    /// such connection (no context takeover: the bytes are the same for all). `None` when
+    /// comet is not configured for it or the message is under `deflate_min_size`.
+    deflated: Option<Arc<Deflated>>,
+}
+
+#[derive(Debug)]
+struct Deflated {
+    level: u8,
+    /// The frame and its payload's length; `None` inside when deflate did not shrink it.
+    frame: OnceLock<Option<(Bytes, u32)>>,
 }
 
 impl Outbound {
@@ -43,7 +56,39 @@ impl Outbound {
             tcp_head,
             ws_head: Bytes::from(ws_head),
             body,
+            deflated: None,
         }
+    }
+
+    /// Lets connections that agreed to permessage-deflate take this push compressed, when
+    /// `settings` is set (comet is configured for it) and the message is long enough.
+    pub fn deflatable(mut self, settings: Option<crate::deflate::Settings>) -> Self {
+        self.deflated = settings
+            .filter(|s| self.ws_payload_len() >= s.min_size as usize)
+            .map(|s| {
+                Arc::new(Deflated {
+                    level: s.level,
+                    frame: OnceLock::new(),
+                })
+            });
+        self
+    }
+
+    /// The WebSocket payload: goim header and body.
+    pub fn ws_payload_len(&self) -> usize {
+        packet::HEADER_LEN + self.body.len()
+    }
+
+    /// The compressed WebSocket frame (RSV1 set) and its payload's length, compressed on the
+    /// first call (on any thread) and shared after; `None` when this push goes uncompressed.
+    pub fn ws_deflated(&self) -> Option<(&Bytes, usize)> {
+        let d = self.deflated.as_ref()?;
+        let frame = d.frame.get_or_init(|| {
+            let goim_head = &self.ws_head[self.ws_head.len() - packet::HEADER_LEN..];
+            crate::deflate::frame(d.level, ws::Opcode::Binary, &[goim_head, &self.body])
+                .map(|(f, len)| (Bytes::from(f), len as u32))
+        });
+        frame.as_ref().map(|(f, len)| (f, *len as usize))
     }
 }
 
@@ -176,6 +221,44 @@ mod tests {
         assert_eq!(&ws_frame[18..], &raw[..]);
         let plain = Outbound::new(1, 1000, 5, Bytes::from_static(b"x"));
         assert_eq!(plain.tcp_head.len(), 16);
+    }
+
+    /// A push is compressed once, whichever connection or worker asks first, and every
+    /// receiver gets the same bytes (a reference count, not a copy).
+    #[test]
+    fn a_push_is_compressed_once_and_shared() {
+        let settings = Some(crate::deflate::Settings {
+            level: 6,
+            min_size: 64,
+        });
+        let body = Bytes::from(br#"{"seq":9,"body":"hello room"}"#.repeat(20));
+        let o = Outbound::new(1, 1000, 0, body.clone()).deflatable(settings);
+        let other_worker = o.clone();
+        let (a, len) = o.ws_deflated().expect("compressible");
+        let (b, _) = std::thread::scope(|s| {
+            s.spawn(|| {
+                let (b, len) = other_worker.ws_deflated().unwrap();
+                (b.clone(), len)
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same buffer");
+        assert_eq!(a[0], 0xc2);
+        assert!(len < o.ws_payload_len() / 4, "{len}");
+        let mut inflated = Vec::new();
+        crate::deflate::inflate(&a[a.len() - len..], 1 << 20, &mut inflated).unwrap();
+        let mut plain = o.ws_head[o.ws_head.len() - 16..].to_vec();
+        plain.extend_from_slice(&body);
+        assert_eq!(inflated, plain);
+        // Off, or under the minimum: nothing to compress.
+        assert!(
+            Outbound::new(1, 1000, 0, body.clone())
+                .ws_deflated()
+                .is_none()
+        );
+        let short = Outbound::new(1, 1000, 0, Bytes::from_static(b"hi")).deflatable(settings);
+        assert!(short.ws_deflated().is_none());
     }
 
     #[test]

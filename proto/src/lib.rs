@@ -7,7 +7,8 @@
 //! - [`op`]: operation codes.
 //! - [`token`]: the auth body (JSON) a client sends with op 7.
 //! - [`raw`]: OpRaw batches (several packets back to back) that pushes travel in.
-//! - [`ws`]: a sans-IO WebSocket server codec (RFC 6455): upgrade request and frames.
+//! - [`ws`]: a sans-IO WebSocket server codec (RFC 6455): upgrade request and frames;
+//!   `ws::deflate`: permessage-deflate (RFC 7692) negotiation and per-message codec.
 //! - [`grpc`]: prost/tonic code for goim's `goim.protocol`, `goim.comet` and `goim.logic`.
 //! - [`im`]: Starling's IM bodies (`starling.im.v1`) in protobuf and proto3 JSON.
 

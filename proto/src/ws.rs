@@ -1,14 +1,17 @@
 //! A sans-IO WebSocket server codec (RFC 6455), enough for goim's `/sub` endpoint: the
 //! upgrade request and its refusals, frame headers (client frames masked or not, as goim
 //! accepts both, unless [`Masking::Required`]), fragment reassembly with limits, and server
-//! frame headers. No extensions: goim never negotiated permessage-deflate, and neither does
-//! Starling.
+//! frame headers. One extension, permessage-deflate (RFC 7692, [`deflate`]), negotiated only
+//! when the server is configured for it: goim never negotiated it, so by default any
+//! reserved bit is an error.
 //!
 //! Decoding is resumable like [`crate::packet`]: `Ok(None)` means "give me more bytes".
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use thiserror::Error;
+
+pub mod deflate;
 
 /// The largest upgrade request accepted (request line and headers).
 pub const MAX_HANDSHAKE: usize = 8192;
@@ -27,6 +30,9 @@ pub struct Upgrade {
     pub key: String,
     /// The `Cookie` header, passed to logic's Connect like goim does; empty when absent.
     pub cookie: String,
+    /// Every `Sec-WebSocket-Extensions` header, joined with `, ` (RFC 6455 §9.1: several
+    /// header lines are one list); empty when absent. Judged by [`deflate::parse_offers`].
+    pub extensions: String,
     /// Bytes of the request (anything after it is the first frames).
     pub consumed: usize,
 }
@@ -116,6 +122,13 @@ pub fn parse_upgrade(buf: &[u8]) -> Result<Option<Upgrade>, HandshakeError> {
         path: req.path.unwrap_or_default().to_string(),
         key,
         cookie: header("Cookie").unwrap_or_default(),
+        extensions: req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         consumed,
     }))
 }
@@ -130,9 +143,18 @@ pub fn accept_key(key: &str) -> String {
 
 /// The 101 response goim writes.
 pub fn switching_protocols(key: &str) -> Vec<u8> {
+    switching_protocols_with(key, None)
+}
+
+/// The 101 response, with a `Sec-WebSocket-Extensions` answer when an extension was agreed
+/// (RFC 6455 §4.2.2, RFC 7692 §5).
+pub fn switching_protocols_with(key: &str, extensions: Option<&str>) -> Vec<u8> {
+    let ext = extensions
+        .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
+         Sec-WebSocket-Accept: {}\r\n{ext}\r\n",
         accept_key(key)
     )
     .into_bytes()
@@ -176,6 +198,8 @@ impl Opcode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHead {
     pub fin: bool,
+    /// RSV1: with permessage-deflate, the first frame of a compressed message (RFC 7692 §6).
+    pub compressed: bool,
     pub opcode: Opcode,
     pub header_len: usize,
     pub payload_len: usize,
@@ -203,6 +227,12 @@ pub enum FrameError {
     Unmasked,
     #[error("reserved bits set (no extension was negotiated)")]
     Reserved,
+    /// RFC 7692 §6.1: RSV1 on a control frame.
+    #[error("RSV1 set on a control frame")]
+    CompressedControl,
+    /// RFC 7692 §6.1: RSV1 belongs to a message's first frame only.
+    #[error("RSV1 set on a continuation frame")]
+    CompressedContinuation,
     #[error("unknown opcode {0}")]
     Opcode(u8),
     #[error("control frame over 125 bytes or fragmented")]
@@ -225,14 +255,33 @@ pub fn decode_frame(
     max_message: usize,
     masking: Masking,
 ) -> Result<Option<FrameHead>, FrameError> {
+    decode_frame_ext(buf, max_message, masking, false)
+}
+
+/// [`decode_frame`] on a connection that agreed permessage-deflate when `deflate` is set:
+/// RSV1 then marks a compressed message's first frame (RFC 7692 §6), and is an error on a
+/// control or continuation frame (§6.1). RSV2 and RSV3 are always errors (RFC 6455 §5.2).
+pub fn decode_frame_ext(
+    buf: &mut [u8],
+    max_message: usize,
+    masking: Masking,
+    deflate: bool,
+) -> Result<Option<FrameHead>, FrameError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let (b0, b1) = (buf[0], buf[1]);
-    if b0 & 0x70 != 0 {
+    let compressed = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (compressed && !deflate) {
         return Err(FrameError::Reserved);
     }
     let opcode = Opcode::from_u8(b0 & 0x0f).ok_or(FrameError::Opcode(b0 & 0x0f))?;
+    if compressed && opcode.is_control() {
+        return Err(FrameError::CompressedControl);
+    }
+    if compressed && opcode == Opcode::Continuation {
+        return Err(FrameError::CompressedContinuation);
+    }
     let fin = b0 & 0x80 != 0;
     let masked = b1 & 0x80 != 0;
     if !masked && masking == Masking::Required {
@@ -278,6 +327,7 @@ pub fn decode_frame(
     }
     Ok(Some(FrameHead {
         fin,
+        compressed,
         opcode,
         header_len: pos,
         payload_len: len,
@@ -295,7 +345,13 @@ pub fn header_len(len: usize) -> usize {
 
 /// Writes a FIN server frame header.
 pub fn encode_header(out: &mut Vec<u8>, opcode: Opcode, len: usize) {
-    out.push(0x80 | opcode as u8);
+    encode_header_ext(out, opcode, false, len);
+}
+
+/// Writes a FIN server frame header, with RSV1 set when `compressed` (a permessage-deflate
+/// message, RFC 7692 §6).
+pub fn encode_header_ext(out: &mut Vec<u8>, opcode: Opcode, compressed: bool, len: usize) {
+    out.push(0x80 | if compressed { 0x40 } else { 0 } | opcode as u8);
     match len {
         0..=125 => out.push(len as u8),
         126..=65535 => {
@@ -322,6 +378,9 @@ pub fn encode_frame(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
 pub enum Message<'a> {
     /// Text or binary: goim reads both as a binary packet.
     Data(&'a [u8]),
+    /// Text or binary whose first frame had RSV1 (permessage-deflate, RFC 7692 §6): the
+    /// payload as received, still to be inflated.
+    Compressed(&'a [u8]),
     Ping(&'a [u8]),
     Pong,
     Close(&'a [u8]),
@@ -334,6 +393,8 @@ pub struct Assembler {
     buf: Vec<u8>,
     fragments: usize,
     open: bool,
+    /// The open message's first frame had RSV1.
+    compressed: bool,
 }
 
 impl Assembler {
@@ -343,6 +404,7 @@ impl Assembler {
             buf: Vec::new(),
             fragments: 0,
             open: false,
+            compressed: false,
         }
     }
 
@@ -361,9 +423,10 @@ impl Assembler {
                     return Err(FrameError::ExpectedContinuation);
                 }
                 if head.fin {
-                    return Ok(Some(Message::Data(payload)));
+                    return Ok(Some(data(head.compressed, payload)));
                 }
                 self.open = true;
+                self.compressed = head.compressed;
                 self.fragments = 0;
                 self.buf.clear();
                 self.buf.extend_from_slice(payload);
@@ -389,7 +452,7 @@ impl Assembler {
                     return Ok(None);
                 }
                 self.open = false;
-                Ok(Some(Message::Data(&self.buf)))
+                Ok(Some(data(self.compressed, &self.buf)))
             }
         }
     }
@@ -403,10 +466,29 @@ impl Assembler {
     }
 }
 
+fn data(compressed: bool, payload: &[u8]) -> Message<'_> {
+    if compressed {
+        Message::Compressed(payload)
+    } else {
+        Message::Data(payload)
+    }
+}
+
 /// Client-side frame encoding (masked), for tests and the bench tool.
 pub fn encode_client_frame(opcode: Opcode, fin: bool, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    encode_client_frame_ext(opcode, fin, false, mask, payload)
+}
+
+/// [`encode_client_frame`] with RSV1 set when `compressed` (permessage-deflate).
+pub fn encode_client_frame_ext(
+    opcode: Opcode,
+    fin: bool,
+    compressed: bool,
+    mask: [u8; 4],
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(14 + payload.len());
-    out.push(if fin { 0x80 } else { 0 } | opcode as u8);
+    out.push(if fin { 0x80 } else { 0 } | if compressed { 0x40 } else { 0 } | opcode as u8);
     match payload.len() {
         n @ 0..=125 => out.push(0x80 | n as u8),
         n @ 126..=65535 => {

@@ -212,7 +212,7 @@ impl Conn {
     /// Queues a reply packet; a full queue is a slow consumer.
     pub fn reply_packet(
         &mut self,
-        cap: usize,
+        out: &Out,
         ver: i16,
         op: i32,
         seq: i32,
@@ -220,7 +220,7 @@ impl Conn {
     ) -> Result<(), CloseReason> {
         let mut bytes = Vec::with_capacity(packet::HEADER_LEN + body.len());
         packet::encode(&mut bytes, ver, op, seq, body);
-        self.queue(cap, &bytes, Wire::Packet)
+        self.queue(out, out.cap, &bytes, Wire::Packet)
             .map_err(|_| CloseReason::SlowConsumer)
     }
 
@@ -240,16 +240,37 @@ impl Conn {
         !matches!(self.transport, Transport::Tcp { .. })
     }
 
-    /// Queues bytes for the client, framed as `wire` says for this transport. Once kicked,
-    /// nothing more is queued.
-    pub fn queue(&mut self, cap: usize, bytes: &[u8], wire: Wire) -> Result<(), Full> {
+    /// A WebSocket that agreed to permessage-deflate.
+    pub fn deflating(&self) -> bool {
+        match &self.transport {
+            Transport::Tcp { .. } => false,
+            Transport::Ws(ws) => ws.deflate,
+            Transport::Tls(tls) => tls.ws.deflate,
+        }
+    }
+
+    /// Queues bytes for the client, framed as `wire` says for this transport, at most `cap`
+    /// messages waiting. Once kicked, nothing more is queued. A packet of at least
+    /// `deflate_min_size` bytes to a WebSocket that agreed to permessage-deflate goes
+    /// compressed (counted in `out`); control frames never are (RFC 7692 §6.1).
+    pub fn queue(&mut self, out: &Out, cap: usize, bytes: &[u8], wire: Wire) -> Result<(), Full> {
         if matches!(self.phase, Phase::Kicked) {
             return Ok(());
         }
-        let wire = match (wire, self.is_ws()) {
-            (Wire::Http, _) | (Wire::Packet, false) => bytes.to_vec(),
-            (Wire::Packet, true) => ws::encode_frame(ws::Opcode::Binary, bytes),
-            (Wire::Control(opcode), _) => ws::encode_frame(opcode, bytes),
+        let deflate = out.deflate.filter(|_| self.deflating());
+        let wire = match (wire, self.is_ws(), deflate) {
+            (Wire::Http, _, _) | (Wire::Packet, false, _) => bytes.to_vec(),
+            (Wire::Packet, true, Some(d)) if bytes.len() >= d.min_size as usize => {
+                match crate::deflate::frame(d.level, ws::Opcode::Binary, &[bytes]) {
+                    Some((frame, len)) => {
+                        out.tally_deflated(bytes.len(), len);
+                        frame
+                    }
+                    None => ws::encode_frame(ws::Opcode::Binary, bytes),
+                }
+            }
+            (Wire::Packet, true, _) => ws::encode_frame(ws::Opcode::Binary, bytes),
+            (Wire::Control(opcode), _, _) => ws::encode_frame(opcode, bytes),
         };
         match &mut self.transport {
             Transport::Tls(tls) => tls.encrypt(&wire, &mut self.out, cap),

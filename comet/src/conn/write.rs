@@ -7,7 +7,7 @@ use crate::bucket::ConnId;
 use crate::close::{CloseReason, Stats};
 use crate::io;
 use crate::outbound::Outbound;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -22,6 +22,27 @@ pub(crate) struct Out<'a> {
     pub stats: &'a Stats,
     /// Connections with output queued since the worker's last flush, each listed once.
     pub dirty: &'a RefCell<Vec<ConnId>>,
+    /// How to compress for a connection that agreed to permessage-deflate (`None`: comet
+    /// is not configured for it).
+    pub deflate: Option<crate::deflate::Settings>,
+    /// Compressed messages written or queued through this `Out`: (messages, raw payload
+    /// bytes, compressed payload bytes), added to the shared counters once, when dropped.
+    pub deflated: Cell<(u64, u64, u64)>,
+}
+
+impl Out<'_> {
+    pub(super) fn tally_deflated(&self, raw: usize, compressed: usize) {
+        let (n, r, c) = self.deflated.get();
+        self.deflated
+            .set((n + 1, r + raw as u64, c + compressed as u64));
+    }
+}
+
+impl Drop for Out<'_> {
+    fn drop(&mut self) {
+        let (n, r, c) = self.deflated.get();
+        self.stats.deflate.add_out(n, r, c);
+    }
 }
 
 /// What [`Conn::push_now`] did with a push.
@@ -49,7 +70,7 @@ impl Conn {
         if matches!(self.phase, Phase::Kicked) {
             return Ok(());
         }
-        self.queue_push_within(out.cap, msg)
+        self.queue_push_within(out, out.cap, msg)
             .map_err(|_| CloseReason::SlowConsumer)?;
         out.stats.pushed.fetch_add(1, Relaxed);
         self.mark_dirty(out, id);
@@ -66,11 +87,12 @@ impl Conn {
             return Ok(());
         }
         let cap = out.cap + 2;
-        self.queue_push_within(cap, msg)
+        self.queue_push_within(out, cap, msg)
             .map_err(|_| CloseReason::SlowConsumer)?;
         out.stats.pushed.fetch_add(1, Relaxed);
         if self.is_ws() {
             self.queue(
+                out,
                 cap,
                 KICK_CLOSE,
                 Wire::Control(starling_proto::ws::Opcode::Close),
@@ -82,21 +104,41 @@ impl Conn {
         Ok(())
     }
 
-    /// Queues a push's bytes for this transport, at most `cap` messages waiting.
+    /// Queues a push's bytes for this transport, at most `cap` messages waiting: on a
+    /// WebSocket that agreed to permessage-deflate, the push's shared compressed frame when
+    /// it has one.
     fn queue_push_within(
         &mut self,
+        out: &Out,
         cap: usize,
         msg: &Outbound,
     ) -> Result<(), crate::outbound::Full> {
-        match &mut self.transport {
-            Transport::Tcp { .. } => self.out.push(cap, &[&msg.tcp_head, &msg.body]),
-            Transport::Ws(_) => self.out.push(cap, &[&msg.ws_head, &msg.body]),
-            Transport::Tls(tls) => {
+        let deflated = self.deflated(msg);
+        let result = match (&mut self.transport, deflated) {
+            (Transport::Tcp { .. }, _) => self.out.push(cap, &[&msg.tcp_head, &msg.body]),
+            (Transport::Ws(_), Some((frame, _))) => self.out.push(cap, &[frame]),
+            (Transport::Ws(_), None) => self.out.push(cap, &[&msg.ws_head, &msg.body]),
+            (Transport::Tls(tls), Some((frame, _))) => tls.encrypt(frame, &mut self.out, cap),
+            (Transport::Tls(tls), None) => {
                 let mut frame = Vec::with_capacity(msg.ws_head.len() + msg.body.len());
                 frame.extend_from_slice(&msg.ws_head);
                 frame.extend_from_slice(&msg.body);
                 tls.encrypt(&frame, &mut self.out, cap)
             }
+        };
+        if let (Ok(()), Some((_, len))) = (&result, deflated) {
+            out.tally_deflated(msg.ws_payload_len(), len);
+        }
+        result
+    }
+
+    /// The push's compressed frame, if this connection agreed to permessage-deflate and the
+    /// push has one (it is compressed here if no connection needed it before).
+    fn deflated<'m>(&self, msg: &'m Outbound) -> Option<(&'m bytes::Bytes, usize)> {
+        if self.deflating() {
+            msg.ws_deflated()
+        } else {
+            None
         }
     }
 
@@ -117,31 +159,41 @@ impl Conn {
         if matches!(self.phase, Phase::Kicked) {
             return Ok(Sent::Dropped);
         }
-        let head = match &self.transport {
-            Transport::Tcp { .. } => &msg.tcp_head,
-            Transport::Ws(_) => &msg.ws_head,
-            Transport::Tls(_) => return self.queue_push(out, id, msg).map(|()| Sent::Queued),
-        };
-        if !self.out.is_empty() || self.writing || self.dirty {
+        if matches!(self.transport, Transport::Tls(_))
+            || !self.out.is_empty()
+            || self.writing
+            || self.dirty
+        {
             return self.queue_push(out, id, msg).map(|()| Sent::Queued);
         }
+        let deflated = self.deflated(msg);
+        // A compressed frame is one buffer: it goes as the "head" with an empty body.
+        let empty = bytes::Bytes::new();
+        let (head, body) = match (&self.transport, deflated) {
+            (_, Some((frame, _))) => (frame, &empty),
+            (Transport::Tcp { .. }, None) => (&msg.tcp_head, &msg.body),
+            (_, None) => (&msg.ws_head, &msg.body),
+        };
         let mut slices = [IoSlice::new(&[]); 2];
         let mut n_slices = 0;
-        for p in [head, &msg.body].into_iter().filter(|p| !p.is_empty()) {
+        for p in [head, body].into_iter().filter(|p| !p.is_empty()) {
             slices[n_slices] = IoSlice::new(p);
             n_slices += 1;
         }
-        let total = head.len() + msg.body.len();
+        let total = head.len() + body.len();
         match io::send_vectored(self.fd(), &slices[..n_slices]) {
             Ok(n) => {
+                if let Some((_, len)) = deflated {
+                    out.tally_deflated(msg.ws_payload_len(), len);
+                }
                 if n == total {
                     return Ok(Sent::Whole);
                 }
                 // The socket took part of it: the rest waits for room.
                 let rest: [bytes::Bytes; 2] = if n < head.len() {
-                    [head.slice(n..), msg.body.clone()]
+                    [head.slice(n..), body.clone()]
                 } else {
-                    [bytes::Bytes::new(), msg.body.slice(n - head.len()..)]
+                    [bytes::Bytes::new(), body.slice(n - head.len()..)]
                 };
                 self.out
                     .push(out.cap, &[&rest[0], &rest[1]])

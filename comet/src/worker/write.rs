@@ -13,6 +13,8 @@ impl Worker {
             cap: self.shared.config.protocol.out_ring,
             stats: self.stats(),
             dirty: &self.dirty,
+            deflate: self.shared.config.websocket.deflate(),
+            deflated: std::cell::Cell::new((0, 0, 0)),
         }
     }
 

@@ -271,6 +271,10 @@ pub struct Client {
     s: TcpStream,
     buf: Vec<u8>,
     ws: bool,
+    /// permessage-deflate was agreed: RSV1 frames are inflated as they are taken.
+    deflate: bool,
+    /// Frames taken that came compressed (RSV1).
+    pub compressed_frames: usize,
 }
 
 impl Client {
@@ -281,15 +285,30 @@ impl Client {
             s,
             buf: Vec::new(),
             ws: false,
+            deflate: false,
+            compressed_frames: 0,
         }
     }
 
     /// Connects to a WebSocket listener and upgrades on `/sub`.
     pub fn connect_ws(addr: SocketAddr) -> Client {
+        let (c, response) = Client::upgrade(addr, "");
+        assert!(response.starts_with("HTTP/1.1 101 "), "upgrade refused");
+        c
+    }
+
+    /// Sends the upgrade request with `extra` header lines (each ending in CRLF) and returns
+    /// the client and the response head, whatever its status. A 101 that agrees to
+    /// permessage-deflate makes the client inflate RSV1 frames.
+    pub fn upgrade(addr: SocketAddr, extra: &str) -> (Client, String) {
         let mut c = Client::connect(addr);
         c.s.write_all(
-            b"GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            format!(
+                "GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+                 {extra}\r\n"
+            )
+            .as_bytes(),
         )
         .unwrap();
         let deadline = Instant::now() + WAIT;
@@ -299,10 +318,27 @@ impl Client {
             }
             assert_eq!(c.fill(deadline), Some(true), "no upgrade response");
         };
-        assert!(c.buf.starts_with(b"HTTP/1.1 101 "), "upgrade refused");
+        let response = String::from_utf8_lossy(&c.buf[..end]).into_owned();
         c.buf.drain(..end);
         c.ws = true;
-        c
+        c.deflate = response
+            .to_ascii_lowercase()
+            .contains("\r\nsec-websocket-extensions: permessage-deflate");
+        (c, response)
+    }
+
+    /// Sends one packet as one compressed (RSV1) binary frame.
+    pub fn send_compressed(&mut self, op: i32, seq: i32, body: &[u8]) {
+        let packet = Packet::new(1, op, seq, body.to_vec()).to_bytes();
+        let mut z = Vec::new();
+        ws::deflate::Deflater::new(6).compress(&packet, &mut z);
+        let frame = ws::encode_client_frame_ext(ws::Opcode::Binary, true, true, [7, 1, 9, 3], &z);
+        self.s.write_all(&frame).unwrap();
+    }
+
+    /// Writes raw bytes to the socket.
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
     }
 
     pub fn send(&mut self, op: i32, seq: i32, body: &[u8]) {
@@ -375,9 +411,23 @@ impl Client {
     /// The next whole server frame (unmasked): (opcode, payload).
     fn take_frame(&mut self) -> Option<(u8, Vec<u8>)> {
         let mut copy = self.buf.clone();
-        let h = ws::decode_frame(&mut copy, usize::MAX >> 1, ws::Masking::Optional).unwrap()?;
-        let payload = copy[h.header_len..h.frame_len()].to_vec();
+        let h = ws::decode_frame_ext(
+            &mut copy,
+            usize::MAX >> 1,
+            ws::Masking::Optional,
+            self.deflate,
+        )
+        .unwrap()?;
+        let mut payload = copy[h.header_len..h.frame_len()].to_vec();
         self.buf.drain(..h.frame_len());
+        if h.compressed {
+            let mut inflated = Vec::new();
+            ws::deflate::Inflater::new()
+                .inflate(&payload, usize::MAX >> 1, &mut inflated)
+                .unwrap();
+            payload = inflated;
+            self.compressed_frames += 1;
+        }
         Some((h.opcode as u8, payload))
     }
 

@@ -150,6 +150,7 @@ fn feed(stream: &[u8], cut: usize, max: usize) -> Result<Vec<Vec<u8>>, FrameErro
                 Some(Message::Ping(p)) => out.push([b"ping:", p].concat()),
                 Some(Message::Pong) => out.push(b"pong".to_vec()),
                 Some(Message::Close(_)) => out.push(b"close".to_vec()),
+                Some(Message::Compressed(_)) => unreachable!("RSV1 is refused without deflate"),
                 None => {}
             }
             pending.drain(..head.frame_len());
@@ -270,4 +271,28 @@ fn limits_and_protocol_errors() {
         feed(&grow, 0, 4112),
         Err(FrameError::TooLarge { len: 4200, .. })
     ));
+}
+
+#[test]
+fn extension_headers_are_joined_and_answered() {
+    let req = REQ.replace(
+        "Cookie: a=b\r\n",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+         Cookie: a=b\r\nsec-websocket-extensions: foo\r\n",
+    );
+    let up = parse_upgrade(req.as_bytes()).unwrap().unwrap();
+    assert_eq!(
+        up.extensions,
+        "permessage-deflate; client_max_window_bits, foo"
+    );
+    assert_eq!(
+        parse_upgrade(REQ.as_bytes()).unwrap().unwrap().extensions,
+        ""
+    );
+    let resp = String::from_utf8(switching_protocols_with(
+        &up.key,
+        Some("permessage-deflate"),
+    ))
+    .unwrap();
+    assert!(resp.ends_with("\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"));
 }

@@ -7,7 +7,9 @@ use crate::close::CloseReason;
 use crate::conn::{Phase, Wire};
 use crate::worker::Worker;
 use starling_proto::packet;
+use starling_proto::ws::deflate::{self, InflateError};
 use starling_proto::ws::{self, Assembler, Message};
+use std::sync::atomic::Ordering::Relaxed;
 use tracing::debug;
 
 impl Worker {
@@ -57,11 +59,12 @@ impl Worker {
         id: ConnId,
         input: &mut [u8],
     ) -> Result<(usize, Step), CloseReason> {
-        let (is_ws, upgrading, max_pack) = match self.conns.borrow().get(id) {
+        let (is_ws, upgrading, max_pack, mut deflating) = match self.conns.borrow().get(id) {
             Some(c) => (
                 c.is_ws(),
                 matches!(c.phase, Phase::Upgrading),
                 c.transport.max_pack(),
+                c.deflating(),
             ),
             None => return Ok((0, Step::Closed)),
         };
@@ -101,11 +104,22 @@ impl Worker {
                     .ok();
                 return Err(CloseReason::BadUpgrade);
             }
-            self.reply(id, &ws::switching_protocols(&up.key), Wire::Http)?;
+            let agreed = self.negotiate_deflate(id, &up.extensions)?;
+            let answer = agreed.map(|a| a.response());
+            self.reply(
+                id,
+                &ws::switching_protocols_with(&up.key, answer.as_deref()),
+                Wire::Http,
+            )?;
             if let Some(c) = self.conns.borrow_mut().get_mut(id) {
                 c.phase = Phase::Authing;
                 if let Some(ws) = c.transport.ws_mut() {
                     ws.cookie = up.cookie.into();
+                    if agreed.is_some() {
+                        ws.deflate = true;
+                        deflating = true;
+                        self.stats().deflate.negotiated.fetch_add(1, Relaxed);
+                    }
                 }
             }
             pos = up.consumed;
@@ -117,7 +131,7 @@ impl Worker {
             },
             None => return Ok((0, Step::Closed)),
         };
-        let result = self.process_frames(id, &mut input[pos..], &mut asm, max_pack);
+        let result = self.process_frames(id, &mut input[pos..], &mut asm, max_pack, deflating);
         asm.release();
         if let Some(ws) = self
             .conns
@@ -136,6 +150,7 @@ impl Worker {
         input: &mut [u8],
         asm: &mut Assembler,
         max_pack: usize,
+        deflating: bool,
     ) -> Result<(usize, Step), CloseReason> {
         let masking = if self.shared.config.websocket.require_mask {
             ws::Masking::Required
@@ -144,7 +159,7 @@ impl Worker {
         };
         let mut pos = 0;
         loop {
-            let head = match ws::decode_frame(&mut input[pos..], max_pack, masking) {
+            let head = match ws::decode_frame_ext(&mut input[pos..], max_pack, masking, deflating) {
                 Ok(Some(h)) => h,
                 Ok(None) => return Ok((pos, Step::Continue)),
                 Err(e) => {
@@ -165,13 +180,14 @@ impl Worker {
                     self.reply(id, code, Wire::Control(ws::Opcode::Close)).ok();
                     return Err(CloseReason::ClientClosed);
                 }
-                Some(Message::Data(msg)) => {
-                    let p =
-                        packet::decode_exact(msg, max_pack - packet::HEADER_LEN).map_err(|e| {
-                            debug!(error = %e, "bad packet in websocket message");
-                            packet_reason(e)
-                        })?;
-                    self.on_packet(id, p)?
+                Some(Message::Data(msg)) => self.on_message(id, msg, max_pack)?,
+                Some(Message::Compressed(z)) => {
+                    // No context takeover: each message inflates on its own, at most the
+                    // connection's packet limit (a bomb stops there).
+                    let mut msg = Vec::new();
+                    deflate_in(z, max_pack, &mut msg)?;
+                    self.stats().deflate.add_in(z.len(), msg.len());
+                    self.on_message(id, &msg, max_pack)?
                 }
             };
             if !matches!(step, Step::Continue) {
@@ -179,4 +195,54 @@ impl Worker {
             }
         }
     }
+
+    /// One WebSocket message: exactly one goim packet.
+    fn on_message(&self, id: ConnId, msg: &[u8], max_pack: usize) -> Result<Step, CloseReason> {
+        let p = packet::decode_exact(msg, max_pack - packet::HEADER_LEN).map_err(|e| {
+            debug!(error = %e, "bad packet in websocket message");
+            packet_reason(e)
+        })?;
+        self.on_packet(id, p)
+    }
+
+    /// permessage-deflate's negotiation (RFC 7692 §7.1), when comet is configured for it:
+    /// the first acceptable offer, or none. A `Sec-WebSocket-Extensions` header that does not
+    /// parse is a bad handshake (RFC 6455 §4.2.1): 400 and `bad_upgrade`. When deflate is
+    /// off the header is not read, as goim.
+    fn negotiate_deflate(
+        &self,
+        id: ConnId,
+        header: &str,
+    ) -> Result<Option<deflate::Agreed>, CloseReason> {
+        if !self.shared.config.websocket.permessage_deflate || header.is_empty() {
+            return Ok(None);
+        }
+        match deflate::parse_offers(header) {
+            Ok(offers) => {
+                let agreed = deflate::negotiate(&offers);
+                if agreed.is_none() {
+                    debug!(offers = header, "no acceptable permessage-deflate offer");
+                }
+                Ok(agreed)
+            }
+            Err(e) => {
+                debug!(error = %e, "bad upgrade");
+                self.reply(id, &ws::http_error(400, "Bad Request"), Wire::Http)
+                    .ok();
+                Err(CloseReason::BadUpgrade)
+            }
+        }
+    }
+}
+
+/// Inflates a compressed message: over the limit is `frame_too_large` (RFC 6455's 1009, the
+/// same as an uncompressed message over it), invalid deflate data is `bad_frame`.
+fn deflate_in(z: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), CloseReason> {
+    crate::deflate::inflate(z, max, out).map_err(|e| {
+        debug!(error = %e, "bad compressed websocket message");
+        match e {
+            InflateError::TooLarge { .. } => CloseReason::FrameTooLarge,
+            InflateError::Corrupt => CloseReason::BadFrame,
+        }
+    })
 }

@@ -26,7 +26,7 @@ impl Worker {
         let cap = self.shared.config.protocol.out_ring;
         match self.conns.borrow_mut().get_mut(id) {
             Some(c) => c
-                .queue(cap, bytes, wire)
+                .queue(&self.out(), cap, bytes, wire)
                 .map_err(|_| CloseReason::SlowConsumer),
             None => Ok(()),
         }
@@ -40,9 +40,8 @@ impl Worker {
         seq: i32,
         body: &[u8],
     ) -> Result<(), CloseReason> {
-        let cap = self.shared.config.protocol.out_ring;
         match self.conns.borrow_mut().get_mut(id) {
-            Some(c) => c.reply_packet(cap, ver, op, seq, body),
+            Some(c) => c.reply_packet(&self.out(), ver, op, seq, body),
             None => Ok(()),
         }
     }
@@ -80,7 +79,6 @@ impl Worker {
             }
         };
         self.stats().packets_in.fetch_add(1, Relaxed);
-        let cap = self.shared.config.protocol.out_ring;
         match rule(p.op, im) {
             Rule::Heartbeat => self.on_heartbeat(conn, id, p.ver, p.seq)?,
             Rule::ChangeRoom => {
@@ -90,11 +88,11 @@ impl Worker {
             }
             Rule::Accepts => {
                 conn.change_accepts(p.op == op::SUB, p.body);
-                conn.reply_packet(cap, p.ver, p.op + 1, p.seq, p.body)?;
+                conn.reply_packet(&self.out(), p.ver, p.op + 1, p.seq, p.body)?;
             }
             Rule::EchoAndForward => {
                 self.call_logic("receive", self.shared.logic.receive(conn.receive_req(&p)));
-                conn.reply_packet(cap, p.ver, p.op, p.seq, &[])?;
+                conn.reply_packet(&self.out(), p.ver, p.op, p.seq, &[])?;
             }
             Rule::ForwardAndAnswer(codec) => {
                 conn.phase = Phase::Answering;
@@ -212,6 +210,7 @@ impl Worker {
         self.set_deadline(conn, id, due);
         let cap = self.shared.config.protocol.out_ring;
         conn.queue(
+            &self.out(),
             cap,
             &packet::heartbeat_reply(ver, seq, online),
             Wire::Packet,
