@@ -65,3 +65,15 @@ STARLING_TEST_DRIVER=epoll cargo test --locked -p starling --tests
 # the SDK's dev dependencies from its lock file.
 target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 (cd sdk/js && npm ci --no-audit --no-fund && npm run build && STARLING_BIN="$target_dir/debug/starling" npm test)
+
+# The web chat app (app/): its committed bundle (app/dist, embedded in starling) must be what
+# its sources (and the SDK's, sdk/js/src) build to, so it is rebuilt and any difference fails;
+# then its end-to-end tests run in Debian's Chromium (never a downloaded browser) against the
+# starling binary built above, and refresh docs/screenshots/.
+command -v chromium >/dev/null || apt_install chromium
+(cd app && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+if ! git diff --exit-code -- app/dist || [ -n "$(git status --porcelain -- app/dist)" ]; then
+    echo "test.sh: app/dist differs from what app/src and sdk/js/src build to: run 'npm run build' in app/ and commit app/dist" >&2
+    exit 1
+fi
+(cd app && STARLING_BIN="$target_dir/debug/starling" npm test)

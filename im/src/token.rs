@@ -75,6 +75,18 @@ impl Tokens {
             .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
+    /// The claims of `token` once its signature, `exp` and `nbf` check out, whoever it names:
+    /// for an HTTP caller presenting its `im_token` as a bearer (the all-in-one's development
+    /// app API), which then verifies it against `sub` with [`Tokens::verify`].
+    pub fn decode(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
+    }
+
     /// Verifies `token` for a connection claiming `mid` on `platform`; `valid_after_ms` is
     /// the user's revocation time (0 = none). Returns the claims.
     pub fn verify(
@@ -123,6 +135,16 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "a-test-secret-of-32-bytes-------";
+
+    #[test]
+    fn decode_checks_the_signature_not_the_user() {
+        let t = Tokens::new(SECRET).unwrap();
+        let tok = t.mint(42, "", 60).unwrap();
+        assert_eq!(t.decode(&tok).unwrap().sub, "42");
+        let other = Tokens::new("another-secret-of-32-bytes------").unwrap();
+        assert!(matches!(other.decode(&tok), Err(TokenError::Invalid(_))));
+        assert_eq!(t.decode(""), Err(TokenError::Missing));
+    }
 
     #[test]
     fn mints_and_verifies() {

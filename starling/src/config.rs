@@ -16,7 +16,27 @@ pub struct Config {
     pub im: starling_im::Config,
     pub grpc: Grpc,
     pub registry: Registry,
+    /// The web chat app on the HTTP port (off by default): [`App`].
+    pub app: App,
     pub log: Log,
+}
+
+/// The web chat app bundled into the binary (`app/`, served at `/` on the HTTP API's port;
+/// `starling::app`). Off by default.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct App {
+    /// Serve the app at `/` (its files under `/app/`) and `GET /app/api/config`. Needs
+    /// `[im] enabled`.
+    pub enabled: bool,
+    /// DEVELOPMENT ONLY: `POST /app/api/signin {uid, name?}` hands anyone an `im_token` for
+    /// any uid, and the app's group routes act for the bearer of one. Needs `[im]
+    /// token_secret`. Logged as a warning at start and shown as a banner in the app. In
+    /// production your backend mints tokens (`POST /im/v1/tokens`) and manages groups.
+    pub dev_signin: bool,
+    /// The comet WebSocket URL the app connects to; empty = `ws://{the page's
+    /// host}:{comet's first WebSocket port}/sub`.
+    pub ws_url: String,
 }
 
 /// logic's gRPC port. The all-in-one's comet, logic and job talk in-process, so the only
@@ -59,6 +79,26 @@ impl boot::ConfigFile for Config {
     fn validate(&self) -> Result<(), boot::Invalid> {
         self.comet.validate()?;
         self.im.validate()?;
-        Ok(self.job.validate()?)
+        self.job.validate()?;
+        if self.app.enabled && !self.im.enabled {
+            return Err("app.enabled: the chat app needs IM ([im] enabled = true)".into());
+        }
+        let ws = &self.app.ws_url;
+        if !(ws.is_empty() || ws.starts_with("ws://") || ws.starts_with("wss://")) {
+            return Err(format!("app.ws_url: a ws:// or wss:// URL, not {ws:?}").into());
+        }
+        if self.app.enabled && ws.is_empty() && self.comet.websocket.bind.is_empty() {
+            return Err(
+                "app.enabled: the app connects over WebSocket: give [comet.websocket] bind or app.ws_url"
+                    .into(),
+            );
+        }
+        if self.app.dev_signin && self.im.token_secret.is_empty() {
+            return Err(
+                "app.dev_signin: minting im_tokens needs [im] token_secret (16 bytes or more)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }

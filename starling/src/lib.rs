@@ -4,10 +4,12 @@
 //!
 //! # Layout
 //! - [`config`]: the whole file, `[comet]`, `[logic]`, `[job]`, `[log]`.
+//! - [`app`]: the web chat app (`[app]`), its files embedded at compile time.
 //! - `glue`: the in-process adapters across the comet / logic / job seams.
 //! - [`start`] and [`Running`]: the process's lifetime; the HTTP API (goim's push API and
 //!   `/im/v1`) and, with IM's admin token set, the gRPC port serving `starling.im.v1.Admin`.
 
+pub mod app;
 pub mod config;
 mod glue;
 
@@ -133,6 +135,15 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     if let Some(im) = &im {
         // The /im/v1 management API; no routes unless im.admin_token is set.
         router = router.merge(starling_im::admin::router(im.clone()));
+    }
+    match (&im, config.app.enabled) {
+        (Some(im), true) => {
+            let ws_port = comet.addrs().ws.first().map_or(0, |a| a.port());
+            router = router.merge(app::router(&config.app, im.clone(), ws_port));
+            tracing::info!(url = %format!("http://{http_addr}/"), "web chat app served");
+        }
+        (None, true) => tracing::error!("[app] enabled without [im] enabled: app not served"),
+        _ => {}
     }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     rt.spawn(async move {
