@@ -883,13 +883,15 @@ var StarlingClient = class extends Emitter {
     const ended = new Promise((r) => closed = r);
     const imToken = typeof this.opts.imToken === "function" ? await this.opts.imToken() : this.opts.imToken;
     if (this.terminal) return false;
+    let opened;
     const conn = await Connection.open(Ctor, url, timeout, {
       onPacket: (p) => this.onPacket(p),
       onClose: () => {
-        this.lost(conn);
+        if (opened) this.lost(opened);
         closed();
       }
     });
+    opened = conn;
     if (this.terminal) {
       conn.close("client closed");
       return false;

@@ -276,3 +276,62 @@ test("a development token the server no longer takes (new secret) is minted agai
   await send(alice, "still here");
   await until("sent with the new token", () => texts(alice), ["still here"]);
 }));
+
+/** The extension comet answered on the page's WebSocket upgrade (read over CDP, since the
+ *  page's own WebSocket API shows only the extension's name). */
+async function negotiated(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Network.enable");
+  let answer;
+  cdp.on("Network.webSocketHandshakeResponseReceived", (e) => {
+    const h = Object.entries(e.response.headers).find(([k]) => k.toLowerCase() === "sec-websocket-extensions");
+    answer = h ? h[1] : "";
+  });
+  return () => answer;
+}
+
+/** `starling_comet_ws_deflate_bytes_total{dir="out",stage}` from the server's /metrics. */
+async function deflatedOut(s) {
+  const text = await (await fetch(`${s.http}/metrics`)).text();
+  const v = (stage) => Number(text.match(new RegExp(`starling_comet_ws_deflate_bytes_total\\{dir="out",stage="${stage}"\\} (\\d+)`))?.[1] ?? NaN);
+  return { raw: v("raw"), compressed: v("compressed") };
+}
+
+test("Chromium negotiates permessage-deflate and the app's JSON traffic shrinks", () => withServer(async (s) => {
+  const alice = await person(b, s);
+  const bob = await person(b, s);
+  const [aliceExt, bobExt] = [await negotiated(alice), await negotiated(bob)];
+  await signIn(alice, "1", "Alice");
+  await signIn(bob, "2", "Bob");
+  for (const ext of [aliceExt(), bobExt()]) {
+    assert.match(ext, /^permessage-deflate\b/);
+    assert.match(ext, /server_no_context_takeover/);
+    assert.match(ext, /client_no_context_takeover/);
+  }
+  await openChat(alice, "2");
+  const said = [];
+  for (let i = 0; i < 8; i++) {
+    said.push(`message ${i}: ${"the quick brown fox jumps over the lazy dog ".repeat(4)}`);
+    await send(alice, said[i]);
+  }
+  await openConv(bob, "P2P:1");
+  await until("bob reads alice's messages, inflated", () => texts(bob), said);
+  const out = await deflatedOut(s);
+  assert.ok(out.raw > 0 && out.compressed > 0, JSON.stringify(out));
+  // Each message is compressed on its own (no context takeover): about half here.
+  assert.ok(out.compressed < out.raw * 0.8, `pushes to Chromium not shrunk: ${JSON.stringify(out)}`);
+  console.log(`deflate to Chromium: ${out.raw} bytes raw, ${out.compressed} sent`);
+}));
+
+test("with permessage_deflate off, Chromium's offer is declined and the app still works", () => withServer(async (s) => {
+  const alice = await person(b, s);
+  const bob = await person(b, s);
+  const aliceExt = await negotiated(alice);
+  await signIn(alice, "1", "Alice");
+  await signIn(bob, "2", "Bob");
+  assert.equal(aliceExt(), "");
+  await openChat(alice, "2");
+  await send(alice, "plain");
+  await openConv(bob, "P2P:1");
+  await until("bob gets it uncompressed", () => texts(bob), ["plain"]);
+}, { deflate: false }));

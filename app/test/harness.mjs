@@ -36,8 +36,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  *  the same ports and store. */
 export class Server {
   /** `devSignin: false`: the app without its development sign-in; tokens then come from the
-   *  management API (`admin`, the admin token set here). */
-  static async start({ devSignin = true } = {}) {
+   *  management API (`admin`, the admin token set here). `deflate`: comet's
+   *  `permessage_deflate` (RFC 7692), on as in conf/app-try.toml. */
+  static async start({ devSignin = true, deflate = true } = {}) {
     const s = new Server();
     s.dir = mkdtempSync(join(tmpdir(), "starling-app-"));
     const [tcp, ws, http, grpc] = [await sparePort(), await sparePort(), await sparePort(), await sparePort()];
@@ -51,6 +52,7 @@ lame_duck = "0s"
 bind = ["127.0.0.1:${tcp}"]
 [comet.websocket]
 bind = ["127.0.0.1:${ws}"]
+permessage_deflate = ${deflate}
 [logic.http]
 bind = "127.0.0.1:${http}"
 [grpc]

@@ -192,13 +192,17 @@ export class StarlingClient extends Emitter<ClientEvents> {
     const ended = new Promise<void>((r) => (closed = r));
     const imToken = typeof this.opts.imToken === "function" ? await this.opts.imToken() : this.opts.imToken;
     if (this.terminal) return false;
+    // A socket that closes while still opening calls onClose before `open` settles (and then
+    // `open` rejects): there is no connection to mark lost yet.
+    let opened: Connection | undefined;
     const conn: Connection = await Connection.open(Ctor, url, timeout, {
       onPacket: (p) => this.onPacket(p),
       onClose: () => {
-        this.lost(conn);
+        if (opened) this.lost(opened);
         closed();
       },
     });
+    opened = conn;
     if (this.terminal) {
       conn.close("client closed");
       return false;
