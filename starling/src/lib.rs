@@ -124,11 +124,16 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|source| StartError::Http { addr, source })?;
     let stats = comet.stats().clone();
     let im_metrics = im.clone();
+    let app_stats = Arc::new(app::Stats::default());
+    let app_metrics = (config.app.enabled && im.is_some()).then(|| app_stats.clone());
     let metrics: starling_logic::http::MetricsFn = Arc::new(move |out: &mut String| {
         stats.render_prometheus(out);
         job.render_prometheus(out);
         if let Some(im) = &im_metrics {
             im.render_prometheus(out);
+        }
+        if let Some(app) = &app_metrics {
+            app.render_prometheus(out);
         }
     });
     let mut router = starling_logic::http::router(logic, Some(metrics));
@@ -139,7 +144,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     match (&im, config.app.enabled) {
         (Some(im), true) => {
             let ws_port = comet.addrs().ws.first().map_or(0, |a| a.port());
-            router = router.merge(app::router(&config.app, im.clone(), ws_port));
+            router = router.merge(app::router(&config.app, im.clone(), ws_port, app_stats));
             tracing::info!(url = %format!("http://{http_addr}/"), "web chat app served");
         }
         (None, true) => tracing::error!("[app] enabled without [im] enabled: app not served"),

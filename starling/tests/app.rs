@@ -36,8 +36,19 @@ impl Reply {
 fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost:1\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    let has = |name: &str| {
+        headers
+            .iter()
+            .any(|h| h.to_ascii_lowercase().starts_with(&format!("{name}:")))
+    };
+    if !has("host") {
+        head.push_str("Host: localhost:1\r\n");
+    }
+    // What the app sends; a test of other content types names its own.
+    if method == "POST" && !has("content-type") {
+        head.push_str("Content-Type: application/json\r\n");
+    }
     for h in headers {
         head.push_str(h);
         head.push_str("\r\n");
@@ -133,9 +144,9 @@ fn files_are_served_with_types_etags_and_404s() {
         cfg["data"],
         json!({"wsUrl": format!("ws://localhost:{}/sub", im.server.ws.port()), "devSignin": false})
     );
-    // Without dev_signin there is no sign-in route: the path is only a (missing) file.
+    // Without dev_signin there is no sign-in route.
     let signin = request(http, "POST", "/app/api/signin", &[], r#"{"uid":"1"}"#);
-    assert_eq!(signin.status, 405, "{}", signin.head);
+    assert_eq!(signin.status, 404, "{}", signin.head);
     assert!(!String::from_utf8_lossy(&signin.body).contains("token"));
 }
 
@@ -316,6 +327,10 @@ fn app_configuration_rules() {
     let c = boot::parse::<Config>(&text).unwrap();
     assert!(c.im.enabled && c.app.enabled && c.app.dev_signin);
     assert_eq!(c.im.path, std::path::PathBuf::from("data/im"));
+    // It hands anyone a token for any user: reachable from this machine only.
+    let binds = [c.comet.tcp.bind.clone(), c.comet.websocket.bind.clone()].concat();
+    assert!(binds.iter().all(|a| a.ip().is_loopback()), "{binds:?}");
+    assert!(c.logic.http.bind.ip().is_loopback() && c.grpc.bind.ip().is_loopback());
 }
 
 #[test]
@@ -328,4 +343,143 @@ fn ws_url_from_the_config_wins() {
     let s = start_with(c);
     let cfg = request(s.http, "GET", "/app/api/config", &["X: y"], "").json();
     assert_eq!(cfg["data"]["wsUrl"], "wss://chat.example.com/sub");
+}
+
+/// Found by a bad-input pass: each of these was answered 200 (and the sign-in done) before.
+#[test]
+fn app_api_refuses_cross_site_posts_odd_names_and_hosts_logged_and_counted() {
+    let im = Im::start_with(|c| app_on(c, true));
+    let http = im.server.http;
+    let body = r#"{"uid":"2","name":"renamed"}"#;
+    // A form or text/plain POST from another site needs no CORS preflight: refused.
+    for ct in [
+        "Content-Type: text/plain;charset=UTF-8",
+        "Content-Type: application/x-www-form-urlencoded",
+        "Content-Type: multipart/form-data; boundary=x",
+    ] {
+        let r = request(http, "POST", "/app/api/signin", &[ct], body);
+        assert_eq!(
+            (r.status, r.json()["code"].as_i64()),
+            (415, Some(415)),
+            "{ct}"
+        );
+    }
+    let ok = request(
+        http,
+        "POST",
+        "/app/api/signin",
+        &["Content-Type: Application/JSON; charset=utf-8"],
+        body,
+    );
+    assert_eq!(ok.status, 200);
+    // Names that display as something else, or carry terminal escapes.
+    for name in ["a\u{0}b", "\u{1b}[31mred", "line\nbreak", "\u{202e}evil"] {
+        let b = json!({"uid": "3", "name": name}).to_string();
+        let r = request(http, "POST", "/app/api/signin", &[], &b);
+        assert_eq!(r.status, 400, "{name:?}");
+        let token = signin(http, "4", "Dee");
+        let g = json!({"name": name, "members": []}).to_string();
+        let r = request(http, "POST", "/app/api/groups", &[&bearer(&token)], &g);
+        assert_eq!(r.status, 400, "group {name:?}");
+    }
+    // The page's WebSocket URL is built only from a real host name.
+    for host in [
+        "Host: evil.example/x?",
+        "Host: 127.0.0.1@evil.example:80",
+        "Host: evil.example#",
+        "Host: [::1",
+        "Host: \"q\"",
+    ] {
+        let r = request(http, "GET", "/app/api/config", &[host], "");
+        assert_eq!(r.status, 400, "{host}");
+    }
+    let r = request(
+        http,
+        "GET",
+        "/app/api/config",
+        &["Host: Chat.Example:8080"],
+        "",
+    );
+    assert_eq!(
+        r.json()["data"]["wsUrl"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .nth(1),
+        Some("//chat.example")
+    );
+    // A token for uid 0, signed with the right secret, is no user.
+    let zero = starling_im::token::Tokens::new(common::im_server::SECRET)
+        .unwrap()
+        .mint(0, "", 60);
+    if let Ok(zero) = zero {
+        let r = request(http, "GET", "/app/api/users/1", &[&bearer(&zero)], "");
+        assert_eq!(r.status, 401);
+    }
+    // Unknown API routes are 404 in the envelope, whatever the method.
+    for method in ["GET", "POST", "DELETE"] {
+        let r = request(http, method, "/app/api/nope", &[], "");
+        assert_eq!(
+            (r.status, r.json()["code"].as_i64()),
+            (404, Some(-404)),
+            "{method}"
+        );
+    }
+    // Every refusal is counted by status.
+    let metrics = request(http, "GET", "/metrics", &[], "");
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        "starling_app_api_refused_total{status=\"415\"} 3",
+        "starling_app_api_refused_total{status=\"404\"} 3",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+}
+
+#[test]
+fn without_dev_signin_its_routes_are_absent_whatever_the_method() {
+    let im = Im::start_with(|c| app_on(c, false));
+    for (method, path) in [
+        ("POST", "/app/api/signin"),
+        ("POST", "/app/api/groups"),
+        ("GET", "/app/api/users/1"),
+    ] {
+        let r = request(im.server.http, method, path, &[], "{}");
+        assert_eq!(
+            (r.status, r.json()["code"].as_i64()),
+            (404, Some(-404)),
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn if_none_match_compares_weakly_and_takes_a_star() {
+    let im = Im::start_with(|c| app_on(c, false));
+    let etag = request(im.server.http, "GET", "/", &[], "")
+        .header("etag")
+        .unwrap()
+        .to_string();
+    for inm in [
+        format!("W/{etag}"),
+        "*".to_string(),
+        format!("\"x\", {etag}"),
+    ] {
+        let r = request(
+            im.server.http,
+            "GET",
+            "/",
+            &[&format!("If-None-Match: {inm}")],
+            "",
+        );
+        assert_eq!(r.status, 304, "{inm}");
+    }
+    let r = request(
+        im.server.http,
+        "GET",
+        "/",
+        &["If-None-Match: \"other\""],
+        "",
+    );
+    assert_eq!(r.status, 200);
 }

@@ -8,7 +8,7 @@
 //! the HTTP handlers here and the gRPC service ([`super::grpc`]) both call.
 
 use super::{ApiError, ApiResult, Body, I64, P, Q, St, as_str, as_strs, ok, proto_json, uid};
-use super::{MAX_NAME, fits};
+use super::{MAX_NAME, fits, plain_text};
 use crate::groups::{GroupPatch, NewGroup};
 use crate::service::Im;
 use crate::store::{Group, GroupChange, History, SetMemberReq};
@@ -128,10 +128,12 @@ pub async fn create(State(api): State<St>, Body(req): Body<CreateReq>) -> ApiRes
 }
 
 /// Creates the group and its conversation (SYSTEM "group_created" at seq 1); returns the
-/// stored group and that change. 400 bad owner or gid, 409 gid taken, 413 a name or `ex`
+/// stored group and that change. 400 bad owner or gid or a name that is not
+/// [`plain_text`], 409 gid taken, 413 a name or `ex`
 /// over its limit, over 1000 uids or over `im.max_group_members`.
 pub async fn create_group(im: &Im, g: NewGroup) -> Result<(Group, GroupChange), ApiError> {
     fits("name", Some(&g.name), MAX_NAME)?;
+    plain_text("name", Some(&g.name))?;
     fits("ex", Some(&g.ex), im.config.max_content as usize)?;
     let change = im.create_group(g).await?;
     let group = im
@@ -181,7 +183,8 @@ pub async fn update(State(api): State<St>, P(gid): P<i64>, Body(req): Body<Patch
 }
 
 /// Applies `patch` to group `gid` by `by` (0 = the system): one SYSTEM "group_updated"
-/// message. 400 nothing changes, 404 missing or dissolved, 413 a field over its limit.
+/// message. 400 nothing changes or a name that is not [`plain_text`], 404 missing or
+/// dissolved, 413 a field over its limit.
 pub async fn update_group(
     im: &Im,
     gid: i64,
@@ -191,6 +194,7 @@ pub async fn update_group(
     let gid = uid(gid, "gid")?;
     let by = super::by(by)?;
     fits("name", patch.name.as_deref(), MAX_NAME)?;
+    plain_text("name", patch.name.as_deref())?;
     fits("ex", patch.ex.as_deref(), im.config.max_content as usize)?;
     Ok(im.update_group(gid, by, patch).await?)
 }

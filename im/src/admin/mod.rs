@@ -84,6 +84,21 @@ pub fn fits(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError
     }
 }
 
+/// `value` of `field` (a name shown to people) holds no control character (Unicode Cc, NUL
+/// and escape sequences included) and no bidirectional embedding, override or isolate
+/// (U+202A–U+202E, U+2066–U+2069: they make a name display as another), or 400 naming the
+/// field.
+pub fn plain_text(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+    let bad =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    match value {
+        Some(v) if v.chars().any(bad) => Err(ApiError::bad(format!(
+            "{field} holds a control or bidirectional-override character"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl ApiError {
     pub fn new(code: u16, message: impl Into<String>) -> ApiError {
         ApiError {

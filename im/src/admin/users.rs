@@ -6,7 +6,7 @@
 //! ([`super::grpc`]) only decode, call it, and encode.
 
 use super::{ApiError, ApiResult, Body, ConvIn, I64, P, Q, St, U64, as_str, ok, proto_json, uid};
-use super::{MAX_AVATAR, MAX_NAME, fits};
+use super::{MAX_AVATAR, MAX_NAME, fits, plain_text};
 use crate::devices::Device;
 use crate::service::{Im, kick, now_ms};
 use crate::store::{Contact, ContactKind, ContactState, MarkKind, Marked, User};
@@ -142,11 +142,12 @@ pub async fn put_user(State(api): State<St>, P(id): P<i64>, Body(req): Body<User
     ok(UserOut::from(upsert_user(&api.im, id, req).await?))
 }
 
-/// Upserts user `id`'s profile; returns the stored user. 400 bad id, 413 a field over its
-/// limit ([`MAX_NAME`], [`MAX_AVATAR`], `im.max_content` for `ex`).
+/// Upserts user `id`'s profile; returns the stored user. 400 bad id or a name that is not
+/// [`plain_text`], 413 a field over its limit ([`MAX_NAME`], [`MAX_AVATAR`], `im.max_content` for `ex`).
 pub async fn upsert_user(im: &Im, id: i64, req: UserIn) -> Result<User, ApiError> {
     let id = uid(id, "uid")?;
     fits("name", req.name.as_deref(), MAX_NAME)?;
+    plain_text("name", req.name.as_deref())?;
     fits("avatar", req.avatar.as_deref(), MAX_AVATAR)?;
     fits("ex", req.ex.as_deref(), im.config.max_content as usize)?;
     let mut u = im.store.user(id).await?.unwrap_or_default();
@@ -298,7 +299,8 @@ pub async fn put_contact(
 }
 
 /// Upserts the contact `id → peer`; returns the owner's contact version after it. 400 bad
-/// ids or a user as its own contact, 413 remark over [`MAX_NAME`].
+/// ids, a user as its own contact or a remark that is not [`plain_text`], 413 remark over
+/// [`MAX_NAME`].
 pub async fn upsert_contact(
     im: &Im,
     id: i64,
@@ -311,6 +313,7 @@ pub async fn upsert_contact(
         return Err(ApiError::bad("a user is not its own contact"));
     }
     fits("remark", Some(&remark), MAX_NAME)?;
+    plain_text("remark", Some(&remark))?;
     let state = ContactState { kind, remark };
     Ok(im.store.put_contact(id, peer, Some(state)).await?)
 }

@@ -7,6 +7,7 @@
 //!   for `uid` minted by the same function as `POST /im/v1/tokens` (`mint_token`, 24 h, any
 //!   platform), and the profile name set when `name` is given. 400 bad uid, 403 disabled
 //!   user, 413 name over 256 bytes.
+//! - Every POST needs `Content-Type: application/json` (415 otherwise: see `json_only`).
 //! - With `Authorization: Bearer <im_token>` (401 without a valid, unrevoked one):
 //!   - `GET /app/api/users/{uid}` → `{uid, name}` (name empty for a user never stored).
 //!   - `POST /app/api/groups {name, members[]}` → the group (`/im/v1/groups`'s reply), the
@@ -17,9 +18,11 @@
 //!     members`'s reply), by the bearer; 403 unless the bearer is a current owner or admin.
 
 use axum::Router;
-use axum::extract::{FromRequestParts, State};
-use axum::http::header;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use starling_im::Im;
@@ -43,7 +46,26 @@ pub fn router(im: Arc<Im>) -> Router {
         .route("/app/api/groups", post(create_group))
         .route("/app/api/groups/{gid}", get(group))
         .route("/app/api/groups/{gid}/members", post(add_members))
+        .layer(middleware::from_fn(json_only))
         .with_state(im)
+}
+
+/// A POST must say `Content-Type: application/json`, else 415: another site's page can POST
+/// a form or `text/plain` here without asking (no CORS preflight), and the sign-in needs no
+/// bearer, so without this any page the developer visits could rename users through it.
+/// `application/json` makes the browser ask first (a preflight), which this server never
+/// grants.
+async fn json_only(req: Request, next: Next) -> Response {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if req.method() == Method::POST && !json {
+        return ApiError::new(415, "Content-Type: application/json required").into_response();
+    }
+    next.run(req).await
 }
 
 /// The user whose `im_token` came as `Authorization: Bearer`; 401 otherwise.
@@ -77,7 +99,9 @@ impl FromRequestParts<St> for Me {
         let uid: i64 = claims
             .sub
             .parse()
-            .map_err(|_| unauthorized(format!("sub {:?} is not a uid", claims.sub)))?;
+            .ok()
+            .filter(|uid| *uid > 0)
+            .ok_or_else(|| unauthorized(format!("sub {:?} is not a uid", claims.sub)))?;
         let user = im.store.user(uid).await?;
         if user.as_ref().is_some_and(|u| u.disabled) {
             return Err(ApiError::new(403, "user disabled"));
