@@ -9,9 +9,11 @@
 //!
 //! Each line typed is sent to the peer; every message of the conversation (both sides, seq
 //! order, each once) is printed, and the peer's messages are marked read. `conf/im-try.toml`
-//! sets `im.insecure_trust_mid`, so no `im_token` is needed; against a production server put
-//! the token your backend minted into `Identity::im_token`. Optional third argument: the
-//! comet's TCP address (default `127.0.0.1:3101`).
+//! sets `im.insecure_trust_mid`, so no `im_token` is needed; against a server with a
+//! `token_secret` (`conf/app-try.toml`, production) pass the token your backend minted (`POST
+//! /im/v1/tokens`) in the environment: `STARLING_IM_TOKEN=<jwt> cargo run ... -- 1 2` (it
+//! becomes `Identity::im_token`). Optional third argument: the comet's TCP address (default
+//! `127.0.0.1:3101`).
 
 use starling_client::im::{ConvKind, ConvRef};
 use starling_client::{Client, Codec, Config, ConnState, Event, Identity, Servers, Transport};
@@ -35,6 +37,7 @@ async fn main() {
         key: format!("chat-example-{me}"),
         platform: "cli".into(),
         im: Some(Codec::Protobuf),
+        im_token: std::env::var("STARLING_IM_TOKEN").unwrap_or_default(),
         ..Default::default()
     };
     let (client, mut events) = Client::start(Config::new(
