@@ -1637,6 +1637,9 @@ var triesSinceOnline = 0;
 async function token() {
   const left = Number(session.expiresAt) - Date.now();
   triesSinceOnline++;
+  if (!cfg.devSignin && triesSinceOnline > 2) {
+    $("side-error").textContent = "Not online yet: the server refuses this token (expired, revoked, or from another secret) or cannot be reached. Sign out and paste a new one.";
+  }
   if (cfg.devSignin && (left < 36e5 || triesSinceOnline > 1)) {
     session = { ...await signin(session.uid), name: session.name };
     localStorage.setItem(SESSION, JSON.stringify(session));
@@ -1707,7 +1710,10 @@ function showState(s, detail) {
   const e = $("conn-state");
   e.dataset.state = s;
   e.textContent = detail ? `${s}: ${detail}` : s;
-  if (s === "online") triesSinceOnline = 0;
+  if (s === "online") {
+    triesSinceOnline = 0;
+    if ($("side-error").textContent?.startsWith("Not online yet")) $("side-error").textContent = "";
+  }
   if (s === "online" && current) openConv(current);
 }
 function onMessage(m) {
@@ -1997,7 +2003,10 @@ $("add-member").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   if (!current || current.kind !== "GROUP") return;
   try {
-    await addMembers(session.token, current.id, uidList($("add-member-uid").value));
+    const asked = uidList($("add-member-uid").value);
+    const { added } = await addMembers(session.token, current.id, asked);
+    const already = asked.filter((u) => !added.includes(u));
+    $("pane-error").textContent = already.length ? `already members: ${already.join(", ")}` : "";
     $("add-member").reset();
   } catch (e) {
     $("pane-error").textContent = `add member: ${e.message}`;

@@ -104,6 +104,12 @@ let triesSinceOnline = 0;
 async function token(): Promise<string> {
   const left = Number(session.expiresAt) - Date.now();
   triesSinceOnline++;
+  if (!cfg.devSignin && triesSinceOnline > 2) {
+    // The server closes a connection whose token it refuses without a word (goim's rule):
+    // after a few tries that never got online, say what is most likely wrong.
+    $("side-error").textContent =
+      "Not online yet: the server refuses this token (expired, revoked, or from another secret) or cannot be reached. Sign out and paste a new one.";
+  }
   if (cfg.devSignin && (left < 3_600_000 || triesSinceOnline > 1)) {
     session = { ...(await api.signin(session.uid)), name: session.name };
     localStorage.setItem(SESSION, JSON.stringify(session));
@@ -172,7 +178,10 @@ function showState(s: ConnectionState, detail?: string) {
   const e = $("conn-state");
   e.dataset.state = s;
   e.textContent = detail ? `${s}: ${detail}` : s;
-  if (s === "online") triesSinceOnline = 0;
+  if (s === "online") {
+    triesSinceOnline = 0;
+    if ($("side-error").textContent?.startsWith("Not online yet")) $("side-error").textContent = "";
+  }
   if (s === "online" && current) openConv(current); // after a reconnect: refill what the SDK synced
 }
 
@@ -447,7 +456,10 @@ $("add-member").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   if (!current || current.kind !== "GROUP") return;
   try {
-    await api.addMembers(session.token, current.id, uidList($<HTMLInputElement>("add-member-uid").value));
+    const asked = uidList($<HTMLInputElement>("add-member-uid").value);
+    const { added } = await api.addMembers(session.token, current.id, asked);
+    const already = asked.filter((u) => !added.includes(u));
+    $("pane-error").textContent = already.length ? `already members: ${already.join(", ")}` : "";
     $<HTMLFormElement>("add-member").reset();
   } catch (e) {
     $("pane-error").textContent = `add member: ${(e as Error).message}`;

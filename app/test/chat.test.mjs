@@ -120,6 +120,10 @@ test("a group of three: created, chatted in, a member added", () => withServer(a
   await until("all three read the new one", () => status.last().textContent(), "✓✓ read by 3");
   assert.equal(await status.first().textContent(), "✓✓ read by 2");
   await shot(a, "group");
+  // Adding someone already in says so (the server skips them without a SYSTEM message).
+  await a.getByTestId("add-member-uid").fill("2");
+  await a.getByTestId("add-member-submit").click();
+  await until("already a member", () => a.getByTestId("pane-error").textContent(), "already members: 2");
 }));
 
 test("a reloaded tab sees the whole history in order (scrolling up loads it)", () => withServer(async (s) => {
@@ -257,6 +261,8 @@ test("without the development sign-in: no banner, sign in with a token the backe
   // A bad token never gets online (the server closes the connection without a reply).
   await page.locator('[data-testid="conn-state"][data-state="reconnecting"]').waitFor({ timeout: WAIT });
   assert.notEqual(await page.getByTestId("conn-state").getAttribute("data-state"), "online");
+  await until("the refusal is explained", async () =>
+    (await page.locator("#side-error").textContent()).startsWith("Not online yet: the server refuses this token"), true);
   await page.getByTestId("signout").click();
   await page.getByTestId("signin-uid").fill("9");
   await page.getByTestId("signin-token").fill(token);
