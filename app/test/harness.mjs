@@ -19,15 +19,24 @@ export const ADMIN = "app-test-admin";
 /** How long any UI expectation may take (a reconnect after a restart included). */
 export const WAIT = 20_000;
 
-async function sparePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
+/** `n` distinct spare loopback ports. All are held open until every one is picked: a port
+ *  closed at once can be handed out again by the next pick (seen in CI: one port listed twice
+ *  in the server's config, which starling refuses). */
+async function sparePorts(n) {
+  const servers = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = createServer();
+      servers.push(s);
+      await new Promise((resolve, reject) => {
+        s.once("error", reject);
+        s.listen(0, "127.0.0.1", resolve);
+      });
+    }
+    return servers.map((s) => s.address().port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(() => r()))));
+  }
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -41,7 +50,7 @@ export class Server {
   static async start({ devSignin = true, deflate = true } = {}) {
     const s = new Server();
     s.dir = mkdtempSync(join(tmpdir(), "starling-app-"));
-    const [tcp, ws, http, grpc] = [await sparePort(), await sparePort(), await sparePort(), await sparePort()];
+    const [tcp, ws, http, grpc] = await sparePorts(4);
     s.http = `http://127.0.0.1:${http}`;
     s.config = join(s.dir, "starling.toml");
     writeFileSync(s.config, `

@@ -18,16 +18,24 @@ export const STARLING_BIN = process.env.STARLING_BIN
   : path.resolve(here, "../../../target/debug/starling");
 export const ADMIN = "sdk-js-test-admin";
 
-/** A port nobody listens on now (the OS picks it; released before use). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
+/** `n` distinct ports nobody listens on now (the OS picks them; released before use). All
+ *  are held open until every one is picked: a port closed at once can be handed out again by
+ *  the next pick (seen in CI: one port listed twice in the server's config). */
+async function freePorts(n) {
+  const servers = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = net.createServer();
+      servers.push(s);
+      await new Promise((resolve, reject) => {
+        s.once("error", reject);
+        s.listen(0, "127.0.0.1", resolve);
+      });
+    }
+    return servers.map((s) => s.address().port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(() => r()))));
+  }
 }
 
 function canConnect(port) {
@@ -67,7 +75,8 @@ export class Server {
     };
     const s = new Server();
     s.dir = mkdtempSync(path.join(tmpdir(), "starling-sdk-js-"));
-    s.ports = { tcp: await freePort(), ws: await freePort(), wss: await freePort(), http: await freePort(), grpc: await freePort() };
+    const [tcp, ws, wss, http, grpc] = await freePorts(5);
+    s.ports = { tcp, ws, wss, http, grpc };
     s.config = path.join(s.dir, "starling.toml");
     writeFileSync(
       s.config,
