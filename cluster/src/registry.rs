@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 const SET: &str = "starling:comets";
@@ -210,13 +210,26 @@ pub async fn list(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Instan
 
 /// The live comets, reread every `interval` on the current tokio runtime. While Redis is
 /// unreachable the last list stands.
-pub fn watch(mut conn: ConnectionManager, config: Config) -> watch::Receiver<Arc<Vec<Instance>>> {
+pub fn watch(conn: ConnectionManager, config: Config) -> watch::Receiver<Arc<Vec<Instance>>> {
+    watch_or_when(conn, config, Arc::new(Notify::new()))
+}
+
+/// [`watch`], also rereading as soon as `reread` is notified (job, when a push names a comet
+/// it does not know yet).
+pub fn watch_or_when(
+    mut conn: ConnectionManager,
+    config: Config,
+    reread: Arc<Notify>,
+) -> watch::Receiver<Arc<Vec<Instance>>> {
     let (tx, rx) = watch::channel(Arc::new(Vec::new()));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(config.interval);
         let mut failing = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = reread.notified() => {}
+            }
             match list(&mut conn).await {
                 Ok(now) => {
                     failing = false;

@@ -7,6 +7,10 @@
 //!   payload, order kept).
 //! - BROADCAST goes to every comet, `speed` split between them as goim does.
 //!
+//! - A PUSH for a comet job does not know yet (its registry entry not read yet: a new comet's
+//!   first clients) is held up to `unknown_comet_wait` while job asks for a registry reread,
+//!   then handed over in order, or dropped (counted) if the comet never shows up.
+//!
 //! Each comet has its own bounded, ordered queue drained by its own task ([`queue`]), so a
 //! stalled or dead comet holds up only its own messages. A message's [`Done`] runs once
 //! every comet it targets is through with it (handed over, given up on, or dropped).
@@ -32,8 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::mpsc;
-use tracing::warn;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tracing::{info, warn};
 
 pub use queue::Stats;
 
@@ -79,6 +84,10 @@ pub struct Config {
     /// behind and what waits for it is dropped (counted).
     #[serde(with = "humantime_serde")]
     pub comet_stall: Duration,
+    /// How long a PUSH for a comet job does not know waits for the registry to list it
+    /// before it is dropped (counted). `"0s"` drops at once, as goim does.
+    #[serde(with = "humantime_serde")]
+    pub unknown_comet_wait: Duration,
 }
 
 impl Config {
@@ -103,6 +112,7 @@ impl Default for Config {
             room_batch_bytes: 256 * 1024,
             comet_queue: 16384,
             comet_stall: Duration::from_secs(5),
+            unknown_comet_wait: Duration::from_secs(3),
         }
     }
 }
@@ -131,6 +141,8 @@ pub struct Job {
     comets: RwLock<HashMap<String, Arc<dyn CometClient>>>,
     version: AtomicU64,
     stats: Arc<Stats>,
+    /// Notified when a PUSH names a comet job does not know: the registry follower rereads.
+    reread: Arc<Notify>,
 }
 
 /// The OpRaw packet job hands a comet: goim's `{ver 1, op 9, seq 0, body}`, sharing `body`.
@@ -150,7 +162,14 @@ impl Job {
             comets: RwLock::new(HashMap::new()),
             version: AtomicU64::new(0),
             stats: Arc::default(),
+            reread: Arc::new(Notify::new()),
         }
+    }
+
+    /// Notified (once per comet newly missing) when a PUSH names a comet job does not know;
+    /// whoever follows the registry rereads it then instead of at its next tick.
+    pub fn reread(&self) -> Arc<Notify> {
+        self.reread.clone()
     }
 
     /// Adds or replaces the comet known as `server`. A replaced comet's waiting messages are
@@ -195,6 +214,11 @@ impl Job {
                 "starling_job_comet_failed_total",
                 "Calls to a comet given up on after the client's retries.",
                 &s.failed,
+            ),
+            (
+                "starling_job_unknown_comet_held_total",
+                "Pushes for a comet job did not know yet, held for job.unknown_comet_wait.",
+                &s.held,
             ),
         ] {
             let _ = writeln!(
@@ -244,32 +268,91 @@ impl Job {
     /// has handed over what it holds.
     pub async fn run<M: Into<Delivery>>(self: Arc<Self>, mut rx: mpsc::Receiver<M>) {
         let mut queues = Queues::default();
-        while let Some(msg) = rx.recv().await {
+        loop {
+            let msg = if queues.held.is_empty() {
+                rx.recv().await
+            } else {
+                tokio::select! {
+                    m = rx.recv() => m,
+                    _ = tokio::time::sleep(HELD_POLL) => {
+                        self.sync(&mut queues);
+                        self.release(&mut queues).await;
+                        continue;
+                    }
+                }
+            };
+            let Some(msg) = msg else { break };
             self.sync(&mut queues);
-            self.route(msg.into(), &queues).await;
+            self.release(&mut queues).await;
+            self.route(msg.into(), &mut queues).await;
+        }
+        for (server, _, _) in queues.held.drain(..) {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            warn!(%server, "push for an unknown comet dropped at shutdown");
         }
         for (_, (_, q)) in queues.by_server.drain() {
             q.finish().await;
         }
     }
 
-    async fn route(&self, delivery: Delivery, queues: &Queues) {
+    /// Hands held pushes whose comet is now known to its queue (in arrival order) and drops
+    /// those past their deadline (counted).
+    async fn release(&self, queues: &mut Queues) {
+        let (cap, stall) = (self.config.comet_queue, self.config.comet_stall);
+        let now = Instant::now();
+        let mut keep = std::collections::VecDeque::new();
+        for (server, until, item) in std::mem::take(&mut queues.held) {
+            if let Some((_, q)) = queues.by_server.get(&server) {
+                q.offer(item, cap, stall, &self.stats).await;
+            } else if until <= now {
+                self.stats.dropped.fetch_add(1, Relaxed);
+                warn!(%server, "push for an unknown comet dropped");
+            } else {
+                keep.push_back((server, until, item));
+            }
+        }
+        queues.held = keep;
+    }
+
+    /// Holds a PUSH for a comet job does not know (see `unknown_comet_wait`); at most
+    /// `comet_queue` are held, the oldest dropped first (counted).
+    fn hold(&self, server: String, item: Item, queues: &mut Queues) {
+        let wait = self.config.unknown_comet_wait;
+        if wait.is_zero() {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            warn!(%server, "push for an unknown comet dropped");
+            return;
+        }
+        if queues.held.len() >= self.config.comet_queue
+            && let Some((old, _, _)) = queues.held.pop_front()
+        {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            warn!(server = %old, "push for an unknown comet dropped (too many held)");
+        }
+        if !queues.held.iter().any(|(s, _, _)| *s == server) {
+            info!(%server, ?wait, "push for a comet job does not know yet held; registry reread");
+            self.reread.notify_one();
+        }
+        self.stats.held.fetch_add(1, Relaxed);
+        queues.held.push_back((server, Instant::now() + wait, item));
+    }
+
+    async fn route(&self, delivery: Delivery, queues: &mut Queues) {
         let Delivery { msg, done } = delivery;
         let t = ticket(done);
         let (cap, stall) = (self.config.comet_queue, self.config.comet_stall);
         match push_msg::Type::try_from(msg.r#type) {
             Ok(push_msg::Type::Push) => {
-                let Some((_, q)) = queues.by_server.get(&msg.server) else {
-                    self.stats.dropped.fetch_add(1, Relaxed);
-                    warn!(server = %msg.server, "push for an unknown comet dropped");
-                    return;
-                };
                 let req = PushMsgReq {
                     keys: msg.keys,
                     proto_op: msg.operation,
                     proto: Some(wrap(starling_proto::raw::single(msg.operation, &msg.msg))),
                 };
-                q.offer(Item::Push(req, t), cap, stall, &self.stats).await;
+                let item = Item::Push(req, t);
+                match queues.by_server.get(&msg.server) {
+                    Some((_, q)) => q.offer(item, cap, stall, &self.stats).await,
+                    None => self.hold(msg.server, item, queues),
+                }
             }
             Ok(push_msg::Type::Room) => {
                 let room: Arc<str> = msg.room.into();
@@ -300,11 +383,16 @@ impl Job {
     }
 }
 
+/// How often held pushes are checked against the comet map while any are held.
+const HELD_POLL: Duration = Duration::from_millis(50);
+
 /// The dispatcher's comet queues, keyed by server, with the client each was made for.
 #[derive(Default)]
 struct Queues {
     version: Option<u64>,
     by_server: HashMap<String, (Arc<dyn CometClient>, CometQueue)>,
+    /// PUSHes for comets not (yet) known, oldest first, with their deadline.
+    held: std::collections::VecDeque<(String, Instant, Item)>,
 }
 
 #[cfg(test)]

@@ -60,8 +60,11 @@ pub(crate) enum Item {
 /// Counters over every comet queue of one `Job`.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Messages (per comet) dropped because their comet was behind or left the registry.
+    /// Messages (per comet) dropped because their comet was behind or left the registry, or
+    /// (PUSH) named a comet job never learned of within `unknown_comet_wait`.
     pub dropped: AtomicU64,
+    /// PUSHes that named a comet job did not know yet and were held (`unknown_comet_wait`).
+    pub held: AtomicU64,
     /// Times a comet was found behind (its queue full and no answer for `comet_stall`).
     pub behind: AtomicU64,
     /// Calls given up on after the comet client's retries.

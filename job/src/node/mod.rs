@@ -158,7 +158,7 @@ pub async fn run(
     let job = Arc::new(Job::new(config.job.clone()));
     // Nothing is consumed before the comets are known: a room message routed to an empty
     // comet set would be handed to nobody and its offset stored.
-    let mut comets = registry::watch(conn, config.registry.clone());
+    let mut comets = registry::watch_or_when(conn, config.registry.clone(), job.reread());
     info!("waiting for the comet registry");
     if comets.changed().await.is_err() {
         return Ok(());

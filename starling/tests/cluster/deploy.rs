@@ -103,6 +103,9 @@ impl Cluster {
     pub fn start_with(logic_extra: impl FnOnce(&std::path::Path) -> String) -> Cluster {
         let started = Instant::now();
         let dir = std::env::temp_dir().join(format!("starling-multihost-{}", std::process::id()));
+        // A failed run keeps its directory (logs to read); a later process given the same
+        // pid must not read that run's logs as its own.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut net = Net::new();
         let root: std::net::IpAddr = net.root_ip().parse().unwrap();

@@ -58,6 +58,8 @@ impl ImCluster {
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
+        // A failed run keeps its directory; a later process given the same pid starts clean.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut net = Net::new();
         let root: std::net::IpAddr = net.root_ip().parse().unwrap();

@@ -137,6 +137,9 @@ impl Proc {
             log: dir.join(format!("{name}.log")),
             child: None,
         };
+        // Restarts append; a first start begins a fresh log (what `job_knows` and the
+        // failure dumps read).
+        std::fs::write(&p.log, "").unwrap();
         p.resume();
         p
     }
