@@ -30,7 +30,8 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = "starling-bench",
+    version = starling_buildinfo::version(),
     about = "Starling's load tool: connections, fan-out, and peers side by side"
 )]
 struct Cli {
@@ -73,7 +74,7 @@ fn coordinator<F: std::future::Future<Output = anyhow::Result<R>>, R: serde::Ser
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+    match starling_cluster::boot::cli::parse_args::<Cli>().cmd {
         Cmd::Conns(a) => coordinator(conns::run(a)),
         Cmd::Fanout(a) => coordinator(fanout::run(a)),
         Cmd::Floor(a) => print_json(&floor::run(a)?),

@@ -1,9 +1,9 @@
 //! The `[kafka]` table: where logic produces `PushMsg`s and job consumes them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Bootstrap brokers, `host:port` (goim: `127.0.0.1:9092`).

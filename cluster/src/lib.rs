@@ -9,9 +9,12 @@
 //! - [`kafka`]: the `[kafka]` table.
 //! - [`boot`]: config file loading and logging, shared by every binary (the tiers and the
 //!   all-in-one).
+//! - [`clikit`]: what every binary's command-line test checks, on the built binary.
 //! - [`testkit`]: real `redis-server` and `tansu` processes on spare ports, for tests.
 
 pub mod boot;
+#[doc(hidden)]
+pub mod clikit;
 pub mod kafka;
 pub mod redis;
 pub mod registry;

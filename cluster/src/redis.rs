@@ -2,12 +2,12 @@
 //! reconnects by itself and never waits longer than its deadline.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub use redis::RedisError;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `redis://[:password@]host:port[/db]` (goim: `127.0.0.1:6379`).

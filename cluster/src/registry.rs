@@ -22,7 +22,7 @@ fn entry_key(hostname: &str) -> String {
     format!("starling:comet:{hostname}")
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// How often a comet renews its entry, and watchers reread the list.

@@ -1,12 +1,12 @@
 //! comet's typed configuration: the `[comet]` table of `conf/starling.toml`. Every field has a
 //! default (goim's where goim has one) and unknown keys are refused.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// This comet's name in sessions and pushes (goim: the hostname). Empty = the hostname.
@@ -37,7 +37,7 @@ pub struct Config {
     pub session_renew: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
     Auto,
@@ -45,7 +45,7 @@ pub enum Driver {
     Epoll,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tcp {
     pub bind: Vec<SocketAddr>,
@@ -58,7 +58,7 @@ pub struct Tcp {
     pub backlog: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSocket {
     pub bind: Vec<SocketAddr>,
@@ -95,7 +95,7 @@ impl WebSocket {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Protocol {
     /// Time allowed from accept to a successful auth (goim: 5s).
@@ -117,7 +117,7 @@ pub struct Protocol {
     pub out_ring: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Bucket {
     /// Shards of the key → connection directory (goim: 32), chosen by CityHash32(key) % size.
@@ -262,6 +262,26 @@ impl Config {
 
     pub fn tls_enabled(&self) -> bool {
         !self.websocket.cert_file.is_empty()
+    }
+
+    /// Reads the WSS certificate and key as the start does, when TLS is on, so a missing or
+    /// malformed one is found by `config check` and before anything binds.
+    ///
+    /// Errors: the message names the key (`comet.websocket.cert_file`) and the file.
+    pub fn check_files(&self) -> Result<(), String> {
+        if !self.tls_enabled() {
+            return Ok(());
+        }
+        let ws = &self.websocket;
+        crate::tls::server_config(&ws.cert_file, &ws.key_file)
+            .map(drop)
+            .map_err(|e| match e {
+                crate::tls::TlsError::Cert { .. } => format!("comet.websocket.cert_file: {e}"),
+                crate::tls::TlsError::Key { .. } => format!("comet.websocket.key_file: {e}"),
+                crate::tls::TlsError::Config(_) => {
+                    format!("comet.websocket.cert_file and key_file: {e}")
+                }
+            })
     }
 }
 

@@ -2,7 +2,7 @@
 //! either a `token_secret` or the development switch `insecure_trust_mid` is set: goim-only
 //! users pay nothing, and a deployment cannot run IM on a default secret.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
@@ -21,7 +21,7 @@ fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
 }
 
 /// Which connections of one user may stay connected together (§7.6, §13.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum MultiLogin {
     /// Any number of devices.
@@ -36,7 +36,7 @@ pub enum MultiLogin {
 }
 
 /// Who may open a P2P conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum P2pPolicy {
     /// Anyone not blocked by the recipient.
@@ -46,7 +46,7 @@ pub enum P2pPolicy {
     Friends,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
     /// fjall under `path`: one process owns it.
@@ -57,7 +57,7 @@ pub enum StoreKind {
     Postgres,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DurabilitySetting {
     /// fdatasync before any acknowledgement.
@@ -67,7 +67,7 @@ pub enum DurabilitySetting {
     Buffer,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub enabled: bool,

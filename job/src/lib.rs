@@ -23,7 +23,7 @@
 
 use bytes::Bytes;
 use queue::{CometQueue, Item, ticket};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq};
 use starling_proto::grpc::logic::{PushMsg, push_msg};
 use starling_proto::grpc::protocol::Proto;
@@ -71,7 +71,7 @@ pub trait CometClient: Send + Sync + 'static {
     fn broadcast_room(&self, req: BroadcastRoomReq) -> BoxFuture<'_, Result<(), JobError>>;
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Most messages in one room batch.

@@ -12,7 +12,7 @@
 //! - [`Config`]: the file (`conf/logic.toml`): the node's tables and `[im]`.
 //! - [`run`]: the node with IM; [`open_store`]: the one place the IM store is opened.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use starling_cluster::{boot, kafka, redis, registry};
 use starling_im::Im;
 use starling_im::devices::{DeviceTable, RedisDevices};
@@ -21,7 +21,7 @@ use starling_logic::node::{self, Extension, Grpc, NodeConfig, NodeError, Parts};
 use std::sync::Arc;
 
 /// `conf/logic.toml`: [`NodeConfig`]'s tables and the IM layer's `[im]`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub logic: starling_logic::Config,

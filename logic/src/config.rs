@@ -1,10 +1,10 @@
 //! logic's typed configuration: the `[logic]` table of `conf/starling.toml`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: Node,
@@ -16,7 +16,7 @@ pub struct Config {
 }
 
 /// What clients are told by `/goim/nodes/weighted`, and the heartbeat deadline comets enforce.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Node {
     /// Returned when no comet is known.
@@ -36,7 +36,7 @@ pub struct Node {
 }
 
 /// Client reconnect backoff advertised by `/goim/nodes/weighted`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
     pub max_delay: i32,
@@ -45,7 +45,7 @@ pub struct Backoff {
     pub jitter: f32,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// The push API (goim: 3111).

@@ -10,7 +10,7 @@ use crate::nodes::{Instance, Registry};
 use crate::redis_store::{RedisOnline, RedisSessions};
 use crate::{Logic, PushSink, grpc};
 use ::redis::aio::ConnectionManager;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use starling_cluster::{boot, kafka, redis, registry};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     pub logic: crate::Config,
@@ -32,7 +32,7 @@ pub struct NodeConfig {
 
 impl boot::ConfigFile for NodeConfig {}
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Grpc {
     /// `goim.logic.Logic`, for comets (goim: 3119).

@@ -2,11 +2,11 @@
 //! serves goim's ports; an unknown key is an error that names it. It loads as the tier
 //! binaries' files do ([`boot::load`]).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use starling_cluster::boot;
 pub use starling_cluster::boot::Log;
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub comet: starling_comet::Config,
@@ -23,7 +23,7 @@ pub struct Config {
 
 /// The web chat app bundled into the binary (`app/`, served at `/` on the HTTP API's port;
 /// `starling::app`). Off by default.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct App {
     /// Serve the app at `/` (its files under `/app/`) and `GET /app/api/config`. Needs
@@ -42,7 +42,7 @@ pub struct App {
 /// logic's gRPC port. The all-in-one's comet, logic and job talk in-process, so the only
 /// service on it is IM's management API, `starling.im.v1.Admin` (reference im.md §8): the
 /// port is bound only when IM is enabled with an `admin_token`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Grpc {
     /// goim's logic gRPC port: 3119.
@@ -58,7 +58,7 @@ impl Default for Grpc {
 }
 
 /// How this comet is listed to clients by `/goim/nodes/*` (goim's discovery metadata).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Registry {
     pub weight: u32,
@@ -100,5 +100,9 @@ impl boot::ConfigFile for Config {
             );
         }
         Ok(())
+    }
+
+    fn check_files(&self) -> Result<(), boot::Invalid> {
+        Ok(self.comet.check_files()?)
     }
 }

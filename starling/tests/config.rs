@@ -198,14 +198,14 @@ fn the_all_in_one_loads_its_file_as_the_tier_binaries_do() {
         let first_line = expected.lines().next().unwrap();
         let stderr = run_starling(&[], Some(path)).unwrap_err();
         assert!(
-            stderr.starts_with(&format!("Error: {first_line}")),
+            stderr.starts_with(&format!("error: {first_line}")),
             "{path:?}: {stderr}"
         );
     }
     let stderr = run_starling(&[], Some(&invalid)).unwrap_err();
     assert!(
         stderr.contains(&format!(
-            "in {}: comet.protocol.out_ring must be from 1 to 65536, not 0",
+            "{}: comet.protocol.out_ring must be from 1 to 65536, not 0",
             invalid.display()
         )),
         "{stderr}"

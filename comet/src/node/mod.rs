@@ -6,7 +6,7 @@
 pub mod grpc;
 
 use crate::Comet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use starling_cluster::registry::{self, CometMeta, Instance};
 use starling_cluster::{boot, redis};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     pub comet: crate::Config,
@@ -33,9 +33,13 @@ impl boot::ConfigFile for NodeConfig {
     fn validate(&self) -> Result<(), boot::Invalid> {
         Ok(self.comet.validate()?)
     }
+
+    fn check_files(&self) -> Result<(), boot::Invalid> {
+        Ok(self.comet.check_files()?)
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Grpc {
     /// `goim.comet.Comet`, for job (goim: 3109).
@@ -54,7 +58,7 @@ impl Default for Grpc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Logic {
     /// logic's gRPC addresses, `host:port`; calls are balanced over them.
@@ -74,7 +78,7 @@ impl Default for Logic {
 }
 
 /// This comet's registry entry (goim's discovery registration and metadata).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Registration {
     /// How often the entry is renewed (with fresh connection counts).

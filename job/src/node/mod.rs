@@ -12,7 +12,7 @@ use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use starling_cluster::{boot, kafka, redis, registry};
 use starling_proto::grpc::logic::PushMsg;
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 pub use grpc::GrpcComet;
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     pub job: crate::Config,
@@ -42,7 +42,7 @@ impl boot::ConfigFile for NodeConfig {
 }
 
 /// How job calls comets.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Comets {
     /// Deadline of one call (a room batch returns once the comet has written it).

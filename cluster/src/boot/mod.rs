@@ -1,16 +1,31 @@
-//! How a binary starts (the tier binaries and the all-in-one alike): its TOML file (every key
-//! defaulted, unknown keys named, values checked) and its logs.
+//! How a binary starts (the tier binaries and the all-in-one alike): its command line, its
+//! TOML file (every key defaulted, unknown keys named, values checked) and its logs.
+//!
+//! # Layout
+//! - this file: [`ConfigFile`], [`load`] and [`parse`], their errors, logging, signals.
+//! - [`cli`]: the shared command line (`config check`, `config print`, `--version`), how a
+//!   failure is printed and the exit codes ([`cli::exit`]).
 
+pub mod cli;
+
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use thiserror::Error;
 
 /// What a binary's TOML file parses into. Every key has a default and unknown keys are
 /// refused (serde's `default` and `deny_unknown_fields`); `validate` checks what the types
-/// cannot say.
-pub trait ConfigFile: DeserializeOwned + Default {
+/// cannot say; `Serialize` prints the effective file (`config print`).
+pub trait ConfigFile: DeserializeOwned + Serialize + Default {
     /// Most files have nothing more to check.
     fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+
+    /// Reads and checks the files the configuration names (a TLS certificate and key), as
+    /// the start would, so a missing or malformed one is a configuration error found by
+    /// `config check` and before anything binds. Most files name none.
+    fn check_files(&self) -> Result<(), Invalid> {
         Ok(())
     }
 }
@@ -20,13 +35,26 @@ pub type Invalid = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// toml's message names the key and shows the line.
-    #[error(transparent)]
-    Toml(#[from] toml::de::Error),
+    /// toml's message shows the line and column, the line itself, what was found and what
+    /// was expected (for an unknown key, every known one); `table` is the dotted path of the
+    /// key it happened at (`comet.tcp.nodelai`; empty when the text is not TOML at all).
+    #[error("{}{}", in_table(table), source.to_string().trim_end())]
+    Toml {
+        table: String,
+        source: toml::de::Error,
+    },
     #[error(transparent)]
     Invalid(Invalid),
 }
 
+fn in_table(table: &str) -> String {
+    match table {
+        "" | "." | "?" => String::new(),
+        t => format!("key `{t}`: "),
+    }
+}
+
+/// Everything that stops a file from loading; the message starts with the file's path.
 #[derive(Debug, Error)]
 pub enum BootError {
     #[error("reading {path}: {source}")]
@@ -34,18 +62,29 @@ pub enum BootError {
         path: String,
         source: std::io::Error,
     },
-    #[error("in {path}: {source}")]
+    #[error("{path}: {source}")]
     Parse { path: String, source: ConfigError },
+    /// A file the configuration names ([`ConfigFile::check_files`]).
+    #[error("{path}: {source}")]
+    Files { path: String, source: Invalid },
 }
 
 /// Parses and checks a TOML document.
 pub fn parse<T: ConfigFile>(text: &str) -> Result<T, ConfigError> {
-    let config: T = toml::from_str(text)?;
+    let de = toml::Deserializer::parse(text).map_err(|source| ConfigError::Toml {
+        table: String::new(),
+        source,
+    })?;
+    let config: T = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Toml {
+        table: e.path().to_string(),
+        source: e.into_inner(),
+    })?;
     config.validate().map_err(ConfigError::Invalid)?;
     Ok(config)
 }
 
-/// Parses the file at `path`, or takes every default when there is none.
+/// Parses the file at `path` and checks the files it names ([`ConfigFile::check_files`]),
+/// or takes every default when there is none.
 pub fn load<T: ConfigFile>(path: Option<&Path>) -> Result<T, BootError> {
     let Some(path) = path else {
         return Ok(T::default());
@@ -55,10 +94,15 @@ pub fn load<T: ConfigFile>(path: Option<&Path>) -> Result<T, BootError> {
         path: shown.clone(),
         source,
     })?;
-    parse(&text).map_err(|source| BootError::Parse {
+    let config: T = parse(&text).map_err(|source| BootError::Parse {
+        path: shown.clone(),
+        source,
+    })?;
+    config.check_files().map_err(|source| BootError::Files {
         path: shown,
         source,
-    })
+    })?;
+    Ok(config)
 }
 
 /// Logs to stdout with `filter` (`RUST_LOG` overrides it); colour only on a terminal, so
@@ -86,7 +130,7 @@ fn with_quiet_stores(filter: &str) -> String {
 }
 
 /// The `[log]` table.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// A tracing filter (`info`, `starling_comet=debug,info`); `RUST_LOG` overrides it.

@@ -1,0 +1,11 @@
+//! Asks git for the commit being built (short hash) and whether the work tree has changes;
+//! vergen-gitcl reruns this when HEAD moves. Without git (a tarball), it sets placeholders
+//! that `src/lib.rs` reports as `unknown`.
+
+use vergen_gitcl::{Emitter, Gitcl};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let git = Gitcl::builder().sha(true).dirty(false).build();
+    Emitter::default().add_instructions(&git)?.emit()?;
+    Ok(())
+}
