@@ -36,19 +36,20 @@ pub type Invalid = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// toml's message shows the line and column, the line itself, what was found and what
-    /// was expected (for an unknown key, every known one); `table` is the dotted path of the
+    /// was expected (for an unknown key, every known one); `key` is the dotted path of the
     /// key it happened at (`comet.tcp.nodelai`; empty when the text is not TOML at all).
-    #[error("{}{}", in_table(table), source.to_string().trim_end())]
+    #[error("{}{}", at_key(key), source.to_string().trim_end())]
     Toml {
-        table: String,
-        source: toml::de::Error,
+        key: String,
+        /// Boxed: toml's error is large and this travels in every `Result` of a load.
+        source: Box<toml::de::Error>,
     },
     #[error(transparent)]
     Invalid(Invalid),
 }
 
-fn in_table(table: &str) -> String {
-    match table {
+fn at_key(key: &str) -> String {
+    match key {
         "" | "." | "?" => String::new(),
         t => format!("key `{t}`: "),
     }
@@ -72,12 +73,12 @@ pub enum BootError {
 /// Parses and checks a TOML document.
 pub fn parse<T: ConfigFile>(text: &str) -> Result<T, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|source| ConfigError::Toml {
-        table: String::new(),
-        source,
+        key: String::new(),
+        source: Box::new(source),
     })?;
     let config: T = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Toml {
-        table: e.path().to_string(),
-        source: e.into_inner(),
+        key: e.path().to_string(),
+        source: Box::new(e.into_inner()),
     })?;
     config.validate().map_err(ConfigError::Invalid)?;
     Ok(config)
@@ -162,4 +163,52 @@ pub fn block_on<T>(name: &str, main: impl Future<Output = T>) -> std::io::Result
         .enable_all()
         .build()?;
     Ok(rt.block_on(main))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct File {
+        outer: Outer,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Outer {
+        inner: Inner,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Inner {
+        count: u32,
+    }
+
+    impl ConfigFile for File {}
+
+    #[test]
+    fn an_error_names_the_key_line_and_column_and_what_was_expected() {
+        let err = parse::<File>("[outer.inner]\n\ncout = 1\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key `outer.inner.cout`: TOML parse error at line 3, column 1\n  |\n3 | cout = 1\n  \
+             | ^^^^\nunknown field `cout`, expected `count`"
+        );
+        let err = parse::<File>("[outer]\ninner = { count = -1 }\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("key `outer.inner.count`: TOML parse error at line 2, column 19"),
+            "{err}"
+        );
+        // Not TOML at all: toml's own error, no key.
+        let err = parse::<File>("[outer\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("TOML parse error at line 1, column 7"),
+            "{err}"
+        );
+    }
 }
