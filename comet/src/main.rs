@@ -11,6 +11,7 @@ use std::process::ExitCode;
 #[command(
     name = "comet",
     version = starling_buildinfo::version(),
+    after_help = cli::EXIT_CODES,
     about = "Starling comet: the goim-compatible edge gateway"
 )]
 struct Args {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 #[command(
     name = "job",
     version = starling_buildinfo::version(),
+    after_help = cli::EXIT_CODES,
     about = "Starling job: routes pushes from Kafka to comets"
 )]
 struct Args {

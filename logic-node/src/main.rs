@@ -11,6 +11,7 @@ use std::process::ExitCode;
 #[command(
     name = "logic",
     version = starling_buildinfo::version(),
+    after_help = cli::EXIT_CODES,
     about = "Starling logic: auth, sessions, HTTP push API, gRPC for comets, IM"
 )]
 struct Args {

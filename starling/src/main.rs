@@ -11,6 +11,7 @@ use std::process::ExitCode;
 #[command(
     name = "starling",
     version = starling_buildinfo::version(),
+    after_help = cli::EXIT_CODES,
     about = "Starling all-in-one: goim-compatible comet, logic and job"
 )]
 struct Args {

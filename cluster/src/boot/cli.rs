@@ -46,6 +46,11 @@ pub mod exit {
     pub const CONFIG: u8 = 78;
 }
 
+/// The exit codes as `--help` lists them (`#[command(after_help = cli::EXIT_CODES)]`).
+pub const EXIT_CODES: &str = "Exit codes: 0 stopped cleanly or `config` succeeded; 1 a failure \
+    that is not the configuration's (a port in use, a dependency unreachable); 64 usage; \
+    78 configuration (file missing, unreadable or invalid; TLS files missing or malformed).";
+
 /// Subcommands every binary takes; without one it serves.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
