@@ -7,7 +7,7 @@
 //!
 //! ```ignore
 //! #[derive(clap::Parser)]
-//! #[command(version = starling_buildinfo::version())]
+//! #[command(version = starling_buildinfo::version(), after_help = cli::EXIT_CODES)]
 //! struct Args {
 //!     #[arg(long, short, env = "STARLING_COMET_CONFIG")]
 //!     config: Option<PathBuf>,
@@ -19,7 +19,7 @@
 //!     let args: Args = cli::parse_args();
 //!     cli::main(args.config.as_deref(), args.command, |config: NodeConfig| {
 //!         boot::init_logging(&config.log.filter);
-//!         Ok(node::run(config)?)
+//!         node::run(config)
 //!     })
 //! }
 //! ```
