@@ -6,21 +6,23 @@
 //! HEAD or the branch moves, not when a file is edited: the `-dirty` flag is as of the last
 //! time the build script ran.
 
-/// vergen's value for what it could not find (no git, not a checkout).
+/// vergen's value under `VERGEN_IDEMPOTENT` (reproducible builds); outside a git checkout
+/// it sets nothing at all.
 const PLACEHOLDER: &str = "VERGEN_IDEMPOTENT_OUTPUT";
 
 /// The short commit hash, with `-dirty` when the tree had changes, or `unknown`.
 pub fn commit() -> String {
-    commit_from(env!("VERGEN_GIT_SHA"), env!("VERGEN_GIT_DIRTY"))
+    commit_from(
+        option_env!("VERGEN_GIT_SHA"),
+        option_env!("VERGEN_GIT_DIRTY"),
+    )
 }
 
-fn commit_from(sha: &str, dirty: &str) -> String {
-    if sha.is_empty() || sha == PLACEHOLDER {
-        return "unknown".into();
-    }
-    match dirty {
-        "true" => format!("{sha}-dirty"),
-        _ => sha.into(),
+fn commit_from(sha: Option<&str>, dirty: Option<&str>) -> String {
+    match (sha, dirty) {
+        (None | Some("" | PLACEHOLDER), _) => "unknown".into(),
+        (Some(sha), Some("true")) => format!("{sha}-dirty"),
+        (Some(sha), _) => sha.into(),
     }
 }
 
@@ -36,9 +38,10 @@ mod tests {
 
     #[test]
     fn a_build_outside_git_says_unknown() {
-        assert_eq!(commit_from(PLACEHOLDER, PLACEHOLDER), "unknown");
-        assert_eq!(commit_from("", "false"), "unknown");
-        assert_eq!(commit_from("1a2b3c4", "true"), "1a2b3c4-dirty");
-        assert_eq!(commit_from("1a2b3c4", "false"), "1a2b3c4");
+        assert_eq!(commit_from(None, None), "unknown");
+        assert_eq!(commit_from(Some(PLACEHOLDER), Some(PLACEHOLDER)), "unknown");
+        assert_eq!(commit_from(Some(""), Some("false")), "unknown");
+        assert_eq!(commit_from(Some("1a2b3c4"), Some("true")), "1a2b3c4-dirty");
+        assert_eq!(commit_from(Some("1a2b3c4"), Some("false")), "1a2b3c4");
     }
 }
