@@ -235,6 +235,15 @@ impl Im {
                 crate::devices::MAX_PLATFORM
             ));
         }
+        // The signature first: a flood of forged tokens never reaches the store.
+        let claims = match &self.tokens {
+            Some(tokens) => match tokens.verify(&t.im_token, t.mid, &t.platform, 0) {
+                Ok(claims) => Some(claims),
+                Err(e) => return refuse(e.to_string()),
+            },
+            None if self.config.insecure_trust_mid => None,
+            None => return refuse("IM has no token secret".into()),
+        };
         let user = match self.store.user(t.mid).await {
             Ok(u) => u.unwrap_or_default(),
             Err(e) => return Err(LogicError::BadToken(format!("store: {e}"))),
@@ -242,15 +251,10 @@ impl Im {
         if user.disabled {
             return refuse("user disabled".into());
         }
-        match &self.tokens {
-            Some(tokens) => {
-                if let Err(e) = tokens.verify(&t.im_token, t.mid, &t.platform, user.valid_after_ms)
-                {
-                    return refuse(e.to_string());
-                }
-            }
-            None if self.config.insecure_trust_mid => {}
-            None => return refuse("IM has no token secret".into()),
+        if let Some(claims) = &claims
+            && let Err(e) = crate::token::check_not_revoked(claims, user.valid_after_ms)
+        {
+            return refuse(e.to_string());
         }
         let dev = Device {
             mid: t.mid,
