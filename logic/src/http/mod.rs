@@ -150,29 +150,29 @@ enum Target {
     },
 }
 
-/// `max_keys`, `max_mids` (413) and `max_room_len` (-400), checked before the body is read.
-fn within_limits(s: &AppState, target: &Target) -> Result<(), Response> {
+/// `max_keys`, `max_mids` (413) and `max_room_len` (-400), checked before the body is read: the
+/// refusal, or `None` within them.
+fn within_limits(s: &AppState, target: &Target) -> Option<Response> {
     let http = &s.logic.config.http;
     let (what, n, max) = match target {
         Target::Keys(keys) => ("keys", keys.len(), http.max_keys),
         Target::Mids(mids) => ("mids", mids.len(), http.max_mids),
         Target::Room(room) if room.len() > http.max_room_len => {
-            return Err(refused(
+            return Some(refused(
                 s,
                 HttpRefusal::RoomTooLong,
                 format!("room key over max_room_len, {} bytes", http.max_room_len),
             ));
         }
-        Target::Room(_) | Target::All { .. } => return Ok(()),
+        Target::Room(_) | Target::All { .. } => return None,
     };
-    if n > max {
-        return Err(refused(
+    (n > max).then(|| {
+        refused(
             s,
             HttpRefusal::TooManyTargets,
             format!("{n} {what} in one request, over max_{what} ({max})"),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// The shape every push endpoint shares: query (a bad one is `-400`), then the body as the
@@ -185,7 +185,7 @@ async fn push(
 ) -> Response {
     let q = try_bad!(Query::parse(q));
     let (op, target) = try_bad!(target(&q));
-    if let Err(r) = within_limits(&s, &target) {
+    if let Some(r) = within_limits(&s, &target) {
         return r;
     }
     let msg = match read_body(&s, body).await {
