@@ -89,6 +89,12 @@ pub struct Config {
     pub max_content: u32,
     /// Sends and recalls per connection per second; the burst is twice this.
     pub send_rate: u32,
+    /// A connection refused for its send rate (429) more than this many times within
+    /// `flood_window` is closed with `IM_KICK` code 4005 (`FLOOD`); 0 never closes.
+    pub flood_refusals: u32,
+    /// See `flood_refusals`.
+    #[serde(with = "humantime_serde")]
+    pub flood_window: Duration,
     /// How long after sending a user may recall (owners, admins and the API are exempt);
     /// 0 = no limit.
     #[serde(with = "humantime_serde")]
@@ -142,6 +148,8 @@ impl Default for Config {
             max_body: 16384,
             max_content: 8192,
             send_rate: 20,
+            flood_refusals: 20,
+            flood_window: Duration::from_secs(10),
             recall_window: Duration::from_secs(120),
             recall_wipe: true,
             max_group_members: 2000,
@@ -191,6 +199,12 @@ impl Config {
         }
         if self.send_rate == 0 {
             return Err(invalid("send_rate", "at least 1"));
+        }
+        if self.flood_refusals > 0 && self.flood_window.is_zero() {
+            return Err(invalid(
+                "flood_window",
+                "above 0 when flood_refusals is set",
+            ));
         }
         if self.max_group_members < 2 {
             return Err(invalid("max_group_members", "at least 2"));

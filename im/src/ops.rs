@@ -259,7 +259,7 @@ impl Im {
             );
         }
         if let Some(wait) = self.spend_send_token(&dev.key) {
-            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.rate_refused(dev).await;
             return nack(429, "send rate exceeded".into(), &id, wait);
         }
         if let Err(e) = self.may_send(dev.mid, conv).await {
@@ -370,7 +370,7 @@ impl Im {
             return nack(400, "bad conv".into(), 0);
         };
         if let Some(wait) = self.spend_send_token(&dev.key) {
-            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.rate_refused(dev).await;
             return nack(429, "send rate exceeded".into(), wait);
         }
         let recall = StoreRecall {

@@ -28,6 +28,9 @@ pub mod kick {
     pub const ADMIN: i32 = 4002;
     pub const TOKEN_REVOKED: i32 = 4003;
     pub const USER_DISABLED: i32 = 4004;
+    /// Refused for its send rate more than `im.flood_refusals` times within
+    /// `im.flood_window`: the connection is closed; it may reconnect (nothing is revoked).
+    pub const FLOOD: i32 = 4005;
 }
 
 /// Counters for `/metrics`.
@@ -39,6 +42,8 @@ pub struct Stats {
     pub sent: AtomicU64,
     pub duplicates: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Connections closed for flooding (kick 4005).
+    pub flood_closed: AtomicU64,
     pub bad_requests: AtomicU64,
     pub delivery_failures: AtomicU64,
     /// Requests answered without the device table (unreachable): the device was taken from
@@ -59,9 +64,23 @@ pub struct Im {
     send_rate: DefaultKeyedRateLimiter<String>,
     /// Typing per (user, conversation): one per 3 s (§7.5).
     typing_rate: DefaultKeyedRateLimiter<(i64, Conv)>,
+    /// Rate refusals per connection key: `flood_refusals` per `flood_window` (GCRA, the
+    /// burst all of them); a refusal this limiter refuses too closes the connection. `None`
+    /// when `flood_refusals` is 0.
+    flood: Option<DefaultKeyedRateLimiter<String>>,
+    /// Connections (key, conn) already kicked for flooding, so one kick is sent however many
+    /// refusals arrive before the close; forgotten when the connection leaves.
+    flood_kicked: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     pub stats: Stats,
     /// Connections that left, to forget idle rate-limiter keys now and then.
     departures: AtomicU64,
+}
+
+/// `flood_refusals` per `flood_window`, all of them as the burst; `None` when off.
+fn flood_quota(config: &Config) -> Option<Quota> {
+    let n = NonZeroU32::new(config.flood_refusals)?;
+    let period = config.flood_window / n.get();
+    Some(Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(n))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -97,6 +116,8 @@ impl Im {
             tokens: Tokens::new(&config.token_secret).ok(),
             send_rate: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             typing_rate: RateLimiter::keyed(typing),
+            flood: flood_quota(&config).map(RateLimiter::keyed),
+            flood_kicked: Default::default(),
             lanes: Lanes::new(delivery.clone()),
             delivery,
             devices,
@@ -174,6 +195,30 @@ impl Im {
         }
     }
 
+    /// A send or recall of `dev` refused for its rate (429): counted, and when it is one
+    /// refusal too many within `flood_window`, the connection is kicked with [`kick::FLOOD`]
+    /// (once; comet writes the notice and closes it as `im_kick`).
+    pub(crate) async fn rate_refused(&self, dev: &Device) {
+        self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let Some(flood) = &self.flood else {
+            return;
+        };
+        if flood.check_key(&dev.key).is_ok() {
+            return;
+        }
+        let first = self
+            .flood_kicked
+            .lock()
+            .expect("flood set lock")
+            .insert((dev.key.clone(), dev.conn.clone()));
+        if !first {
+            return;
+        }
+        self.stats.flood_closed.fetch_add(1, Ordering::Relaxed);
+        warn!(mid = dev.mid, key = ?dev.key, refusals = self.config.flood_refusals, window = ?self.config.flood_window, "IM connection flooding: closed");
+        self.send_kick(dev, kick::FLOOD, "flood", "").await;
+    }
+
     /// `Some(ms)` when `uid` already typed in `conv` within 3 s.
     pub fn spend_typing_token(&self, uid: i64, conv: Conv) -> Option<u32> {
         match self.typing_rate.check_key(&(uid, conv)) {
@@ -235,6 +280,15 @@ impl Im {
                 crate::devices::MAX_PLATFORM
             ));
         }
+        // The signature first: a flood of forged tokens never reaches the store.
+        let claims = match &self.tokens {
+            Some(tokens) => match tokens.verify(&t.im_token, t.mid, &t.platform, 0) {
+                Ok(claims) => Some(claims),
+                Err(e) => return refuse(e.to_string()),
+            },
+            None if self.config.insecure_trust_mid => None,
+            None => return refuse("IM has no token secret".into()),
+        };
         let user = match self.store.user(t.mid).await {
             Ok(u) => u.unwrap_or_default(),
             Err(e) => return Err(LogicError::BadToken(format!("store: {e}"))),
@@ -242,15 +296,10 @@ impl Im {
         if user.disabled {
             return refuse("user disabled".into());
         }
-        match &self.tokens {
-            Some(tokens) => {
-                if let Err(e) = tokens.verify(&t.im_token, t.mid, &t.platform, user.valid_after_ms)
-                {
-                    return refuse(e.to_string());
-                }
-            }
-            None if self.config.insecure_trust_mid => {}
-            None => return refuse("IM has no token secret".into()),
+        if let Some(claims) = &claims
+            && let Err(e) = crate::token::check_not_revoked(claims, user.valid_after_ms)
+        {
+            return refuse(e.to_string());
         }
         let dev = Device {
             mid: t.mid,
@@ -338,6 +387,11 @@ impl Im {
                 &s.rate_limited,
             ),
             (
+                "starling_im_flood_closed_total",
+                "IM connections closed for flooding (IM_KICK 4005).",
+                &s.flood_closed,
+            ),
+            (
                 "starling_im_bad_requests_total",
                 "IM requests answered 400.",
                 &s.bad_requests,
@@ -387,6 +441,12 @@ impl ConnectHook for Im {
         conn: &'a str,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            if self.flood.is_some() {
+                self.flood_kicked
+                    .lock()
+                    .expect("flood set lock")
+                    .remove(&(key.to_string(), conn.to_string()));
+            }
             if let Err(e) = self.devices.remove(mid, key, server, conn).await {
                 // The entry stays until the hash expires; deliveries to it are dropped by
                 // comet (the key is gone there).
@@ -396,6 +456,9 @@ impl ConnectHook for Im {
             if self.departures.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
                 self.send_rate.retain_recent();
                 self.typing_rate.retain_recent();
+                if let Some(flood) = &self.flood {
+                    flood.retain_recent();
+                }
             }
         })
     }

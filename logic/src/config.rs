@@ -50,8 +50,33 @@ pub struct Backoff {
 pub struct Http {
     /// The push API (goim: 3111).
     pub bind: SocketAddr,
-    /// Largest push body accepted; larger ones get `-400`.
+    /// Largest push body accepted, bytes; a larger one is answered HTTP 413, code `-413`.
     pub max_body: usize,
+    /// Bearer token the `/goim/*` routes require (`Authorization: Bearer <token>`), except
+    /// `/goim/nodes/weighted`, which clients call. Empty (the default, as goim) requires none:
+    /// set it whenever the port is reachable from an untrusted network. A missing or wrong
+    /// token is answered HTTP 401, code `-401`.
+    pub push_token: String,
+    /// Most `keys=` in one `/goim/push/keys` request (counted before removing repeats); more
+    /// are answered HTTP 413, code `-413`. goim has no bound (its request line is read whole).
+    pub max_keys: usize,
+    /// Most `mids=` in one `/goim/push/mids` request; more: HTTP 413, code `-413`.
+    pub max_mids: usize,
+    /// Longest room key (`type://room`, as `/goim/push/room` builds it), bytes; longer:
+    /// code `-400`. Also the longest `room_id` an auth token may carry.
+    pub max_room_len: usize,
+    /// A request's whole body must arrive within this; past it: HTTP 408, code `-408`.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// A connection waiting for a request (a new one, or kept alive after a response) must
+    /// receive the request's whole header within this, or it is closed: the idle keep-alive
+    /// limit and the slowloris bound (hyper's `header_read_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Most HTTP connections open at once; one accepted beyond it is closed at once (counted
+    /// in `starling_logic_http_conns_refused_total`), so held connections cannot use up the
+    /// process's file descriptors.
+    pub max_conns: usize,
 }
 
 impl Default for Config {
@@ -96,6 +121,13 @@ impl Default for Http {
         Http {
             bind: SocketAddr::from(([0, 0, 0, 0], 3111)),
             max_body: 1 << 20,
+            push_token: String::new(),
+            max_keys: 10_000,
+            max_mids: 10_000,
+            max_room_len: 256,
+            body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_conns: 10_000,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`grpc`]: goim's `goim.logic.Logic` service over [`Logic`].
 //! - `kafka`: the Kafka producer behind [`PushSink`] (feature `kafka`).
 //! - `node`: logic as its own process, the `logic` binary (feature `kafka`).
+//! - [`stats`]: counters of refused requests and tokens, rate-limited logging.
 //! - [`redis_store`]: sessions and room counts in Redis, in goim's layout.
 
 pub mod admit;
@@ -27,6 +28,7 @@ pub mod node;
 pub mod nodes;
 pub mod receive;
 pub mod redis_store;
+pub mod stats;
 pub mod store;
 
 pub use config::Config;

@@ -5,6 +5,7 @@ use crate::admit::{Admission, ConnectHook, Grant};
 use crate::config::Config;
 use crate::nodes::{self, Registry};
 use crate::receive::{Handler, Handlers};
+use crate::stats::{AuthRefusal, Stats};
 use crate::store::{BoxFuture, OnlineStore, OnlineTable, SessionStore, StoreError};
 use bytes::Bytes;
 use starling_proto::AuthToken;
@@ -17,6 +18,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use thiserror::Error;
 use tracing::info;
+
+/// Largest auth token, bytes: goim's auth packet body limit (comet holds it there too; the
+/// gRPC `Connect` of another comet may not).
+pub const MAX_TOKEN: usize = 4096;
+/// Longest connection key a token may carry, bytes (logic's own keys are 36-byte UUIDs).
+pub const MAX_KEY: usize = 256;
+/// Most ops in a token's `accepts`.
+pub const MAX_ACCEPTS: usize = 256;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LogicError {
@@ -43,6 +52,8 @@ pub trait PushSink: Send + Sync + 'static {
 
 pub struct Logic {
     pub config: Config,
+    /// What the HTTP API and `connect` refused.
+    pub stats: Arc<Stats>,
     sessions: Arc<dyn SessionStore>,
     online: OnlineTable,
     /// Shared room counts (Redis) when several logics serve one cluster.
@@ -63,6 +74,7 @@ impl Logic {
     ) -> Self {
         Logic {
             config,
+            stats: Arc::default(),
             sessions,
             online: OnlineTable::default(),
             online_store: None,
@@ -85,9 +97,13 @@ impl Logic {
 
     /// Admits a connection (goim `Connect`): parses the token, generates a key when it has
     /// none, stores the session and tells comet the heartbeat deadline in nanoseconds.
+    ///
+    /// A token that is not goim's JSON, or over a bound ([`MAX_TOKEN`], [`MAX_KEY`],
+    /// [`MAX_ACCEPTS`], `http.max_room_len` for `room_id`), and an IM token the hook refuses,
+    /// are refused before any session store call (`LogicError::BadToken`; counted in
+    /// `starling_logic_auth_refused_total{reason}`, logged once a second at most).
     pub async fn connect(&self, req: ConnectReq) -> Result<ConnectReply, LogicError> {
-        let mut token =
-            AuthToken::parse(&req.token).map_err(|e| LogicError::BadToken(e.to_string()))?;
+        let mut token = self.check_token(&req.token)?;
         if token.key.is_empty() {
             token.key = uuid::Uuid::new_v4().to_string();
         }
@@ -96,17 +112,22 @@ impl Logic {
             Grant::default()
         } else {
             let Some(hook) = self.connect_hook.get() else {
-                return Err(LogicError::BadToken(
-                    "IM is not enabled on this server".into(),
-                ));
+                let e = LogicError::BadToken("IM is not enabled on this server".into());
+                return Err(self.refuse(AuthRefusal::Im, e));
             };
-            hook.admit(Admission {
-                token: &token,
-                key: &key,
-                server: &req.server,
-                conn: &req.conn,
-            })
-            .await?
+            let admitted = hook
+                .admit(Admission {
+                    token: &token,
+                    key: &key,
+                    server: &req.server,
+                    conn: &req.conn,
+                })
+                .await;
+            match admitted {
+                Ok(grant) => grant,
+                Err(e @ LogicError::BadToken(_)) => return Err(self.refuse(AuthRefusal::Im, e)),
+                Err(e) => return Err(e),
+            }
         };
         // goim logs a failed mapping and admits the connection anyway; Starling refuses it, so
         // a connection that pushes could never reach is not left open.
@@ -137,6 +158,38 @@ impl Logic {
             max_body: grant.max_body,
             welcome: grant.welcome,
         })
+    }
+
+    /// goim's token, parsed and held to its bounds; nothing is stored or read.
+    fn check_token(&self, body: &[u8]) -> Result<AuthToken, LogicError> {
+        if body.len() > MAX_TOKEN {
+            let e = LogicError::BadToken(format!("token over {MAX_TOKEN} bytes"));
+            return Err(self.refuse(AuthRefusal::Oversize, e));
+        }
+        let token = AuthToken::parse(body)
+            .map_err(|e| self.refuse(AuthRefusal::BadJson, LogicError::BadToken(e.to_string())))?;
+        let max_room = self.config.http.max_room_len;
+        let over = if token.key.len() > MAX_KEY {
+            Some(format!("key over {MAX_KEY} bytes"))
+        } else if token.room_id.len() > max_room {
+            Some(format!("room_id over {max_room} bytes"))
+        } else if token.accepts.len() > MAX_ACCEPTS {
+            Some(format!("accepts over {MAX_ACCEPTS} ops"))
+        } else {
+            None
+        };
+        match over {
+            Some(why) => Err(self.refuse(AuthRefusal::Oversize, LogicError::BadToken(why))),
+            None => Ok(token),
+        }
+    }
+
+    /// Counts a refused token, logs it (once a second at most) and gives the error back.
+    fn refuse(&self, why: AuthRefusal, e: LogicError) -> LogicError {
+        if self.stats.auth_refused(why) {
+            info!(reason = why.label(), error = %e, "auth token refused (logged once a second)");
+        }
+        e
     }
 
     pub async fn disconnect(&self, req: DisconnectReq) -> Result<bool, LogicError> {

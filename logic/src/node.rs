@@ -186,12 +186,13 @@ pub async fn run_with(
     info!(http = %http_addr, grpc = %grpc_addr, "logic running");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let server = crate::http::Server::of(&logic);
     let mut router = crate::http::router(logic.clone(), extension.metrics);
     if let Some(routes) = extension.routes {
         router = router.merge(routes);
     }
     let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(crate::http::serve(http, router, async move {
+    let http_task = tokio::spawn(server.serve(http, router, async move {
         let _ = http_stop.changed().await;
     }));
     let mut grpc_stop = stop_rx;

@@ -136,6 +136,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             app.render_prometheus(out);
         }
     });
+    let server = starling_logic::http::Server::of(&logic);
     let mut router = starling_logic::http::router(logic, Some(metrics));
     if let Some(im) = &im {
         // The /im/v1 management API; no routes unless im.admin_token is set.
@@ -155,7 +156,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         let shutdown = async {
             let _ = stop_rx.await;
         };
-        if let Err(e) = starling_logic::http::serve(listener, router, shutdown).await {
+        if let Err(e) = server.serve(listener, router, shutdown).await {
             tracing::error!(error = %e, "HTTP API stopped");
         }
     });

@@ -296,8 +296,8 @@ fn http_errors_use_goims_envelope() {
     let (_, v) = http(srv.http, "GET", "/goim/push/keys", b"");
     assert_eq!(v["code"], -405);
     let big = vec![b'x'; (1 << 20) + 1];
-    let (_, v) = http(srv.http, "POST", "/goim/push/all?operation=1", &big);
-    assert_eq!(v["code"], -400);
+    let (status, v) = http(srv.http, "POST", "/goim/push/all?operation=1", &big);
+    assert_eq!((status, v["code"].as_i64()), (413, Some(-413)));
     // Pushing to nobody is not an error.
     post_ok(srv.http, "/goim/push/keys?operation=1000&keys=nobody", b"x");
 }

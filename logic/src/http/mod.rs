@@ -2,14 +2,34 @@
 //! and `mids=`), the raw body as the message, and the `{"code","message","data"}` envelope
 //! with HTTP 200: `0` ok, `-400` bad request, `-500` server error. Unknown paths and methods
 //! get the envelope too (`-404`, `-405`), never an HTML page.
+//!
+//! Starling's limits (`[logic.http]`) answer with the HTTP status of their kind and its
+//! negative as the code: `401`/`-401` without the bearer token when `push_token` is set,
+//! `413`/`-413` for a body over `max_body` or more than `max_keys`/`max_mids` targets,
+//! `408`/`-408` for a body not complete within `body_timeout`. Each is counted in
+//! `starling_logic_http_refused_total{reason}`.
+//!
+//! # Layout
+//! - `query`: goim's query string (repeated names make lists).
+//! - `guard`: the bearer token.
+//! - [`server`]: the connection limits (`max_conns`, `header_timeout`) and graceful shutdown.
+
+mod guard;
+mod query;
+pub mod server;
+
+pub use server::Server;
 
 use crate::logic::{Logic, LogicError};
+use crate::stats::HttpRefusal;
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use query::Query;
 use serde::Serialize;
 use serde_json::{Value, json};
 use starling_proto::grpc::logic::Backoff;
@@ -20,7 +40,7 @@ use tracing::warn;
 pub type MetricsFn = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     logic: Arc<Logic>,
     metrics: Option<MetricsFn>,
 }
@@ -38,12 +58,41 @@ const REQUEST_ERR: i32 = -400;
 const SERVER_ERR: i32 = -500;
 
 fn reply(code: i32, message: impl Into<String>, data: Option<Value>) -> Response {
+    reply_with(StatusCode::OK, code, message, data)
+}
+
+fn reply_with(
+    status: StatusCode,
+    code: i32,
+    message: impl Into<String>,
+    data: Option<Value>,
+) -> Response {
     let body = Envelope {
         code,
         message: message.into(),
         data,
     };
-    (StatusCode::OK, axum::Json(body)).into_response()
+    (status, axum::Json(body)).into_response()
+}
+
+/// A request refused by one of Starling's limits: the limit's HTTP status, and its negative as
+/// goim's envelope code (a room name too long is goim's plain `-400`, HTTP 200).
+pub(crate) fn refuse(why: HttpRefusal, message: impl Into<String>) -> Response {
+    let status = match why {
+        HttpRefusal::Unauthorized => StatusCode::UNAUTHORIZED,
+        HttpRefusal::BodyTooLarge | HttpRefusal::TooManyTargets => StatusCode::PAYLOAD_TOO_LARGE,
+        HttpRefusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+        HttpRefusal::RoomTooLong => return bad(message),
+    };
+    reply_with(status, -i32::from(status.as_u16()), message, None)
+}
+
+/// Counts and (once a second) logs a refusal, and answers it.
+fn refused(s: &AppState, why: HttpRefusal, message: String) -> Response {
+    if s.logic.stats.http_refused(why) {
+        warn!(reason = why.label(), message = %message, "push API request refused (logged once a second)");
+    }
+    refuse(why, message)
 }
 
 fn ok(data: Option<Value>) -> Response {
@@ -59,89 +108,26 @@ fn failed(e: LogicError) -> Response {
     reply(SERVER_ERR, e.to_string(), None)
 }
 
-/// The query string as goim's gin binding reads it: repeated names make lists.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(raw: Option<String>) -> Result<Self, String> {
-        let mut pairs = Vec::new();
-        for part in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            pairs.push((decode(k)?, decode(v)?));
-        }
-        Ok(Query(pairs))
-    }
-
-    fn first(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    /// An integer parameter; absent or empty is 0 unless `required` (then 0 is refused too,
-    /// as gin's `binding:"required"` does).
-    fn int<T: std::str::FromStr + Default + PartialEq>(
-        &self,
-        name: &str,
-        required: bool,
-    ) -> Result<T, String> {
-        let v = match self.first(name) {
-            Some(v) if !v.is_empty() => v
-                .parse()
-                .map_err(|_| format!("{name} must be an integer, not {v:?}"))?,
-            _ => T::default(),
-        };
-        if required && v == T::default() {
-            return Err(format!("{name} is required"));
-        }
-        Ok(v)
-    }
-
-    fn text(&self, name: &str) -> Result<&str, String> {
-        match self.first(name) {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(format!("{name} is required")),
-        }
-    }
-}
-
-fn decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad percent-encoding in {s:?}"))?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| format!("query is not UTF-8: {s:?}"))
-}
-
+/// The whole body, at most `max_body` bytes (413 past it: at once when `Content-Length` says
+/// so) within `body_timeout` (408 past it). A body cut off by the client is `-400`.
 async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, Response> {
-    let max = state.logic.config.http.max_body;
-    to_bytes(body, max)
-        .await
-        .map_err(|_| bad(format!("body over {max} bytes or unreadable")))
+    let http = &state.logic.config.http;
+    let max = http.max_body;
+    let read = tokio::time::timeout(http.body_timeout, Limited::new(body, max).collect()).await;
+    match read {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(refused(
+            state,
+            HttpRefusal::BodyTooLarge,
+            format!("body over max_body, {max} bytes"),
+        )),
+        Ok(Err(e)) => Err(bad(format!("body unreadable: {e}"))),
+        Err(_) => Err(refused(
+            state,
+            HttpRefusal::BodyTimeout,
+            format!("body not received within {:?}", http.body_timeout),
+        )),
+    }
 }
 
 macro_rules! try_bad {
@@ -164,6 +150,31 @@ enum Target {
     },
 }
 
+/// `max_keys`, `max_mids` (413) and `max_room_len` (-400), checked before the body is read: the
+/// refusal, or `None` within them.
+fn within_limits(s: &AppState, target: &Target) -> Option<Response> {
+    let http = &s.logic.config.http;
+    let (what, n, max) = match target {
+        Target::Keys(keys) => ("keys", keys.len(), http.max_keys),
+        Target::Mids(mids) => ("mids", mids.len(), http.max_mids),
+        Target::Room(room) if room.len() > http.max_room_len => {
+            return Some(refused(
+                s,
+                HttpRefusal::RoomTooLong,
+                format!("room key over max_room_len, {} bytes", http.max_room_len),
+            ));
+        }
+        Target::Room(_) | Target::All { .. } => return None,
+    };
+    (n > max).then(|| {
+        refused(
+            s,
+            HttpRefusal::TooManyTargets,
+            format!("{n} {what} in one request, over max_{what} ({max})"),
+        )
+    })
+}
+
 /// The shape every push endpoint shares: query (a bad one is `-400`), then the body as the
 /// message, then logic (a failure is `-500`).
 async fn push(
@@ -174,6 +185,9 @@ async fn push(
 ) -> Response {
     let q = try_bad!(Query::parse(q));
     let (op, target) = try_bad!(target(&q));
+    if let Some(r) = within_limits(&s, &target) {
+        return r;
+    }
     let msg = match read_body(&s, body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -320,6 +334,7 @@ async fn nodes_instances(State(s): State<AppState>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
+    s.logic.stats.render_prometheus(&mut out);
     if let Some(m) = &s.metrics {
         m(&mut out);
     }
@@ -334,9 +349,14 @@ async fn not_allowed() -> Response {
     reply(-405, "method not allowed", None)
 }
 
-/// The push API's routes, plus `/metrics`.
+/// The push API's routes, plus `/metrics`. Every `/goim/*` route but `/goim/nodes/weighted`
+/// (which clients call) needs `push_token` when it is set.
 pub fn router(logic: Arc<Logic>, metrics_fn: Option<MetricsFn>) -> Router {
-    Router::new()
+    let state = AppState {
+        logic,
+        metrics: metrics_fn,
+    };
+    let guarded = Router::new()
         .route("/goim/push/keys", post(push_keys))
         .route("/goim/push/mids", post(push_mids))
         .route("/goim/push/room", post(push_room))
@@ -344,43 +364,23 @@ pub fn router(logic: Arc<Logic>, metrics_fn: Option<MetricsFn>) -> Router {
         .route("/goim/online/top", get(online_top))
         .route("/goim/online/room", get(online_room))
         .route("/goim/online/total", get(online_total))
-        .route("/goim/nodes/weighted", get(nodes_weighted))
         .route("/goim/nodes/instances", get(nodes_instances))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ));
+    Router::new()
+        .merge(guarded)
+        .route("/goim/nodes/weighted", get(nodes_weighted))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
-        .with_state(AppState {
-            logic,
-            metrics: metrics_fn,
-        })
-}
-
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_state(state)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_keeps_repeated_names_and_decodes() {
-        let q = Query::parse(Some("keys=a%20b&keys=c+d&operation=1000&x".into())).unwrap();
-        assert_eq!(q.all("keys"), vec!["a b", "c d"]);
-        assert_eq!(q.int::<i32>("operation", true), Ok(1000));
-        assert_eq!(q.int::<i32>("missing", false), Ok(0));
-        assert!(q.int::<i32>("missing", true).is_err());
-        assert!(Query::parse(Some("a=%zz".into())).is_err());
-        let bad = Query::parse(Some("operation=12x".into())).unwrap();
-        assert!(bad.int::<i32>("operation", false).is_err());
-    }
 
     #[test]
     fn backoff_prints_floats_as_goim_does() {

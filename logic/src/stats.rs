@@ -1,0 +1,198 @@
+//! logic's counters: what the HTTP API and `connect` refused, as relaxed atomics rendered in
+//! Prometheus text by [`Stats::render_prometheus`] (appended to `/metrics`). Refusals are also
+//! logged, at most once a second per kind ([`Throttle`]), so a flood cannot flood the log.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why a push API request was refused (label `reason` of `starling_logic_http_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRefusal {
+    /// `[logic.http] push_token` set and the request's bearer token missing or wrong: 401.
+    Unauthorized,
+    /// Body over `max_body`: 413.
+    BodyTooLarge,
+    /// More keys than `max_keys` or mids than `max_mids`: 413.
+    TooManyTargets,
+    /// Room key (`type://room`) over `max_room_len` bytes: 400.
+    RoomTooLong,
+    /// Body not complete within `body_timeout`: 408.
+    BodyTimeout,
+}
+
+impl HttpRefusal {
+    pub const ALL: [HttpRefusal; 5] = [
+        HttpRefusal::Unauthorized,
+        HttpRefusal::BodyTooLarge,
+        HttpRefusal::TooManyTargets,
+        HttpRefusal::RoomTooLong,
+        HttpRefusal::BodyTimeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HttpRefusal::Unauthorized => "unauthorized",
+            HttpRefusal::BodyTooLarge => "body_too_large",
+            HttpRefusal::TooManyTargets => "too_many_targets",
+            HttpRefusal::RoomTooLong => "room_too_long",
+            HttpRefusal::BodyTimeout => "body_timeout",
+        }
+    }
+}
+
+/// Why `connect` refused an auth token before any session store call (label `reason` of
+/// `starling_logic_auth_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthRefusal {
+    /// Not a JSON object, or a field of the wrong type.
+    BadJson,
+    /// Token over goim's 4096-byte auth body, or a key, room or accepts list over its bound.
+    Oversize,
+    /// Asked for IM, and IM refused it (no user id, bad or revoked `im_token`, IM off).
+    Im,
+}
+
+impl AuthRefusal {
+    pub const ALL: [AuthRefusal; 3] =
+        [AuthRefusal::BadJson, AuthRefusal::Oversize, AuthRefusal::Im];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthRefusal::BadJson => "bad_json",
+            AuthRefusal::Oversize => "oversize",
+            AuthRefusal::Im => "im",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    http_refused: [AtomicU64; HttpRefusal::ALL.len()],
+    auth_refused: [AtomicU64; AuthRefusal::ALL.len()],
+    /// HTTP connections closed at accept because `max_conns` were open.
+    pub http_conns_refused: AtomicU64,
+    /// HTTP connections open now.
+    pub http_conns_open: AtomicU64,
+    log_http: Throttle,
+    log_auth: Throttle,
+    log_conns: Throttle,
+}
+
+impl Stats {
+    /// Counts a refused request; true when it should also be logged (once a second at most).
+    pub fn http_refused(&self, why: HttpRefusal) -> bool {
+        self.http_refused[why as usize].fetch_add(1, Ordering::Relaxed);
+        self.log_http.allow()
+    }
+
+    pub fn http_refused_count(&self, why: HttpRefusal) -> u64 {
+        self.http_refused[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused auth token; true when it should also be logged.
+    pub fn auth_refused(&self, why: AuthRefusal) -> bool {
+        self.auth_refused[why as usize].fetch_add(1, Ordering::Relaxed);
+        self.log_auth.allow()
+    }
+
+    pub fn auth_refused_count(&self, why: AuthRefusal) -> u64 {
+        self.auth_refused[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection refused at `max_conns`; true when it should also be logged.
+    pub fn conn_refused(&self) -> bool {
+        self.http_conns_refused.fetch_add(1, Ordering::Relaxed);
+        self.log_conns.allow()
+    }
+
+    pub fn render_prometheus(&self, out: &mut String) {
+        out.push_str("# TYPE starling_logic_http_refused_total counter\n");
+        for why in HttpRefusal::ALL {
+            let n = self.http_refused_count(why);
+            let _ = writeln!(
+                out,
+                "starling_logic_http_refused_total{{reason=\"{}\"}} {n}",
+                why.label()
+            );
+        }
+        out.push_str("# TYPE starling_logic_auth_refused_total counter\n");
+        for why in AuthRefusal::ALL {
+            let n = self.auth_refused_count(why);
+            let _ = writeln!(
+                out,
+                "starling_logic_auth_refused_total{{reason=\"{}\"}} {n}",
+                why.label()
+            );
+        }
+        let refused = self.http_conns_refused.load(Ordering::Relaxed);
+        let open = self.http_conns_open.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# TYPE starling_logic_http_conns_refused_total counter\n\
+             starling_logic_http_conns_refused_total {refused}\n\
+             # TYPE starling_logic_http_conns gauge\n\
+             starling_logic_http_conns {open}\n"
+        );
+    }
+}
+
+/// Allows one log line per second: the first call, then the first call after each second.
+#[derive(Debug)]
+pub struct Throttle {
+    start: Instant,
+    /// Milliseconds since `start` when the next line is allowed.
+    next_ms: AtomicU64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            start: Instant::now(),
+            next_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    pub fn allow(&self) -> bool {
+        let now = self.start.elapsed().as_millis() as u64;
+        let next = self.next_ms.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now + Self::EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_allows_one_line_then_holds() {
+        let t = Throttle::default();
+        assert!(t.allow());
+        assert!(!t.allow(), "a second line within the second is held");
+    }
+
+    #[test]
+    fn counters_render_with_their_reasons() {
+        let s = Stats::default();
+        s.http_refused(HttpRefusal::Unauthorized);
+        s.auth_refused(AuthRefusal::Oversize);
+        let mut out = String::new();
+        s.render_prometheus(&mut out);
+        assert!(out.contains("starling_logic_http_refused_total{reason=\"unauthorized\"} 1"));
+        assert!(out.contains("starling_logic_auth_refused_total{reason=\"oversize\"} 1"));
+        assert!(out.contains("starling_logic_auth_refused_total{reason=\"bad_json\"} 0"));
+    }
+}
