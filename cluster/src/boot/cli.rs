@@ -68,10 +68,15 @@ pub enum ConfigCommand {
         file: PathBuf,
     },
     /// Print the effective configuration as TOML, every default filled in: of FILE, else of
-    /// `--config`, else the defaults. The output passes `config check`.
+    /// `--config`, else the defaults. Secrets (tokens, signing secrets, passwords in URLs)
+    /// are printed as `<redacted>` so the output can be pasted into a ticket; with
+    /// `--show-secrets` it is the exact configuration and passes `config check`.
     Print {
         /// The TOML file to print (default: `--config`'s, else none).
         file: Option<PathBuf>,
+        /// Print secrets as they are instead of `<redacted>`.
+        #[arg(long)]
+        show_secrets: bool,
     },
 }
 
@@ -132,9 +137,9 @@ fn config_command<T: ConfigFile>(command: ConfigCommand, default: Option<&Path>)
             }
             Err(e) => fail(exit::CONFIG, &e),
         },
-        ConfigCommand::Print { file } => {
+        ConfigCommand::Print { file, show_secrets } => {
             let path = file.as_deref().or(default);
-            match load::<T>(path).map(|c| print(&c, path)) {
+            match load::<T>(path).map(|c| print(&c, path, show_secrets)) {
                 Ok(Ok(text)) => {
                     print!("{text}");
                     exit::OK
@@ -146,14 +151,135 @@ fn config_command<T: ConfigFile>(command: ConfigCommand, default: Option<&Path>)
     }
 }
 
-/// `config` as TOML, under a comment saying where it came from.
-pub fn print<T: ConfigFile>(config: &T, from: Option<&Path>) -> Result<String, toml::ser::Error> {
+/// `config` as TOML, under a comment saying where it came from; unless `show_secrets`, the
+/// values of [`SECRET_KEYS`] and the passwords of URLs are replaced by `<redacted>`.
+pub fn print<T: ConfigFile>(
+    config: &T,
+    from: Option<&Path>,
+    show_secrets: bool,
+) -> Result<String, toml::ser::Error> {
     let from = match from {
         Some(p) => p.display().to_string(),
         None => "no file".into(),
     };
-    let body = toml::to_string(config)?;
+    let mut table = toml::Table::try_from(config)?;
+    let redacted = if show_secrets { 0 } else { redact(&mut table) };
+    let body = toml::to_string(&table)?;
+    let note = if redacted > 0 {
+        " Secrets are <redacted>: --show-secrets prints them."
+    } else {
+        ""
+    };
     Ok(format!(
-        "# The effective configuration ({from}), every default filled in.\n\n{body}"
+        "# The effective configuration ({from}), every default filled in.{note}\n\n{body}"
     ))
+}
+
+/// Keys whose non-empty string values are secrets, whatever table holds them.
+pub const SECRET_KEYS: &[&str] = &["token_secret", "admin_token", "push_token", "password"];
+
+const REDACTED: &str = "<redacted>";
+
+/// Replaces secrets in place: the values of [`SECRET_KEYS`], and the password of any string
+/// that parses as a URL with one (`postgres://user:pw@host/db`, `redis://:pw@host`). Returns
+/// how many values it replaced.
+fn redact(table: &mut toml::Table) -> usize {
+    table
+        .iter_mut()
+        .map(|(key, value)| redact_value(key, value))
+        .sum()
+}
+
+fn redact_value(key: &str, value: &mut toml::Value) -> usize {
+    match value {
+        toml::Value::String(s) if SECRET_KEYS.contains(&key) && !s.is_empty() => {
+            *s = REDACTED.into();
+            1
+        }
+        toml::Value::String(s) => match url::Url::parse(s) {
+            Ok(mut url) if url.password().is_some() => {
+                if url.set_password(Some(REDACTED)).is_err() {
+                    return 0;
+                }
+                *s = url.to_string();
+                1
+            }
+            _ => 0,
+        },
+        toml::Value::Table(t) => redact(t),
+        toml::Value::Array(items) => items.iter_mut().map(|v| redact_value(key, v)).sum(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+
+    #[derive(Debug, Default, serde::Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct File {
+        redis: Redis,
+        im: Im,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Im {
+        token_secret: String,
+        admin_token: String,
+        postgres_url: String,
+        store_dir: String,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Redis {
+        url: String,
+    }
+
+    impl ConfigFile for File {}
+
+    fn file() -> File {
+        File {
+            im: Im {
+                token_secret: "s3cret-signing-key".into(),
+                admin_token: "admin-pw".into(),
+                postgres_url: "postgres://starling:pg-pw@10.0.0.5:5432/im".into(),
+                store_dir: "data/im".into(),
+            },
+            redis: Redis {
+                url: "redis://:redis-pw@10.0.0.6:6379".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn print_redacts_secrets_unless_asked_and_keeps_the_rest() {
+        let text = print(&file(), None, false).unwrap();
+        for secret in ["s3cret-signing-key", "admin-pw", "pg-pw", "redis-pw"] {
+            assert!(!text.contains(secret), "{secret} printed:\n{text}");
+        }
+        assert!(text.contains("token_secret = \"<redacted>\""), "{text}");
+        assert!(
+            text.contains("postgres://starling:%3Credacted%3E@10.0.0.5:5432/im"),
+            "{text}"
+        );
+        assert!(text.contains("store_dir = \"data/im\""), "{text}");
+        // Struct order is kept (the tables as the conf files document them).
+        assert!(text.find("[redis]") < text.find("[im]"), "{text}");
+
+        let exact = print(&file(), None, true).unwrap();
+        let back: File = toml::from_str(&exact).unwrap();
+        assert_eq!(back.im.token_secret, "s3cret-signing-key");
+        assert_eq!(back.redis.url, "redis://:redis-pw@10.0.0.6:6379");
+    }
+
+    #[test]
+    fn empty_secrets_stay_empty_so_the_defaults_print_checks() {
+        let text = print(&File::default(), None, false).unwrap();
+        assert!(!text.contains("<redacted>"), "{text}");
+        let _: File = toml::from_str(&text).unwrap();
+    }
 }
