@@ -31,6 +31,7 @@ mod conn;
 pub mod deflate;
 mod handle;
 mod io;
+mod limits;
 pub mod logic;
 pub mod node;
 pub mod outbound;
