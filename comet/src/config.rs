@@ -57,6 +57,12 @@ pub struct Tcp {
     pub sndbuf: usize,
     pub rcvbuf: usize,
     pub backlog: i32,
+    /// TCP_NOTSENT_LOWAT in bytes (every listener's sockets): the kernel takes more output
+    /// only while less than this waits unsent in it; 0 keeps the kernel's (no limit). Without
+    /// it the kernel's send buffer grows (autotuning, up to `net.ipv4.tcp_wmem`'s 4 MiB) and
+    /// swallows a client that stopped reading before `protocol.out_bytes` or
+    /// `protocol.write_timeout` can see it.
+    pub notsent_lowat: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -188,6 +194,7 @@ impl Default for Tcp {
             sndbuf: 0,
             rcvbuf: 0,
             backlog: 4096,
+            notsent_lowat: 64 << 10,
         }
     }
 }

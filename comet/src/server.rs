@@ -314,6 +314,11 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
         if tcp.rcvbuf > 0 {
             let _ = opts.set_recv_buffer_size(tcp.rcvbuf);
         }
+        if tcp.notsent_lowat > 0
+            && let Err(e) = crate::io::set_notsent_lowat(fd, tcp.notsent_lowat)
+        {
+            debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+        }
         crate::worker::serve(&w, sock, peer, kind);
     }
 }

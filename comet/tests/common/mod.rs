@@ -231,6 +231,25 @@ impl Alone {
         block_on(self.comet.worker_conns())
     }
 
+    /// A room push as job sends a merged batch: the bodies as packets of `op` in one OpRaw
+    /// payload; returns once every worker queued and flushed it.
+    pub fn push_room(&self, room: &str, op: i32, bodies: &[&[u8]]) {
+        let mut batch = starling_proto::raw::RawBatch::new();
+        for b in bodies {
+            batch.push(op, b);
+        }
+        let req = starling_proto::grpc::comet::BroadcastRoomReq {
+            room_id: room.to_string(),
+            proto: Some(Proto {
+                ver: 1,
+                op: starling_proto::op::RAW,
+                seq: 0,
+                body: batch.finish(),
+            }),
+        };
+        block_on(self.comet.broadcast_room(req)).unwrap();
+    }
+
     /// A key push as job sends it: `op` filters, the body is one packet in an OpRaw batch.
     pub fn push_key(&self, key: &str, op: i32, body: &[u8]) {
         let req = PushMsgReq {
@@ -290,6 +309,50 @@ impl Client {
         }
     }
 
+    /// Connects from `from` (any 127.0.0.0/8 address on Linux) with SO_RCVBUF `rcvbuf`
+    /// (0: the kernel's), set before the handshake so the window is small from the start.
+    pub fn connect_from(addr: SocketAddr, from: std::net::IpAddr, rcvbuf: usize) -> Client {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if rcvbuf > 0 {
+            s.set_recv_buffer_size(rcvbuf).unwrap();
+        }
+        s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+        s.connect(&addr.into()).unwrap();
+        let s: TcpStream = s.into();
+        s.set_nodelay(true).unwrap();
+        Client {
+            s,
+            buf: Vec::new(),
+            ws: false,
+            deflate: false,
+            compressed_frames: 0,
+        }
+    }
+
+    /// The socket, for what the helpers do not do.
+    pub fn stream(&self) -> &TcpStream {
+        &self.s
+    }
+
+    /// WebSocket: skips frames until a Close frame and returns its code and reason (RFC 6455
+    /// §5.5.1); `None` when the connection ends without one (the client would see 1006).
+    pub fn expect_ws_close(&mut self) -> Option<(u16, String)> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            while let Some((opcode, payload)) = self.take_frame() {
+                if opcode == ws::Opcode::Close as u8 {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+                }
+            }
+            match self.fill(deadline) {
+                Some(true) => {}
+                Some(false) => panic!("no close within WAIT"),
+                None => return None,
+            }
+        }
+    }
+
     /// Connects to a WebSocket listener and upgrades on `/sub`.
     pub fn connect_ws(addr: SocketAddr) -> Client {
         let (c, response) = Client::upgrade(addr, "");
@@ -301,7 +364,12 @@ impl Client {
     /// the client and the response head, whatever its status. A 101 that agrees to
     /// permessage-deflate makes the client inflate RSV1 frames.
     pub fn upgrade(addr: SocketAddr, extra: &str) -> (Client, String) {
-        let mut c = Client::connect(addr);
+        Client::connect(addr).upgrade_with(extra)
+    }
+
+    /// [`Client::upgrade`] on a connection already made.
+    pub fn upgrade_with(self, extra: &str) -> (Client, String) {
+        let mut c = self;
         c.s.write_all(
             format!(
                 "GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
