@@ -329,6 +329,18 @@ impl Client {
         }
     }
 
+    /// A client over a TCP connection already made.
+    pub fn from_stream(s: TcpStream) -> Client {
+        s.set_nodelay(true).unwrap();
+        Client {
+            s,
+            buf: Vec::new(),
+            ws: false,
+            deflate: false,
+            compressed_frames: 0,
+        }
+    }
+
     /// The socket, for what the helpers do not do.
     pub fn stream(&self) -> &TcpStream {
         &self.s
