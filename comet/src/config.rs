@@ -124,7 +124,8 @@ pub struct Protocol {
     pub out_ring: usize,
     /// Bytes queued for one connection (pushes and replies, a shared push counted whole for
     /// each receiver) before it is closed as a slow consumer: room batches merge many
-    /// messages into few entries, so `out_ring` alone does not bound memory. At least 64 KiB.
+    /// messages into few entries, so `out_ring` alone does not bound memory. An empty queue
+    /// takes one message of any size. At least 64 KiB.
     pub out_bytes: usize,
     /// A connection whose socket stays full (no byte written) this long is closed as a slow
     /// consumer, as NATS's write deadline; 0 turns the deadline off.
@@ -234,9 +235,9 @@ impl Default for Limits {
             max_conns: 0,
             max_conns_per_ip: 0,
             retry_after: Duration::from_secs(10),
-            max_packets_per_sec: 50,
-            packet_burst: 100,
-            flood_strikes: 50,
+            max_packets_per_sec: 1000,
+            packet_burst: 2000,
+            flood_strikes: 100,
         }
     }
 }
@@ -377,6 +378,19 @@ mod tests {
         c.protocol.wheel_slots = 1 << 40;
         assert_eq!(c.validate(), Err(ConfigError::WheelSlots(1 << 40)));
         c.protocol.wheel_slots = 1 << 20;
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_byte_bound_and_the_flood_limit_are_checked() {
+        let mut c = Config::default();
+        c.protocol.out_bytes = 65535;
+        assert_eq!(c.validate(), Err(ConfigError::OutBytes(65535)));
+        c.protocol.out_bytes = 65536;
+        assert_eq!(c.validate(), Ok(()));
+        c.limits.packet_burst = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Flood));
+        c.limits.max_packets_per_sec = 0; // off: the rest is not read
         assert_eq!(c.validate(), Ok(()));
     }
 

@@ -5,7 +5,7 @@
 //! "theoretical arrival time"), kept in one `u64` of the connection with its strike count.
 //! `governor` (already in the workspace, used by IM per key) was weighed: its direct limiter
 //! is a struct of its own per connection (state, quota, clock) behind atomics, and its keyed
-//! limiter a locked map lookup per packet; a connection here is 144 bytes in a single-thread
+//! limiter a locked map lookup per packet; a connection here is 152 bytes in a single-thread
 //! slab, so the eight bytes and the dozen lines below do the same with neither.
 
 use crate::close::Refusal;

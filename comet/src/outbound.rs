@@ -161,13 +161,16 @@ impl OutQueue {
 
     /// Queues one message made of `parts` (empty parts are skipped; a message of only empty
     /// parts is nothing to write). `bound` limits the messages and bytes waiting, partly
-    /// written ones included.
+    /// written ones included; one message alone always fits the byte bound.
     pub fn push(&mut self, bound: Bound, parts: &[&Bytes]) -> Result<(), Full> {
         let Some(last) = parts.iter().rposition(|p| !p.is_empty()) else {
             return Ok(());
         };
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if self.messages() >= bound.messages || self.bytes().saturating_add(len) > bound.bytes {
+        // An empty queue takes one message of any size (a push may be larger than the
+        // bound): the bound is on what waits behind what is being written.
+        let over_bytes = self.bytes() > 0 && self.bytes().saturating_add(len) > bound.bytes;
+        if self.messages() >= bound.messages || over_bytes {
             return Err(Full);
         }
         let q = self.inner.get_or_insert_with(|| {
@@ -402,5 +405,8 @@ mod tests {
         assert_eq!(q.stalled_since(), Some(12));
         q.consume(1000);
         assert!(q.is_empty() && q.stalled_since().is_none());
+        // Alone, a message larger than the bound is taken (a push may be that large).
+        q.push(b, &[&Bytes::from(vec![1u8; 5000])]).unwrap();
+        assert_eq!(q.push(b, &[&Bytes::from_static(b"x")]), Err(Full));
     }
 }
