@@ -153,10 +153,10 @@ impl Worker {
     /// A socket found full starts its write deadline here.
     pub(crate) fn update_interest(&self, id: ConnId) {
         let mut conns = self.conns.borrow_mut();
-        if let Some(conn) = conns.get_mut(id) {
-            if conn.writing {
-                self.arm_write_deadline(conn, id);
-            }
+        if let Some(conn) = conns.get_mut(id)
+            && conn.writing
+        {
+            self.arm_write_deadline(conn, id);
         }
         if let Some(conn) = conns.get(id)
             && let Err(e) = self.poller.set(conn.fd(), id, conn.interest())
