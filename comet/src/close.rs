@@ -43,10 +43,13 @@ pub enum CloseReason {
     /// multi-device policy or an admin kick, reference im.md §7.6). The client was sent the
     /// kick packet; the connection closed once it was written (or after a grace period).
     ImKick = 15,
+    /// The client kept sending packets over `limits.max_packets_per_sec` (and its burst)
+    /// `limits.flood_strikes` times without pausing.
+    Flood = 16,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 17] = [
         CloseReason::ClientClosed,
         CloseReason::Io,
         CloseReason::HandshakeTimeout,
@@ -63,6 +66,7 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::LameDuck,
         CloseReason::ImKick,
+        CloseReason::Flood,
     ];
 
     pub fn code(self) -> u8 {
@@ -88,6 +92,37 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::LameDuck => "lame_duck",
             CloseReason::ImKick => "im_kick",
+            CloseReason::Flood => "flood",
+        }
+    }
+
+    /// The status code of the Close frame comet sends a WebSocket it closes (RFC 6455
+    /// §7.4.1), its reason text being [`CloseReason::as_str`]. `None`: no frame is sent: the
+    /// client closed first (its Close is echoed when it sent one), the socket failed, TLS
+    /// failed (no record can be framed), or the kick packet's queue already ends with
+    /// its own Close (1000 `kicked`).
+    pub fn ws_close_code(self) -> Option<u16> {
+        match self {
+            CloseReason::ClientClosed
+            | CloseReason::Io
+            | CloseReason::Tls
+            | CloseReason::ImKick => None,
+            // 1008: policy violation: the client broke a rule of this server.
+            CloseReason::HandshakeTimeout
+            | CloseReason::HeartbeatTimeout
+            | CloseReason::AuthFailed
+            | CloseReason::SlowConsumer
+            | CloseReason::Flood => Some(1008),
+            // 1007: a message whose data is not a goim packet.
+            CloseReason::BadPacket => Some(1007),
+            // 1002: protocol error.
+            CloseReason::BadFrame | CloseReason::BadUpgrade => Some(1002),
+            // 1009: too big to process.
+            CloseReason::PacketTooLarge | CloseReason::FrameTooLarge => Some(1009),
+            // 1000: normal closure: another connection took the key, on purpose.
+            CloseReason::Kicked => Some(1000),
+            // 1001: going away: the server stops or drains; reconnect elsewhere.
+            CloseReason::Shutdown | CloseReason::LameDuck => Some(1001),
         }
     }
 
@@ -101,7 +136,30 @@ impl CloseReason {
                 | CloseReason::FrameTooLarge
                 | CloseReason::BadUpgrade
                 | CloseReason::Tls
+                | CloseReason::Flood
         )
+    }
+}
+
+/// Why comet refused a connection at accept (it never became a connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Refusal {
+    /// `limits.max_conns` connections were open.
+    MaxConns = 0,
+    /// `limits.max_conns_per_ip` connections from the same address were open.
+    MaxConnsPerIp = 1,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 2] = [Refusal::MaxConns, Refusal::MaxConnsPerIp];
+
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::MaxConns => "max_conns",
+            Refusal::MaxConnsPerIp => "max_conns_per_ip",
+        }
     }
 }
 
@@ -130,6 +188,14 @@ pub struct Stats {
     pub logic_failures: AtomicU64,
     /// permessage-deflate (RFC 7692): connections, messages and bytes.
     pub deflate: crate::deflate::DeflateStats,
+    refused: [AtomicU64; Refusal::ALL.len()],
+    /// accept(2) failures for want of file descriptors (EMFILE, ENFILE) or kernel memory
+    /// (ENOBUFS, ENOMEM); the accept loop backs off on each.
+    pub accept_fd_errors: AtomicU64,
+    /// Other accept(2) failures.
+    pub accept_other_errors: AtomicU64,
+    /// Client packets (and WebSocket pings) refused over `limits.max_packets_per_sec`.
+    pub flood_refused: AtomicU64,
 }
 
 impl Stats {
@@ -139,6 +205,14 @@ impl Stats {
 
     pub fn closes(&self, reason: CloseReason) -> u64 {
         self.closes[reason as usize].load(Relaxed)
+    }
+
+    pub fn record_refusal(&self, reason: Refusal) {
+        self.refused[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn refusals(&self, reason: Refusal) -> u64 {
+        self.refused[reason as usize].load(Relaxed)
     }
 
     /// Prometheus text exposition of every counter.
@@ -162,6 +236,32 @@ impl Stats {
                 self.closes(r)
             );
         }
+        let _ = writeln!(out, "# TYPE starling_comet_refused_total counter");
+        for r in Refusal::ALL {
+            let _ = writeln!(
+                out,
+                "starling_comet_refused_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.refusals(r)
+            );
+        }
+        let _ = writeln!(out, "# TYPE starling_comet_accept_errors_total counter");
+        for (kind, v) in [
+            ("fd_limit", &self.accept_fd_errors),
+            ("other", &self.accept_other_errors),
+        ] {
+            let _ = writeln!(
+                out,
+                "starling_comet_accept_errors_total{{kind=\"{kind}\"}} {}",
+                c(v)
+            );
+        }
+        let _ = writeln!(out, "# TYPE starling_comet_flood_refused_total counter");
+        let _ = writeln!(
+            out,
+            "starling_comet_flood_refused_total {}",
+            c(&self.flood_refused)
+        );
         let _ = writeln!(out, "# TYPE starling_comet_pushed_total counter");
         let _ = writeln!(out, "starling_comet_pushed_total {}", c(&self.pushed));
         let _ = writeln!(out, "# TYPE starling_comet_writes_total counter");

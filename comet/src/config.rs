@@ -20,6 +20,7 @@ pub struct Config {
     pub tcp: Tcp,
     pub websocket: WebSocket,
     pub protocol: Protocol,
+    pub limits: Limits,
     pub bucket: Bucket,
     /// How often room counts are reported to logic and the cluster counts fetched (goim: 10s).
     #[serde(with = "humantime_serde")]
@@ -56,6 +57,12 @@ pub struct Tcp {
     pub sndbuf: usize,
     pub rcvbuf: usize,
     pub backlog: i32,
+    /// TCP_NOTSENT_LOWAT in bytes (every listener's sockets): the kernel takes more output
+    /// only while less than this waits unsent in it; 0 keeps the kernel's (no limit). Without
+    /// it the kernel's send buffer grows (autotuning, up to `net.ipv4.tcp_wmem`'s 4 MiB) and
+    /// swallows a client that stopped reading before `protocol.out_bytes` or
+    /// `protocol.write_timeout` can see it.
+    pub notsent_lowat: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -115,6 +122,42 @@ pub struct Protocol {
     /// from 1 to 65536 (the queue counts its messages; nothing indexes it by mask). Queued
     /// messages leave in one write, so this bounds memory, not throughput.
     pub out_ring: usize,
+    /// Bytes queued for one connection (pushes and replies, a shared push counted whole for
+    /// each receiver) before it is closed as a slow consumer: room batches merge many
+    /// messages into few entries, so `out_ring` alone does not bound memory. An empty queue
+    /// takes one message of any size. At least 64 KiB.
+    pub out_bytes: usize,
+    /// A connection whose socket stays full (no byte written) this long is closed as a slow
+    /// consumer, as NATS's write deadline; 0 turns the deadline off.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+}
+
+/// Abuse limits (issue 15): connections per comet and per source address, and the packet
+/// rate of one connection. 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections on this comet (every worker and listener); more are refused at
+    /// accept (`starling_comet_refused_total{reason="max_conns"}`). Checked against the
+    /// shared count, so concurrent accepts on several workers may pass it by one each.
+    pub max_conns: usize,
+    /// Open connections from one source IP address; more are refused at accept
+    /// (`reason="max_conns_per_ip"`). Off by default: many clients share one address behind
+    /// NAT.
+    pub max_conns_per_ip: usize,
+    /// The `Retry-After` of the 503 a refused WebSocket connection gets (whole seconds).
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// Packets one connection may send per second, sustained (GCRA); packets beyond are
+    /// refused (dropped; an opted-in connection's op 20-39 is answered op + 1 with code 429)
+    /// and counted (`starling_comet_flood_refused_total`). WebSocket pings count too.
+    pub max_packets_per_sec: u32,
+    /// Packets a connection may send at once above the sustained rate.
+    pub packet_burst: u32,
+    /// Refused packets, without a pause that lets the burst refill, before the connection
+    /// is closed as `flood` (WebSocket close 1008).
+    pub flood_strikes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -134,6 +177,7 @@ impl Default for Config {
             tcp: Tcp::default(),
             websocket: WebSocket::default(),
             protocol: Protocol::default(),
+            limits: Limits::default(),
             bucket: Bucket::default(),
             online_interval: Duration::from_secs(10),
             lame_duck: Duration::from_secs(10),
@@ -151,6 +195,7 @@ impl Default for Tcp {
             sndbuf: 0,
             rcvbuf: 0,
             backlog: 4096,
+            notsent_lowat: 64 << 10,
         }
     }
 }
@@ -178,6 +223,21 @@ impl Default for Protocol {
             tick: Duration::from_millis(100),
             wheel_slots: 4096,
             out_ring: 256,
+            out_bytes: 1 << 20,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_conns: 0,
+            max_conns_per_ip: 0,
+            retry_after: Duration::from_secs(10),
+            max_packets_per_sec: 1000,
+            packet_burst: 2000,
+            flood_strikes: 100,
         }
     }
 }
@@ -209,6 +269,12 @@ pub enum ConfigError {
     TlsPair,
     #[error("comet.websocket.deflate_level must be from 1 to 9, not {0}")]
     DeflateLevel(u8),
+    #[error("comet.protocol.out_bytes must be at least 65536, not {0}")]
+    OutBytes(usize),
+    #[error(
+        "comet.limits: packet_burst and flood_strikes must be at least 1 when max_packets_per_sec is set"
+    )]
+    Flood,
 }
 
 impl Config {
@@ -248,6 +314,13 @@ impl Config {
         }
         if !(1..=9).contains(&self.websocket.deflate_level) {
             return Err(ConfigError::DeflateLevel(self.websocket.deflate_level));
+        }
+        if self.protocol.out_bytes < 1 << 16 {
+            return Err(ConfigError::OutBytes(self.protocol.out_bytes));
+        }
+        let l = &self.limits;
+        if l.max_packets_per_sec > 0 && (l.packet_burst == 0 || l.flood_strikes == 0) {
+            return Err(ConfigError::Flood);
         }
         Ok(())
     }
@@ -325,6 +398,19 @@ mod tests {
         c.protocol.wheel_slots = 1 << 40;
         assert_eq!(c.validate(), Err(ConfigError::WheelSlots(1 << 40)));
         c.protocol.wheel_slots = 1 << 20;
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_byte_bound_and_the_flood_limit_are_checked() {
+        let mut c = Config::default();
+        c.protocol.out_bytes = 65535;
+        assert_eq!(c.validate(), Err(ConfigError::OutBytes(65535)));
+        c.protocol.out_bytes = 65536;
+        assert_eq!(c.validate(), Ok(()));
+        c.limits.packet_burst = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Flood));
+        c.limits.max_packets_per_sec = 0; // off: the rest is not read
         assert_eq!(c.validate(), Ok(()));
     }
 

@@ -58,6 +58,26 @@ pub fn stop_listening(fd: RawFd) {
     shutdown(fd);
 }
 
+/// `setsockopt(TCP_NOTSENT_LOWAT)`: the kernel holds at most about `bytes` unsent for the
+/// socket; a send beyond returns EAGAIN, so output waits in comet's bounded queue instead.
+pub fn set_notsent_lowat(fd: RawFd, bytes: u32) -> io::Result<()> {
+    let v = bytes as libc::c_int;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid `c_int`.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on an open fd.
     unsafe {

@@ -19,6 +19,8 @@
 //! - [`outbound`]: pushes encoded once per transport; the bounded per-connection queue.
 //! - [`wheel`]: the timing wheel for handshake and heartbeat deadlines.
 //! - [`close`]: close reasons with stable codes, and the counters.
+//! - `limits`: `[comet.limits]`: connections per comet and per address, each connection's
+//!   packet rate (GCRA).
 //! - [`logic`]: the trait comet calls logic through.
 //! - `tls`: rustls, sans-IO, for WSS.
 //! - [`node`]: comet as its own process (the `comet` binary): gRPC both ways, registry.
@@ -31,6 +33,7 @@ mod conn;
 pub mod deflate;
 mod handle;
 mod io;
+mod limits;
 pub mod logic;
 pub mod node;
 pub mod outbound;
@@ -43,7 +46,7 @@ mod websocket;
 pub mod wheel;
 mod worker;
 
-pub use close::{CloseReason, Stats};
+pub use close::{CloseReason, Refusal, Stats};
 pub use config::Config;
 pub use conn::Kind;
 pub use handle::{Addrs, Comet, CometError};

@@ -96,8 +96,28 @@ impl Outbound {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
 
-/// A bounded queue of byte strings waiting to be written. Its capacity counts messages (a
-/// message may take two entries: header and shared body). Allocates nothing while empty.
+/// What a connection may have waiting: messages (`protocol.out_ring`) and bytes
+/// (`protocol.out_bytes`). A message that would pass either is refused whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl Bound {
+    /// Room for `extra` messages past this bound, whatever their size: what must not be lost
+    /// once the connection is ending (a kick packet, a close frame).
+    pub fn past(self, extra: usize) -> Bound {
+        Bound {
+            messages: self.messages + extra,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+/// A bounded queue of byte strings waiting to be written. Its bound counts messages (a
+/// message may take two entries: header and shared body) and bytes. Allocates nothing while
+/// empty.
 #[derive(Debug)]
 pub struct OutQueue {
     /// `None` while nothing is queued: an idle connection holds 8 bytes here, not a queue.
@@ -113,6 +133,12 @@ struct Queued {
     offset: u32,
     /// Messages not yet written whole.
     messages: u32,
+    /// Bytes not yet written (a shared push counts whole for each receiver: what this
+    /// connection holds alive).
+    bytes: usize,
+    /// Tick since which the socket has taken nothing (set while it is full): the write
+    /// deadline runs from here.
+    stalled_since: Option<u64>,
 }
 
 impl OutQueue {
@@ -128,14 +154,23 @@ impl OutQueue {
         self.inner.as_ref().map_or(0, |q| q.messages as usize)
     }
 
+    /// Bytes waiting to be written.
+    pub fn bytes(&self) -> usize {
+        self.inner.as_ref().map_or(0, |q| q.bytes)
+    }
+
     /// Queues one message made of `parts` (empty parts are skipped; a message of only empty
-    /// parts is nothing to write). `cap` bounds the messages waiting, partly written ones
-    /// included.
-    pub fn push(&mut self, cap: usize, parts: &[&Bytes]) -> Result<(), Full> {
+    /// parts is nothing to write). `bound` limits the messages and bytes waiting, partly
+    /// written ones included; one message alone always fits the byte bound.
+    pub fn push(&mut self, bound: Bound, parts: &[&Bytes]) -> Result<(), Full> {
         let Some(last) = parts.iter().rposition(|p| !p.is_empty()) else {
             return Ok(());
         };
-        if self.messages() >= cap {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        // An empty queue takes one message of any size (a push may be larger than the
+        // bound): the bound is on what waits behind what is being written.
+        let over_bytes = self.bytes() > 0 && self.bytes().saturating_add(len) > bound.bytes;
+        if self.messages() >= bound.messages || over_bytes {
             return Err(Full);
         }
         let q = self.inner.get_or_insert_with(|| {
@@ -143,13 +178,32 @@ impl OutQueue {
                 items: VecDeque::new(),
                 offset: 0,
                 messages: 0,
+                bytes: 0,
+                stalled_since: None,
             })
         });
         q.messages += 1;
+        q.bytes += len;
         for (i, p) in parts.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
             q.items.push_back(((*p).clone(), i == last));
         }
         Ok(())
+    }
+
+    /// Since when (tick) the socket has taken nothing of this queue, once
+    /// [`OutQueue::stalled`] said so.
+    pub fn stalled_since(&self) -> Option<u64> {
+        self.inner.as_ref().and_then(|q| q.stalled_since)
+    }
+
+    /// The socket is full at tick `now`: the write deadline runs from now unless it already
+    /// runs (`progress`: the socket just took bytes, so it restarts).
+    pub fn stalled(&mut self, now: u64, progress: bool) {
+        if let Some(q) = &mut self.inner
+            && (progress || q.stalled_since.is_none())
+        {
+            q.stalled_since = Some(now);
+        }
     }
 
     /// Fills `out` with the queued bytes, in order, as far as it goes; returns how many
@@ -177,6 +231,8 @@ impl OutQueue {
         while n > 0 {
             let (front, _) = q.items.front().expect("consumed more than queued");
             let left = front.len() - q.offset as usize;
+            let taken = n.min(left);
+            q.bytes -= taken;
             if n >= left {
                 n -= left;
                 if let Some((_, true)) = q.items.pop_front() {
@@ -204,6 +260,14 @@ impl Default for OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bound of `m` messages and no byte limit.
+    fn n(m: usize) -> Bound {
+        Bound {
+            messages: m,
+            bytes: usize::MAX,
+        }
+    }
 
     #[test]
     fn raw_push_is_written_bare_on_tcp_and_wrapped_on_ws() {
@@ -266,9 +330,9 @@ mod tests {
         let mut q = OutQueue::new();
         let a = Bytes::from_static(b"abc");
         let b = Bytes::from_static(b"defg");
-        q.push(2, &[&a, &b]).unwrap();
-        q.push(2, &[&Bytes::new(), &a]).unwrap();
-        assert_eq!(q.push(2, &[&a]), Err(Full));
+        q.push(n(2), &[&a, &b]).unwrap();
+        q.push(n(2), &[&Bytes::new(), &a]).unwrap();
+        assert_eq!(q.push(n(2), &[&a]), Err(Full));
         {
             let mut iov = [IoSlice::new(&[]); 64];
             let n = q.io_slices(&mut iov);
@@ -297,18 +361,52 @@ mod tests {
             Bytes::from_static(b"bb"),
             Bytes::from_static(b"cc"),
         );
-        q.push(3, &[&a]).unwrap();
-        q.push(3, &[&Bytes::from_static(b"h"), &b]).unwrap();
-        q.push(3, &[&c]).unwrap();
+        q.push(n(3), &[&a]).unwrap();
+        q.push(n(3), &[&Bytes::from_static(b"h"), &b]).unwrap();
+        q.push(n(3), &[&c]).unwrap();
         q.consume(4); // "aa", "h", and one byte of "bb"
         assert_eq!(q.messages(), 2, "the message partly written still waits");
         q.consume(1);
         assert_eq!(q.messages(), 1);
-        q.push(3, &[&a]).unwrap();
-        q.push(3, &[&b]).unwrap();
-        assert_eq!(q.push(3, &[&c]), Err(Full));
+        q.push(n(3), &[&a]).unwrap();
+        q.push(n(3), &[&b]).unwrap();
+        assert_eq!(q.push(n(3), &[&c]), Err(Full));
         // A message of empty parts is nothing to write and takes no place.
-        q.push(3, &[&Bytes::new()]).unwrap();
+        q.push(n(3), &[&Bytes::new()]).unwrap();
         assert_eq!(q.messages(), 3);
+    }
+
+    /// Room batches are few messages of many bytes: the byte bound refuses what the message
+    /// bound lets through, and written bytes stop counting.
+    #[test]
+    fn the_byte_bound_counts_bytes_waiting() {
+        let mut q = OutQueue::new();
+        let big = Bytes::from(vec![7u8; 600]);
+        let b = Bound {
+            messages: 100,
+            bytes: 1000,
+        };
+        q.push(b, &[&Bytes::from_static(b"head"), &big]).unwrap();
+        assert_eq!(q.bytes(), 604);
+        assert_eq!(q.push(b, &[&big]), Err(Full));
+        q.push(b.past(1), &[&big]).unwrap();
+        q.consume(700);
+        assert_eq!(q.bytes(), 504);
+        assert_eq!(q.push(b, &[&big]), Err(Full));
+        q.consume(104);
+        q.push(b, &[&big]).unwrap();
+        assert_eq!(q.bytes(), 1000);
+        // The write deadline: set once the socket is full, moved only by progress.
+        assert_eq!(q.stalled_since(), None);
+        q.stalled(5, false);
+        q.stalled(9, false);
+        assert_eq!(q.stalled_since(), Some(5));
+        q.stalled(12, true);
+        assert_eq!(q.stalled_since(), Some(12));
+        q.consume(1000);
+        assert!(q.is_empty() && q.stalled_since().is_none());
+        // Alone, a message larger than the bound is taken (a push may be that large).
+        q.push(b, &[&Bytes::from(vec![1u8; 5000])]).unwrap();
+        assert_eq!(q.push(b, &[&Bytes::from_static(b"x")]), Err(Full));
     }
 }

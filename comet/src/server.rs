@@ -1,7 +1,7 @@
 //! Starting comet: listeners, one thread per worker, accept loops.
 
 use crate::bucket::Buckets;
-use crate::close::Stats;
+use crate::close::{Refusal, Stats};
 use crate::config::{Config, Driver};
 use crate::conn::Kind;
 use crate::handle::{Addrs, Comet, CometError};
@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Depth of each worker's command channel; senders wait when it is full.
 const CMD_QUEUE: usize = 4096;
@@ -121,6 +121,8 @@ pub fn start(config: Config, logic: Arc<dyn LogicClient>) -> Result<Comet, Comet
     };
     let shared = Arc::new(Shared {
         buckets: Buckets::new(config.bucket.size),
+        limits: crate::limits::ConnLimits::new(&config.limits),
+        rate: crate::limits::Rate::new(&config.limits),
         config,
         server_id,
         stats: Arc::new(Stats::default()),
@@ -237,7 +239,25 @@ fn run_worker(
 /// Submission queue entries of each worker's io_uring.
 const URING_ENTRIES: u32 = 4096;
 
+/// Backoff of an accept loop out of file descriptors: doubled per failure, from the first to
+/// the last.
+const ACCEPT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_millis(100));
+
+/// Whether an accept(2) error means the process or system is out of descriptors or kernel
+/// memory: it clears only when connections close, so the loop waits instead of spinning.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Failures in the current burst (0: accepting normally) and the next wait.
+    let mut failures: u64 = 0;
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -245,24 +265,43 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
                 if w.stopping.get() || w.draining.get() {
                     return;
                 }
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, ?kind, "accept failed");
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                let stats = w.stats();
+                if out_of_resources(&e) {
+                    stats.accept_fd_errors.fetch_add(1, Relaxed);
+                } else {
+                    stats.accept_other_errors.fetch_add(1, Relaxed);
+                }
+                // Logged once per burst; open connections go on meanwhile (none is touched).
+                if failures == 0 {
+                    warn!(worker = w.id, error = %e, ?kind, "accept failed: backing off until it succeeds");
+                }
+                failures += 1;
+                monoio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
                 continue;
             }
         };
+        if failures > 0 {
+            info!(worker = w.id, failures, ?kind, "accepting again");
+            failures = 0;
+            backoff = ACCEPT_BACKOFF.0;
+        }
         if w.stopping.get() || w.draining.get() {
             return;
         }
-        w.stats()
-            .accepted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        w.stats().accepted.fetch_add(1, Relaxed);
         // From here the worker's readiness set, not the runtime, watches the socket.
         // SAFETY: `into_raw_fd` hands over sole ownership of the accepted socket.
         let sock = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
         let fd = sock.as_raw_fd();
+        let open = w.stats().connections.load(Relaxed);
+        if let Err(reason) = w.shared.limits.admit(peer.ip(), open) {
+            refuse(&w, sock, peer, kind, reason);
+            continue;
+        }
         if let Err(e) = crate::io::set_nonblocking(fd) {
             warn!(error = %e, "set_nonblocking failed");
+            w.shared.limits.release(peer.ip());
             continue;
         }
         let tcp = &w.shared.config.tcp;
@@ -275,6 +314,39 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
         if tcp.rcvbuf > 0 {
             let _ = opts.set_recv_buffer_size(tcp.rcvbuf);
         }
+        if tcp.notsent_lowat > 0
+            && let Err(e) = crate::io::set_notsent_lowat(fd, tcp.notsent_lowat)
+        {
+            debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+        }
         crate::worker::serve(&w, sock, peer, kind);
     }
+}
+
+/// A connection over `[comet.limits]`: counted, logged at debug (a flood of them would flood
+/// the log), and closed at once, never entering the worker. goim's TCP protocol has no word
+/// for "refused" before auth: the client sees the connection end. A plain WebSocket client
+/// gets `503 Service Unavailable` with `Retry-After` (RFC 9110 §15.6.4, §10.2.3), written
+/// without waiting for its upgrade request (a server may answer early, RFC 9112 §9.6; the
+/// request bytes already here are read first, so closing sends a FIN, not a reset that could
+/// destroy the answer). WSS is closed bare: answering would need a TLS handshake, the work
+/// the limit is there to avoid.
+fn refuse(w: &Worker, sock: OwnedFd, peer: SocketAddr, kind: Kind, reason: Refusal) {
+    w.stats().record_refusal(reason);
+    debug!(peer = %peer.ip(), ?kind, reason = reason.as_str(), "connection refused");
+    let fd = sock.as_raw_fd();
+    if kind == Kind::Ws {
+        let secs = w.shared.config.limits.retry_after.as_secs().max(1);
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {secs}\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+            reason.as_str().len(),
+            reason.as_str()
+        );
+        let _ = crate::io::set_nonblocking(fd);
+        let mut sink = [0u8; 4096];
+        let _ = crate::io::read(fd, &mut sink);
+        let _ = crate::io::send_vectored(fd, &[std::io::IoSlice::new(answer.as_bytes())]);
+    }
+    crate::io::shutdown(fd);
 }

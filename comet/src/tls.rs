@@ -3,7 +3,7 @@
 //! pushes are encrypted into the connection's outbound queue.
 
 use crate::close::CloseReason;
-use crate::outbound::{Full, OutQueue};
+use crate::outbound::{Bound, Full, OutQueue};
 use crate::websocket::WsState;
 use bytes::Bytes;
 use rustls::ServerConnection;
@@ -92,7 +92,7 @@ impl TlsState {
     }
 
     /// Moves any TLS output (handshake messages, encrypted data) to the outbound queue.
-    pub fn flush_handshake(&mut self, out: &mut OutQueue, cap: usize) -> Result<(), Full> {
+    pub fn flush_handshake(&mut self, out: &mut OutQueue, cap: Bound) -> Result<(), Full> {
         if !self.conn.wants_write() {
             return Ok(());
         }
@@ -106,7 +106,7 @@ impl TlsState {
     }
 
     /// Encrypts plaintext into the outbound queue as one message.
-    pub fn encrypt(&mut self, plain: &[u8], out: &mut OutQueue, cap: usize) -> Result<(), Full> {
+    pub fn encrypt(&mut self, plain: &[u8], out: &mut OutQueue, cap: Bound) -> Result<(), Full> {
         // Writing to rustls' own buffer cannot fail short of memory.
         let _ = self.conn.writer().write_all(plain);
         self.flush_handshake(out, cap)

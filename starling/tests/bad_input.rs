@@ -189,7 +189,12 @@ fn unmasked_frames_close_the_connection_when_masking_is_required() {
         Opcode::Binary,
         &Packet::new(1, 2, 6, vec![]).to_bytes(),
     ));
-    assert!(c.expect_close().is_empty(), "no heartbeat reply");
+    // No heartbeat reply: only the Close frame, 1002 (protocol error) and the reason.
+    assert_eq!(
+        c.expect_close(),
+        ws::encode_frame(Opcode::Close, b"\x03\xeabad_frame"),
+        "no heartbeat reply"
+    );
     eventually("close counted", || srv.closes(CloseReason::BadFrame) == 1);
     assert_neighbour_works(&srv, &mut n);
 }

@@ -6,7 +6,7 @@ use super::{Conn, Phase, Transport, Wire};
 use crate::bucket::ConnId;
 use crate::close::{CloseReason, Stats};
 use crate::io;
-use crate::outbound::Outbound;
+use crate::outbound::{Bound, Outbound};
 use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,9 +16,9 @@ pub(crate) const MAX_IOV: usize = 64;
 
 /// What a connection needs from its worker to queue output.
 pub(crate) struct Out<'a> {
-    /// Messages a connection may have waiting (`protocol.out_ring`); more closes it as a
-    /// slow consumer.
-    pub cap: usize,
+    /// Messages and bytes a connection may have waiting (`protocol.out_ring`,
+    /// `protocol.out_bytes`); more closes it as a slow consumer.
+    pub cap: Bound,
     pub stats: &'a Stats,
     /// Connections with output queued since the worker's last flush, each listed once.
     pub dirty: &'a RefCell<Vec<ConnId>>,
@@ -86,7 +86,7 @@ impl Conn {
         if matches!(self.phase, Phase::Kicked) {
             return Ok(());
         }
-        let cap = out.cap + 2;
+        let cap = out.cap.past(2);
         self.queue_push_within(out, cap, msg)
             .map_err(|_| CloseReason::SlowConsumer)?;
         out.stats.pushed.fetch_add(1, Relaxed);
@@ -104,13 +104,13 @@ impl Conn {
         Ok(())
     }
 
-    /// Queues a push's bytes for this transport, at most `cap` messages waiting: on a
+    /// Queues a push's bytes for this transport, at most `cap` messages and bytes waiting: on a
     /// WebSocket that agreed to permessage-deflate, the push's shared compressed frame when
     /// it has one.
     fn queue_push_within(
         &mut self,
         out: &Out,
-        cap: usize,
+        cap: Bound,
         msg: &Outbound,
     ) -> Result<(), crate::outbound::Full> {
         let deflated = self.deflated(msg);

@@ -75,7 +75,9 @@ impl Worker {
     }
 
     /// Enforces deadlines: every tick, expired connections close and entries whose deadline
-    /// moved later go back into the wheel.
+    /// moved later go back into the wheel. A connection has two: its phase's (handshake,
+    /// heartbeat, kick grace) and, while its socket is full, the write deadline
+    /// (`protocol.write_timeout`, closed as `slow_consumer`).
     pub async fn tick_loop(self: Rc<Self>) {
         let tick = self.clock.tick;
         let mut fired = Vec::new();
@@ -92,7 +94,10 @@ impl Worker {
                     if conn.scheduled != due {
                         continue; // superseded by an earlier entry
                     }
-                    if conn.deadline <= now {
+                    let write_due = self.write_due(conn);
+                    if write_due.is_some_and(|d| d <= now) {
+                        Some(CloseReason::SlowConsumer)
+                    } else if conn.deadline <= now {
                         Some(match conn.phase {
                             Phase::Authed { .. } | Phase::Answering => {
                                 CloseReason::HeartbeatTimeout
@@ -102,8 +107,9 @@ impl Worker {
                             _ => CloseReason::HandshakeTimeout,
                         })
                     } else {
-                        conn.scheduled = conn.deadline;
-                        self.wheel.borrow_mut().insert(conn.deadline, id);
+                        let next = write_due.map_or(conn.deadline, |d| d.min(conn.deadline));
+                        conn.scheduled = next;
+                        self.wheel.borrow_mut().insert(next, id);
                         None
                     }
                 };

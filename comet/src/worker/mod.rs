@@ -18,8 +18,9 @@
 use crate::bucket::{Buckets, ConnId, ConnRef};
 use crate::close::{CloseReason, Stats};
 use crate::config::Config;
-use crate::conn::Conn;
+use crate::conn::{Conn, Phase, Wire};
 use crate::io;
+use crate::limits::Verdict;
 use crate::logic::LogicClient;
 use crate::poller::Poller;
 use crate::rooms::Rooms;
@@ -50,6 +51,10 @@ pub(crate) struct Shared {
     pub logic: Arc<dyn LogicClient>,
     pub senders: OnceLock<Vec<flume::Sender<Cmd>>>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connections per comet and per source address (`[comet.limits]`).
+    pub limits: crate::limits::ConnLimits,
+    /// Each connection's packet rate; `None`: unlimited.
+    pub rate: Option<crate::limits::Rate>,
 }
 
 impl Shared {
@@ -69,6 +74,11 @@ pub(crate) struct Clock {
 impl Clock {
     pub fn now(&self) -> u64 {
         (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u64
+    }
+
+    /// Microseconds since the worker started (the packet-rate meters' time).
+    pub fn micros(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
     }
 
     pub fn ticks(&self, d: Duration) -> u64 {
@@ -202,6 +212,30 @@ impl Worker {
         self.rooms.borrow().count(room)
     }
 
+    /// Meters one packet (or WebSocket ping) of `conn` against `limits.max_packets_per_sec`:
+    /// `Ok(true)` to handle it, `Ok(false)` to refuse it (counted), `Err(Flood)` once it has
+    /// been over the rate `limits.flood_strikes` times without a pause.
+    pub fn meter(&self, conn: &mut Conn) -> Result<bool, CloseReason> {
+        let Some(rate) = &self.shared.rate else {
+            return Ok(true);
+        };
+        match conn.meter.check(rate, self.clock.micros()) {
+            Verdict::Pass => Ok(true),
+            Verdict::Refuse => {
+                self.stats()
+                    .flood_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(false)
+            }
+            Verdict::Close => {
+                self.stats()
+                    .flood_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(CloseReason::Flood)
+            }
+        }
+    }
+
     /// Moves the connection to `room` (empty: out of any room).
     pub fn join_room(&self, id: ConnId, room: &str) {
         let mut conns = self.conns.borrow_mut();
@@ -234,12 +268,17 @@ impl Worker {
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         stats.record_close(reason);
+        self.shared.limits.release(conn.peer);
         if reason.is_bad_input() {
             info!(peer = %conn.peer, reason = reason.as_str(), code = reason.code(), "connection closed");
         } else {
             debug!(peer = %conn.peer, reason = reason.as_str(), code = reason.code(), "connection closed");
         }
-        // Best effort for a last reply (WS close frame, HTTP error) before the socket goes.
+        // Best effort for a last reply (WS close frame, HTTP error) before the socket goes:
+        // only while the socket takes output (a full socket would not take it anyway).
+        if !conn.writing {
+            self.last_words(&mut conn, reason);
+        }
         if !conn.out.is_empty() && !conn.writing {
             let mut slices = [std::io::IoSlice::new(&[]); crate::conn::MAX_IOV];
             let n = conn.out.io_slices(&mut slices);
@@ -275,6 +314,34 @@ impl Worker {
             });
             self.call_logic("disconnect", call);
         }
+    }
+}
+
+impl Worker {
+    /// What a WebSocket client is told when comet closes it: after the upgrade a Close frame
+    /// with [`CloseReason::ws_close_code`] and the reason's label (RFC 6455 §5.5.1, §7.4),
+    /// so the client sees why instead of 1006; before it, a handshake that ran out of time
+    /// gets `408 Request Timeout`. TCP (goim) has no close packet: nothing.
+    fn last_words(&self, conn: &mut Conn, reason: CloseReason) {
+        if !conn.is_ws() {
+            return;
+        }
+        let cap = self.bound().past(1);
+        if matches!(conn.phase, Phase::Upgrading) {
+            if reason == CloseReason::HandshakeTimeout {
+                let answer = starling_proto::ws::http_error(408, "Request Timeout");
+                let _ = conn.queue(&self.out(), cap, &answer, Wire::Http);
+            }
+            return;
+        }
+        let Some(code) = reason.ws_close_code() else {
+            return;
+        };
+        let mut payload = Vec::with_capacity(2 + reason.as_str().len());
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(reason.as_str().as_bytes());
+        let close = Wire::Control(starling_proto::ws::Opcode::Close);
+        let _ = conn.queue(&self.out(), cap, &payload, close);
     }
 }
 

@@ -3,172 +3,22 @@
 //! fails or answers.
 #![allow(dead_code)]
 
-use starling_comet::logic::{LocalBoxFuture, LogicClient, LogicError};
+mod script;
+
+#[allow(unused_imports)] // each test binary uses its part
+pub use script::{OnConnect, Script, Scripted};
 use starling_comet::{Comet, Config};
 use starling_proto::grpc::comet::PushMsgReq;
-use starling_proto::grpc::logic::{
-    ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, OnlineReply, OnlineReq, ReceiveReq,
-};
 use starling_proto::grpc::protocol::Proto;
 use starling_proto::packet::{self, Packet};
 use starling_proto::ws;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a test waits for what should happen (a pass never waits it out).
 pub const WAIT: Duration = Duration::from_secs(10);
-
-/// What the scripted logic does with a Connect.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum OnConnect {
-    Accept,
-    /// A bad token (`LogicError::Refused`).
-    Refuse,
-    /// logic down (`LogicError::Unavailable`).
-    Fail,
-    /// Accept, after this long.
-    Delay(Duration),
-}
-
-/// A scripted logic. Connect follows `on_connect`; the token is goim's JSON, whose fields
-/// become the reply's: `im` (a number) `ConnectReply.im`, `max_body` (a number)
-/// `ConnectReply.max_body`, `welcome` (a string) `ConnectReply.welcome`, `accepts` (default
-/// `[1000]`). Receive follows the packet's body:
-/// - `delay:<ms>:<text>` answers like `<text>` after that many milliseconds;
-/// - `fail` fails (`Unavailable`), `late` fails as a gRPC deadline would (`Timeout`);
-/// - `none` answers with no packet, `two` with two;
-/// - anything else: one packet, op + 1, body `re:<body>`.
-pub struct Script {
-    pub on_connect: Mutex<OnConnect>,
-    pub received: Mutex<Vec<ReceiveReq>>,
-    pub disconnects: Mutex<Vec<DisconnectReq>>,
-    /// Receive calls in flight now, and the most at once.
-    in_flight: AtomicUsize,
-    pub max_in_flight: AtomicUsize,
-}
-
-impl Default for Script {
-    fn default() -> Self {
-        Script {
-            on_connect: Mutex::new(OnConnect::Accept),
-            received: Mutex::new(Vec::new()),
-            disconnects: Mutex::new(Vec::new()),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Script {
-    pub fn set_connect(&self, c: OnConnect) {
-        *self.on_connect.lock().unwrap() = c;
-    }
-
-    /// The bodies logic received, in order.
-    pub fn received_bodies(&self) -> Vec<String> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| String::from_utf8_lossy(&r.proto.as_ref().unwrap().body).into_owned())
-            .collect()
-    }
-}
-
-/// The `LogicClient` comet gets: the script, shared with the test.
-pub struct Scripted(pub Arc<Script>);
-
-fn reply_for(req: &ConnectReq) -> ConnectReply {
-    let v: serde_json::Value = serde_json::from_slice(&req.token).unwrap_or_default();
-    ConnectReply {
-        mid: v["mid"].as_i64().unwrap_or(0),
-        key: v["key"].as_str().unwrap_or("k").to_string(),
-        room_id: v["room_id"].as_str().unwrap_or("").to_string(),
-        accepts: v["accepts"].as_array().map_or(vec![1000], |a| {
-            a.iter()
-                .filter_map(|o| o.as_i64())
-                .map(|o| o as i32)
-                .collect()
-        }),
-        heartbeat: Duration::from_secs(60).as_nanos() as i64,
-        im: v["im"].as_i64().unwrap_or(0) as i32,
-        max_body: v["max_body"].as_i64().unwrap_or(0) as i32,
-        welcome: v["welcome"]
-            .as_str()
-            .unwrap_or("")
-            .as_bytes()
-            .to_vec()
-            .into(),
-    }
-}
-
-fn answer(op: i32, body: &str) -> Result<Vec<Proto>, LogicError> {
-    let p = |b: String| Proto {
-        op: op + 1,
-        body: b.into_bytes().into(),
-        ..Proto::default()
-    };
-    match body {
-        "fail" => Err(LogicError::Unavailable("scripted failure".into())),
-        "late" => Err(LogicError::Timeout("scripted deadline".into())),
-        "none" => Ok(Vec::new()),
-        "two" => Ok(vec![p("first".into()), p("second".into())]),
-        other => Ok(vec![p(format!("re:{other}"))]),
-    }
-}
-
-impl LogicClient for Scripted {
-    fn connect(&self, req: ConnectReq) -> LocalBoxFuture<Result<ConnectReply, LogicError>> {
-        let how = *self.0.on_connect.lock().unwrap();
-        Box::pin(async move {
-            match how {
-                OnConnect::Accept => Ok(reply_for(&req)),
-                OnConnect::Refuse => Err(LogicError::Refused("scripted bad token".into())),
-                OnConnect::Fail => Err(LogicError::Unavailable("scripted logic down".into())),
-                OnConnect::Delay(d) => {
-                    monoio::time::sleep(d).await;
-                    Ok(reply_for(&req))
-                }
-            }
-        })
-    }
-
-    fn disconnect(&self, req: DisconnectReq) -> LocalBoxFuture<Result<(), LogicError>> {
-        self.0.disconnects.lock().unwrap().push(req);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn heartbeat(&self, _: HeartbeatReq) -> LocalBoxFuture<Result<(), LogicError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn renew_online(&self, _: OnlineReq) -> LocalBoxFuture<Result<OnlineReply, LogicError>> {
-        Box::pin(async { Ok(OnlineReply::default()) })
-    }
-
-    fn receive(&self, req: ReceiveReq) -> LocalBoxFuture<Result<Vec<Proto>, LogicError>> {
-        let script = self.0.clone();
-        let proto = req.proto.clone().unwrap_or_default();
-        script.received.lock().unwrap().push(req);
-        let now = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        script.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        Box::pin(async move {
-            let body = String::from_utf8_lossy(&proto.body).into_owned();
-            let mut text = body.as_str();
-            if let Some(rest) = text.strip_prefix("delay:") {
-                let (ms, t) = rest.split_once(':').unwrap_or((rest, ""));
-                monoio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
-                text = t;
-            }
-            let r = answer(proto.op, text);
-            script.in_flight.fetch_sub(1, Ordering::SeqCst);
-            r
-        })
-    }
-}
 
 pub fn config() -> Config {
     let mut c = Config::default();
@@ -231,6 +81,25 @@ impl Alone {
         block_on(self.comet.worker_conns())
     }
 
+    /// A room push as job sends a merged batch: the bodies as packets of `op` in one OpRaw
+    /// payload; returns once every worker queued and flushed it.
+    pub fn push_room(&self, room: &str, op: i32, bodies: &[&[u8]]) {
+        let mut batch = starling_proto::raw::RawBatch::new();
+        for b in bodies {
+            batch.push(op, b);
+        }
+        let req = starling_proto::grpc::comet::BroadcastRoomReq {
+            room_id: room.to_string(),
+            proto: Some(Proto {
+                ver: 1,
+                op: starling_proto::op::RAW,
+                seq: 0,
+                body: batch.finish(),
+            }),
+        };
+        block_on(self.comet.broadcast_room(req)).unwrap();
+    }
+
     /// A key push as job sends it: `op` filters, the body is one packet in an OpRaw batch.
     pub fn push_key(&self, key: &str, op: i32, body: &[u8]) {
         let req = PushMsgReq {
@@ -290,6 +159,62 @@ impl Client {
         }
     }
 
+    /// Connects from `from` (any 127.0.0.0/8 address on Linux) with SO_RCVBUF `rcvbuf`
+    /// (0: the kernel's), set before the handshake so the window is small from the start.
+    pub fn connect_from(addr: SocketAddr, from: std::net::IpAddr, rcvbuf: usize) -> Client {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if rcvbuf > 0 {
+            s.set_recv_buffer_size(rcvbuf).unwrap();
+        }
+        s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+        s.connect(&addr.into()).unwrap();
+        let s: TcpStream = s.into();
+        s.set_nodelay(true).unwrap();
+        Client {
+            s,
+            buf: Vec::new(),
+            ws: false,
+            deflate: false,
+            compressed_frames: 0,
+        }
+    }
+
+    /// A client over a TCP connection already made.
+    pub fn from_stream(s: TcpStream) -> Client {
+        s.set_nodelay(true).unwrap();
+        Client {
+            s,
+            buf: Vec::new(),
+            ws: false,
+            deflate: false,
+            compressed_frames: 0,
+        }
+    }
+
+    /// The socket, for what the helpers do not do.
+    pub fn stream(&self) -> &TcpStream {
+        &self.s
+    }
+
+    /// WebSocket: skips frames until a Close frame and returns its code and reason (RFC 6455
+    /// §5.5.1); `None` when the connection ends without one (the client would see 1006).
+    pub fn expect_ws_close(&mut self) -> Option<(u16, String)> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            while let Some((opcode, payload)) = self.take_frame() {
+                if opcode == ws::Opcode::Close as u8 {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+                }
+            }
+            match self.fill(deadline) {
+                Some(true) => {}
+                Some(false) => panic!("no close within WAIT"),
+                None => return None,
+            }
+        }
+    }
+
     /// Connects to a WebSocket listener and upgrades on `/sub`.
     pub fn connect_ws(addr: SocketAddr) -> Client {
         let (c, response) = Client::upgrade(addr, "");
@@ -301,7 +226,12 @@ impl Client {
     /// the client and the response head, whatever its status. A 101 that agrees to
     /// permessage-deflate makes the client inflate RSV1 frames.
     pub fn upgrade(addr: SocketAddr, extra: &str) -> (Client, String) {
-        let mut c = Client::connect(addr);
+        Client::connect(addr).upgrade_with(extra)
+    }
+
+    /// [`Client::upgrade`] on a connection already made.
+    pub fn upgrade_with(self, extra: &str) -> (Client, String) {
+        let mut c = self;
         c.s.write_all(
             format!(
                 "GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

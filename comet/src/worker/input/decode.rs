@@ -172,7 +172,13 @@ impl Worker {
             let step = match asm.push(&head, payload).map_err(frame_reason)? {
                 None | Some(Message::Pong) => Step::Continue,
                 Some(Message::Ping(p)) => {
-                    self.reply(id, p, Wire::Control(ws::Opcode::Pong))?;
+                    let pass = match self.conns.borrow_mut().get_mut(id) {
+                        Some(c) => self.meter(c)?,
+                        None => return Ok((pos, Step::Closed)),
+                    };
+                    if pass {
+                        self.reply(id, p, Wire::Control(ws::Opcode::Pong))?;
+                    }
                     Step::Continue
                 }
                 Some(Message::Close(p)) => {

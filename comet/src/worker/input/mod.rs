@@ -73,6 +73,7 @@ fn frame_reason(e: FrameError) -> CloseReason {
 pub(crate) fn serve(w: &Worker, sock: OwnedFd, peer: SocketAddr, kind: Kind) {
     let fd = sock.as_raw_fd();
     let Some(id) = w.register(sock, peer, kind) else {
+        w.shared.limits.release(peer.ip());
         return;
     };
     if let Err(e) = w.poller.add(fd, id) {
@@ -116,6 +117,7 @@ impl Worker {
             dirty: false,
             deadline: due,
             scheduled: due,
+            meter: crate::limits::Meter::default(),
         });
         self.wheel.borrow_mut().insert(due, id);
         self.stats().connections.fetch_add(1, Relaxed);
@@ -148,8 +150,14 @@ impl Worker {
     }
 
     /// Tells the readiness set what the connection now waits for.
+    /// A socket found full starts its write deadline here.
     pub(crate) fn update_interest(&self, id: ConnId) {
-        let conns = self.conns.borrow();
+        let mut conns = self.conns.borrow_mut();
+        if let Some(conn) = conns.get_mut(id)
+            && conn.writing
+        {
+            self.arm_write_deadline(conn, id);
+        }
         if let Some(conn) = conns.get(id)
             && let Err(e) = self.poller.set(conn.fd(), id, conn.interest())
         {
@@ -225,7 +233,7 @@ impl Worker {
                 return Ok(Step::Closed);
             };
             tls.decrypt(&scratch[..n], &mut plain)?;
-            let cap = self.shared.config.protocol.out_ring;
+            let cap = self.bound();
             tls.flush_handshake(&mut conn.out, cap)
                 .map_err(|_| CloseReason::SlowConsumer)?;
         }

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 impl Worker {
     /// Queues a reply; a full queue closes the connection.
     pub(super) fn reply(&self, id: ConnId, bytes: &[u8], wire: Wire) -> Result<(), CloseReason> {
-        let cap = self.shared.config.protocol.out_ring;
+        let cap = self.bound();
         match self.conns.borrow_mut().get_mut(id) {
             Some(c) => c
                 .queue(&self.out(), cap, bytes, wire)
@@ -78,6 +78,15 @@ impl Worker {
                 return Ok(Step::Continue);
             }
         };
+        if !self.meter(conn)? {
+            // Over the rate: dropped; an answered op gets its answer, 429, so the client's
+            // request does not hang (goim's ops have no error reply).
+            if let Rule::ForwardAndAnswer(codec) = rule(p.op, im) {
+                let body = codec.code_body(429);
+                conn.reply_packet(&self.out(), p.ver, p.op + 1, p.seq, &body)?;
+            }
+            return Ok(Step::Continue);
+        }
         self.stats().packets_in.fetch_add(1, Relaxed);
         match rule(p.op, im) {
             Rule::Heartbeat => self.on_heartbeat(conn, id, p.ver, p.seq)?,
@@ -208,7 +217,7 @@ impl Worker {
             self.call_logic("heartbeat", call);
         }
         self.set_deadline(conn, id, due);
-        let cap = self.shared.config.protocol.out_ring;
+        let cap = self.bound();
         conn.queue(
             &self.out(),
             cap,
