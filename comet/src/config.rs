@@ -135,7 +135,7 @@ pub struct Protocol {
 
 /// Abuse limits (issue 15): connections per comet and per source address, and the packet
 /// rate of one connection. 0 turns a limit off.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open connections on this comet (every worker and listener); more are refused at
