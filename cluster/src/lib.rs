@@ -9,10 +9,16 @@
 //! - [`kafka`]: the `[kafka]` table.
 //! - [`boot`]: config file loading and logging, shared by every binary (the tiers and the
 //!   all-in-one).
+//! - [`metrics`]: one Prometheus registry per server (`prometheus-client`), collectors over
+//!   the components' atomics, latency histograms.
+//! - [`health`]: `/metrics`, `/healthz`, `/readyz` (named readiness checks, draining), and the
+//!   `[metrics]` listener of the `comet` and `job` binaries.
 //! - [`testkit`]: real `redis-server` and `tansu` processes on spare ports, for tests.
 
 pub mod boot;
+pub mod health;
 pub mod kafka;
+pub mod metrics;
 pub mod redis;
 pub mod registry;
 #[doc(hidden)]
