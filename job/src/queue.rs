@@ -21,6 +21,7 @@ use bytes::Bytes;
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq};
 use starling_proto::packet::HEADER_LEN;
 use starling_proto::raw::RawBatch;
+use starling_cluster::metrics::{self, Histogram};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -58,7 +59,6 @@ pub(crate) enum Item {
 }
 
 /// Counters over every comet queue of one `Job`.
-#[derive(Debug, Default)]
 pub struct Stats {
     /// Messages (per comet) dropped because their comet was behind or left the registry, or
     /// (PUSH) named a comet job never learned of within `unknown_comet_wait`.
@@ -69,6 +69,64 @@ pub struct Stats {
     pub behind: AtomicU64,
     /// Calls given up on after the comet client's retries.
     pub failed: AtomicU64,
+    /// Messages (per comet) handed over: the comet answered their call.
+    pub delivered: AtomicU64,
+    /// Seconds from a call to a comet to its answer (a room batch: written by the comet).
+    pub call_seconds: Histogram,
+    /// Each live comet queue, for its depth and silence (gauges).
+    queues: Mutex<HashMap<String, Arc<Shared>>>,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats")
+            .field("dropped", &self.dropped)
+            .field("delivered", &self.delivered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            dropped: AtomicU64::default(),
+            held: AtomicU64::default(),
+            behind: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            delivered: AtomicU64::default(),
+            call_seconds: metrics::latency_histogram(),
+            queues: Mutex::default(),
+        }
+    }
+}
+
+impl Stats {
+    /// Per comet: messages waiting or in a call, and seconds its calls in flight have gone
+    /// unanswered (0 when none is in flight; `comet_stall` of it makes the comet behind).
+    pub fn queue_gauges(&self) -> Vec<(String, i64, f64)> {
+        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = queues
+            .iter()
+            .map(|(server, s)| {
+                let depth = s.queued.load(Relaxed) as i64;
+                (server.clone(), depth, s.silent_for().as_secs_f64())
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn track(&self, s: &Arc<Shared>) {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.insert(s.server.clone(), s.clone());
+    }
+
+    fn untrack(&self, s: &Arc<Shared>) {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if queues.get(&s.server).is_some_and(|q| Arc::ptr_eq(q, s)) {
+            queues.remove(&s.server);
+        }
+    }
 }
 
 /// What the dispatcher and a comet's task share.
@@ -137,6 +195,7 @@ impl CometQueue {
             space: Notify::new(),
             epoch: Instant::now(),
         });
+        stats.track(&shared);
         let (tx, rx) = mpsc::unbounded_channel();
         let drain = Drain {
             shared: shared.clone(),
@@ -148,7 +207,12 @@ impl CometQueue {
             rooms: HashMap::new(),
             calls: JoinSet::new(),
         };
-        let task = tokio::spawn(drain.run(rx));
+        let task = tokio::spawn(async move {
+            let stats = drain.stats.clone();
+            let shared = drain.shared.clone();
+            drain.run(rx).await;
+            stats.untrack(&shared);
+        });
         CometQueue { shared, tx, task }
     }
 
@@ -357,13 +421,22 @@ impl Drain {
         if self.shared.calls.fetch_add(1, Relaxed) == 0 {
             self.shared.mark_alive();
         }
-        self.calls.spawn(async move { (id, n, call.await) });
+        let stats = self.stats.clone();
+        self.calls.spawn(async move {
+            let start = std::time::Instant::now();
+            let r = call.await;
+            stats.call_seconds.observe(metrics::seconds_since(start));
+            (id, n, r)
+        });
     }
 
     fn finished(&mut self, (id, n, result): CallResult) {
         self.shared.calls.fetch_sub(1, Relaxed);
         match result {
-            Ok(()) => self.shared.mark_alive(),
+            Ok(()) => {
+                self.shared.mark_alive();
+                self.stats.delivered.fetch_add(n as u64, Relaxed);
+            }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Relaxed);
                 warn!(error = %e, messages = n, "comet call given up");
