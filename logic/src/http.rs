@@ -7,7 +7,7 @@ use crate::logic::{Logic, LogicError};
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -16,13 +16,9 @@ use starling_proto::grpc::logic::Backoff;
 use std::sync::Arc;
 use tracing::warn;
 
-/// Renders extra Prometheus metrics (comet's counters in the all-in-one).
-pub type MetricsFn = Arc<dyn Fn(&mut String) + Send + Sync>;
-
 #[derive(Clone)]
 struct AppState {
     logic: Arc<Logic>,
-    metrics: Option<MetricsFn>,
 }
 
 #[derive(Serialize)]
@@ -318,14 +314,6 @@ async fn nodes_instances(State(s): State<AppState>) -> Response {
     ok(Some(json!(s.logic.instances())))
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
-    let mut out = String::new();
-    if let Some(m) = &s.metrics {
-        m(&mut out);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
 async fn not_found() -> Response {
     reply(-404, "not found", None)
 }
@@ -334,8 +322,9 @@ async fn not_allowed() -> Response {
     reply(-405, "method not allowed", None)
 }
 
-/// The push API's routes, plus `/metrics`.
-pub fn router(logic: Arc<Logic>, metrics_fn: Option<MetricsFn>) -> Router {
+/// The push API's routes (`/metrics`, `/healthz` and `/readyz` are
+/// `starling_cluster::health::router`, merged in by the caller).
+pub fn router(logic: Arc<Logic>) -> Router {
     Router::new()
         .route("/goim/push/keys", post(push_keys))
         .route("/goim/push/mids", post(push_mids))
@@ -346,13 +335,9 @@ pub fn router(logic: Arc<Logic>, metrics_fn: Option<MetricsFn>) -> Router {
         .route("/goim/online/total", get(online_total))
         .route("/goim/nodes/weighted", get(nodes_weighted))
         .route("/goim/nodes/instances", get(nodes_instances))
-        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
-        .with_state(AppState {
-            logic,
-            metrics: metrics_fn,
-        })
+        .with_state(AppState { logic })
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

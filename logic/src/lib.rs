@@ -27,6 +27,7 @@ pub mod node;
 pub mod nodes;
 pub mod receive;
 pub mod redis_store;
+pub mod stats;
 pub mod store;
 
 pub use config::Config;
