@@ -26,6 +26,7 @@
 
 pub mod dev;
 
+use starling_cluster::metrics::{self, DescriptorEncoder};
 use crate::config::App;
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -63,19 +64,16 @@ pub struct Stats {
 
 impl Stats {
     /// `starling_app_api_refused_total{status}`: answers of `/app/api/...` with status ≥ 400.
-    pub fn render_prometheus(&self, out: &mut String) {
-        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP starling_app_api_refused_total Answers of the chat app's /app/api routes with \
-             an HTTP status of 400 or more.\n# TYPE starling_app_api_refused_total counter"
-        );
-        for (status, n) in refused.iter() {
-            let _ = writeln!(
-                out,
-                "starling_app_api_refused_total{{status=\"{status}\"}} {n}"
-            );
-        }
+    pub fn collect(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        metrics::counters(
+            enc,
+            "starling_app_api_refused",
+            "Answers of the chat app's /app/api routes with an HTTP status of 400 or more.",
+            refused
+                .into_iter()
+                .map(|(status, n)| ([("status", status.to_string())], n)),
+        )
     }
 }
 
