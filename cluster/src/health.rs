@@ -96,10 +96,22 @@ impl Readiness {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// `host:port` to listen on; absent (the default): no listener. goim has no such port;
+    /// `host:port` to listen on; `""` (the default): no listener. goim has no such port;
     /// the documented choice is comet 3190, job 3191 (goim's 3101, 3102, 3109, 3111 and 3119
-    /// are left alone).
+    /// are left alone). Anything else that is not an address fails the config load.
+    #[serde(deserialize_with = "empty_or_addr")]
     pub bind: Option<SocketAddr>,
+}
+
+/// `""` → `None`; `"host:port"` → the address; anything else an error naming the value.
+fn empty_or_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an ip:port address")))
 }
 
 #[derive(Clone)]
@@ -175,5 +187,20 @@ pub fn redis_ping(
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn bind_is_empty_for_off_or_an_address() {
+        let off: Config = toml::from_str("bind = \"\"").unwrap();
+        assert_eq!(off.bind, None);
+        let on: Config = toml::from_str("bind = \"127.0.0.1:3190\"").unwrap();
+        assert_eq!(on.bind, Some("127.0.0.1:3190".parse().unwrap()));
+        let err = toml::from_str::<Config>("bind = \"nowhere\"").unwrap_err();
+        assert!(err.to_string().contains("\"nowhere\" is not an ip:port"), "{err}");
     }
 }
