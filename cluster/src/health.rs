@@ -201,6 +201,9 @@ mod tests {
         let on: Config = toml::from_str("bind = \"127.0.0.1:3190\"").unwrap();
         assert_eq!(on.bind, Some("127.0.0.1:3190".parse().unwrap()));
         let err = toml::from_str::<Config>("bind = \"nowhere\"").unwrap_err();
-        assert!(err.to_string().contains("\"nowhere\" is not an ip:port"), "{err}");
+        assert!(
+            err.to_string().contains("\"nowhere\" is not an ip:port"),
+            "{err}"
+        );
     }
 }

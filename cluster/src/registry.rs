@@ -7,12 +7,12 @@
 //! Redis keys: the set `starling:comets` (hostnames) and `starling:comet:{hostname}` (the
 //! [`Instance`] as JSON, with a TTL).
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};

@@ -169,7 +169,10 @@ impl Stats {
             "Connections closed, by reason (stable codes: comet/src/close.rs).",
             CloseReason::ALL.iter().map(|&r| {
                 let code = r.code().to_string();
-                ([("reason", r.as_str().to_string()), ("code", code)], self.closes(r))
+                (
+                    [("reason", r.as_str().to_string()), ("code", code)],
+                    self.closes(r),
+                )
             }),
         )?;
         metrics::counter(

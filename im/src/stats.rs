@@ -41,6 +41,9 @@ pub struct Stats {
 
 impl Default for Stats {
     fn default() -> Self {
+        let acks = Family::<CodeLabel, Counter>::default();
+        // Exported at 0 from the start, so a rate over it exists before the first send.
+        drop(acks.get_or_create(&[("code", 0)]));
         Stats {
             admitted: AtomicU64::default(),
             refused: AtomicU64::default(),
@@ -53,7 +56,7 @@ impl Default for Stats {
             device_fallbacks: AtomicU64::default(),
             device_restores: AtomicU64::default(),
             store_errors: AtomicU64::default(),
-            acks: Family::default(),
+            acks,
             ack_seconds: metrics::latency_histogram(),
             store_commit_seconds: metrics::latency_histogram(),
         }
@@ -85,7 +88,11 @@ impl Im {
         m.collect(move |enc| {
             let s = &im.stats;
             for (name, help, v) in [
-                ("starling_im_admitted", "IM connections admitted.", &s.admitted),
+                (
+                    "starling_im_admitted",
+                    "IM connections admitted.",
+                    &s.admitted,
+                ),
                 (
                     "starling_im_refused",
                     "IM opt-ins refused (bad im_token, disabled user, IM off).",
@@ -112,7 +119,11 @@ impl Im {
                     "Sends and recalls refused with 429.",
                     &s.rate_limited,
                 ),
-                ("starling_im_bad_requests", "IM requests answered 400.", &s.bad_requests),
+                (
+                    "starling_im_bad_requests",
+                    "IM requests answered 400.",
+                    &s.bad_requests,
+                ),
                 (
                     "starling_im_delivery_failures",
                     "Stored messages whose delivery was not handed over (503 stored=true).",

@@ -18,10 +18,10 @@
 
 use crate::{CometClient, Config, Done, JobError};
 use bytes::Bytes;
+use starling_cluster::metrics::{self, Histogram};
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq};
 use starling_proto::packet::HEADER_LEN;
 use starling_proto::raw::RawBatch;
-use starling_cluster::metrics::{self, Histogram};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

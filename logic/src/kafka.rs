@@ -56,7 +56,9 @@ pub fn message_key(m: &PushMsg) -> String {
 impl KafkaSink {
     /// A `/readyz` check: the brokers answer a metadata request for the topic within the
     /// push timeout (run on the blocking pool: librdkafka's call blocks).
-    pub fn check(&self) -> impl Fn() -> starling_cluster::health::CheckFuture + Send + Sync + 'static {
+    pub fn check(
+        &self,
+    ) -> impl Fn() -> starling_cluster::health::CheckFuture + Send + Sync + 'static {
         let (producer, topic, timeout) = (self.producer.clone(), self.topic.clone(), self.timeout);
         move || {
             let (producer, topic) = (producer.clone(), topic.clone());

@@ -196,7 +196,8 @@ pub async fn run_with(
     info!(http = %http_addr, grpc = %grpc_addr, "logic running");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut router = crate::http::router(logic.clone()).merge(health::router(metrics, ready.clone()));
+    let mut router =
+        crate::http::router(logic.clone()).merge(health::router(metrics, ready.clone()));
     if let Some(routes) = extension.routes {
         router = router.merge(routes);
     }

@@ -16,7 +16,12 @@ pub enum PushKind {
 }
 
 impl PushKind {
-    const ALL: [PushKind; 4] = [PushKind::Keys, PushKind::Mids, PushKind::Room, PushKind::All];
+    const ALL: [PushKind; 4] = [
+        PushKind::Keys,
+        PushKind::Mids,
+        PushKind::Room,
+        PushKind::All,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {

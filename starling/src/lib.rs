@@ -143,7 +143,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             metrics.collect(move |enc| app.collect(enc));
         }
     }
-    let mut router = starling_logic::http::router(logic).merge(health::router(metrics, ready.clone()));
+    let mut router =
+        starling_logic::http::router(logic).merge(health::router(metrics, ready.clone()));
     if let Some(im) = &im {
         // The /im/v1 management API; no routes unless im.admin_token is set.
         router = router.merge(starling_im::admin::router(im.clone()));

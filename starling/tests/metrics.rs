@@ -16,7 +16,11 @@ use std::net::SocketAddr;
 /// `GET path`: (status, body as text).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out[9..12].parse().unwrap();
@@ -83,10 +87,14 @@ fn traffic_moves_the_metrics_and_health_answers() {
 
     eventually("metrics moved", || {
         let t = metrics(http);
-        sample(&t, "starling_comet_pushed_total") >= Some(2.0)
+        // The IM message reaches the peer; the goim push (op 1000) passes job but an IM
+        // connection does not accept it.
+        sample(&t, "starling_comet_pushed_total") >= Some(1.0)
             && sample(&t, "starling_job_delivered_total") >= Some(2.0)
-            && sample(&t, "starling_comet_closed_total{reason=\"bad_packet\",code=\"4\"}")
-                == Some(1.0)
+            && sample(
+                &t,
+                "starling_comet_closed_total{reason=\"bad_packet\",code=\"4\"}",
+            ) == Some(1.0)
     });
     let t = metrics(http);
     for (series, want) in [
@@ -105,14 +113,18 @@ fn traffic_moves_the_metrics_and_health_answers() {
         assert!(sample(&t, series) >= Some(1.0), "{series} in:\n{t}");
     }
     assert!(
-        t.lines().any(|l| l.starts_with("starling_job_comet_queue{comet=")),
+        t.lines()
+            .any(|l| l.starts_with("starling_job_comet_queue{comet=")),
         "{t}"
     );
 }
 
 #[test]
 fn every_metric_the_dashboard_queries_is_exported() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/grafana/starling.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tools/grafana/starling.json"
+    );
     let dash: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("dashboard is JSON");
 

@@ -7,8 +7,8 @@ pub mod grpc;
 
 use crate::Comet;
 use serde::Deserialize;
-use starling_cluster::registry::{self, CometMeta, Instance};
 use starling_cluster::metrics::Metrics;
+use starling_cluster::registry::{self, CometMeta, Instance};
 use starling_cluster::{boot, health, redis};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -203,11 +203,7 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
         .map_err(NodeError::Runtime)?;
     let _guard = rt.enter();
     let channel = logic_channel(&config.logic)?;
-    let logic = grpc::GrpcLogic::new(
-        channel.clone(),
-        rt.handle().clone(),
-        config.logic.timeout,
-    );
+    let logic = grpc::GrpcLogic::new(channel.clone(), rt.handle().clone(), config.logic.timeout);
     let comet = crate::start(config.comet.clone(), Arc::new(logic))?;
 
     let bind = config.grpc.bind;
@@ -242,7 +238,10 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
         let ok = registered_ok.clone();
         ready.check("registry", move || {
             let ok = ok.load(Ordering::Relaxed);
-            async move { ok.then_some(()).ok_or_else(|| "renewal failing".to_string()) }
+            async move {
+                ok.then_some(())
+                    .ok_or_else(|| "renewal failing".to_string())
+            }
         });
         let mut stop = stop_rx.clone();
         let stopped = async move {

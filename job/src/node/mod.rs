@@ -4,8 +4,8 @@
 //! handed to every target comet. `conf/job.toml` documents every key.
 
 mod grpc;
-pub mod ops;
 pub mod offsets;
+pub mod ops;
 
 use crate::{Delivery, Job};
 use offsets::Offsets;

@@ -26,7 +26,6 @@
 
 pub mod dev;
 
-use starling_cluster::metrics::{self, DescriptorEncoder};
 use crate::config::App;
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -34,6 +33,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use starling_cluster::metrics::{self, DescriptorEncoder};
 use starling_im::Im;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -65,7 +65,11 @@ pub struct Stats {
 impl Stats {
     /// `starling_app_api_refused_total{status}`: answers of `/app/api/...` with status ≥ 400.
     pub fn collect(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
-        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         metrics::counters(
             enc,
             "starling_app_api_refused",
