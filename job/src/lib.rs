@@ -19,6 +19,7 @@
 //! - [`CometClient`]: the seam to comets (in-process handle, or gRPC `goim.comet.Comet`).
 //! - [`Job`]: the comet set and the dispatcher loop ([`Job::run`]).
 //! - [`queue`]: one comet's queue: lanes per key/room/broadcast, bound, behind policy.
+//! - [`stats`]: counters, per-comet queue gauges, call latency.
 //! - `node`: job as its own process (the `job` binary): Kafka in, gRPC out (feature `kafka`).
 
 use bytes::Bytes;
@@ -41,11 +42,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-pub use queue::Stats;
+pub use stats::Stats;
 
 #[cfg(feature = "kafka")]
 pub mod node;
 pub mod queue;
+pub mod stats;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -16,9 +16,10 @@
 //! message that did not fit is dropped with them. Its clients missed those messages; their
 //! sessions stay until they reconnect or expire (goim's protocol has no way to tell them).
 
+use crate::stats::Stats;
 use crate::{CometClient, Config, Done, JobError};
 use bytes::Bytes;
-use starling_cluster::metrics::{self, Histogram};
+use starling_cluster::metrics;
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq};
 use starling_proto::packet::HEADER_LEN;
 use starling_proto::raw::RawBatch;
@@ -58,82 +59,11 @@ pub(crate) enum Item {
     Broadcast(BroadcastReq, Ticket),
 }
 
-/// Counters over every comet queue of one `Job`.
-pub struct Stats {
-    /// Messages (per comet) dropped because their comet was behind or left the registry, or
-    /// (PUSH) named a comet job never learned of within `unknown_comet_wait`.
-    pub dropped: AtomicU64,
-    /// PUSHes that named a comet job did not know yet and were held (`unknown_comet_wait`).
-    pub held: AtomicU64,
-    /// Times a comet was found behind (its queue full and no answer for `comet_stall`).
-    pub behind: AtomicU64,
-    /// Calls given up on after the comet client's retries.
-    pub failed: AtomicU64,
-    /// Messages (per comet) handed over: the comet answered their call.
-    pub delivered: AtomicU64,
-    /// Seconds from a call to a comet to its answer (a room batch: written by the comet).
-    pub call_seconds: Histogram,
-    /// Each live comet queue, for its depth and silence (gauges).
-    queues: Mutex<HashMap<String, Arc<Shared>>>,
-}
-
-impl std::fmt::Debug for Stats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stats")
-            .field("dropped", &self.dropped)
-            .field("delivered", &self.delivered)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            dropped: AtomicU64::default(),
-            held: AtomicU64::default(),
-            behind: AtomicU64::default(),
-            failed: AtomicU64::default(),
-            delivered: AtomicU64::default(),
-            call_seconds: metrics::latency_histogram(),
-            queues: Mutex::default(),
-        }
-    }
-}
-
-impl Stats {
-    /// Per comet: messages waiting or in a call, and seconds its calls in flight have gone
-    /// unanswered (0 when none is in flight; `comet_stall` of it makes the comet behind).
-    pub fn queue_gauges(&self) -> Vec<(String, i64, f64)> {
-        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = queues
-            .iter()
-            .map(|(server, s)| {
-                let depth = s.queued.load(Relaxed) as i64;
-                (server.clone(), depth, s.silent_for().as_secs_f64())
-            })
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-
-    fn track(&self, s: &Arc<Shared>) {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues.insert(s.server.clone(), s.clone());
-    }
-
-    fn untrack(&self, s: &Arc<Shared>) {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if queues.get(&s.server).is_some_and(|q| Arc::ptr_eq(q, s)) {
-            queues.remove(&s.server);
-        }
-    }
-}
-
 /// What the dispatcher and a comet's task share.
-struct Shared {
-    server: String,
+pub(crate) struct Shared {
+    pub(crate) server: String,
     /// Messages accepted for this comet and not yet through (waiting or in a call).
-    queued: AtomicUsize,
+    pub(crate) queued: AtomicUsize,
     /// Milliseconds since `epoch` at the last sign of life: a call answered, or a call
     /// started while none was in flight.
     alive_at: AtomicU64,
@@ -159,7 +89,7 @@ impl Shared {
     }
 
     /// How long the comet has had calls in flight without answering any.
-    fn silent_for(&self) -> Duration {
+    pub(crate) fn silent_for(&self) -> Duration {
         if self.calls.load(Relaxed) == 0 {
             return Duration::ZERO;
         }
