@@ -10,12 +10,18 @@
 //! - [`boot`]: config file loading and logging, shared by every binary (the tiers and the
 //!   all-in-one).
 //! - [`clikit`]: what every binary's command-line test checks, on the built binary.
+//! - [`metrics`]: one Prometheus registry per server (`prometheus-client`), collectors over
+//!   the components' atomics, latency histograms.
+//! - [`health`]: `/metrics`, `/healthz`, `/readyz` (named readiness checks, draining), and the
+//!   `[metrics]` listener of the `comet` and `job` binaries.
 //! - [`testkit`]: real `redis-server` and `tansu` processes on spare ports, for tests.
 
 pub mod boot;
 #[doc(hidden)]
 pub mod clikit;
+pub mod health;
 pub mod kafka;
+pub mod metrics;
 pub mod redis;
 pub mod registry;
 #[doc(hidden)]

@@ -1,7 +1,8 @@
 //! Redis: the `[redis]` table shared by comet, logic and job, and a connection that
 //! reconnects by itself and never waits longer than its deadline.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+pub use redis::aio::ConnectionManager;
+use redis::aio::ConnectionManagerConfig;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

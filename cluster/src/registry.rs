@@ -12,6 +12,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
@@ -149,10 +150,22 @@ pub async fn withdraw(conn: &mut ConnectionManager, hostname: &str) -> redis::Re
 /// it. A failed renewal is logged and retried at the next tick: the comet keeps serving its
 /// connections while Redis is away.
 pub async fn keep_registered(
+    conn: ConnectionManager,
+    config: Config,
+    describe: impl Fn() -> Instance,
+    stop: watch::Receiver<bool>,
+) {
+    keep_registered_reporting(conn, config, describe, stop, Arc::default()).await
+}
+
+/// [`keep_registered`], keeping `ok` true while the last renewal succeeded (false before the
+/// first): what a comet's `/readyz` reports as `registry`.
+pub async fn keep_registered_reporting(
     mut conn: ConnectionManager,
     config: Config,
     describe: impl Fn() -> Instance,
     mut stop: watch::Receiver<bool>,
+    ok: Arc<AtomicBool>,
 ) {
     let mut tick = tokio::time::interval(config.interval);
     let mut failing = false;
@@ -162,7 +175,9 @@ pub async fn keep_registered(
             _ = stop.changed() => break,
         }
         let instance = describe();
-        match publish(&mut conn, &instance, config.ttl).await {
+        let published = publish(&mut conn, &instance, config.ttl).await;
+        ok.store(published.is_ok(), Relaxed);
+        match published {
             Ok(()) if failing => {
                 failing = false;
                 info!(hostname = %instance.hostname, "registered again");

@@ -1,5 +1,6 @@
 //! Why a connection ended: one enum with stable codes, used in logs and metrics.
 
+use starling_cluster::metrics::{self, DescriptorEncoder};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Every reason comet ends a connection. The numbers are stable: dashboards key on them.
@@ -215,81 +216,104 @@ impl Stats {
         self.refused[reason as usize].load(Relaxed)
     }
 
-    /// Prometheus text exposition of every counter.
-    pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write;
-        let g = |v: &AtomicI64| v.load(Relaxed);
+    /// Every comet counter, for a [`metrics::Metrics`] collector (see [`Stats::register`]).
+    pub fn collect(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let c = |v: &AtomicU64| v.load(Relaxed);
-        let _ = writeln!(out, "# TYPE starling_comet_connections gauge");
-        let _ = writeln!(out, "starling_comet_connections {}", g(&self.connections));
-        let _ = writeln!(out, "# TYPE starling_comet_sessions gauge");
-        let _ = writeln!(out, "starling_comet_sessions {}", g(&self.sessions));
-        let _ = writeln!(out, "# TYPE starling_comet_accepted_total counter");
-        let _ = writeln!(out, "starling_comet_accepted_total {}", c(&self.accepted));
-        let _ = writeln!(out, "# TYPE starling_comet_closed_total counter");
-        for r in CloseReason::ALL {
-            let _ = writeln!(
-                out,
-                "starling_comet_closed_total{{reason=\"{}\",code=\"{}\"}} {}",
-                r.as_str(),
-                r.code(),
-                self.closes(r)
-            );
-        }
-        let _ = writeln!(out, "# TYPE starling_comet_refused_total counter");
-        for r in Refusal::ALL {
-            let _ = writeln!(
-                out,
-                "starling_comet_refused_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                self.refusals(r)
-            );
-        }
-        let _ = writeln!(out, "# TYPE starling_comet_accept_errors_total counter");
-        for (kind, v) in [
-            ("fd_limit", &self.accept_fd_errors),
-            ("other", &self.accept_other_errors),
-        ] {
-            let _ = writeln!(
-                out,
-                "starling_comet_accept_errors_total{{kind=\"{kind}\"}} {}",
-                c(v)
-            );
-        }
-        let _ = writeln!(out, "# TYPE starling_comet_flood_refused_total counter");
-        let _ = writeln!(
-            out,
-            "starling_comet_flood_refused_total {}",
-            c(&self.flood_refused)
-        );
-        let _ = writeln!(out, "# TYPE starling_comet_pushed_total counter");
-        let _ = writeln!(out, "starling_comet_pushed_total {}", c(&self.pushed));
-        let _ = writeln!(out, "# TYPE starling_comet_writes_total counter");
-        let _ = writeln!(out, "starling_comet_writes_total {}", c(&self.writes));
-        let _ = writeln!(out, "# TYPE starling_comet_packets_in_total counter");
-        let _ = writeln!(
-            out,
-            "starling_comet_packets_in_total {}",
-            c(&self.packets_in)
-        );
-        let _ = writeln!(out, "# TYPE starling_comet_logic_failures_total counter");
-        let _ = writeln!(
-            out,
-            "starling_comet_logic_failures_total {}",
-            c(&self.logic_failures)
-        );
-        let _ = writeln!(out, "# TYPE starling_comet_answers_total counter");
-        for (result, v) in [
-            ("logic", &self.answered),
-            ("timeout", &self.answer_timeouts),
-            ("failed", &self.answer_failures),
-        ] {
-            let _ = writeln!(
-                out,
-                "starling_comet_answers_total{{result=\"{result}\"}} {}",
-                c(v)
-            );
-        }
-        self.deflate.render_prometheus(out);
+        metrics::gauge(
+            enc,
+            "starling_comet_connections",
+            "Connections accepted and not yet closed.",
+            self.connections.load(Relaxed),
+        )?;
+        metrics::gauge(
+            enc,
+            "starling_comet_sessions",
+            "Authenticated connections.",
+            self.sessions.load(Relaxed),
+        )?;
+        metrics::counter(
+            enc,
+            "starling_comet_accepted",
+            "Connections accepted.",
+            c(&self.accepted),
+        )?;
+        metrics::counters(
+            enc,
+            "starling_comet_closed",
+            "Connections closed, by reason (stable codes: comet/src/close.rs).",
+            CloseReason::ALL.iter().map(|&r| {
+                let code = r.code().to_string();
+                (
+                    [("reason", r.as_str().to_string()), ("code", code)],
+                    self.closes(r),
+                )
+            }),
+        )?;
+        metrics::counters(
+            enc,
+            "starling_comet_refused",
+            "Connections refused at accept, by limit (max_conns, max_conns_per_ip).",
+            Refusal::ALL
+                .iter()
+                .map(|&r| ([("reason", r.as_str())], self.refusals(r))),
+        )?;
+        metrics::counters(
+            enc,
+            "starling_comet_accept_errors",
+            "accept() failures: fd_limit (EMFILE, ENFILE, ENOBUFS, ENOMEM; accept backs off) or other.",
+            [
+                ("fd_limit", &self.accept_fd_errors),
+                ("other", &self.accept_other_errors),
+            ]
+            .map(|(kind, v)| ([("kind", kind)], c(v))),
+        )?;
+        metrics::counter(
+            enc,
+            "starling_comet_flood_refused",
+            "Packets over a connection's rate (comet.limits.max_packets_per_sec) dropped or answered 429.",
+            c(&self.flood_refused),
+        )?;
+        metrics::counter(
+            enc,
+            "starling_comet_pushed",
+            "Messages queued to clients by pushes (one per connection per push).",
+            c(&self.pushed),
+        )?;
+        metrics::counter(
+            enc,
+            "starling_comet_writes",
+            "Socket writes that carried pushed or queued output.",
+            c(&self.writes),
+        )?;
+        metrics::counter(
+            enc,
+            "starling_comet_packets_in",
+            "Client packets handled after auth.",
+            c(&self.packets_in),
+        )?;
+        metrics::counter(
+            enc,
+            "starling_comet_logic_failures",
+            "Calls to logic nobody waits for that failed.",
+            c(&self.logic_failures),
+        )?;
+        metrics::counters(
+            enc,
+            "starling_comet_answers",
+            "Forward-and-answer ops by how they ended: logic, timeout (504), failed (503).",
+            [
+                ("logic", &self.answered),
+                ("timeout", &self.answer_timeouts),
+                ("failed", &self.answer_failures),
+            ]
+            .map(|(result, v)| ([("result", result)], c(v))),
+        )?;
+        self.deflate.collect(enc)
+    }
+
+    /// Registers [`Stats::collect`] with `m`.
+    pub fn register(self: &std::sync::Arc<Self>, m: &metrics::Metrics) {
+        let s = self.clone();
+        m.collect(move |enc| s.collect(enc));
     }
 }

@@ -3,6 +3,7 @@
 //! takeover either way, nothing is kept per connection between messages), and the counters.
 //! The codec and the negotiation are `starling_proto::ws::deflate`'s.
 
+use starling_cluster::metrics::{self, DescriptorEncoder};
 use starling_proto::ws::deflate::{Deflater, InflateError, Inflater};
 use starling_proto::ws::{self, Opcode};
 use std::cell::RefCell;
@@ -89,42 +90,34 @@ impl DeflateStats {
         self.in_raw.fetch_add(raw as u64, Relaxed);
     }
 
-    pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// The `starling_comet_ws_deflate_*` counters.
+    pub fn collect(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let c = |v: &AtomicU64| v.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "# TYPE starling_comet_ws_deflate_connections_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "starling_comet_ws_deflate_connections_total {}",
-            c(&self.negotiated)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE starling_comet_ws_deflate_messages_total counter"
-        );
-        for (dir, v) in [("out", &self.out_messages), ("in", &self.in_messages)] {
-            let _ = writeln!(
-                out,
-                "starling_comet_ws_deflate_messages_total{{dir=\"{dir}\"}} {}",
-                c(v)
-            );
-        }
-        let _ = writeln!(out, "# TYPE starling_comet_ws_deflate_bytes_total counter");
-        for (dir, stage, v) in [
-            ("out", "raw", &self.out_raw),
-            ("out", "compressed", &self.out_compressed),
-            ("in", "compressed", &self.in_compressed),
-            ("in", "raw", &self.in_raw),
-        ] {
-            let _ = writeln!(
-                out,
-                "starling_comet_ws_deflate_bytes_total{{dir=\"{dir}\",stage=\"{stage}\"}} {}",
-                c(v)
-            );
-        }
+        metrics::counter(
+            enc,
+            "starling_comet_ws_deflate_connections",
+            "WebSocket connections that agreed on permessage-deflate.",
+            c(&self.negotiated),
+        )?;
+        metrics::counters(
+            enc,
+            "starling_comet_ws_deflate_messages",
+            "Compressed WebSocket messages, by direction.",
+            [("out", &self.out_messages), ("in", &self.in_messages)]
+                .map(|(dir, v)| ([("dir", dir)], c(v))),
+        )?;
+        metrics::counters(
+            enc,
+            "starling_comet_ws_deflate_bytes",
+            "Bytes of compressed WebSocket messages, by direction and stage.",
+            [
+                ("out", "raw", &self.out_raw),
+                ("out", "compressed", &self.out_compressed),
+                ("in", "compressed", &self.in_compressed),
+                ("in", "raw", &self.in_raw),
+            ]
+            .map(|(dir, stage, v)| ([("dir", dir), ("stage", stage)], c(v))),
+        )
     }
 }
 

@@ -56,9 +56,9 @@ fn connections_over_the_limits_are_refused_at_accept() {
     let mut again = Client::connect_from(c.tcp, ip(1), 0);
     again.auth(&token(4, "again", 0));
     let metrics = {
-        let mut out = String::new();
-        c.comet.stats().render_prometheus(&mut out);
-        out
+        let m = starling_cluster::metrics::Metrics::new();
+        c.comet.stats().register(&m);
+        m.render()
     };
     assert!(
         metrics.contains("starling_comet_refused_total{reason=\"max_conns_per_ip\"} 1"),

@@ -107,8 +107,9 @@ fn pushes_and_answers_go_compressed_and_client_messages_are_inflated() {
     eventually("counted", || d.out_messages.load(Relaxed) == 2);
     assert_eq!(d.in_messages.load(Relaxed), 2);
     assert!(d.out_compressed.load(Relaxed) * 3 < d.out_raw.load(Relaxed));
-    let mut text = String::new();
-    c.comet.stats().render_prometheus(&mut text);
+    let metrics = starling_cluster::metrics::Metrics::new();
+    c.comet.stats().register(&metrics);
+    let text = metrics.render();
     assert!(
         text.contains("starling_comet_ws_deflate_messages_total{dir=\"out\"} 2\n"),
         "{text}"

@@ -28,6 +28,7 @@ pub mod lane;
 pub mod ops;
 pub mod read;
 pub mod service;
+pub mod stats;
 pub mod store;
 pub mod token;
 

@@ -205,11 +205,19 @@ impl Im {
         error_reply(op, codec, 400, why)
     }
 
-    /// op 20: stores a message and hands it to delivery, then acks (§7.1).
+    /// op 20, counted by its ack's code and timed (see [`crate::stats::Stats::acked`]).
     async fn send(&self, dev: &Device, body: &[u8]) -> Body {
+        let start = std::time::Instant::now();
+        let (code, body) = self.send_coded(dev, body).await;
+        self.stats.acked(code, start);
+        body
+    }
+
+    /// op 20: stores a message and hands it to delivery, then acks (§7.1); with the code.
+    async fn send_coded(&self, dev: &Device, body: &[u8]) -> (i32, Body) {
         let c = dev.codec;
         let nack = |code: i32, reason: String, id: &str, retry: u32| {
-            codec::encode(
+            let body = codec::encode(
                 c,
                 &SendAck {
                     code,
@@ -218,11 +226,12 @@ impl Im {
                     retry_after_ms: retry,
                     ..SendAck::default()
                 },
-            )
+            );
+            (code, body)
         };
         let req: SendReq = match codec::decode(c, body) {
             Ok(r) => r,
-            Err(e) => return self.bad(op::im::SEND, c, e.to_string()),
+            Err(e) => return (400, self.bad(op::im::SEND, c, e.to_string())),
         };
         let id = req.client_msg_id.clone();
         if !client_msg_id_ok(&id) {
@@ -303,7 +312,7 @@ impl Im {
             ack.retry_after_ms = 100;
             ack.reason = e.to_string();
         }
-        codec::encode(c, &ack)
+        (ack.code, codec::encode(c, &ack))
     }
 
     /// Rules of a send that need no atomicity with the write: blocks, `p2p_policy`, mutes.

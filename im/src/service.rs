@@ -33,25 +33,7 @@ pub mod kick {
     pub const FLOOD: i32 = 4005;
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub admitted: AtomicU64,
-    pub refused: AtomicU64,
-    pub kicked: AtomicU64,
-    pub sent: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub rate_limited: AtomicU64,
-    /// Connections closed for flooding (kick 4005).
-    pub flood_closed: AtomicU64,
-    pub bad_requests: AtomicU64,
-    pub delivery_failures: AtomicU64,
-    /// Requests answered without the device table (unreachable): the device was taken from
-    /// what comet says of the connection (`ReceiveReq.key`, `ReceiveReq.im`).
-    pub device_fallbacks: AtomicU64,
-    /// Device entries a heartbeat put back (Redis had lost them).
-    pub device_restores: AtomicU64,
-}
+pub use crate::stats::Stats;
 
 pub struct Im {
     pub config: Config,
@@ -71,7 +53,7 @@ pub struct Im {
     /// Connections (key, conn) already kicked for flooding, so one kick is sent however many
     /// refusals arrive before the close; forgotten when the connection leaves.
     flood_kicked: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     /// Connections that left, to forget idle rate-limiter keys now and then.
     departures: AtomicU64,
 }
@@ -123,7 +105,7 @@ impl Im {
             devices,
             store,
             config,
-            stats: Stats::default(),
+            stats: Arc::default(),
             departures: AtomicU64::new(0),
         })
     }
@@ -150,11 +132,14 @@ impl Im {
         own_key: Option<String>,
         req: crate::store::AppendReq,
     ) -> crate::lane::Landed<crate::store::Appended> {
-        let store = self.store.clone();
+        let (store, stats) = (self.store.clone(), self.stats.clone());
         self.lanes
             .write(req.conv, own_key, move || {
                 Box::pin(async move {
-                    let a = store.append(req).await?;
+                    let start = std::time::Instant::now();
+                    let a = store.append(req).await;
+                    stats.store_write(start, &a);
+                    let a = a?;
                     Ok(crate::lane::Written {
                         deliver: vec![a.message.clone()],
                         reply: a,
@@ -170,11 +155,14 @@ impl Im {
         own_key: Option<String>,
         req: crate::store::RecallReq,
     ) -> crate::lane::Landed<crate::store::Appended> {
-        let store = self.store.clone();
+        let (store, stats) = (self.store.clone(), self.stats.clone());
         self.lanes
             .write(req.conv, own_key, move || {
                 Box::pin(async move {
-                    let a = store.recall(req).await?;
+                    let start = std::time::Instant::now();
+                    let a = store.recall(req).await;
+                    stats.store_write(start, &a);
+                    let a = a?;
                     Ok(crate::lane::Written {
                         deliver: vec![a.message.clone()],
                         reply: a,
@@ -347,84 +335,6 @@ impl Im {
             max_body: self.config.max_body as i32,
             welcome: codec::encode(codec, &welcome),
         })
-    }
-}
-
-impl Im {
-    /// The IM counters and gauges in Prometheus text format (appended to `/metrics`).
-    pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let s = &self.stats;
-        for (name, help, v) in [
-            (
-                "starling_im_admitted_total",
-                "IM connections admitted.",
-                &s.admitted,
-            ),
-            (
-                "starling_im_refused_total",
-                "IM opt-ins refused (bad im_token, disabled user, IM off).",
-                &s.refused,
-            ),
-            (
-                "starling_im_kicked_total",
-                "IM_KICK notices sent (multi-login policy, admin, disable).",
-                &s.kicked,
-            ),
-            (
-                "starling_im_sent_total",
-                "Messages stored by sends, of clients and of the management API (duplicates excluded).",
-                &s.sent,
-            ),
-            (
-                "starling_im_duplicates_total",
-                "Sends answered from the dedup index (retries).",
-                &s.duplicates,
-            ),
-            (
-                "starling_im_rate_limited_total",
-                "Sends and recalls refused with 429.",
-                &s.rate_limited,
-            ),
-            (
-                "starling_im_flood_closed_total",
-                "IM connections closed for flooding (IM_KICK 4005).",
-                &s.flood_closed,
-            ),
-            (
-                "starling_im_bad_requests_total",
-                "IM requests answered 400.",
-                &s.bad_requests,
-            ),
-            (
-                "starling_im_delivery_failures_total",
-                "Stored messages whose delivery was not handed over (503 stored=true).",
-                &s.delivery_failures,
-            ),
-            (
-                "starling_im_device_fallbacks_total",
-                "IM requests served while the device table was unreachable (Redis down).",
-                &s.device_fallbacks,
-            ),
-            (
-                "starling_im_device_restores_total",
-                "Device entries put back by a heartbeat after Redis lost them.",
-                &s.device_restores,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        // A shared (Redis) table is not counted by any one logic node.
-        if let Some(n) = self.devices.count() {
-            let _ = writeln!(
-                out,
-                "# HELP starling_im_devices IM connections in the device table.\n# TYPE starling_im_devices gauge\nstarling_im_devices {n}",
-            );
-        }
     }
 }
 

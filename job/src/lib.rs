@@ -19,11 +19,13 @@
 //! - [`CometClient`]: the seam to comets (in-process handle, or gRPC `goim.comet.Comet`).
 //! - [`Job`]: the comet set and the dispatcher loop ([`Job::run`]).
 //! - [`queue`]: one comet's queue: lanes per key/room/broadcast, bound, behind policy.
+//! - [`stats`]: counters, per-comet queue gauges, call latency.
 //! - `node`: job as its own process (the `job` binary): Kafka in, gRPC out (feature `kafka`).
 
 use bytes::Bytes;
 use queue::{CometQueue, Item, ticket};
 use serde::{Deserialize, Serialize};
+use starling_cluster::metrics;
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq};
 use starling_proto::grpc::logic::{PushMsg, push_msg};
 use starling_proto::grpc::protocol::Proto;
@@ -40,11 +42,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-pub use queue::Stats;
+pub use stats::Stats;
 
 #[cfg(feature = "kafka")]
 pub mod node;
 pub mod queue;
+pub mod stats;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -195,38 +198,62 @@ impl Job {
         &self.stats
     }
 
-    /// Prometheus text for job's counters.
-    pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let s = &self.stats;
-        for (name, help, v) in [
-            (
-                "starling_job_dropped_total",
-                "Messages for one comet dropped because it was behind or left.",
-                &s.dropped,
-            ),
-            (
-                "starling_job_comet_behind_total",
-                "Times a comet's queue was full and the comet silent for job.comet_stall.",
-                &s.behind,
-            ),
-            (
-                "starling_job_comet_failed_total",
-                "Calls to a comet given up on after the client's retries.",
-                &s.failed,
-            ),
-            (
-                "starling_job_unknown_comet_held_total",
-                "Pushes for a comet job did not know yet, held for job.unknown_comet_wait.",
-                &s.held,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Relaxed)
-            );
-        }
+    /// Registers job's counters, per-comet queue gauges and call latency with `m`.
+    pub fn register_metrics(&self, m: &metrics::Metrics) {
+        let s = self.stats.clone();
+        m.collect(move |enc| {
+            for (name, help, v) in [
+                (
+                    "starling_job_dropped",
+                    "Messages for one comet dropped because it was behind or left.",
+                    &s.dropped,
+                ),
+                (
+                    "starling_job_comet_behind",
+                    "Times a comet's queue was full and the comet silent for job.comet_stall.",
+                    &s.behind,
+                ),
+                (
+                    "starling_job_comet_failed",
+                    "Calls to a comet given up on after the client's retries.",
+                    &s.failed,
+                ),
+                (
+                    "starling_job_unknown_comet_held",
+                    "Pushes for a comet job did not know yet, held for job.unknown_comet_wait.",
+                    &s.held,
+                ),
+                (
+                    "starling_job_delivered",
+                    "Messages (per comet) handed over: the comet answered their call.",
+                    &s.delivered,
+                ),
+            ] {
+                metrics::counter(enc, name, help, v.load(Relaxed))?;
+            }
+            let queues = s.queue_gauges();
+            metrics::gauges(
+                enc,
+                "starling_job_comet_queue",
+                "Messages waiting for a comet or in a call to it (at most job.comet_queue).",
+                queues.iter().map(|(c, d, _)| ([("comet", c.as_str())], *d)),
+            )?;
+            // Whole milliseconds: gauges here are integers.
+            metrics::gauges(
+                enc,
+                "starling_job_comet_lag_ms",
+                "Milliseconds a comet's calls in flight have gone unanswered (0: none waits).",
+                queues
+                    .iter()
+                    .map(|(c, _, lag)| ([("comet", c.as_str())], (lag * 1000.0) as i64)),
+            )
+        });
+        m.register(
+            "starling_job_comet_call_seconds",
+            "Seconds from a call to a comet to its answer (delivery to the comet; a room batch \
+             returns once written).",
+            self.stats.call_seconds.clone(),
+        );
     }
 
     /// Brings the dispatcher's queues in line with the comet map.

@@ -16,8 +16,10 @@
 //! message that did not fit is dropped with them. Its clients missed those messages; their
 //! sessions stay until they reconnect or expire (goim's protocol has no way to tell them).
 
+use crate::stats::Stats;
 use crate::{CometClient, Config, Done, JobError};
 use bytes::Bytes;
+use starling_cluster::metrics;
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq};
 use starling_proto::packet::HEADER_LEN;
 use starling_proto::raw::RawBatch;
@@ -57,25 +59,11 @@ pub(crate) enum Item {
     Broadcast(BroadcastReq, Ticket),
 }
 
-/// Counters over every comet queue of one `Job`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Messages (per comet) dropped because their comet was behind or left the registry, or
-    /// (PUSH) named a comet job never learned of within `unknown_comet_wait`.
-    pub dropped: AtomicU64,
-    /// PUSHes that named a comet job did not know yet and were held (`unknown_comet_wait`).
-    pub held: AtomicU64,
-    /// Times a comet was found behind (its queue full and no answer for `comet_stall`).
-    pub behind: AtomicU64,
-    /// Calls given up on after the comet client's retries.
-    pub failed: AtomicU64,
-}
-
 /// What the dispatcher and a comet's task share.
-struct Shared {
-    server: String,
+pub(crate) struct Shared {
+    pub(crate) server: String,
     /// Messages accepted for this comet and not yet through (waiting or in a call).
-    queued: AtomicUsize,
+    pub(crate) queued: AtomicUsize,
     /// Milliseconds since `epoch` at the last sign of life: a call answered, or a call
     /// started while none was in flight.
     alive_at: AtomicU64,
@@ -101,7 +89,7 @@ impl Shared {
     }
 
     /// How long the comet has had calls in flight without answering any.
-    fn silent_for(&self) -> Duration {
+    pub(crate) fn silent_for(&self) -> Duration {
         if self.calls.load(Relaxed) == 0 {
             return Duration::ZERO;
         }
@@ -137,6 +125,7 @@ impl CometQueue {
             space: Notify::new(),
             epoch: Instant::now(),
         });
+        stats.track(&shared);
         let (tx, rx) = mpsc::unbounded_channel();
         let drain = Drain {
             shared: shared.clone(),
@@ -148,7 +137,12 @@ impl CometQueue {
             rooms: HashMap::new(),
             calls: JoinSet::new(),
         };
-        let task = tokio::spawn(drain.run(rx));
+        let task = tokio::spawn(async move {
+            let stats = drain.stats.clone();
+            let shared = drain.shared.clone();
+            drain.run(rx).await;
+            stats.untrack(&shared);
+        });
         CometQueue { shared, tx, task }
     }
 
@@ -357,13 +351,22 @@ impl Drain {
         if self.shared.calls.fetch_add(1, Relaxed) == 0 {
             self.shared.mark_alive();
         }
-        self.calls.spawn(async move { (id, n, call.await) });
+        let stats = self.stats.clone();
+        self.calls.spawn(async move {
+            let start = std::time::Instant::now();
+            let r = call.await;
+            stats.call_seconds.observe(metrics::seconds_since(start));
+            (id, n, r)
+        });
     }
 
     fn finished(&mut self, (id, n, result): CallResult) {
         self.shared.calls.fetch_sub(1, Relaxed);
         match result {
-            Ok(()) => self.shared.mark_alive(),
+            Ok(()) => {
+                self.shared.mark_alive();
+                self.stats.delivered.fetch_add(n as u64, Relaxed);
+            }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Relaxed);
                 warn!(error = %e, messages = n, "comet call given up");

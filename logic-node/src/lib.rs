@@ -74,21 +74,24 @@ pub async fn open_store(
 
 /// Installs IM on the node: its connect hook and op handlers on logic, the device table in
 /// the node's Redis, pushes through the node's Kafka producer, `/im/v1` on the HTTP port and
-/// IM's counters on `/metrics`.
+/// IM's metrics on `/metrics` and its store on `/readyz`.
 async fn install_im(config: starling_im::Config, parts: Parts) -> Result<Extension, boot::Invalid> {
     let store = open_store(&config).await?;
     let devices = DeviceTable::Redis(RedisDevices::new(parts.redis, parts.expire));
     let im = Im::with_devices(config, store, parts.sink, devices);
     im.install(&parts.logic);
-    let metrics = im.clone();
+    im.register_metrics(&parts.metrics);
+    let store = im.store.clone();
+    parts.ready.check("im_store", move || {
+        let store = store.clone();
+        // Any read reaches PostgreSQL (the embedded store is open as long as we run).
+        async move { store.group(0).await.map(|_| ()).map_err(|e| e.to_string()) }
+    });
     Ok(Extension {
         // starling.im.v1.Admin beside goim.logic.Logic; none unless im.admin_token is set.
         grpc: starling_im::admin::grpc::service(im.clone()).map(tonic::service::Routes::new),
         // The /im/v1 management API; no routes unless im.admin_token is set.
         routes: Some(starling_im::admin::router(im)),
-        metrics: Some(Arc::new(move |out: &mut String| {
-            metrics.render_prometheus(out)
-        })),
     })
 }
 

@@ -53,6 +53,31 @@ pub fn message_key(m: &PushMsg) -> String {
     }
 }
 
+impl KafkaSink {
+    /// A `/readyz` check: the brokers answer a metadata request for the topic within the
+    /// push timeout (run on the blocking pool: librdkafka's call blocks).
+    pub fn check(
+        &self,
+    ) -> impl Fn() -> starling_cluster::health::CheckFuture + Send + Sync + 'static {
+        let (producer, topic, timeout) = (self.producer.clone(), self.topic.clone(), self.timeout);
+        move || {
+            let (producer, topic) = (producer.clone(), topic.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    use rdkafka::producer::Producer as _;
+                    producer
+                        .client()
+                        .fetch_metadata(Some(&topic), timeout)
+                        .map(|_| ())
+                        .map_err(|e| format!("brokers: {e}"))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            })
+        }
+    }
+}
+
 impl PushSink for KafkaSink {
     fn publish(&self, msg: PushMsg) -> BoxFuture<'_, Result<(), PushError>> {
         Box::pin(async move {

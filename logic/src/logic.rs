@@ -5,7 +5,7 @@ use crate::admit::{Admission, ConnectHook, Grant};
 use crate::config::Config;
 use crate::nodes::{self, Registry};
 use crate::receive::{Handler, Handlers};
-use crate::stats::{AuthRefusal, Stats};
+use crate::stats::{AuthRefusal, PushKind, Stats};
 use crate::store::{BoxFuture, OnlineStore, OnlineTable, SessionStore, StoreError};
 use bytes::Bytes;
 use starling_proto::AuthToken;
@@ -52,7 +52,8 @@ pub trait PushSink: Send + Sync + 'static {
 
 pub struct Logic {
     pub config: Config,
-    /// What the HTTP API and `connect` refused.
+    /// Pushes by kind and failures by cause, and what the HTTP API and `connect` refused
+    /// (see [`crate::stats`]).
     pub stats: Arc<Stats>,
     sessions: Arc<dyn SessionStore>,
     online: OnlineTable,
@@ -266,6 +267,17 @@ impl Logic {
     /// Pushes to each key once, however often the request names it (a key named 300 times
     /// would otherwise queue 300 copies and close its connection as a slow consumer).
     pub async fn push_keys(&self, op: i32, keys: &[String], msg: Bytes) -> Result<(), LogicError> {
+        let r = self.push_keys_inner(op, keys, msg).await;
+        self.stats.record(PushKind::Keys, &r);
+        r
+    }
+
+    async fn push_keys_inner(
+        &self,
+        op: i32,
+        keys: &[String],
+        msg: Bytes,
+    ) -> Result<(), LogicError> {
         let keys = first_of_each(keys);
         let keys = keys.as_slice();
         let servers = self.sessions.servers(keys).await?;
@@ -281,6 +293,12 @@ impl Logic {
     /// Pushes to every key of each mid once, however often the request names the mid (goim
     /// does the same: it gathers the mids' keys in a map).
     pub async fn push_mids(&self, op: i32, mids: &[i64], msg: Bytes) -> Result<(), LogicError> {
+        let r = self.push_mids_inner(op, mids, msg).await;
+        self.stats.record(PushKind::Mids, &r);
+        r
+    }
+
+    async fn push_mids_inner(&self, op: i32, mids: &[i64], msg: Bytes) -> Result<(), LogicError> {
         let mids = first_of_each(mids);
         let mut by_server: HashMap<String, Vec<String>> = HashMap::new();
         for (key, server) in self.sessions.keys_of(&mids).await? {
@@ -326,13 +344,19 @@ impl Logic {
 
     /// Room push; `room` is goim's room key `type://id`.
     pub async fn push_room(&self, op: i32, room: String, msg: Bytes) -> Result<(), LogicError> {
-        self.publish(push_msg::Type::Room, op, msg, |m| m.room = room)
-            .await
+        let r = self
+            .publish(push_msg::Type::Room, op, msg, |m| m.room = room)
+            .await;
+        self.stats.record(PushKind::Room, &r);
+        r
     }
 
     pub async fn push_all(&self, op: i32, speed: i32, msg: Bytes) -> Result<(), LogicError> {
-        self.publish(push_msg::Type::Broadcast, op, msg, |m| m.speed = speed)
-            .await
+        let r = self
+            .publish(push_msg::Type::Broadcast, op, msg, |m| m.speed = speed)
+            .await;
+        self.stats.record(PushKind::All, &r);
+        r
     }
 
     /// Cluster room counts (goim's `roomCount`).

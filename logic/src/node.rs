@@ -4,13 +4,14 @@
 //! key. [`run_with`] lets a caller add to the node once [`Logic`] exists (the binary adds IM;
 //! this crate cannot depend on the IM crate, which depends on it).
 
-use crate::http::MetricsFn;
 use crate::kafka::KafkaSink;
 use crate::nodes::{Instance, Registry};
 use crate::redis_store::{RedisOnline, RedisSessions};
 use crate::{Logic, PushSink, grpc};
 use ::redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
+use starling_cluster::health::{self, Readiness};
+use starling_cluster::metrics::Metrics;
 use starling_cluster::{boot, kafka, redis, registry};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +79,10 @@ pub struct Parts {
     pub sink: Arc<dyn PushSink>,
     /// TTL of what the node keeps in Redis (`redis.expire`), refreshed by heartbeats.
     pub expire: Duration,
+    /// The node's `/metrics`: register the extension's collectors and histograms here.
+    pub metrics: Arc<Metrics>,
+    /// The node's `/readyz`: add the extension's dependencies (the IM store) here.
+    pub ready: Arc<Readiness>,
 }
 
 /// What an extension adds to the node.
@@ -85,8 +90,6 @@ pub struct Parts {
 pub struct Extension {
     /// Merged into the HTTP API's router (on `logic.http.bind`).
     pub routes: Option<axum::Router>,
-    /// Appended to the HTTP API's `/metrics`.
-    pub metrics: Option<MetricsFn>,
     /// Served on `grpc.bind` beside `goim.logic.Logic` (IM's `starling.im.v1.Admin`).
     pub grpc: Option<tonic::service::Routes>,
 }
@@ -133,7 +136,11 @@ pub async fn run_with(
 ) -> Result<(), NodeError> {
     let conn = redis::connect(&config.redis)?;
     let instances = registry::watch(conn.clone(), config.registry.clone());
-    let sink: Arc<dyn PushSink> = Arc::new(KafkaSink::new(&config.kafka)?);
+    let kafka = KafkaSink::new(&config.kafka)?;
+    let (metrics, ready) = (Metrics::new(), Readiness::new());
+    ready.check("redis", health::redis_ping(conn.clone()));
+    ready.check("kafka", kafka.check());
+    let sink: Arc<dyn PushSink> = Arc::new(kafka);
     let logic = Arc::new(
         Logic::new(
             config.logic.clone(),
@@ -146,11 +153,14 @@ pub async fn run_with(
             config.redis.expire,
         ))),
     );
+    logic.stats.register(&metrics);
     let extension = extend(Parts {
         logic: logic.clone(),
         redis: conn,
         sink,
         expire: config.redis.expire,
+        metrics: metrics.clone(),
+        ready: ready.clone(),
     })
     .await
     .map_err(NodeError::Extension)?;
@@ -187,7 +197,8 @@ pub async fn run_with(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = crate::http::Server::of(&logic);
-    let mut router = crate::http::router(logic.clone(), extension.metrics);
+    let mut router =
+        crate::http::router(logic.clone()).merge(health::router(metrics, ready.clone()));
     if let Some(routes) = extension.routes {
         router = router.merge(routes);
     }
@@ -212,6 +223,7 @@ pub async fn run_with(
             ),
     );
     shutdown.await;
+    ready.set_draining();
     info!("logic stopping");
     let _ = stop_tx.send(true);
     refresh.abort();

@@ -1,10 +1,41 @@
-//! logic's counters: what the HTTP API and `connect` refused, as relaxed atomics rendered in
-//! Prometheus text by [`Stats::render_prometheus`] (appended to `/metrics`). Refusals are also
-//! logged, at most once a second per kind ([`Throttle`]), so a flood cannot flood the log.
+//! logic's counters: pushes handed to job by kind and pushes that failed by cause (the
+//! session store, Redis when distributed; the push queue, Kafka when distributed), and what
+//! the HTTP API and `connect` refused. Relaxed atomics, read at scrape time by the collector
+//! [`Stats::register`] adds. Refusals are also logged, at most once a second per kind
+//! ([`Throttle`]), so a flood cannot flood the log.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::logic::LogicError;
+use starling_cluster::metrics::{self, Metrics};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+/// What a push request asked for (goim's HTTP API paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    Keys,
+    Mids,
+    Room,
+    All,
+}
+
+impl PushKind {
+    const ALL: [PushKind; 4] = [
+        PushKind::Keys,
+        PushKind::Mids,
+        PushKind::Room,
+        PushKind::All,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PushKind::Keys => "keys",
+            PushKind::Mids => "mids",
+            PushKind::Room => "room",
+            PushKind::All => "all",
+        }
+    }
+}
 
 /// Why a push API request was refused (label `reason` of `starling_logic_http_refused_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +97,14 @@ impl AuthRefusal {
     }
 }
 
+/// Relaxed atomics; read by the collector [`Stats::register`] adds.
 #[derive(Debug, Default)]
 pub struct Stats {
+    pushes: [AtomicU64; 4],
+    /// Failed pushes whose session lookup failed (Redis when distributed).
+    store_errors: AtomicU64,
+    /// Failed pushes the queue toward job refused or timed out (Kafka when distributed).
+    queue_errors: AtomicU64,
     http_refused: [AtomicU64; HttpRefusal::ALL.len()],
     auth_refused: [AtomicU64; AuthRefusal::ALL.len()],
     /// HTTP connections closed at accept because `max_conns` were open.
@@ -80,6 +117,16 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Counts one push request and, when it failed, its cause.
+    pub fn record(&self, kind: PushKind, r: &Result<(), LogicError>) {
+        self.pushes[kind as usize].fetch_add(1, Relaxed);
+        match r {
+            Err(LogicError::Store(_)) => self.store_errors.fetch_add(1, Relaxed),
+            Err(LogicError::Push(_)) => self.queue_errors.fetch_add(1, Relaxed),
+            _ => 0,
+        };
+    }
+
     /// Counts a refused request; true when it should also be logged (once a second at most).
     pub fn http_refused(&self, why: HttpRefusal) -> bool {
         self.http_refused[why as usize].fetch_add(1, Ordering::Relaxed);
@@ -106,34 +153,56 @@ impl Stats {
         self.log_conns.allow()
     }
 
-    pub fn render_prometheus(&self, out: &mut String) {
-        out.push_str("# TYPE starling_logic_http_refused_total counter\n");
-        for why in HttpRefusal::ALL {
-            let n = self.http_refused_count(why);
-            let _ = writeln!(
-                out,
-                "starling_logic_http_refused_total{{reason=\"{}\"}} {n}",
-                why.label()
-            );
-        }
-        out.push_str("# TYPE starling_logic_auth_refused_total counter\n");
-        for why in AuthRefusal::ALL {
-            let n = self.auth_refused_count(why);
-            let _ = writeln!(
-                out,
-                "starling_logic_auth_refused_total{{reason=\"{}\"}} {n}",
-                why.label()
-            );
-        }
-        let refused = self.http_conns_refused.load(Ordering::Relaxed);
-        let open = self.http_conns_open.load(Ordering::Relaxed);
-        let _ = write!(
-            out,
-            "# TYPE starling_logic_http_conns_refused_total counter\n\
-             starling_logic_http_conns_refused_total {refused}\n\
-             # TYPE starling_logic_http_conns gauge\n\
-             starling_logic_http_conns {open}\n"
-        );
+    /// Every counter in Prometheus text (what [`Stats::register`] exports).
+    fn collect(&self, enc: &mut metrics::DescriptorEncoder) -> std::fmt::Result {
+        metrics::counters(
+            enc,
+            "starling_logic_pushes",
+            "Push requests through logic (goim's HTTP API), by what they target.",
+            PushKind::ALL.map(|k| {
+                (
+                    [("kind", k.as_str())],
+                    self.pushes[k as usize].load(Relaxed),
+                )
+            }),
+        )?;
+        metrics::counters(
+            enc,
+            "starling_logic_push_errors",
+            "Push requests that failed: session store (Redis) or push queue (Kafka).",
+            [("store", &self.store_errors), ("queue", &self.queue_errors)]
+                .map(|(cause, v)| ([("cause", cause)], v.load(Relaxed))),
+        )?;
+        metrics::counters(
+            enc,
+            "starling_logic_http_refused",
+            "Push API requests refused by [logic.http] limits, by reason.",
+            HttpRefusal::ALL.map(|w| ([("reason", w.label())], self.http_refused_count(w))),
+        )?;
+        metrics::counters(
+            enc,
+            "starling_logic_auth_refused",
+            "Auth tokens refused before any session store call, by reason.",
+            AuthRefusal::ALL.map(|w| ([("reason", w.label())], self.auth_refused_count(w))),
+        )?;
+        metrics::counter(
+            enc,
+            "starling_logic_http_conns_refused",
+            "HTTP connections closed at accept because [logic.http] max_conns were open.",
+            self.http_conns_refused.load(Relaxed),
+        )?;
+        metrics::gauge(
+            enc,
+            "starling_logic_http_conns",
+            "HTTP connections open.",
+            self.http_conns_open.load(Relaxed) as i64,
+        )
+    }
+
+    /// Adds every counter above to `m`.
+    pub fn register(self: &Arc<Self>, m: &Metrics) {
+        let s = self.clone();
+        m.collect(move |enc| s.collect(enc));
     }
 }
 
@@ -189,8 +258,10 @@ mod tests {
         let s = Stats::default();
         s.http_refused(HttpRefusal::Unauthorized);
         s.auth_refused(AuthRefusal::Oversize);
-        let mut out = String::new();
-        s.render_prometheus(&mut out);
+        let s = Arc::new(s);
+        let m = Metrics::new();
+        s.register(&m);
+        let out = m.render();
         assert!(out.contains("starling_logic_http_refused_total{reason=\"unauthorized\"} 1"));
         assert!(out.contains("starling_logic_auth_refused_total{reason=\"oversize\"} 1"));
         assert!(out.contains("starling_logic_auth_refused_total{reason=\"bad_json\"} 0"));

@@ -53,7 +53,12 @@ impl Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = starling_logic::http::Server::of(&logic);
-        let router = starling_logic::http::router(logic.clone(), None);
+        // `/metrics` as logic's node serves it: the logic counters in a registry, merged.
+        let metrics = starling_cluster::metrics::Metrics::new();
+        logic.stats.register(&metrics);
+        let router = starling_logic::http::router(logic.clone()).merge(
+            starling_cluster::health::router(metrics, starling_cluster::health::Readiness::new()),
+        );
         let (tx, rx) = oneshot::channel::<()>();
         let served = tokio::spawn(server.serve(listener, router, async {
             let _ = rx.await;

@@ -15,6 +15,8 @@ mod glue;
 
 pub use config::Config;
 
+use starling_cluster::health::{self, Readiness};
+use starling_cluster::metrics::Metrics;
 use starling_comet::Comet;
 use starling_job::Job;
 use starling_logic::Logic;
@@ -56,6 +58,8 @@ pub struct Running {
     grpc_addr: Option<SocketAddr>,
     stop_http: Option<oneshot::Sender<()>>,
     stop_grpc: Option<oneshot::Sender<()>>,
+    /// `/readyz`: set draining during the lame duck.
+    ready: Arc<Readiness>,
 }
 
 /// Starts everything; returns once every listener is bound.
@@ -122,22 +126,26 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let http_addr = listener
         .local_addr()
         .map_err(|source| StartError::Http { addr, source })?;
-    let stats = comet.stats().clone();
-    let im_metrics = im.clone();
     let app_stats = Arc::new(app::Stats::default());
-    let app_metrics = (config.app.enabled && im.is_some()).then(|| app_stats.clone());
-    let metrics: starling_logic::http::MetricsFn = Arc::new(move |out: &mut String| {
-        stats.render_prometheus(out);
-        job.render_prometheus(out);
-        if let Some(im) = &im_metrics {
-            im.render_prometheus(out);
+    let (metrics, ready) = (Metrics::new(), Readiness::new());
+    comet.stats().register(&metrics);
+    logic.stats.register(&metrics);
+    job.register_metrics(&metrics);
+    if let Some(im) = &im {
+        im.register_metrics(&metrics);
+        let store = im.store.clone();
+        ready.check("im_store", move || {
+            let store = store.clone();
+            async move { store.group(0).await.map(|_| ()).map_err(|e| e.to_string()) }
+        });
+        if config.app.enabled {
+            let app = app_stats.clone();
+            metrics.collect(move |enc| app.collect(enc));
         }
-        if let Some(app) = &app_metrics {
-            app.render_prometheus(out);
-        }
-    });
+    }
     let server = starling_logic::http::Server::of(&logic);
-    let mut router = starling_logic::http::router(logic, Some(metrics));
+    let mut router =
+        starling_logic::http::router(logic).merge(health::router(metrics, ready.clone()));
     if let Some(im) = &im {
         // The /im/v1 management API; no routes unless im.admin_token is set.
         router = router.merge(starling_im::admin::router(im.clone()));
@@ -188,6 +196,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         grpc_addr,
         stop_http: Some(stop_tx),
         stop_grpc,
+        ready,
     })
 }
 
@@ -232,6 +241,7 @@ impl Running {
     /// `comet.lame_duck` while pushes keep flowing to those still open; then everything stops.
     /// `cut_short` (in `main`: a second signal) ends the drain early.
     pub fn drain(self, over: Duration, cut_short: impl Future<Output = ()>) {
+        self.ready.set_draining();
         let comet = self.comet.clone();
         self.rt.block_on(async move {
             tokio::select! {

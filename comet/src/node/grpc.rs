@@ -151,3 +151,25 @@ impl LogicClient for GrpcLogic {
         )
     }
 }
+
+/// A `/readyz` check: logic answers `Nodes` on `channel` within `timeout` (any answer,
+/// even an error status from logic itself, shows it reachable; transport failures do not).
+pub fn logic_check(
+    channel: Channel,
+    timeout: Duration,
+) -> impl Fn() -> starling_cluster::health::CheckFuture + Send + Sync + 'static {
+    move || {
+        let mut stub = LogicStub::new(channel.clone());
+        Box::pin(async move {
+            let mut req = Request::new(starling_proto::grpc::logic::NodesReq::default());
+            req.set_timeout(timeout);
+            match stub.nodes(req).await {
+                Ok(_) => Ok(()),
+                Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
+                    Err(format!("logic: {}", s.message()))
+                }
+                Err(_) => Ok(()),
+            }
+        })
+    }
+}

@@ -7,8 +7,9 @@ pub mod grpc;
 
 use crate::Comet;
 use serde::{Deserialize, Serialize};
+use starling_cluster::metrics::Metrics;
 use starling_cluster::registry::{self, CometMeta, Instance};
-use starling_cluster::{boot, redis};
+use starling_cluster::{boot, health, redis};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,8 @@ pub struct NodeConfig {
     pub logic: Logic,
     pub redis: redis::Config,
     pub registry: Registration,
+    /// `/metrics`, `/healthz`, `/readyz` (off unless `bind` is set).
+    pub metrics: health::Config,
     pub log: boot::Log,
 }
 
@@ -123,6 +126,11 @@ pub enum NodeError {
     },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("binding the metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("binding gRPC on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -199,7 +207,7 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
         .map_err(NodeError::Runtime)?;
     let _guard = rt.enter();
     let channel = logic_channel(&config.logic)?;
-    let logic = grpc::GrpcLogic::new(channel, rt.handle().clone(), config.logic.timeout);
+    let logic = grpc::GrpcLogic::new(channel.clone(), rt.handle().clone(), config.logic.timeout);
     let comet = crate::start(config.comet.clone(), Arc::new(logic))?;
 
     let bind = config.grpc.bind;
@@ -225,6 +233,27 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
 
     let conn = redis::connect(&config.redis)?;
     let draining = Arc::new(AtomicBool::new(false));
+    let registered_ok = Arc::new(AtomicBool::new(false));
+    let ready = health::Readiness::new();
+    if let Some(addr) = config.metrics.bind {
+        let metrics = Metrics::new();
+        comet.stats().register(&metrics);
+        ready.check("logic", grpc::logic_check(channel, config.logic.timeout));
+        let ok = registered_ok.clone();
+        ready.check("registry", move || {
+            let ok = ok.load(Ordering::Relaxed);
+            async move {
+                ok.then_some(())
+                    .ok_or_else(|| "renewal failing".to_string())
+            }
+        });
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        rt.block_on(health::serve(addr, metrics, ready.clone(), stopped))
+            .map_err(|source| NodeError::Metrics { addr, source })?;
+    }
     let registered = {
         let (comet, reg, draining) = (comet.clone(), config.registry.clone(), draining.clone());
         let grpc_addr = grpc_addr.clone();
@@ -232,11 +261,12 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
             interval: reg.interval,
             ttl: reg.ttl,
         };
-        rt.spawn(registry::keep_registered(
+        rt.spawn(registry::keep_registered_reporting(
             conn,
             rc,
             move || describe(&comet, &reg, &grpc_addr, draining.load(Ordering::Relaxed)),
             stop_rx,
+            registered_ok,
         ))
     };
     info!(server = %comet.server_id(), grpc = %grpc_addr, addrs = ?comet.addrs(), "comet running");
@@ -245,6 +275,7 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
     let over = config.comet.lame_duck;
     info!(?over, "draining; a second signal stops at once");
     draining.store(true, Ordering::Relaxed);
+    ready.set_draining();
     rt.block_on(async {
         tokio::select! {
             r = comet.lame_duck(over) => {

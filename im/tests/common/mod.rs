@@ -77,8 +77,7 @@ pub fn setup_with(config: Config) -> T {
         Arc::new(NoComets),
     ));
     // As the all-in-one serves it: logic's router (with its fallback) merged with IM's.
-    let app =
-        starling_logic::http::router(logic, None).merge(starling_im::admin::router(im.clone()));
+    let app = starling_logic::http::router(logic).merge(starling_im::admin::router(im.clone()));
     T {
         im,
         sink,

@@ -5,6 +5,7 @@
 
 mod grpc;
 pub mod offsets;
+pub mod ops;
 
 use crate::{Delivery, Job};
 use offsets::Offsets;
@@ -13,7 +14,8 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
-use starling_cluster::{boot, kafka, redis, registry};
+use starling_cluster::metrics::Metrics;
+use starling_cluster::{boot, health, kafka, redis, registry};
 use starling_proto::grpc::logic::PushMsg;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub struct NodeConfig {
     pub redis: redis::Config,
     pub registry: registry::Config,
     pub comets: Comets,
+    /// `/metrics`, `/healthz`, `/readyz` (off unless `bind` is set).
+    pub metrics: health::Config,
     pub log: boot::Log,
 }
 
@@ -67,6 +71,11 @@ pub enum NodeError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Messages handed to the dispatcher and not yet to comets, before consuming waits.
@@ -156,6 +165,22 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let conn = redis::connect(&config.redis)?;
     let job = Arc::new(Job::new(config.job.clone()));
+    let kafka_ops = Arc::new(ops::KafkaOps::default());
+    let ready = health::Readiness::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = config.metrics.bind {
+        let metrics = Metrics::new();
+        job.register_metrics(&metrics);
+        kafka_ops.register(&metrics);
+        kafka_ops.checks(&ready, conn.clone(), config.kafka.topic.clone());
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        health::serve(addr, metrics, ready.clone(), stopped)
+            .await
+            .map_err(|source| NodeError::Metrics { addr, source })?;
+    }
     // Nothing is consumed before the comets are known: a room message routed to an empty
     // comet set would be handed to nobody and its offset stored.
     let mut comets = registry::watch_or_when(conn, config.registry.clone(), job.reread());
@@ -174,7 +199,9 @@ pub async fn run(
     let (tx, rx) = mpsc::channel::<Delivery>(IN_FLIGHT);
     let dispatcher = tokio::spawn(job.run(rx));
 
-    let consumer = consumer(&config.kafka)?;
+    let consumer = Arc::new(consumer(&config.kafka)?);
+    kafka_ops.set_consumer(consumer.clone());
+    let lag = tokio::spawn(kafka_ops.clone().measure_lag(config.kafka.topic.clone()));
     let topic = config.kafka.topic.clone();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(i32, i64)>();
     let mut offsets = Offsets::default();
@@ -196,6 +223,7 @@ pub async fn run(
                 let m = match m {
                     Ok(m) => m,
                     Err(e) => {
+                        kafka_ops.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         warn!(error = %e, "kafka consume failed");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
@@ -222,6 +250,7 @@ pub async fn run(
             }
         }
     }
+    ready.set_draining();
     info!(in_flight = offsets.in_flight(), "job stopping");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while offsets.in_flight() > 0 {
@@ -235,5 +264,7 @@ pub async fn run(
     }
     drop(tx);
     dispatcher.abort();
+    lag.abort();
+    let _ = stop_tx.send(true);
     Ok(())
 }

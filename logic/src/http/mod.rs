@@ -25,7 +25,7 @@ use crate::stats::HttpRefusal;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -36,13 +36,9 @@ use starling_proto::grpc::logic::Backoff;
 use std::sync::Arc;
 use tracing::warn;
 
-/// Renders extra Prometheus metrics (comet's counters in the all-in-one).
-pub type MetricsFn = Arc<dyn Fn(&mut String) + Send + Sync>;
-
 #[derive(Clone)]
 pub(crate) struct AppState {
     logic: Arc<Logic>,
-    metrics: Option<MetricsFn>,
 }
 
 #[derive(Serialize)]
@@ -332,15 +328,6 @@ async fn nodes_instances(State(s): State<AppState>) -> Response {
     ok(Some(json!(s.logic.instances())))
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
-    let mut out = String::new();
-    s.logic.stats.render_prometheus(&mut out);
-    if let Some(m) = &s.metrics {
-        m(&mut out);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
 async fn not_found() -> Response {
     reply(-404, "not found", None)
 }
@@ -349,13 +336,11 @@ async fn not_allowed() -> Response {
     reply(-405, "method not allowed", None)
 }
 
-/// The push API's routes, plus `/metrics`. Every `/goim/*` route but `/goim/nodes/weighted`
-/// (which clients call) needs `push_token` when it is set.
-pub fn router(logic: Arc<Logic>, metrics_fn: Option<MetricsFn>) -> Router {
-    let state = AppState {
-        logic,
-        metrics: metrics_fn,
-    };
+/// The push API's routes (`/metrics`, `/healthz` and `/readyz` are
+/// `starling_cluster::health::router`, merged in by the caller). Every `/goim/*` route but
+/// `/goim/nodes/weighted` (which clients call) needs `push_token` when it is set.
+pub fn router(logic: Arc<Logic>) -> Router {
+    let state = AppState { logic };
     let guarded = Router::new()
         .route("/goim/push/keys", post(push_keys))
         .route("/goim/push/mids", post(push_mids))
@@ -372,7 +357,6 @@ pub fn router(logic: Arc<Logic>, metrics_fn: Option<MetricsFn>) -> Router {
     Router::new()
         .merge(guarded)
         .route("/goim/nodes/weighted", get(nodes_weighted))
-        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
         .with_state(state)

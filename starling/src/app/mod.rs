@@ -33,6 +33,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use starling_cluster::metrics::{self, DescriptorEncoder};
 use starling_im::Im;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -63,19 +64,20 @@ pub struct Stats {
 
 impl Stats {
     /// `starling_app_api_refused_total{status}`: answers of `/app/api/...` with status ≥ 400.
-    pub fn render_prometheus(&self, out: &mut String) {
-        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP starling_app_api_refused_total Answers of the chat app's /app/api routes with \
-             an HTTP status of 400 or more.\n# TYPE starling_app_api_refused_total counter"
-        );
-        for (status, n) in refused.iter() {
-            let _ = writeln!(
-                out,
-                "starling_app_api_refused_total{{status=\"{status}\"}} {n}"
-            );
-        }
+    pub fn collect(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        metrics::counters(
+            enc,
+            "starling_app_api_refused",
+            "Answers of the chat app's /app/api routes with an HTTP status of 400 or more.",
+            refused
+                .into_iter()
+                .map(|(status, n)| ([("status", status.to_string())], n)),
+        )
     }
 }
 
