@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
     let [mode, rest @ ..] = data else {
         return;
     };
-    if mode % 2 == 0 {
+    if mode & 1 == 0 {
         let Ok(token) = AuthToken::parse(rest) else {
             return;
         };
