@@ -77,3 +77,6 @@ if ! git diff --exit-code -- app/dist || [ -n "$(git status --porcelain -- app/d
     exit 1
 fi
 (cd app && STARLING_BIN="$target_dir/debug/starling" npm test)
+
+# Last, a short fuzzing run (30 s per target; skipped with a reason without nightly Rust).
+./tools/fuzz.sh 30

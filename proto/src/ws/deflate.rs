@@ -391,7 +391,9 @@ impl Inflater {
                 let status = self.d.decompress(&input[used..], &mut out[at..], flush);
                 let wrote = (self.d.total_out() - before_out) as usize;
                 out.truncate(at + wrote);
-                let status = status.map_err(|_| InflateError::Corrupt)?;
+                let Ok(status) = status else {
+                    return Self::corrupt(base, max, out);
+                };
                 let now_used = (self.d.total_in() - start_in) as usize;
                 if status == Status::StreamEnd {
                     // BFINAL: the message ends here; what follows is ignored.
@@ -402,11 +404,19 @@ impl Inflater {
                 }
                 if now_used == used && wrote == 0 {
                     // No progress with input and room left: truncated or invalid.
-                    return Err(InflateError::Corrupt);
+                    return Self::corrupt(base, max, out);
                 }
             }
         }
         Self::check(base, max, out)
+    }
+
+    /// Invalid data, unless what came before it already inflated past the limit: then the
+    /// message is [`InflateError::TooLarge`] (an inflater that stops at the limit never reads
+    /// the bad bytes), and `out` is cut back to the limit either way.
+    fn corrupt(base: usize, max: usize, out: &mut Vec<u8>) -> Result<(), InflateError> {
+        Self::check(base, max, out)?;
+        Err(InflateError::Corrupt)
     }
 
     fn check(base: usize, max: usize, out: &mut Vec<u8>) -> Result<(), InflateError> {

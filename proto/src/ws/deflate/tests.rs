@@ -251,6 +251,30 @@ fn a_bomb_stops_at_the_limit() {
     );
 }
 
+/// Found by `fuzz/` (ws_frames, `fuzz/regressions/ws_frames/`): a message that inflates
+/// past the limit and only then turns invalid was `Corrupt` with one byte over the limit
+/// left in `out`; it is too large (an inflater that stops at the limit never reads the bad
+/// bytes) and `out` stays within the limit.
+#[test]
+fn data_that_turns_invalid_past_the_limit_is_too_large() {
+    let z = hex::decode(
+        "ecc13101000000c2a0f54f6d0d0fa0000200000000080000000000000000010036fa26133799425e5499a6\
+         bab07da6bab07da6bab07da6bab07da6bab07da6bab07da6bab07da6bab07da6bab099425e5499425e5499\
+         425e5499425e5499425e54fa213d37fa213d37fa213d37fa213d37fa",
+    )
+    .unwrap();
+    let max = 17_424; // The packet limit the fuzzer's connection had.
+    let mut out = Vec::new();
+    let r = Inflater::new().inflate(&z, max, &mut out);
+    assert_eq!(r, Err(InflateError::TooLarge { max }));
+    assert!(out.len() <= max, "{} bytes kept", out.len());
+    // Under the limit, the same bytes are invalid data.
+    assert_eq!(
+        Inflater::new().inflate(&z, 1 << 20, &mut Vec::new()),
+        Err(InflateError::Corrupt)
+    );
+}
+
 #[test]
 fn garbage_is_corrupt() {
     // BTYPE 11 is reserved (RFC 1951 §3.2.3).
