@@ -89,8 +89,11 @@ pub struct Config {
     pub max_content: u32,
     /// Sends and recalls per connection per second; the burst is twice this.
     pub send_rate: u32,
-    /// A connection refused for its send rate (429) more than this many times within
-    /// `flood_window` is closed with `IM_KICK` code 4005 (`FLOOD`); 0 never closes.
+    /// A connection that sends more than this many requests, within `flood_window`, before
+    /// the `retry_after_ms` its last 429 gave it has passed (it ignores the retry-after) is
+    /// closed with `IM_KICK` code 4005 (`FLOOD`); 0 never closes. A client that waits as told
+    /// is never closed, however many 429s it gets (requests it had already sent when the
+    /// 429 came count, so the bound leaves room for a pipelined burst).
     pub flood_refusals: u32,
     /// See `flood_refusals`.
     #[serde(with = "humantime_serde")]

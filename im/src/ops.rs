@@ -268,7 +268,7 @@ impl Im {
             );
         }
         if let Some(wait) = self.spend_send_token(&dev.key) {
-            self.rate_refused(dev).await;
+            self.rate_refused(dev, wait).await;
             return nack(429, "send rate exceeded".into(), &id, wait);
         }
         if let Err(e) = self.may_send(dev.mid, conv).await {
@@ -379,7 +379,7 @@ impl Im {
             return nack(400, "bad conv".into(), 0);
         };
         if let Some(wait) = self.spend_send_token(&dev.key) {
-            self.rate_refused(dev).await;
+            self.rate_refused(dev, wait).await;
             return nack(429, "send rate exceeded".into(), wait);
         }
         let recall = StoreRecall {

@@ -53,6 +53,9 @@ pub struct Im {
     /// Connections (key, conn) already kicked for flooding, so one kick is sent however many
     /// refusals arrive before the close; forgotten when the connection leaves.
     flood_kicked: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// Per connection key: when the last 429 said the connection may send again. A request
+    /// refused before then ignored the retry-after: it counts toward `flood_refusals`.
+    retry_not_before: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub stats: Arc<Stats>,
     /// Connections that left, to forget idle rate-limiter keys now and then.
     departures: AtomicU64,
@@ -100,6 +103,7 @@ impl Im {
             typing_rate: RateLimiter::keyed(typing),
             flood: flood_quota(&config).map(RateLimiter::keyed),
             flood_kicked: Default::default(),
+            retry_not_before: Default::default(),
             lanes: Lanes::new(delivery.clone()),
             delivery,
             devices,
@@ -183,15 +187,26 @@ impl Im {
         }
     }
 
-    /// A send or recall of `dev` refused for its rate (429): counted, and when it is one
-    /// refusal too many within `flood_window`, the connection is kicked with [`kick::FLOOD`]
-    /// (once; comet writes the notice and closes it as `im_kick`).
-    pub(crate) async fn rate_refused(&self, dev: &Device) {
+    /// A send or recall of `dev` refused for its rate (429, told to wait `wait_ms`): counted.
+    /// When it came before the retry time its previous 429 gave (the client did not wait),
+    /// it is a violation; one violation too many within `flood_window` kicks the connection
+    /// with [`kick::FLOOD`] (once; comet writes the notice and closes it as `im_kick`).
+    pub(crate) async fn rate_refused(&self, dev: &Device, wait_ms: u32) {
         self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
         let Some(flood) = &self.flood else {
             return;
         };
-        if flood.check_key(&dev.key).is_ok() {
+        let now = std::time::Instant::now();
+        let ignored_retry_after = {
+            let mut next = self.retry_not_before.lock().expect("retry map lock");
+            let ignored = next.get(&dev.key).is_some_and(|t| now < *t);
+            next.insert(
+                dev.key.clone(),
+                now + std::time::Duration::from_millis(wait_ms.into()),
+            );
+            ignored
+        };
+        if !ignored_retry_after || flood.check_key(&dev.key).is_ok() {
             return;
         }
         let first = self
@@ -356,6 +371,10 @@ impl ConnectHook for Im {
                     .lock()
                     .expect("flood set lock")
                     .remove(&(key.to_string(), conn.to_string()));
+                self.retry_not_before
+                    .lock()
+                    .expect("retry map lock")
+                    .remove(key);
             }
             if let Err(e) = self.devices.remove(mid, key, server, conn).await {
                 // The entry stays until the hash expires; deliveries to it are dropped by

@@ -78,8 +78,12 @@ async fn send(logic: &Logic, mid: i64, key: &str, to: i64, id: &str) -> SendAck 
     prost::Message::decode(replies[0].body.as_ref()).unwrap()
 }
 
-#[tokio::test]
-async fn a_flooding_connection_is_closed_and_no_one_else_is_disturbed() {
+/// An IM layer on an embedded store with `send_rate` and `flood_refusals`, its logic, and
+/// the recording sink; devices: user 1 on "flood" and "calm", user 2 "peer", user 3 "other".
+async fn setup(
+    send_rate: u32,
+    flood_refusals: u32,
+) -> (tempfile::TempDir, Arc<Im>, Logic, Arc<Recorder>) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(EmbeddedConfig {
         durability: Durability::Buffer,
@@ -90,8 +94,8 @@ async fn a_flooding_connection_is_closed_and_no_one_else_is_disturbed() {
     let config = Config {
         enabled: true,
         insecure_trust_mid: true,
-        send_rate: 1,
-        flood_refusals: 5,
+        send_rate,
+        flood_refusals,
         flood_window: Duration::from_secs(3600),
         ..Config::default()
     };
@@ -120,10 +124,17 @@ async fn a_flooding_connection_is_closed_and_no_one_else_is_disturbed() {
             .unwrap();
     }
 
-    // send_rate 1: a burst of 2, then 429. Five refusals are tolerated; the sixth closes.
+    (dir, im, logic, sink)
+}
+
+#[tokio::test]
+async fn a_flooding_connection_is_closed_and_no_one_else_is_disturbed() {
+    let (_dir, im, logic, sink) = setup(1, 5).await;
+    // send_rate 1: a burst of 2, then 429. The first 429 sets when it may send again; each
+    // send before then ignores it: five are tolerated, the sixth closes.
     let mut acked = 0;
     let mut refused = 0;
-    for i in 0..8 {
+    for i in 0..9 {
         let ack = send(&logic, 1, "flood", 2, &format!("f{i}")).await;
         match ack.code {
             0 => acked += 1,
@@ -134,9 +145,9 @@ async fn a_flooding_connection_is_closed_and_no_one_else_is_disturbed() {
             _ => panic!("{ack:?}"),
         }
         let kicked = !sink.kicks().is_empty();
-        assert_eq!(kicked, refused > 5, "after {refused} refusals");
+        assert_eq!(kicked, refused > 6, "after {refused} refusals");
     }
-    assert_eq!((acked, refused), (2, 6));
+    assert_eq!((acked, refused), (2, 7));
     // Refusals that arrive before comet closes it send no second kick.
     assert_eq!(send(&logic, 1, "flood", 2, "late").await.code, 429);
     assert_eq!(sink.kicks(), [("flood".to_string(), kick::FLOOD)]);
@@ -158,4 +169,28 @@ async fn a_flooding_connection_is_closed_and_no_one_else_is_disturbed() {
     let mut ids: Vec<&str> = stored.iter().map(|m| m.client_msg_id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, ["c1", "c2", "f0", "f1"]);
+}
+
+/// A client that waits the `retry_after_ms` each 429 gives is never closed, however many 429s
+/// it gets (the TypeScript SDK's 429 test was kicked when every refusal counted).
+#[tokio::test]
+async fn a_client_that_waits_as_told_is_never_closed() {
+    let (_dir, im, logic, sink) = setup(50, 3).await;
+    let mut refused = 0;
+    let mut i = 0;
+    while refused < 20 {
+        // Two at once each round: the second is refused (the burst is spent) and waits.
+        for _ in 0..2 {
+            i += 1;
+            let ack = send(&logic, 1, "flood", 2, &format!("w{i}")).await;
+            if ack.code == 429 {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(ack.retry_after_ms.into())).await;
+            } else {
+                assert_eq!(ack.code, 0, "{ack:?}");
+            }
+        }
+    }
+    assert!(sink.kicks().is_empty(), "{:?}", sink.kicks());
+    assert_eq!(im.stats.flood_closed.load(Ordering::Relaxed), 0);
 }
