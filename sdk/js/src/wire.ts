@@ -242,7 +242,7 @@ export function decodeEvent(j: Json): ImEvent {
   };
 }
 
-/** Kick (op 45): codes 4001 other device, 4002 admin, 4003 token revoked, 4004 user disabled. */
+/** Kick (op 45): codes 4001 other device, 4002 admin, 4003 token revoked, 4004 user disabled, 4005 flood (requests sent before a 429's retry-after, past `im.flood_refusals`). The client stops on every one. */
 export function decodeKick(j: Json): { code: number; reason: string; byPlatform: string } {
   return { code: int(j["code"]), reason: str(j["reason"]), byPlatform: str(j["byPlatform"]) };
 }
