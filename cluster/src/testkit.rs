@@ -71,7 +71,8 @@ fn find(program: &str, extra: &[PathBuf]) -> PathBuf {
 }
 
 /// A server process on a fixed address with its own scratch directory; `stop` kills it,
-/// `resume` starts it again on the same address (with whatever its directory kept).
+/// `resume` starts it again on the same address (with whatever its directory kept); `freeze`
+/// and `thaw` hang it and let it go on.
 pub struct Daemon {
     pub addr: SocketAddr,
     name: &'static str,
@@ -80,6 +81,9 @@ pub struct Daemon {
     /// Beyond listening: true once the server answers (PostgreSQL listens while it recovers).
     ready: Option<fn(SocketAddr, &Path) -> bool>,
     child: Option<Child>,
+    /// The processes [`Daemon::freeze`] stopped (the server and its descendants), until
+    /// [`Daemon::thaw`].
+    frozen: Vec<i32>,
 }
 
 impl Daemon {
@@ -97,14 +101,43 @@ impl Daemon {
             command,
             ready: None,
             child: None,
+            frozen: Vec::new(),
         }
     }
 
-    /// Kills the server (SIGKILL, as a crash).
+    /// Kills the server (SIGKILL, as a crash). A frozen server is thawed first, so that its
+    /// children see their parent die and exit (a stopped child would outlive it).
     pub fn stop(&mut self) {
+        self.thaw();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Hangs the server as a stalled host would: SIGSTOP to it, then to every process it
+    /// started (PostgreSQL's backends, each holding one client connection). Its sockets stay
+    /// open: connects complete in the kernel's backlog, and nothing is answered until
+    /// [`Daemon::thaw`]. Does nothing when it is not running or already frozen.
+    pub fn freeze(&mut self) {
+        let Some(c) = &self.child else { return };
+        if !self.frozen.is_empty() {
+            return;
+        }
+        let root = c.id() as i32;
+        // The parent first, so that it starts no new child meanwhile.
+        signal(root, libc::SIGSTOP);
+        self.frozen.push(root);
+        for pid in descendants(root) {
+            signal(pid, libc::SIGSTOP);
+            self.frozen.push(pid);
+        }
+    }
+
+    /// Lets a frozen server go on (SIGCONT to every process `freeze` stopped).
+    pub fn thaw(&mut self) {
+        for pid in std::mem::take(&mut self.frozen).into_iter().rev() {
+            signal(pid, libc::SIGCONT);
         }
     }
 
@@ -130,6 +163,43 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Sends `sig` to `pid`; a process already gone is no error (it cannot hang anything).
+fn signal(pid: i32, sig: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Every process below `root` (children, their children, ...), read from `/proc/<pid>/stat`
+/// (field 4 is the parent's pid; the command name before it is in parentheses and may hold
+/// spaces, so the fields are counted after the last `)`).
+fn descendants(root: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            let ppid = after_name.split_whitespace().nth(1)?.parse::<i32>().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut next = vec![root];
+    while let Some(parent) = next.pop() {
+        for &(pid, ppid) in &parents {
+            if ppid == parent {
+                out.push(pid);
+                next.push(pid);
+            }
+        }
+    }
+    out
 }
 
 impl Drop for Daemon {

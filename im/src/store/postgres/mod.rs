@@ -25,7 +25,7 @@
 //! - `write`: append, recall, mark, users, contacts; `groups`: the group commands.
 //! - `read`: the reads.
 //! - `tests`: the shared contract suite on PostgreSQL, two nodes racing on one conversation,
-//!   a killed and restarted server.
+//!   a killed and restarted server, a hung one.
 
 mod groups;
 mod migrate;

@@ -4,7 +4,7 @@
 //! - `rules`: the shared contract suite and the concurrent-append property, each test on its
 //!   own database of one server shared by this test binary;
 //! - `race`: two stores (two logic nodes) appending to one conversation at once;
-//! - `outage`: the server killed under load and restarted;
+//! - `outage`: the server killed under load and restarted, and hung (SIGSTOP) under a call;
 //! - here: concurrent opens (migrations under the advisory lock), the epoch.
 
 mod outage;

@@ -1,6 +1,9 @@
-//! PostgreSQL killed (SIGKILL) while a node appends, then restarted on the same directory:
-//! calls answer `Unavailable` (no hang), nothing acknowledged is lost, and appends resume
-//! with contiguous seqs (reference im.md §7.2 "store down").
+//! PostgreSQL down (reference im.md §7.2 "store down"):
+//! - killed (SIGKILL) while a node appends, then restarted on the same directory: calls answer
+//!   `Unavailable` (no hang), nothing acknowledged is lost, and appends resume with contiguous
+//!   seqs;
+//! - hung (SIGSTOP, connections open but unanswered): calls answer `Unavailable` at their
+//!   deadline and a write stores nothing.
 
 use super::{PgConfig, PgStore};
 use crate::store::contract::{self, text};
@@ -74,4 +77,69 @@ async fn a_killed_server_answers_unavailable_and_loses_nothing_acknowledged() {
         let m = &msgs[*seq as usize - 1];
         assert_eq!(&m.client_msg_id, id, "acknowledged {id} at {seq} survived");
     }
+}
+
+/// A hung server (every PostgreSQL process stopped with SIGSTOP, its sockets open: nothing
+/// refuses, nothing answers) must not hang the store: each call answers `Unavailable` when its
+/// deadline ([`PgConfig::timeout`], `im.store_timeout`) passes, and a write commits nothing
+/// (reference im.md §7.2 "store down: 503, nothing committed, nothing acknowledged"). The freeze
+/// comes before the call, so the abandoned transaction never reached COMMIT: after the thaw it
+/// is rolled back, and the same `client_msg_id` is stored as new at the next seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_answers_unavailable_at_the_deadline_and_stores_nothing() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let (_clock, c) = contract::test_clock();
+    let deadline = Duration::from_secs(1);
+    let store = PgStore::open(PgConfig {
+        url,
+        pool_size: 1,
+        timeout: deadline,
+        clock: c,
+    })
+    .await
+    .unwrap();
+    let conv = Conv::p2p(1, 2);
+    // The pool holds a live connection to the server about to hang.
+    let first = store.append(text(conv, 1, "before", "x")).await.unwrap();
+    assert_eq!(first.message.seq, 1);
+
+    pg.freeze();
+    // Without the deadline the call never returns; 30 × the deadline turns that into a failure.
+    let net = deadline * 30;
+    let started = std::time::Instant::now();
+    let hung = tokio::time::timeout(net, store.append(text(conv, 1, "hung", "x")))
+        .await
+        .expect("the append did not answer while the server hung: no deadline");
+    assert!(
+        matches!(&hung, Err(StoreError::Unavailable(why)) if why.contains("deadline")),
+        "{hung:?}"
+    );
+    assert!(
+        started.elapsed() >= deadline,
+        "answered before its deadline"
+    );
+    let read = tokio::time::timeout(net, store.conversation(conv))
+        .await
+        .expect("the read did not answer while the server hung: no deadline");
+    assert!(
+        matches!(&read, Err(StoreError::Unavailable(why)) if why.contains("deadline")),
+        "{read:?}"
+    );
+
+    pg.thaw();
+    // The retry takes the conversation's lock, which the abandoned transaction (if the server
+    // got as far as granting it) releases by its rollback: it finds no earlier copy.
+    let retried = store.append(text(conv, 1, "hung", "x")).await.unwrap();
+    assert_eq!(
+        (retried.message.seq, retried.duplicate),
+        (2, false),
+        "the hung append stored nothing"
+    );
+    let msgs = store.range(conv, 1, u64::MAX, usize::MAX).await.unwrap();
+    let ids: Vec<(u64, &str)> = msgs
+        .iter()
+        .map(|m| (m.seq, m.client_msg_id.as_str()))
+        .collect();
+    assert_eq!(ids, [(1, "before"), (2, "hung")]);
 }
