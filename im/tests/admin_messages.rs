@@ -244,3 +244,87 @@ async fn history_pages_clamped_to_the_viewer() {
     )
     .await;
 }
+
+/// Deliveries are keyed per conversation (issue 13; reference im.md §7.1 step 4, §7.1 "job"):
+/// every op-41 push of one conversation carries one partition key, whoever sent the message
+/// and whichever device (user, platform) it goes to, and no two conversations share a key.
+/// logic's Kafka producer uses that key as the record key (`message_key`, tested in
+/// `logic/src/kafka.rs`), so one conversation stays on one partition, in commit order.
+#[tokio::test]
+async fn deliveries_are_keyed_per_conversation_whatever_the_sender_or_device() {
+    let t = setup();
+    for (mid, key, platform) in [
+        (1, "k1-ios", "ios"),
+        (1, "k1-web", "web"),
+        (2, "k2-ios", "ios"),
+        (2, "k2-android", "android"),
+        (3, "k3-ios", "ios"),
+    ] {
+        t.device(mid, key, platform);
+    }
+    t.ok(
+        Method::POST,
+        "/im/v1/groups",
+        json!({"gid": 7, "owner": 1, "members": [2, 3]}),
+    )
+    .await;
+    // (conversation, sender, peer or group id): both directions of each P2P pair.
+    let sends = [
+        ("P2P 1-2", 1, "P2P", 2),
+        ("P2P 1-2", 2, "P2P", 1),
+        ("P2P 1-3", 3, "P2P", 1),
+        ("P2P 1-3", 1, "P2P", 3),
+        ("P2P 2-3", 2, "P2P", 3),
+        ("GROUP 7", 1, "GROUP", 7),
+        ("GROUP 7", 2, "GROUP", 7),
+        ("GROUP 7", 3, "GROUP", 7),
+    ];
+    let mut conv_of = std::collections::HashMap::new();
+    for (i, (conv, from, kind, id)) in sends.iter().enumerate() {
+        let cmid = format!("m{i}");
+        t.ok(
+            Method::POST,
+            "/im/v1/messages",
+            json!({"from": from, "conv": {"kind": kind, "id": id.to_string()}, "clientMsgId": cmid, "contentType": 1, "content": "x"}),
+        )
+        .await;
+        conv_of.insert(cmid, *conv);
+    }
+    // conversation → the keys its pushes carried, and the devices they went to.
+    let mut keys: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut devices: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> =
+        Default::default();
+    for m in t.sink.all().iter().filter(|m| m.operation == op::im::MSG) {
+        let push: Push = serde_json::from_slice(&m.msg).expect("a JSON body");
+        for msg in &push.messages {
+            if let Some(conv) = conv_of.get(&msg.client_msg_id) {
+                keys.entry(conv)
+                    .or_default()
+                    .insert(m.partition_key.clone());
+                devices.entry(conv).or_default().extend(m.keys.clone());
+            }
+        }
+    }
+    assert_eq!(
+        devices["P2P 1-2"].len(),
+        4,
+        "both users' devices: {devices:?}"
+    );
+    assert_eq!(devices["GROUP 7"].len(), 5, "{devices:?}");
+    assert_eq!(keys.len(), 4, "every conversation delivered: {keys:?}");
+    for (conv, ks) in &keys {
+        assert_eq!(
+            ks.len(),
+            1,
+            "{conv}: one key whatever the sender or device: {ks:?}"
+        );
+        assert!(!ks.first().unwrap().is_empty(), "{conv}: keyed");
+    }
+    let distinct: std::collections::BTreeSet<&String> = keys.values().flatten().collect();
+    assert_eq!(
+        distinct.len(),
+        4,
+        "no two conversations share a key: {keys:?}"
+    );
+}

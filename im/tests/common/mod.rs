@@ -36,6 +36,11 @@ impl PushSink for Recorder {
 }
 
 impl Recorder {
+    /// Every recorded `PushMsg`, in publish order.
+    pub fn all(&self) -> Vec<PushMsg> {
+        self.0.lock().unwrap().clone()
+    }
+
     /// The recorded pushes of `op` to the connection `key`, decoded as JSON bodies.
     pub fn to_key<T: serde::de::DeserializeOwned>(&self, op: i32, key: &str) -> Vec<T> {
         let all = self.0.lock().unwrap();
