@@ -240,6 +240,114 @@ fn two_logic_nodes_one_conversation_same_ids_over_http_and_grpc() {
     ));
 }
 
+/// Member lists stay coherent across logic nodes (issue 13; design §6.4: membership is read
+/// under the conversation's row lock, in the send's own transaction, and deliveries read the
+/// members' seq windows from the store): a member removed through node 1 gets nothing of what
+/// node 2 then stores, and their own sends are refused with 403 (§5.5 "not a member or
+/// left"); added back through node 2, they get what node 1 stores next.
+#[test]
+fn member_removed_on_one_logic_node_is_skipped_and_refused_by_the_other() {
+    let _turn = turn();
+    let c = ImCluster::start();
+    c.admin_ok(
+        0,
+        "POST",
+        "/im/v1/groups",
+        r#"{"gid":"901","name":"coherence","owner":"1","members":["2","3"]}"#,
+    );
+    let mut stays = c.connect(0, 2, "stays-2");
+    let mut leaves = c.connect(1, 3, "leaves-3");
+    let send_as = |node: usize, from: i64, id: &str| {
+        common::im_server::admin_call(
+            c.http[node],
+            ADMIN,
+            "POST",
+            "/im/v1/messages",
+            &format!(
+                r#"{{"from":{from},"conv":{{"kind":"GROUP","id":901}},"clientMsgId":"{id}","contentType":1,"content":"{id}"}}"#
+            ),
+        )
+    };
+    let seq_of = |v: &serde_json::Value| v["data"]["seq"].as_str().unwrap().parse::<u64>().unwrap();
+
+    let removed = c.admin_ok(
+        0,
+        "DELETE",
+        "/im/v1/groups/901/members",
+        r#"{"uids":["3"]}"#,
+    );
+    let leave_seq: u64 = removed["seq"].as_str().unwrap().parse().unwrap();
+    assert_eq!(removed["removed"], serde_json::json!(["3"]), "{removed}");
+    c.phase(&format!("3 removed through logic1 at seq {leave_seq}"));
+
+    let (status, v) = send_as(1, 1, "after-removal");
+    assert_eq!(status, 200, "{v}");
+    let after_removal = seq_of(&v);
+    assert_eq!(after_removal, leave_seq + 1);
+    let (status, v) = send_as(1, 3, "by-the-removed-over-http");
+    assert_eq!((status, v["code"].as_i64()), (403, Some(403)), "{v}");
+    let refused: SendAck = leaves
+        .call(
+            op::im::SEND,
+            &common::im_server::send_req(group(901), "by-the-removed", "x"),
+        )
+        .expect("an answer");
+    assert_eq!((refused.code, refused.seq), (403, 0), "{refused:?}");
+    pump_all(
+        std::slice::from_mut(&mut stays),
+        Duration::from_secs(20),
+        |m| m.seqs(group(901)).last() == Some(&after_removal),
+    );
+    c.phase("logic2 stored a message 3 may not read and refused 3's sends (HTTP and IM) with 403");
+
+    let added = c.admin_ok(1, "POST", "/im/v1/groups/901/members", r#"{"uids":["3"]}"#);
+    assert_eq!(added["added"], serde_json::json!(["3"]), "{added}");
+    let (status, v) = send_as(0, 1, "after-rejoin");
+    assert_eq!(status, 200, "{v}");
+    let after_rejoin = seq_of(&v);
+    assert_eq!(
+        after_rejoin,
+        after_removal + 2,
+        "the refused sends took no seq"
+    );
+    // Pushes of one conversation go through one partition in commit order: had 3 been sent
+    // `after-removal`, it would have come before `after-rejoin`.
+    pump_all(
+        std::slice::from_mut(&mut leaves),
+        Duration::from_secs(20),
+        |m| m.seqs(group(901)).last() == Some(&after_rejoin),
+    );
+    leaves.sync_all().expect("a sync");
+    let seen: Vec<(u64, &str)> = leaves
+        .messages(group(901))
+        .iter()
+        .map(|m| (m.seq, m.client_msg_id.as_str()))
+        .collect();
+    assert!(
+        seen.iter()
+            .all(|(s, _)| *s <= leave_seq || *s > after_removal),
+        "3 got a message stored while it was out: {seen:?}"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&(after_rejoin, "after-rejoin")),
+        "{seen:?}"
+    );
+    pump_all(
+        std::slice::from_mut(&mut stays),
+        Duration::from_secs(20),
+        |m| m.seqs(group(901)).last() == Some(&after_rejoin),
+    );
+    assert_eq!(
+        stays.seqs(group(901)),
+        (1..=after_rejoin).collect::<Vec<_>>(),
+        "2 got every seq once, in order"
+    );
+    c.phase(&format!(
+        "3 added back through logic2 got seq {after_rejoin} from logic1 and never seq {after_removal}"
+    ));
+}
+
 /// T4: a 50-member group, 20 members online on two comets, three of them sending 1,000
 /// messages each, while job is killed twice: every online member ends with every seq once,
 /// in order (Kafka redelivers what job had not handed over; clients drop the duplicates and
@@ -412,8 +520,10 @@ fn t3_split_logic_and_postgres_killed_nothing_acknowledged_lost() {
 }
 
 /// A comet killed: its IM clients reconnect to the other comet, sync, and miss nothing of
-/// what was sent meanwhile; then Redis down: a send is stored and answered 503 `stored=true`
-/// (it could not be routed), and the recipient recovers it by sync (design §7.2).
+/// what was sent meanwhile; then Redis down: sends are stored and answered 503 `stored=true`
+/// (they could not be routed). The recipient gets the one its sender retries pushed (the retry
+/// re-publishes it) and the one never retried by its sync (design §7.2); then PostgreSQL down:
+/// a send answers 503 with nothing stored, and its retry takes the next seq.
 #[test]
 fn comet_killed_then_redis_down_clients_miss_nothing() {
     let _turn = turn();
@@ -462,6 +572,14 @@ fn comet_killed_then_redis_down_clients_miss_nothing() {
         (503, true, 51),
         "stored, not routed: {first:?}"
     );
+    // Another, never retried: only a sync can bring it to b.
+    let req = common::im_server::send_req(p2p(22), "redis-down-2", "never retried");
+    let second: SendAck = a.call(op::im::SEND, &req).expect("an answer");
+    assert_eq!(
+        (second.code, second.stored, second.seq),
+        (503, true, 52),
+        "stored, not routed: {second:?}"
+    );
     c.redis.resume();
     c.phase("Redis restarted");
     // Redis lost its data (goim's sessions, the device table). The connections stay up and
@@ -490,9 +608,25 @@ fn comet_killed_then_redis_down_clients_miss_nothing() {
     });
     assert_eq!(b.gap_pulls, pulls, "pushed, not pulled");
     assert_eq!(b.messages(p2p(21))[50].client_msg_id, "redis-down-1");
-    c.phase(
-        "heartbeats put the device entries back; b got the message stored while Redis was down",
+    c.phase("heartbeats put the device entries back; b got the retried message pushed");
+    // The one never retried: b learns of it from its sync's conversation head and pulls it,
+    // with no push and no gap pull.
+    let (raw, pulls) = (b.raw, b.gap_pulls);
+    let pages = b.sync_all().expect("b's sync");
+    let head = pages
+        .iter()
+        .flat_map(|p| &p.convs)
+        .find(|h| h.conv == Some(p2p(21)))
+        .expect("the sync lists the conversation");
+    assert_eq!(head.last_seq, 52, "{head:?}");
+    assert_eq!(b.seqs(p2p(21)), (1..=52).collect::<Vec<u64>>());
+    assert_eq!(b.messages(p2p(21))[51].client_msg_id, "redis-down-2");
+    assert_eq!(
+        (b.raw, b.gap_pulls),
+        (raw, pulls),
+        "by the sync: no push, no gap pull"
     );
+    c.phase("b's sync brought the message stored while Redis was down and never retried");
 
     // PostgreSQL down: a send answers 503 with nothing stored; goim's logins and pushes go on.
     c.pg.stop();
@@ -521,8 +655,16 @@ fn comet_killed_then_redis_down_clients_miss_nothing() {
     let acks = a.send(p2p(22), "pg-down-1", "while PostgreSQL is down");
     assert_eq!(
         acks.last().map(|k| (k.code, k.seq, k.duplicate)),
-        Some((0, 52, false)),
+        Some((0, 53, false)),
         "{acks:?}"
     );
-    c.phase("PostgreSQL down: the send answered 503 unstored; a goim login and push went through; the retry stored it at 52");
+    pump_all(std::slice::from_mut(&mut b), Duration::from_secs(20), |b| {
+        b.seqs(p2p(21)).len() == 53
+    });
+    assert_eq!(
+        b.seqs(p2p(21)),
+        (1..=53).collect::<Vec<u64>>(),
+        "b holds every seq once, in order"
+    );
+    c.phase("PostgreSQL down: the send answered 503 unstored; a goim login and push went through; the retry stored it at 53; b holds 1..=53");
 }
