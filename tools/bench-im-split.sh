@@ -7,7 +7,7 @@
 #   tools/bench-im-split.sh [aio|split|all]   (default: all)
 #
 # aio: `tools/bench-im.sh fsync,p2p,rate,group` (the all-in-one, embedded store).
-# split: builds release, starts redis-server, tansu (topic with 3 partitions), PostgreSQL (a
+# split: builds release, starts (tools/lib/split.sh) redis-server, tansu (topic with 3 partitions), PostgreSQL (a
 # fresh cluster: fsync on, synchronous_commit on, pg_stat_statements), logic (IM on, store
 # postgres), job and comet, each on its own loopback port with its log in a temp dir; waits
 # until a small warm-up send is delivered end to end; measures the broker's produce latency
@@ -58,80 +58,21 @@ if [[ $what == aio || $what == all ]]; then
 fi
 [[ $what == split || $what == all ]] || exit 0
 
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-TANSU=${TANSU:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
-for p in redis-server redis-cli curl jq "$TANSU" "$PG_BIN/initdb" "$PG_BIN/postgres" "$PG_BIN/psql"; do
-  command -v "$p" >/dev/null || { echo "missing: $p" >&2; exit 1; }
-done
-
-cargo build --release --locked -p starling-comet -p starling-logic-node -p starling-job \
-  -p starling-bench
-B=$TARGET/release/starling-bench
-
-TCP=$((BASE_PORT + 1)) CGRPC=$((BASE_PORT + 9)) HTTP=$((BASE_PORT + 11))
-LGRPC=$((BASE_PORT + 19)) REDIS=$((BASE_PORT + 79)) KAFKA=$((BASE_PORT + 92))
-PG=$((BASE_PORT + 54))
-SECRET=bench-secret-0123456789abcdef ADMIN=bench-admin TOPIC=goim-push-topic
-
-tmp=$(mktemp -d /tmp/starling-bench-split.XXXXXX)
-chmod 755 "$tmp" # PostgreSQL runs as its own user and must reach its directory.
-declare -A pids=()
-order=() # start order; stopped in reverse
-stop_all() {
-  local i name
-  for ((i = ${#order[@]} - 1; i >= 0; i--)); do
-    name=${order[i]}
-    # PostgreSQL: SIGINT is its fast shutdown (SIGTERM waits for every client).
-    kill "-$([[ $name == postgres ]] && echo INT || echo TERM)" "${pids[$name]}" 2>/dev/null || true
-    for _ in $(seq 100); do
-      kill -0 "${pids[$name]}" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "${pids[$name]}" 2>/dev/null || true
-    wait "${pids[$name]}" 2>/dev/null || true
-  done
-  order=()
-}
+# shellcheck source=tools/lib/split.sh
+source tools/lib/split.sh
+split_init
 cleanup() {
   set +e # tear everything down whatever fails on the way
   [[ -n ${sampler:-} ]] && kill "$sampler" 2>/dev/null
   [[ -n ${prober:-} ]] && kill "$prober" 2>/dev/null
-  stop_all
-  rm -rf "$tmp"
+  split_down
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-die() { # name: the failing process's log tail, then exit
-  echo "== $1 failed; the end of $tmp/$1.log:" >&2
-  tail -n 40 "$tmp/$1.log" >&2 || true
-  exit 1
-}
-
-start() { # name, command...: runs it in the background, its output in $tmp/name.log
-  local name=$1
-  shift
-  "$@" >"$tmp/$name.log" 2>&1 &
-  pids[$name]=$!
-  order+=("$name")
-}
-
-wait_port() { # name, port: until something listens, or the process died / 30 s passed
-  for _ in $(seq 300); do
-    kill -0 "${pids[$1]}" 2>/dev/null || die "$1"
-    (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return
-    sleep 0.1
-  done
-  echo "$1 did not listen on $2 within 30 s" >&2
-  die "$1"
-}
-
-# PostgreSQL refuses to run as root: run it as its own user then (setpriv execs, so the
-# postmaster keeps the pid we started).
-as_pg=(env LC_ALL=C)
-((EUID == 0)) && as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups -- env LC_ALL=C)
-psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG" -U postgres -XAtq -v ON_ERROR_STOP=1 "$@"; }
-sql() { psql_ -d starling -c "$1"; }
+cargo build --release --locked -p starling-comet -p starling-logic-node -p starling-job \
+  -p starling-bench
+B=$TARGET/release/starling-bench
 
 calm() {
   local waited=0
@@ -142,117 +83,15 @@ calm() {
   echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (waited ${waited}s)" >&2
 }
 
-# --- the deployment ---------------------------------------------------------------------
+# --- the deployment (tools/lib/split.sh) -------------------------------------------------
 
-mkdir -p "$tmp/redis" "$tmp/tansu" "$tmp/pg"
-start redis redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no \
-  --protected-mode no --dir "$tmp/redis"
-wait_port redis "$REDIS"
-
-(cd "$tmp/tansu" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA" \
-  --advertised-listener-url "tcp://127.0.0.1:$KAFKA" --storage-engine sqlite://tansu.db) \
-  >"$tmp/tansu.log" 2>&1 &
-pids[tansu]=$!
-order+=(tansu)
-wait_port tansu "$KAFKA"
-"$TANSU" topic create "$TOPIC" --broker "tcp://127.0.0.1:$KAFKA" --partitions 3 \
-  >>"$tmp/tansu.log" 2>&1 || die tansu
-
-((EUID == 0)) && chown postgres: "$tmp/pg"
-"${as_pg[@]}" "$PG_BIN/initdb" -D "$tmp/pg/data" -U postgres --auth=trust -E UTF8 \
-  --no-locale -N >"$tmp/initdb.log" 2>&1 || die initdb
-# Durability as in production: fsync on, every commit waits for its WAL flush. The rest is
-# bookkeeping for the component figures (statement times, WAL sync timing).
-start postgres "${as_pg[@]}" "$PG_BIN/postgres" -D "$tmp/pg/data" -p "$PG" -h 127.0.0.1 \
-  -k "$tmp/pg" -c fsync=on -c synchronous_commit=on -c max_connections=100 \
-  -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all \
-  -c track_wal_io_timing=on
-for _ in $(seq 300); do
-  kill -0 "${pids[postgres]}" 2>/dev/null || die postgres
-  psql_ -d postgres -c 'SELECT 1' >/dev/null 2>&1 && break
-  sleep 0.1
-done
-psql_ -d postgres -c 'CREATE DATABASE starling' || die postgres
-sql 'CREATE EXTENSION pg_stat_statements' || die postgres
-
-cat >"$tmp/logic.toml" <<EOF
-[logic.http]
-bind = "127.0.0.1:$HTTP"
-[grpc]
-bind = "127.0.0.1:$LGRPC"
-[redis]
-url = "redis://127.0.0.1:$REDIS"
-[kafka]
-brokers = ["127.0.0.1:$KAFKA"]
-topic = "$TOPIC"
-[im]
-enabled = true
-store = "postgres"
-postgres_url = "postgres://postgres@127.0.0.1:$PG/starling"
-postgres_pool = $PG_POOL
-token_secret = "$SECRET"
-admin_token = "$ADMIN"
-send_rate = 1000000
-max_group_members = 2000
-[log]
-filter = "warn"
-EOF
-cat >"$tmp/job.toml" <<EOF
-[kafka]
-brokers = ["127.0.0.1:$KAFKA"]
-topic = "$TOPIC"
-[redis]
-url = "redis://127.0.0.1:$REDIS"
-[log]
-filter = "warn"
-EOF
-cat >"$tmp/comet.toml" <<EOF
-[comet]
-server_id = "comet1"
-[comet.tcp]
-bind = ["127.0.0.1:$TCP"]
-[comet.websocket]
-bind = []
-tls_bind = []
-[grpc]
-bind = "127.0.0.1:$CGRPC"
-[logic]
-addrs = ["127.0.0.1:$LGRPC"]
-[redis]
-url = "redis://127.0.0.1:$REDIS"
-[log]
-filter = "warn"
-EOF
-start logic "$TARGET/release/logic" --config "$tmp/logic.toml"
-wait_port logic "$HTTP" # bound once the IM store is open
-start job "$TARGET/release/job" --config "$tmp/job.toml"
-start comet "$TARGET/release/comet" --config "$tmp/comet.toml"
-wait_port comet "$TCP"
-
+split_up
 procs=()
 for name in comet logic job redis tansu postgres; do
   procs+=(--proc "$name=${pids[$name]}")
 done
 im=(--addr "127.0.0.1:$TCP" --secret "$SECRET" --pid "${pids[logic]}" "${procs[@]}")
-
-# job learns comet from the Redis registry (every 5 s): until then a delivery has nowhere to
-# go. Send small warm-ups until one is delivered entirely (also warms PostgreSQL's caches).
-ready=
-for attempt in $(seq 10); do
-  if "$B" im p2p "${im[@]}" --pairs 20 --duration 2s --label warmup 2>"$tmp/warmup.log" |
-    jq -e '.acked > 0 and .lost == 0 and .delivered == .acked' >/dev/null; then
-    ready=1
-    break
-  fi
-  sleep 2
-done
-if [[ -z $ready ]]; then
-  tail -n 20 "$tmp/warmup.log" >&2
-  for n in logic job comet; do tail -n 5 "$tmp/$n.log" >&2; done
-  echo "the split deployment never delivered a warm-up message" >&2
-  exit 1
-fi
-echo "split deployment up after $attempt warm-up(s): $tmp" >&2
+split_warmup "$B"
 
 # --- component probes -------------------------------------------------------------------
 

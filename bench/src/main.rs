@@ -10,6 +10,7 @@
 //! - `publish`: the publisher, as fast as accepted or at a fixed rate.
 //! - `track`: per-subscriber accounting (loss, duplicates, order) and the HDR histogram.
 //! - `conns`, `fanout`, `floor`: the three measurements; `plot`: PNG output; `sys`: /proc.
+//! - `soak`: the long run of issue 15 (leaks, churn, Redis blips, no acknowledged loss).
 //! - `im`: the IM scenarios (P2P, group, offline sync), one process each; idle IM
 //!   connections are `conns --im-secret`.
 
@@ -21,6 +22,7 @@ mod floor;
 mod im;
 mod plot;
 mod publish;
+mod soak;
 mod sub;
 mod sys;
 mod track;
@@ -52,6 +54,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: im::ImCmd,
     },
+    /// Soak (issue 15): IM connections with 1:1, group and room traffic and churn for a long
+    /// time; server memory, fds and threads sampled; every acknowledged message checked.
+    Soak(soak::SoakArgs),
     /// (internal) one subscriber process of a run.
     #[command(hide = true)]
     Sub(sub::SubArgs),
@@ -79,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fanout(a) => coordinator(fanout::run(a)),
         Cmd::Floor(a) => print_json(&floor::run(a)?),
         Cmd::Im { cmd } => coordinator(im::run(cmd)),
+        Cmd::Soak(a) => coordinator(soak::run(a)),
         Cmd::Sub(a) => sub::run(a),
     }
 }

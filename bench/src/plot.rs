@@ -105,3 +105,39 @@ pub fn timeline(path: &Path, label: &str, per_interval: &BTreeMap<u64, u64>) -> 
     root.present().context("writing the plot")?;
     Ok(())
 }
+
+/// Each process's RSS (MiB) over the run (minutes), one panel per process so that small ones
+/// keep their own scale.
+pub fn rss(
+    path: &Path,
+    label: &str,
+    series: &BTreeMap<String, Vec<(f64, f64)>>,
+) -> anyhow::Result<()> {
+    register_font()?;
+    if series.is_empty() {
+        bail!("no samples to plot");
+    }
+    let height = 220 * series.len() as u32 + 40;
+    let root = BitMapBackend::new(path, (900, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(&format!("RSS over the soak {label}"), ("sans-serif", 22))?;
+    let panels = root.split_evenly((series.len(), 1));
+    for (panel, (name, points)) in panels.iter().zip(series) {
+        let xmax = points.iter().map(|p| p.0).fold(0.1, f64::max) * 1.02;
+        let ymax = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(name, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..xmax, 0f64..ymax)?;
+        chart
+            .configure_mesh()
+            .x_desc("minutes")
+            .y_desc("RSS (MiB)")
+            .draw()?;
+        chart.draw_series(LineSeries::new(points.iter().copied(), &BLUE))?;
+    }
+    root.present().context("writing the plot")?;
+    Ok(())
+}

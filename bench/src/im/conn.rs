@@ -43,12 +43,14 @@ where
     codec::decode(Codec::Protobuf, body)
 }
 
-/// goim's auth token for an IM connection in protobuf.
-pub fn auth_body(uid: i64, key: &str, im_token: &str) -> Vec<u8> {
+/// goim's auth token for an IM connection in protobuf, joining goim room `room` (`type://id`;
+/// empty joins none).
+pub fn auth_body(uid: i64, key: &str, room: &str, im_token: &str) -> Vec<u8> {
     Identity {
         mid: uid,
         key: key.to_string(),
         platform: "bench".into(),
+        room_id: room.to_string(),
         im: Some(Codec::Protobuf),
         im_token: im_token.to_string(),
         ..Default::default()
@@ -74,6 +76,17 @@ impl Conn {
         uid: i64,
         tokens: &Tokens,
     ) -> Result<(Conn, ImWelcome), ConnError> {
+        Conn::open_in_room(addr, source, uid, "", tokens).await
+    }
+
+    /// [`Conn::open`], joining goim room `room` (`type://id`; empty joins none) at auth.
+    pub async fn open_in_room(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        uid: i64,
+        room: &str,
+        tokens: &Tokens,
+    ) -> Result<(Conn, ImWelcome), ConnError> {
         let socket = TcpSocket::new_v4()?;
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
@@ -89,7 +102,7 @@ impl Conn {
             uid,
         };
         let token = tokens.mint(uid, "bench", 24 * 3600)?;
-        let body = auth_body(uid, &format!("im{uid}"), &token);
+        let body = auth_body(uid, &format!("im{uid}"), room, &token);
         let reply = c.request(op::AUTH, &body, |_| {}).await?;
         Ok((c, from_pb::<ImWelcome>(&reply.body)?))
     }
@@ -101,6 +114,12 @@ impl Conn {
         let p = Encoder::new(Transport::Tcp).packet(op_code, seq, body);
         self.stream.write_all(&p).await?;
         Ok(seq)
+    }
+
+    /// Half-closes the socket (FIN): the server sees the close at once, before a new login
+    /// of the same device replaces this one; the descriptor goes when the `Conn` is dropped.
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.stream.shutdown().await
     }
 
     /// Reads once (waiting for data) and returns the packets that completed.
@@ -183,8 +202,9 @@ mod tests {
 
     #[test]
     fn auth_body_opts_in_to_protobuf() {
-        let t = AuthToken::parse(&auth_body(42, "im42", "jwt")).unwrap();
+        let t = AuthToken::parse(&auth_body(42, "im42", "live://7", "jwt")).unwrap();
         assert_eq!((t.mid, t.key.as_str()), (42, "im42"));
+        assert_eq!(t.room_id, "live://7");
         assert_eq!((t.im.as_str(), t.im_token.as_str()), ("pb", "jwt"));
     }
 }

@@ -140,7 +140,7 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<GroupResult> {
     let base = args.common.uid_base();
     let tokens = Rc::new(args.common.tokens()?);
     let uids: Vec<i64> = (1..=args.members as i64).map(|i| base + i).collect();
-    let gid = make_group(&args, base, &uids).await?;
+    let gid = make_group(args.http, &args.admin_token, base, &uids).await?;
     let t0 = now_ns();
     let conns = open_all(&args.common, &tokens, &uids).await?;
     let connect_s = (now_ns() - t0) as f64 / 1e9;
@@ -337,13 +337,18 @@ async fn member(
 
 /// Creates the group (gid = `base`, owner the first uid) and adds members in calls of ≤ 1000
 /// uids. Returns the gid.
-async fn make_group(args: &GroupArgs, base: i64, uids: &[i64]) -> anyhow::Result<i64> {
+pub(crate) async fn make_group(
+    http: SocketAddr,
+    admin_token: &str,
+    base: i64,
+    uids: &[i64],
+) -> anyhow::Result<i64> {
     let s = |u: &[i64]| u.iter().map(|u| u.to_string()).collect::<Vec<_>>();
     let first = &uids[1..uids.len().min(1000)];
     let (status, reply) = post(
-        args.http,
+        http,
         "/im/v1/groups",
-        &args.admin_token,
+        admin_token,
         &json!({"gid": base.to_string(), "name": "bench", "owner": uids[0].to_string(),
                 "members": s(first), "history": "all"}),
     )
@@ -360,9 +365,9 @@ async fn make_group(args: &GroupArgs, base: i64, uids: &[i64]) -> anyhow::Result
     };
     for chunk in uids[1 + first.len()..].chunks(1000) {
         let (status, reply) = post(
-            args.http,
+            http,
             &format!("/im/v1/groups/{gid}/members"),
-            &args.admin_token,
+            admin_token,
             &json!({ "uids": s(chunk) }),
         )
         .await?;
@@ -375,7 +380,7 @@ async fn make_group(args: &GroupArgs, base: i64, uids: &[i64]) -> anyhow::Result
 
 /// One HTTP/1.1 POST with a JSON body on its own connection; returns the status and the
 /// JSON reply (`Null` if the body is not JSON).
-async fn post(
+pub(crate) async fn post(
     addr: SocketAddr,
     path: &str,
     bearer: &str,

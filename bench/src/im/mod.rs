@@ -11,9 +11,9 @@
 //!
 //! Idle IM connections are `conns --im-secret`, in the subscriber processes of `conns`.
 
-mod conn;
+pub(crate) mod conn;
 mod fsync;
-mod group;
+pub(crate) mod group;
 mod p2p;
 mod sync;
 
