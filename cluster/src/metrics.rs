@@ -132,6 +132,62 @@ pub fn gauges<L: EncodeLabelSet>(
     Ok(())
 }
 
+/// How a call to a dependency (Redis, PostgreSQL, Kafka) failed: label `kind` of the
+/// `starling_<tier>_<dependency>_errors_total` counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No answer within the call's deadline (`redis.timeout`, `im.store_timeout`,
+    /// `kafka.timeout`): the dependency is slow, hung or unreachable without a refusal.
+    Timeout,
+    /// Anything else: connection refused or reset, an error reply, a failed transaction.
+    Error,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 2] = [ErrorKind::Timeout, ErrorKind::Error];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Error => "error",
+        }
+    }
+}
+
+/// Failed calls to one dependency, by [`ErrorKind`]: relaxed atomics, shared (`Arc`) by the
+/// clients of that dependency in one server and exported by [`DependencyErrors::encode`]
+/// with both kinds always present (a dashboard sees 0, not an absent series).
+#[derive(Debug, Default)]
+pub struct DependencyErrors {
+    counts: [std::sync::atomic::AtomicU64; 2],
+}
+
+impl DependencyErrors {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Counts one failed call.
+    pub fn record(&self, kind: ErrorKind) {
+        self.counts[kind as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Failed calls of `kind` so far.
+    pub fn count(&self, kind: ErrorKind) -> u64 {
+        self.counts[kind as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The counter `name` (without `_total`) with one sample per kind.
+    pub fn encode(&self, enc: &mut DescriptorEncoder, name: &str, help: &str) -> fmt::Result {
+        counters(
+            enc,
+            name,
+            help,
+            ErrorKind::ALL.map(|k| ([("kind", k.label())], self.count(k))),
+        )
+    }
+}
+
 /// A collector from a closure, for a component whose counters are plain atomics.
 pub struct FnCollector<F>(pub F);
 
@@ -180,6 +236,23 @@ mod tests {
             "t_commit_seconds_count 1",
             "t_commit_seconds_bucket{le=\"0.002\"} 1",
             "t_commit_seconds_bucket{le=\"0.001\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn dependency_errors_render_both_kinds() {
+        let m = Metrics::new();
+        let e = DependencyErrors::new();
+        e.record(ErrorKind::Timeout);
+        e.record(ErrorKind::Timeout);
+        let c = e.clone();
+        m.collect(move |enc| c.encode(enc, "t_redis_errors", "Redis calls that failed."));
+        let text = m.render();
+        for line in [
+            "t_redis_errors_total{kind=\"timeout\"} 2",
+            "t_redis_errors_total{kind=\"error\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
         }

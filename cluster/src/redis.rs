@@ -45,3 +45,15 @@ pub fn connect(config: &Config) -> Result<ConnectionManager, RedisError> {
         .set_max_delay(config.timeout);
     ConnectionManager::new_lazy_with_config(client, mc)
 }
+
+/// How a Redis call failed, for the `starling_<tier>_redis_errors_total{kind}` counters: a
+/// timeout when no answer came within `timeout` (redis-rs reports the connection's response
+/// or connect timeout as an I/O `TimedOut`), an error otherwise (refused, reset, an error
+/// reply).
+pub fn error_kind(e: &RedisError) -> crate::metrics::ErrorKind {
+    if e.is_timeout() {
+        crate::metrics::ErrorKind::Timeout
+    } else {
+        crate::metrics::ErrorKind::Error
+    }
+}

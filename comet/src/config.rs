@@ -139,8 +139,8 @@ pub struct Protocol {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open connections on this comet (every worker and listener); more are refused at
-    /// accept (`starling_comet_refused_total{reason="max_conns"}`). Checked against the
-    /// shared count, so concurrent accepts on several workers may pass it by one each.
+    /// accept (`starling_comet_refused_total{reason="max_conns"}`). A place is reserved
+    /// atomically at accept, so workers accepting at once never pass it. 0: no limit.
     pub max_conns: usize,
     /// Open connections from one source IP address; more are refused at accept
     /// (`reason="max_conns_per_ip"`). Off by default: many clients share one address behind

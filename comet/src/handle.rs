@@ -5,7 +5,7 @@
 use crate::bucket::ConnId;
 use crate::close::Stats;
 use crate::config::ConfigError;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, QueueDepth};
 use crate::worker::{Cmd, Kick, Shared, gather_room_counts};
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq, RoomsReply};
 use starling_proto::op;
@@ -217,6 +217,61 @@ impl Comet {
             counts[worker] = conns;
         }
         counts
+    }
+
+    /// What waits in the outbound queues of every connection, summed over the workers; a
+    /// worker that has not answered within `timeout` is left out (blocking: for a scrape,
+    /// never for the push path).
+    pub fn queue_depth_blocking(&self, timeout: Duration) -> QueueDepth {
+        let n = self.senders().len();
+        let deadline = std::time::Instant::now() + timeout;
+        let (tx, rx) = flume::bounded(n);
+        for s in self.senders() {
+            let _ = s.send_deadline(Cmd::Queues(tx.clone()), deadline);
+        }
+        drop(tx);
+        let mut depth = QueueDepth::default();
+        while let Ok(d) = rx.recv_deadline(deadline) {
+            depth.merge(d);
+        }
+        depth
+    }
+
+    /// Registers comet's counters ([`Stats`]) and the outbound queue gauges with `m`:
+    /// `starling_comet_queued_connections`, `_queued_messages`, `_queued_bytes` and
+    /// `_queued_max_bytes`, gathered from the workers at each scrape (up to 250 ms).
+    pub fn register_metrics(&self, m: &starling_cluster::metrics::Metrics) {
+        use starling_cluster::metrics::gauge;
+        self.stats().register(m);
+        let comet = self.clone();
+        m.collect(move |enc| {
+            let d = comet.queue_depth_blocking(Duration::from_millis(250));
+            gauge(
+                enc,
+                "starling_comet_queued_connections",
+                "Connections with pushes not yet written to their socket.",
+                d.connections as i64,
+            )?;
+            gauge(
+                enc,
+                "starling_comet_queued_messages",
+                "Messages waiting in outbound queues, over every connection.",
+                d.messages as i64,
+            )?;
+            gauge(
+                enc,
+                "starling_comet_queued_bytes",
+                "Bytes waiting in outbound queues, over every connection (a shared push \
+                 counts once per connection).",
+                d.bytes as i64,
+            )?;
+            gauge(
+                enc,
+                "starling_comet_queued_max_bytes",
+                "The longest outbound queue, in bytes (bounded by protocol.out_bytes).",
+                d.max_bytes as i64,
+            )
+        });
     }
 
     /// Room member counts on this comet.

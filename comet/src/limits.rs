@@ -13,13 +13,16 @@ use crate::config::Limits;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-/// Connection counts shared by every worker: the total is the shared `Stats::connections`
-/// gauge; per source address a map, kept only when `max_conns_per_ip` is set.
+/// Connection counts shared by every worker: the total admitted and not yet released (an
+/// atomic reserved at admission, so workers accepting at once cannot pass `max_conns`); per
+/// source address a map, kept only when `max_conns_per_ip` is set.
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
     max_conns: usize,
     max_per_ip: usize,
+    admitted: AtomicUsize,
     /// Open connections per address (only while `max_per_ip > 0`): locked once at accept and
     /// once at close, never on the data path.
     per_ip: Mutex<HashMap<IpAddr, u32>>,
@@ -30,20 +33,25 @@ impl ConnLimits {
         ConnLimits {
             max_conns: limits.max_conns,
             max_per_ip: limits.max_conns_per_ip,
+            admitted: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Admits a connection from `ip` when `open` connections are open now, counting it
-    /// against its address; [`ConnLimits::release`] undoes it when it closes.
-    pub fn admit(&self, ip: IpAddr, open: i64) -> Result<(), Refusal> {
-        if self.max_conns > 0 && open >= self.max_conns as i64 {
+    /// Admits a connection from `ip`, counting it in the total and against its address;
+    /// [`ConnLimits::release`] undoes it when it closes. The total is reserved first (one
+    /// atomic add), so at most `max_conns` are ever admitted at once.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let before = self.admitted.fetch_add(1, Relaxed);
+        if self.max_conns > 0 && before >= self.max_conns {
+            self.admitted.fetch_sub(1, Relaxed);
             return Err(Refusal::MaxConns);
         }
         if self.max_per_ip > 0 {
             let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let n = map.entry(ip).or_insert(0);
             if *n as usize >= self.max_per_ip {
+                self.admitted.fetch_sub(1, Relaxed);
                 return Err(Refusal::MaxConnsPerIp);
             }
             *n += 1;
@@ -53,6 +61,7 @@ impl ConnLimits {
 
     /// A connection admitted from `ip` is gone.
     pub fn release(&self, ip: IpAddr) {
+        self.admitted.fetch_sub(1, Relaxed);
         if self.max_per_ip == 0 {
             return;
         }
@@ -203,12 +212,40 @@ mod tests {
             ..Limits::default()
         });
         let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
-        assert_eq!(l.admit(a, 0), Ok(()));
-        assert_eq!(l.admit(a, 1), Ok(()));
-        assert_eq!(l.admit(a, 2), Err(Refusal::MaxConnsPerIp));
-        assert_eq!(l.admit(b, 3), Err(Refusal::MaxConns));
+        assert_eq!(l.admit(a), Ok(()));
+        assert_eq!(l.admit(a), Ok(()));
+        assert_eq!(
+            l.admit(a),
+            Err(Refusal::MaxConnsPerIp),
+            "refusals take no room"
+        );
+        assert_eq!(l.admit(b), Ok(()));
+        assert_eq!(l.admit(b), Err(Refusal::MaxConns));
         l.release(a);
-        assert_eq!(l.admit(a, 2), Ok(()));
-        assert_eq!(l.admit(b, 2), Ok(()));
+        assert_eq!(l.admit(b), Ok(()));
+        assert_eq!(l.admit(a), Err(Refusal::MaxConns));
+    }
+
+    /// Workers accepting at once never admit more than `max_conns` between them.
+    #[test]
+    fn concurrent_admissions_stop_at_max_conns() {
+        let l = ConnLimits::new(&Limits {
+            max_conns: 100,
+            ..Limits::default()
+        });
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let barrier = std::sync::Barrier::new(8);
+        let admitted: usize = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        (0..1000).filter(|_| l.admit(ip).is_ok()).count()
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, 100);
     }
 }

@@ -92,6 +92,42 @@ impl Outbound {
     }
 }
 
+/// What waits in outbound queues (one worker's, or a comet's summed over its workers), as
+/// exported by [`crate::Comet::register_metrics`]: gathered at scrape time, so the push path
+/// pays nothing for it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Connections with something not yet written.
+    pub connections: usize,
+    /// Messages not yet written whole.
+    pub messages: usize,
+    /// Bytes not yet written (a shared push counts for each connection holding it).
+    pub bytes: usize,
+    /// The longest queue, in bytes (what `protocol.out_bytes` bounds).
+    pub max_bytes: usize,
+}
+
+impl QueueDepth {
+    /// Counts one connection's queue.
+    pub fn add(&mut self, q: &OutQueue) {
+        if q.is_empty() {
+            return;
+        }
+        self.connections += 1;
+        self.messages += q.messages();
+        self.bytes += q.bytes();
+        self.max_bytes = self.max_bytes.max(q.bytes());
+    }
+
+    /// Sums another worker's figures into these.
+    pub fn merge(&mut self, o: QueueDepth) {
+        self.connections += o.connections;
+        self.messages += o.messages;
+        self.bytes += o.bytes;
+        self.max_bytes = self.max_bytes.max(o.max_bytes);
+    }
+}
+
 /// The queue full: the connection is a slow consumer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;

@@ -294,8 +294,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
         // SAFETY: `into_raw_fd` hands over sole ownership of the accepted socket.
         let sock = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
         let fd = sock.as_raw_fd();
-        let open = w.stats().connections.load(Relaxed);
-        if let Err(reason) = w.shared.limits.admit(peer.ip(), open) {
+        if let Err(reason) = w.shared.limits.admit(peer.ip()) {
             refuse(&w, sock, peer, kind, reason);
             continue;
         }

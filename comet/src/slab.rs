@@ -75,6 +75,11 @@ impl<T> Slab<T> {
         Some(value)
     }
 
+    /// Every live entry, in slot order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().filter_map(|s| s.value.as_ref())
+    }
+
     /// Ids of every live entry.
     pub fn ids(&self) -> Vec<ConnId> {
         self.slots

@@ -275,3 +275,48 @@ fn a_client_that_stopped_reading_is_closed_by_the_write_deadline() {
     cfg.protocol.write_timeout = Duration::from_secs(1);
     slow_consumer_is_closed(&start_with(cfg), "write deadline");
 }
+
+/// The outbound queue gauges (`Comet::register_metrics`): a room member that stopped
+/// reading holds what it was sent in its queue, and the scrape shows it (one connection, the
+/// bytes, the longest queue); once it reads everything the gauges go back to 0.
+#[test]
+fn queue_gauges_show_a_client_that_stopped_reading() {
+    let mut cfg = config();
+    cfg.protocol.out_bytes = 64 << 20; // neither bound closes it: only the gauges move
+    cfg.protocol.write_timeout = Duration::ZERO;
+    let c = start_with(cfg);
+    let metrics = starling_cluster::metrics::Metrics::new();
+    c.comet.register_metrics(&metrics);
+    let mut slow = Client::connect_from(c.tcp, ip(1), 1024);
+    slow.auth(&room_token(1, "slow", "q"));
+    let idle = metrics.render();
+    for line in [
+        "starling_comet_queued_connections 0",
+        "starling_comet_queued_bytes 0",
+    ] {
+        assert!(idle.lines().any(|l| l == line), "{line} in:\n{idle}");
+    }
+
+    let body = vec![b'p'; 2048];
+    for _ in 0..60 {
+        let batch: Vec<&[u8]> = (0..10).map(|_| &body[..]).collect();
+        c.push_room("q", 1000, &batch);
+    }
+    // Most of the 1.2 MB waits in comet (the kernel holds notsent_lowat and 1 KiB).
+    eventually("the queue holds what the socket did not take", || {
+        let d = c.comet.queue_depth_blocking(common::WAIT);
+        d.connections == 1 && d.bytes > 600_000 && d.max_bytes == d.bytes && d.messages > 0
+    });
+    let text = metrics.render();
+    assert!(
+        text.lines()
+            .any(|l| l == "starling_comet_queued_connections 1"),
+        "{text}"
+    );
+    assert_eq!(c.closes(CloseReason::SlowConsumer), 0);
+
+    assert_eq!(read_pushes(slow, 600).join().unwrap(), 600);
+    eventually("the queue drained", || {
+        c.comet.queue_depth_blocking(common::WAIT) == Default::default()
+    });
+}

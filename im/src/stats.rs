@@ -2,7 +2,7 @@
 //! code, the ack latency, and the store's write latency and errors.
 
 use crate::service::Im;
-use starling_cluster::metrics::{self, Counter, Family, Histogram, Metrics};
+use starling_cluster::metrics::{self, Counter, DependencyErrors, Family, Histogram, Metrics};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
@@ -166,6 +166,9 @@ impl Im {
                 None => Ok(()),
             }
         });
+        if let Some(errors) = self.store.server_errors() {
+            register_postgres_errors(m, errors);
+        }
         let s = &self.stats;
         m.register(
             "starling_im_send_acks",
@@ -184,4 +187,17 @@ impl Im {
             s.store_commit_seconds.clone(),
         );
     }
+}
+
+/// Exports a PostgreSQL store's failed calls ([`crate::store::ImStore::server_errors`]) as
+/// `starling_im_postgres_errors_total{kind="timeout"|"error"}`.
+pub fn register_postgres_errors(m: &Metrics, errors: Arc<DependencyErrors>) {
+    m.collect(move |enc| {
+        errors.encode(
+            enc,
+            "starling_im_postgres_errors",
+            "IM store calls to PostgreSQL that answered Unavailable, by kind (timeout: past \
+             im.store_timeout or no pooled connection within it).",
+        )
+    });
 }

@@ -77,7 +77,9 @@ pub async fn open_store(
 /// IM's metrics on `/metrics` and its store on `/readyz`.
 async fn install_im(config: starling_im::Config, parts: Parts) -> Result<Extension, boot::Invalid> {
     let store = open_store(&config).await?;
-    let devices = DeviceTable::Redis(RedisDevices::new(parts.redis, parts.expire));
+    let devices = DeviceTable::Redis(
+        RedisDevices::new(parts.redis, parts.expire).with_errors(parts.redis_errors.clone()),
+    );
     let im = Im::with_devices(config, store, parts.sink, devices);
     im.install(&parts.logic);
     im.register_metrics(&parts.metrics);

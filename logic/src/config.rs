@@ -75,7 +75,7 @@ pub struct Http {
     pub header_timeout: Duration,
     /// Most HTTP connections open at once; one accepted beyond it is closed at once (counted
     /// in `starling_logic_http_conns_refused_total`), so held connections cannot use up the
-    /// process's file descriptors.
+    /// process's file descriptors. 0: no limit (as comet's `[comet.limits] max_conns`).
     pub max_conns: usize,
 }
 

@@ -9,16 +9,20 @@ use crate::store::BoxFuture;
 use crate::{PushError, PushSink};
 use prost::Message;
 use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use starling_cluster::kafka::Config;
+use starling_cluster::metrics::{DependencyErrors, ErrorKind};
 use starling_proto::grpc::logic::{PushMsg, push_msg};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct KafkaSink {
     producer: FutureProducer,
     topic: String,
     timeout: Duration,
+    errors: Arc<DependencyErrors>,
 }
 
 impl KafkaSink {
@@ -36,7 +40,26 @@ impl KafkaSink {
             producer,
             topic: config.topic.clone(),
             timeout: config.timeout,
+            errors: DependencyErrors::new(),
         })
+    }
+
+    /// Produce calls that failed, by kind: `timeout` when the brokers did not acknowledge
+    /// within `kafka.timeout` (librdkafka's message timeout, or ours 200 ms later), `error`
+    /// for anything else (a refused record, an unknown topic).
+    pub fn errors(&self) -> &Arc<DependencyErrors> {
+        &self.errors
+    }
+}
+
+/// librdkafka reports a record it could not deliver within `message.timeout.ms` as
+/// `MessageTimedOut`; so does a request past `request.timeout.ms`.
+fn error_kind(e: &KafkaError) -> ErrorKind {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut) => {
+            ErrorKind::Timeout
+        }
+        _ => ErrorKind::Error,
     }
 }
 
@@ -88,10 +111,16 @@ impl PushSink for KafkaSink {
             let send = self.producer.send(record, Timeout::After(self.timeout));
             match tokio::time::timeout(self.timeout + Duration::from_millis(200), send).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(PushError::Unavailable(format!("kafka: {e}"))),
-                Err(_) => Err(PushError::Unavailable(
-                    "kafka: no acknowledgement in time".into(),
-                )),
+                Ok(Err((e, _))) => {
+                    self.errors.record(error_kind(&e));
+                    Err(PushError::Unavailable(format!("kafka: {e}")))
+                }
+                Err(_) => {
+                    self.errors.record(ErrorKind::Timeout);
+                    Err(PushError::Unavailable(
+                        "kafka: no acknowledgement in time".into(),
+                    ))
+                }
             }
         })
     }

@@ -11,7 +11,7 @@ use crate::{Logic, PushSink, grpc};
 use ::redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use starling_cluster::health::{self, Readiness};
-use starling_cluster::metrics::Metrics;
+use starling_cluster::metrics::{DependencyErrors, Metrics};
 use starling_cluster::{boot, kafka, redis, registry};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,6 +83,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// The node's `/readyz`: add the extension's dependencies (the IM store) here.
     pub ready: Arc<Readiness>,
+    /// Where the extension counts its failed Redis calls (`starling_logic_redis_errors_total`).
+    pub redis_errors: Arc<DependencyErrors>,
 }
 
 /// What an extension adds to the node.
@@ -114,6 +116,28 @@ impl Registry for WatchedRegistry {
     }
 }
 
+/// Exports a node's failed Redis calls (sessions, room counts, IM's device table) and Kafka
+/// produce calls as `starling_logic_redis_errors_total{kind}` and
+/// `starling_logic_kafka_errors_total{kind}` (`kind`: `timeout` or `error`).
+pub fn register_dependency_errors(
+    m: &Metrics,
+    redis: Arc<DependencyErrors>,
+    kafka: Arc<DependencyErrors>,
+) {
+    m.collect(move |enc| {
+        redis.encode(
+            enc,
+            "starling_logic_redis_errors",
+            "Calls to Redis that failed (sessions, room counts, IM's device table), by kind.",
+        )?;
+        kafka.encode(
+            enc,
+            "starling_logic_kafka_errors",
+            "Pushes the Kafka brokers did not acknowledge, by kind.",
+        )
+    });
+}
+
 /// Serves until `shutdown` resolves. Redis and Kafka need not be up at start: calls fail
 /// (logins refused, pushes -500) until they are.
 pub async fn run(
@@ -140,18 +164,24 @@ pub async fn run_with(
     let (metrics, ready) = (Metrics::new(), Readiness::new());
     ready.check("redis", health::redis_ping(conn.clone()));
     ready.check("kafka", kafka.check());
+    // Every failed Redis and Kafka call of this node, by kind (timeout, error).
+    let redis_errors = DependencyErrors::new();
+    let kafka_errors = kafka.errors().clone();
+    register_dependency_errors(&metrics, redis_errors.clone(), kafka_errors);
     let sink: Arc<dyn PushSink> = Arc::new(kafka);
     let logic = Arc::new(
         Logic::new(
             config.logic.clone(),
-            Arc::new(RedisSessions::new(conn.clone(), config.redis.expire)),
+            Arc::new(
+                RedisSessions::new(conn.clone(), config.redis.expire)
+                    .with_errors(redis_errors.clone()),
+            ),
             sink.clone(),
             Arc::new(WatchedRegistry(instances)),
         )
-        .with_online_store(Arc::new(RedisOnline::new(
-            conn.clone(),
-            config.redis.expire,
-        ))),
+        .with_online_store(Arc::new(
+            RedisOnline::new(conn.clone(), config.redis.expire).with_errors(redis_errors.clone()),
+        )),
     );
     logic.stats.register(&metrics);
     let extension = extend(Parts {
@@ -161,6 +191,7 @@ pub async fn run_with(
         expire: config.redis.expire,
         metrics: metrics.clone(),
         ready: ready.clone(),
+        redis_errors: redis_errors.clone(),
     })
     .await
     .map_err(NodeError::Extension)?;

@@ -15,7 +15,9 @@ use crate::store::{BoxFuture, OnlineStore, Report, SessionStore, StoreError};
 use redis::Script;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
+use starling_cluster::metrics::DependencyErrors;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// goim shards a comet's room counts over this many hash fields.
@@ -33,7 +35,9 @@ fn online_key(server: &str) -> String {
     format!("ol_{server}")
 }
 
-fn unavailable(e: redis::RedisError) -> StoreError {
+/// Counts a failed call in `errors` (by kind) and turns it into the store's error.
+fn unavailable(errors: &DependencyErrors, e: redis::RedisError) -> StoreError {
+    errors.record(starling_cluster::redis::error_kind(&e));
     StoreError::Unavailable(e.to_string())
 }
 
@@ -72,6 +76,7 @@ pub struct RedisSessions {
     expire: Duration,
     remove: Script,
     touch: Script,
+    errors: Arc<DependencyErrors>,
 }
 
 impl RedisSessions {
@@ -81,7 +86,20 @@ impl RedisSessions {
             expire,
             remove: Script::new(REMOVE),
             touch: Script::new(TOUCH),
+            errors: DependencyErrors::new(),
         }
+    }
+
+    /// Counts failed calls in `errors` (shared with the node's other Redis clients) instead
+    /// of a counter of its own.
+    pub fn with_errors(mut self, errors: Arc<DependencyErrors>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// Failed calls by kind (timeouts, errors).
+    pub fn errors(&self) -> &Arc<DependencyErrors> {
+        &self.errors
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -108,7 +126,11 @@ impl SessionStore for RedisSessions {
         }
         pipe.pset_ex(key_key(key), server, self.ttl_ms()).ignore();
         let mut conn = self.conn.clone();
-        Box::pin(async move { pipe.query_async(&mut conn).await.map_err(unavailable) })
+        Box::pin(async move {
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&self.errors, e))
+        })
     }
 
     fn remove(&self, mid: i64, key: &str, server: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
@@ -119,7 +141,10 @@ impl SessionStore for RedisSessions {
         inv.arg(server).arg(key);
         let mut conn = self.conn.clone();
         Box::pin(async move {
-            let n: i32 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+            let n: i32 = inv
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&self.errors, e))?;
             Ok(n == 1)
         })
     }
@@ -132,7 +157,10 @@ impl SessionStore for RedisSessions {
         inv.arg(server).arg(self.ttl_ms());
         let mut conn = self.conn.clone();
         Box::pin(async move {
-            let n: i32 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+            let n: i32 = inv
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&self.errors, e))?;
             Ok(n == 1)
         })
     }
@@ -149,7 +177,7 @@ impl SessionStore for RedisSessions {
                 .arg(&names)
                 .query_async(&mut conn)
                 .await
-                .map_err(unavailable)
+                .map_err(|e| unavailable(&self.errors, e))
         })
     }
 
@@ -160,8 +188,10 @@ impl SessionStore for RedisSessions {
         }
         let mut conn = self.conn.clone();
         Box::pin(async move {
-            let maps: Vec<HashMap<String, String>> =
-                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            let maps: Vec<HashMap<String, String>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&self.errors, e))?;
             Ok(maps.into_iter().flatten().collect())
         })
     }
@@ -171,11 +201,22 @@ impl SessionStore for RedisSessions {
 pub struct RedisOnline {
     conn: ConnectionManager,
     expire: Duration,
+    errors: Arc<DependencyErrors>,
 }
 
 impl RedisOnline {
     pub fn new(conn: ConnectionManager, expire: Duration) -> Self {
-        RedisOnline { conn, expire }
+        RedisOnline {
+            conn,
+            expire,
+            errors: DependencyErrors::new(),
+        }
+    }
+
+    /// Counts failed calls in `errors` (shared with the node's other Redis clients).
+    pub fn with_errors(mut self, errors: Arc<DependencyErrors>) -> Self {
+        self.errors = errors;
+        self
     }
 }
 
@@ -213,7 +254,11 @@ impl OnlineStore for RedisOnline {
         }
         pipe.pexpire(&key, self.expire.as_millis() as i64).ignore();
         let mut conn = self.conn.clone();
-        Box::pin(async move { pipe.query_async(&mut conn).await.map_err(unavailable) })
+        Box::pin(async move {
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&self.errors, e))
+        })
     }
 
     fn get(&self, servers: &[String]) -> BoxFuture<'_, Result<Vec<Report>, StoreError>> {
@@ -228,8 +273,10 @@ impl OnlineStore for RedisOnline {
             for server in &servers {
                 pipe.hgetall(online_key(server));
             }
-            let hashes: Vec<HashMap<String, String>> =
-                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            let hashes: Vec<HashMap<String, String>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&self.errors, e))?;
             let mut out = Vec::with_capacity(servers.len());
             for (server, fields) in servers.into_iter().zip(hashes) {
                 let mut counts = HashMap::new();

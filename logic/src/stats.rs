@@ -111,6 +111,8 @@ pub struct Stats {
     pub http_conns_refused: AtomicU64,
     /// HTTP connections open now.
     pub http_conns_open: AtomicU64,
+    /// HTTP accepts that failed (out of descriptors, mostly), each retried after 100 ms.
+    pub http_accept_errors: AtomicU64,
     log_http: Throttle,
     log_auth: Throttle,
     log_conns: Throttle,
@@ -190,6 +192,13 @@ impl Stats {
             "starling_logic_http_conns_refused",
             "HTTP connections closed at accept because [logic.http] max_conns were open.",
             self.http_conns_refused.load(Relaxed),
+        )?;
+        metrics::counter(
+            enc,
+            "starling_logic_http_accept_errors",
+            "HTTP accepts that failed (EMFILE: out of file descriptors, mostly); the accept \
+             loop waits 100 ms and goes on.",
+            self.http_accept_errors.load(Relaxed),
         )?;
         metrics::gauge(
             enc,

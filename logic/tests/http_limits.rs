@@ -2,111 +2,17 @@
 //! bodies, trickled headers (slowloris), held connections, on a real socket through the
 //! same `Server` the binaries run.
 
-use starling_logic::nodes::{Instance, Registry};
+mod common;
+
+use common::{Api, read_response};
+use starling_logic::Config;
 use starling_logic::stats::{AuthRefusal, HttpRefusal};
-use starling_logic::store::{BoxFuture, MemorySessions};
-use starling_logic::{Config, Logic, PushError, PushSink};
-use starling_proto::grpc::logic::{ConnectReq, PushMsg};
-use std::net::SocketAddr;
+use starling_proto::grpc::logic::ConnectReq;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-
-#[derive(Default)]
-struct Recorded(Mutex<Vec<PushMsg>>);
-
-impl PushSink for Recorded {
-    fn publish(&self, msg: PushMsg) -> BoxFuture<'_, Result<(), PushError>> {
-        self.0.lock().unwrap().push(msg);
-        Box::pin(async { Ok(()) })
-    }
-}
-
-struct NoComets;
-
-impl Registry for NoComets {
-    fn instances(&self) -> Vec<Instance> {
-        Vec::new()
-    }
-}
-
-struct Api {
-    addr: SocketAddr,
-    logic: Arc<Logic>,
-    sink: Arc<Recorded>,
-    stop: Option<oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Api {
-    async fn start(config: Config) -> Api {
-        let sink = Arc::new(Recorded::default());
-        let logic = Arc::new(Logic::new(
-            config,
-            Arc::new(MemorySessions::default()),
-            sink.clone(),
-            Arc::new(NoComets),
-        ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = starling_logic::http::Server::of(&logic);
-        // `/metrics` as logic's node serves it: the logic counters in a registry, merged.
-        let metrics = starling_cluster::metrics::Metrics::new();
-        logic.stats.register(&metrics);
-        let router = starling_logic::http::router(logic.clone()).merge(
-            starling_cluster::health::router(metrics, starling_cluster::health::Readiness::new()),
-        );
-        let (tx, rx) = oneshot::channel::<()>();
-        let served = tokio::spawn(server.serve(listener, router, async {
-            let _ = rx.await;
-        }));
-        Api {
-            addr,
-            logic,
-            sink,
-            stop: Some(tx),
-            served,
-        }
-    }
-
-    fn pushes(&self) -> usize {
-        self.sink.0.lock().unwrap().len()
-    }
-
-    fn refused(&self, why: HttpRefusal) -> u64 {
-        self.logic.stats.http_refused_count(why)
-    }
-
-    /// One request on its own connection: (HTTP status, body).
-    async fn request(&self, head: &str, body: &[u8]) -> (u16, String) {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let req = format!(
-            "{head}\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        s.write_all(body).await.unwrap();
-        read_response(&mut s).await
-    }
-}
-
-async fn read_response(s: &mut TcpStream) -> (u16, String) {
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
 
 fn code(body: &str) -> i64 {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{body}"));
@@ -310,6 +216,35 @@ async fn connections_beyond_max_conns_are_closed_at_once() {
         .request("POST /goim/push/all?operation=1000 HTTP/1.1", b"m")
         .await;
     assert_eq!(status, 200);
+}
+
+/// `max_conns = 0` is no limit (as comet's): held connections do not shut anyone out.
+#[tokio::test]
+async fn max_conns_zero_is_no_limit() {
+    let mut config = Config::default();
+    config.http.max_conns = 0;
+    let api = Api::start(config).await;
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held.push(TcpStream::connect(api.addr).await.unwrap());
+    }
+    // The server takes the 50 in order; a refusal would show before all are open.
+    while api.logic.stats.http_conns_open.load(Ordering::Relaxed) < 50 {
+        assert_eq!(
+            api.logic.stats.http_conns_refused.load(Ordering::Relaxed),
+            0,
+            "a connection was refused"
+        );
+        tokio::task::yield_now().await;
+    }
+    let (status, _) = api
+        .request("POST /goim/push/all?operation=1000 HTTP/1.1", b"m")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        api.logic.stats.http_conns_refused.load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[tokio::test]

@@ -154,3 +154,47 @@ async fn calls_fail_within_the_deadline_while_redis_is_down_and_recover() {
         vec![Some("comet-a".into())]
     );
 }
+
+/// Failed calls are counted by kind in the store's `DependencyErrors` (exported by a logic
+/// node as `starling_logic_redis_errors_total{kind}`): a server that does not answer within
+/// `redis.timeout` (`CLIENT PAUSE` holds every client's commands) is a timeout; a server
+/// that is gone is an error; successful calls count nothing.
+#[tokio::test]
+async fn failed_calls_are_counted_by_kind() {
+    use starling_cluster::metrics::ErrorKind::{Error, Timeout};
+    let mut r = testkit::Redis::start();
+    let c = config(&r);
+    let s = RedisSessions::new(starling_cluster::redis::connect(&c).unwrap(), c.expire);
+    let counts = |s: &RedisSessions| (s.errors().count(Timeout), s.errors().count(Error));
+    s.add(1, "k", "comet-a").await.unwrap();
+    assert_eq!(counts(&s), (0, 0));
+
+    // Another client pauses the server for 5 × redis.timeout.
+    let mut pauser = starling_cluster::redis::connect(&c).unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query_async(&mut pauser)
+        .await
+        .unwrap();
+    let e = s.servers(&["k".into()]).await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert_eq!(counts(&s), (1, 0), "{e:?}");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.servers(&["k".into()]).await.is_err() {
+        assert!(Instant::now() < deadline, "store never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (timeouts, errors) = counts(&s);
+    assert_eq!(errors, 0);
+
+    r.stop();
+    assert!(s.servers(&["k".into()]).await.is_err());
+    assert_eq!(
+        counts(&s),
+        (timeouts, 1),
+        "a refused connection is an error"
+    );
+}

@@ -128,7 +128,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|source| StartError::Http { addr, source })?;
     let app_stats = Arc::new(app::Stats::default());
     let (metrics, ready) = (Metrics::new(), Readiness::new());
-    comet.stats().register(&metrics);
+    comet.register_metrics(&metrics);
     logic.stats.register(&metrics);
     job.register_metrics(&metrics);
     if let Some(im) = &im {

@@ -8,7 +8,7 @@ mod cluster;
 mod common;
 
 use cluster::deploy::{Cluster, ROOM_PUSH, assert_exact, seq, within};
-use cluster::{Member, call, eventually, redis_get};
+use cluster::{Member, call, eventually, metric_sum, ready_becomes, redis_get, scrape};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -59,6 +59,7 @@ fn pushes_cross_hosts_and_survive_failures() {
         b2: c.join(c.c2, 3, "b2"),
     };
     every_kind_of_push_reaches_both_hosts(&c, &mut m);
+    ops_listeners_answer(&c);
     job_killed_mid_stream(&mut c, &mut m);
     stalled_comet_delays_only_itself(&mut c, &mut m);
     job_killed_mid_batch(&mut c, &mut m);
@@ -114,6 +115,53 @@ fn every_kind_of_push_reaches_both_hosts(c: &Cluster, m: &mut Members) {
         call(c.http, "GET", "/goim/online/room?type=live&rooms=7", b"").1["data"]["7"] == 4
     });
     c.phase("room live://7 counts 4 in heartbeat replies and /goim/online/room (2 per comet)");
+}
+
+/// The comet and job binaries' `[metrics]` listeners and logic's HTTP port answer
+/// `/healthz`, `/readyz` and `/metrics`, with what the pushes above did; no dependency error
+/// counted yet.
+fn ops_listeners_answer(c: &Cluster) {
+    for (what, addr) in [("comet1", c.c1_ops), ("job", c.job_ops), ("logic", c.http)] {
+        let (status, body) = scrape(addr, "/healthz");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"alive":true}"#),
+            "{what}"
+        );
+        let body = ready_becomes(addr, 200, what);
+        assert_eq!(body, r#"{"ready":true}"#, "{what}");
+    }
+    let (status, comet) = scrape(c.c1_ops, "/metrics");
+    assert_eq!(status, 200);
+    // a1 and b1 are on comet1.
+    assert_eq!(
+        metric_sum(&comet, "starling_comet_sessions"),
+        Some(2.0),
+        "{comet}"
+    );
+    assert!(
+        metric_sum(&comet, "starling_comet_pushed_total").unwrap_or(0.0) > 0.0,
+        "{comet}"
+    );
+    let (status, job) = scrape(c.job_ops, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metric_sum(&job, "starling_job_delivered_total").unwrap_or(0.0) >= 28.0,
+        "{job}"
+    );
+    // Each of the 33 pushes above, from logic's produce to the last comet's answer.
+    assert!(
+        metric_sum(&job, "starling_job_delivery_seconds_count").unwrap_or(0.0) >= 33.0,
+        "{job}"
+    );
+    let (_, logic) = scrape(c.http, "/metrics");
+    for series in [
+        "starling_logic_redis_errors_total",
+        "starling_logic_kafka_errors_total",
+    ] {
+        assert_eq!(metric_sum(&logic, series), Some(0.0), "{series}: {logic}");
+    }
+    c.phase("comet's and job's [metrics] listeners and logic's port: alive, ready, counting");
 }
 
 /// job SIGKILLed while pushes keep coming, then restarted: nothing logic acknowledged is lost.
@@ -243,6 +291,24 @@ fn job_killed_mid_batch(c: &mut Cluster, m: &mut Members) {
 /// Redis down: connections stay, logins are refused, pushes answer -500; then all recovers.
 fn redis_outage(c: &mut Cluster, m: &mut Members) {
     c.redis.stop();
+    // Every tier reading Redis says it is not ready, and why.
+    for (what, addr, check) in [
+        ("logic", c.http, "redis"),
+        ("job", c.job_ops, "redis"),
+        ("comet1", c.c1_ops, "registry"),
+    ] {
+        let body = ready_becomes(addr, 503, what);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["failing"][check].is_string(), "{what}: {body}");
+    }
+    let errors = |c: &Cluster| {
+        metric_sum(
+            &scrape(c.http, "/metrics").1,
+            "starling_logic_redis_errors_total",
+        )
+        .expect("exported")
+    };
+    let before = errors(c);
     let hb = [m.a1.heartbeats, m.b2.heartbeats];
     assert!(
         Member::join(c.c1, 9, "during-outage", "live://7").is_err(),
@@ -268,10 +334,19 @@ fn redis_outage(c: &mut Cluster, m: &mut Members) {
         m.a1.heartbeats > hb[0] && m.b2.heartbeats > hb[1],
         "heartbeats answered"
     );
+    let counted = errors(c) - before;
+    assert!(
+        counted >= 2.0,
+        "the refused login and push are counted: {counted}"
+    );
     c.phase(&format!(
-        "Redis down: login refused, push -500 in {took:?}, existing connections heartbeating"
+        "Redis down: /readyz 503 on every tier, login refused, push -500 in {took:?}, \
+         {counted} Redis errors counted, existing connections heartbeating"
     ));
     c.redis.resume();
+    for (what, addr) in [("logic", c.http), ("job", c.job_ops), ("comet1", c.c1_ops)] {
+        ready_becomes(addr, 200, what);
+    }
     let _late = c.join(c.c1, 9, "after-redis");
     // Sessions lost with Redis come back with each connection's next renewal.
     let mut n = 0;
@@ -295,7 +370,17 @@ fn redis_outage(c: &mut Cluster, m: &mut Members) {
 
 /// Broker down: a push answers an error within 2 s; every push reported accepted arrives.
 fn broker_outage(c: &mut Cluster, m: &mut Members) {
+    let kafka_errors = |c: &Cluster| {
+        let text = scrape(c.http, "/metrics").1;
+        metric_sum(&text, "starling_logic_kafka_errors_total{kind=\"timeout\"}").expect("exported")
+    };
+    let before = kafka_errors(c);
     c.broker.stop();
+    for (what, addr) in [("logic", c.http), ("job", c.job_ops)] {
+        let body = ready_becomes(addr, 503, what);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["failing"]["kafka"].is_string(), "{what}: {body}");
+    }
     let t = Instant::now();
     let (code, v) = call(c.http, "POST", ROOM_PUSH, b"maybe");
     let took = t.elapsed();
@@ -305,7 +390,15 @@ fn broker_outage(c: &mut Cluster, m: &mut Members) {
         Duration::from_secs(2),
         "a push while the broker is down",
     );
-    c.phase(&format!("broker down: push answered {code} in {took:?}"));
+    assert_eq!(
+        kafka_errors(c) - before,
+        1.0,
+        "the unacknowledged push, as a timeout"
+    );
+    c.phase(&format!(
+        "broker down: /readyz 503 on logic and job, push answered {code} in {took:?}, \
+         counted as a Kafka timeout"
+    ));
     c.broker.resume();
     let mut accepted = Vec::new();
     let mut i = 0;

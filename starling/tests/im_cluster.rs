@@ -348,6 +348,61 @@ fn member_removed_on_one_logic_node_is_skipped_and_refused_by_the_other() {
     ));
 }
 
+/// PostgreSQL down, as an operator sees it: both logic nodes' `/readyz` answer 503 naming
+/// the IM store, a send answers 503 with nothing stored, and each failed store call is
+/// counted in `starling_im_postgres_errors_total` (kind `error`: the connection is refused);
+/// all ready again once it is back.
+#[test]
+fn postgres_down_shows_on_readyz_and_in_the_error_counters() {
+    let _turn = turn();
+    let mut c = ImCluster::start();
+    let mut a = c.connect(0, 41, "a");
+    let acks = a.send(p2p(42), "pg-1", "before");
+    assert_eq!(acks.last().map(|k| k.code), Some(0), "{acks:?}");
+    let errors = |c: &ImCluster, node: usize, kind: &str| {
+        let text = cluster::scrape(c.http[node], "/metrics").1;
+        let series = format!("starling_im_postgres_errors_total{{kind=\"{kind}\"}}");
+        cluster::metric_sum(&text, &series).unwrap_or_else(|| panic!("{series} in {text}"))
+    };
+    assert_eq!(
+        (errors(&c, 0, "error"), errors(&c, 0, "timeout")),
+        (0.0, 0.0)
+    );
+
+    c.pg.stop();
+    for node in 0..2 {
+        let body = cluster::ready_becomes(c.http[node], 503, &format!("logic{}", node + 1));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["failing"]["im_store"].is_string(), "{body}");
+    }
+    // Whichever logic node serves a's comet: count on both.
+    let before: f64 = (0..2).map(|n| errors(&c, n, "error")).sum();
+    let req = common::im_server::send_req(p2p(42), "pg-2", "while PostgreSQL is down");
+    let ack: SendAck = a.call(op::im::SEND, &req).expect("an answer");
+    assert_eq!((ack.code, ack.stored), (503, false), "{ack:?}");
+    let after: f64 = (0..2).map(|n| errors(&c, n, "error")).sum();
+    assert!(
+        after > before,
+        "the send's failed store call is counted: {before} → {after}"
+    );
+    c.phase(&format!(
+        "PostgreSQL down: /readyz 503 (im_store) on both nodes, send 503 unstored, \
+         {after} store errors counted"
+    ));
+
+    c.pg.resume();
+    for node in 0..2 {
+        cluster::ready_becomes(c.http[node], 200, &format!("logic{}", node + 1));
+    }
+    let acks = a.send(p2p(42), "pg-2", "while PostgreSQL is down");
+    assert_eq!(
+        acks.last().map(|k| (k.code, k.seq, k.duplicate)),
+        Some((0, 2, false)),
+        "{acks:?}"
+    );
+    c.phase("PostgreSQL back: both nodes ready, the retry stored at seq 2");
+}
+
 /// T4: a 50-member group, 20 members online on two comets, three of them sending 1,000
 /// messages each, while job is killed twice: every online member ends with every seq once,
 /// in order (Kafka redelivers what job had not handed over; clients drop the duplicates and

@@ -6,7 +6,7 @@ mod common;
 use common::im_client::p2p;
 use common::im_server::Im;
 use common::*;
-use starling_cluster::metrics::Metrics;
+use starling_cluster::metrics::{DependencyErrors, Metrics};
 use starling_proto::op::Codec;
 use starling_proto::packet::Packet;
 use std::collections::BTreeSet;
@@ -131,10 +131,17 @@ fn every_metric_the_dashboard_queries_is_exported() {
     // The all-in-one exports comet's, logic's, job's and IM's metrics.
     let im = Im::start();
     let mut exported = series_names(&metrics(im.server.http));
-    // What only the split binaries export: job's Kafka consumer.
-    let job = Metrics::new();
-    std::sync::Arc::new(starling_job::node::ops::KafkaOps::default()).register(&job);
-    exported.extend(series_names(&job.render()));
+    // What only the split binaries export: job's Kafka consumer, a logic node's Redis and
+    // Kafka errors, the PostgreSQL store's errors.
+    let split = Metrics::new();
+    std::sync::Arc::new(starling_job::node::ops::KafkaOps::default()).register(&split);
+    starling_logic::node::register_dependency_errors(
+        &split,
+        DependencyErrors::new(),
+        DependencyErrors::new(),
+    );
+    starling_im::stats::register_postgres_errors(&split, DependencyErrors::new());
+    exported.extend(series_names(&split.render()));
 
     let mut queried = BTreeSet::new();
     for p in dash["panels"].as_array().expect("panels") {

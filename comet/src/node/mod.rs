@@ -237,7 +237,7 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
     let ready = health::Readiness::new();
     if let Some(addr) = config.metrics.bind {
         let metrics = Metrics::new();
-        comet.stats().register(&metrics);
+        comet.register_metrics(&metrics);
         ready.check("logic", grpc::logic_check(channel, config.logic.timeout));
         let ok = registered_ok.clone();
         ready.check("registry", move || {

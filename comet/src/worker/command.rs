@@ -44,6 +44,8 @@ pub(crate) enum Cmd {
     RoomCounts(flume::Sender<Vec<(Arc<str>, i32)>>),
     /// Reply with (this worker's id, its open connections, authenticated or not).
     ConnCount(flume::Sender<(usize, usize)>),
+    /// Reply with what waits in this worker's outbound queues.
+    Queues(flume::Sender<crate::outbound::QueueDepth>),
     /// Cluster-wide room counts from logic, used in heartbeat replies.
     SetAllOnline(Arc<HashMap<String, i32>>),
     /// Stop accepting and close every connection spread over `over`; `done` is signalled
@@ -124,6 +126,13 @@ impl Worker {
             }
             Cmd::ConnCount(reply) => {
                 let _ = reply.send((usize::from(self.id), self.conns.borrow().len()));
+            }
+            Cmd::Queues(reply) => {
+                let mut depth = crate::outbound::QueueDepth::default();
+                for c in self.conns.borrow().values() {
+                    depth.add(&c.out);
+                }
+                let _ = reply.send(depth);
             }
             Cmd::SetAllOnline(counts) => *self.all_online.borrow_mut() = counts,
             Cmd::LameDuck { over, done } => {

@@ -29,8 +29,10 @@ use super::{CLASSES, Device, DeviceError, DeviceRef, Displaced};
 use crate::config::MultiLogin;
 use redis::Script;
 use redis::aio::ConnectionManager;
+use starling_cluster::metrics::DependencyErrors;
 use starling_proto::op::Codec;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
@@ -160,7 +162,9 @@ fn policy_name(p: MultiLogin) -> &'static str {
     }
 }
 
-fn unavailable(e: redis::RedisError) -> DeviceError {
+/// Counts a failed call in `errors` (by kind) and turns it into the table's error.
+fn unavailable(errors: &DependencyErrors, e: redis::RedisError) -> DeviceError {
+    errors.record(starling_cluster::redis::error_kind(&e));
     DeviceError::Unavailable(e.to_string())
 }
 
@@ -220,6 +224,7 @@ pub struct RedisDevices {
     remove: Script,
     take: Script,
     restore: Script,
+    errors: Arc<DependencyErrors>,
 }
 
 impl RedisDevices {
@@ -232,7 +237,20 @@ impl RedisDevices {
             remove: Script::new(&format!("{PARSE}{REMOVE}")),
             take: Script::new(&format!("{PARSE}{TAKE}")),
             restore: Script::new(RESTORE),
+            errors: DependencyErrors::new(),
         }
+    }
+
+    /// Counts failed calls in `errors` (the logic node's Redis counter, shared with its
+    /// session store) instead of a counter of its own.
+    pub fn with_errors(mut self, errors: Arc<DependencyErrors>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// Failed calls by kind (timeouts, errors).
+    pub fn errors(&self) -> &Arc<DependencyErrors> {
+        &self.errors
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -252,7 +270,10 @@ impl RedisDevices {
             .arg(policy_name(policy))
             .arg(self.ttl_ms());
         let mut conn = self.conn.clone();
-        let flat: Vec<String> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let flat: Vec<String> = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable(&self.errors, e))?;
         let mut out = Displaced::default();
         for t in flat.chunks_exact(3) {
             let Some(d) = device(dev.mid, &t[1], &t[2]) else {
@@ -283,7 +304,10 @@ impl RedisDevices {
             .arg(conn)
             .arg(self.ttl_ms());
         let mut c = self.conn.clone();
-        let n: i32 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
+        let n: i32 = inv
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| unavailable(&self.errors, e))?;
         Ok(n == 1)
     }
 
@@ -300,7 +324,10 @@ impl RedisDevices {
             .arg(key)
             .arg(self.ttl_ms());
         let mut c = self.conn.clone();
-        let flat: Vec<String> = inv.invoke_async(&mut c).await.map_err(unavailable)?;
+        let flat: Vec<String> = inv
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| unavailable(&self.errors, e))?;
         Ok(flat
             .chunks_exact(2)
             .filter_map(|p| device(mid, &p[0], &p[1]))
@@ -314,7 +341,7 @@ impl RedisDevices {
             .arg(key)
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| unavailable(&self.errors, e))?;
         Ok(v.and_then(|v| device(mid, key, &v)))
     }
 
@@ -328,7 +355,9 @@ impl RedisDevices {
             pipe.hgetall(dev_key(m));
         }
         let mut c = self.conn.clone();
-        pipe.query_async(&mut c).await.map_err(unavailable)
+        pipe.query_async(&mut c)
+            .await
+            .map_err(|e| unavailable(&self.errors, e))
     }
 
     pub async fn visit(
@@ -369,7 +398,10 @@ impl RedisDevices {
             .arg(self.ttl_ms())
             .arg(&dev.conn);
         let mut c = self.conn.clone();
-        let n: i32 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
+        let n: i32 = inv
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| unavailable(&self.errors, e))?;
         Ok(n == 1)
     }
 
@@ -381,7 +413,7 @@ impl RedisDevices {
             .arg(self.ttl_ms())
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| unavailable(&self.errors, e))?;
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ pub use types::*;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -80,6 +81,14 @@ pub trait ImStore: Send + Sync + 'static {
     /// The store epoch: a random non-zero u64 made when the store was created, returned in
     /// `SyncReply` so a client whose cache came from a wiped store resets.
     fn epoch(&self) -> u64;
+
+    /// Calls that failed to reach the store's server, by kind (timeout, error), when the
+    /// store has a server: PostgreSQL ([`postgres::PgStore::errors`]), exported as
+    /// `starling_im_postgres_errors_total{kind}`. `None` for the embedded store (its failed
+    /// writes are in `starling_im_store_errors_total`).
+    fn server_errors(&self) -> Option<Arc<starling_cluster::metrics::DependencyErrors>> {
+        None
+    }
 
     // ----- writes -----
 

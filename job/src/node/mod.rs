@@ -232,7 +232,12 @@ pub async fn run(
                 let (p, off) = (m.partition(), m.offset());
                 offsets.received(p, off);
                 let done_tx = done_tx.clone();
+                let produced_ms = m.timestamp().to_millis();
+                let ops = kafka_ops.clone();
                 let done: crate::Done = Box::new(move || {
+                    if let Some(ms) = produced_ms {
+                        ops.through(ms);
+                    }
                     let _ = done_tx.send((p, off));
                 });
                 match PushMsg::decode(m.payload().unwrap_or_default()) {

@@ -6,7 +6,7 @@
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::Offset;
 use starling_cluster::health::{CheckFuture, Readiness};
-use starling_cluster::metrics::{self, Metrics};
+use starling_cluster::metrics::{self, Histogram, Metrics};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,16 +19,41 @@ pub const LAG_EVERY: Duration = Duration::from_secs(5);
 const BROKER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The consumer once it exists, and what was measured on it.
-#[derive(Default)]
 pub struct KafkaOps {
     consumer: Mutex<Option<Arc<StreamConsumer>>>,
     /// (partition, messages behind the high watermark), from the last measure.
     lag: Mutex<Vec<(i32, i64)>>,
     /// Consume calls that failed (broker down, say).
     pub errors: AtomicU64,
+    /// Seconds from a record's produce to job being through with it at every comet it
+    /// targets ([`KafkaOps::through`]).
+    delivery_seconds: Histogram,
+}
+
+impl Default for KafkaOps {
+    fn default() -> Self {
+        KafkaOps {
+            consumer: Mutex::default(),
+            lag: Mutex::default(),
+            errors: AtomicU64::default(),
+            delivery_seconds: metrics::latency_histogram(),
+        }
+    }
 }
 
 impl KafkaOps {
+    /// Observes a message job is through with (every comet answered, gave up or was
+    /// dropped) that the producer stamped at `produced_ms` (the record's CreateTime, Unix
+    /// milliseconds on logic's clock; hosts' clock skew adds to it, and a negative
+    /// difference counts as 0).
+    pub fn through(&self, produced_ms: i64) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.delivery_seconds
+            .observe((now_ms - produced_ms).max(0) as f64 / 1000.0);
+    }
+
     pub fn set_consumer(&self, c: Arc<StreamConsumer>) {
         *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
     }
@@ -40,8 +65,16 @@ impl KafkaOps {
             .clone()
     }
 
-    /// Registers `starling_job_kafka_lag{partition}` and `starling_job_kafka_errors_total`.
+    /// Registers `starling_job_kafka_lag{partition}`, `starling_job_kafka_errors_total` and
+    /// the histogram `starling_job_delivery_seconds`.
     pub fn register(self: &Arc<Self>, m: &Metrics) {
+        m.register(
+            "starling_job_delivery_seconds",
+            "Seconds from logic's produce (the Kafka record's CreateTime, logic's clock) to job \
+             being through with the message at every comet it targets (answered, given up or \
+             dropped): Kafka, job's queues and the comet calls.",
+            self.delivery_seconds.clone(),
+        );
         let s = self.clone();
         m.collect(move |enc| {
             metrics::counter(

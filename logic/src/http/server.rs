@@ -54,7 +54,9 @@ impl Server {
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.header_timeout);
-        let slots = Arc::new(Semaphore::new(self.config.max_conns.max(1)));
+        // 0: no limit (as comet's [comet.limits] max_conns).
+        let slots =
+            (self.config.max_conns > 0).then(|| Arc::new(Semaphore::new(self.config.max_conns)));
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -64,6 +66,7 @@ impl Server {
                     Err(e) => {
                         // Out of descriptors, or a connection reset before it was accepted:
                         // wait a little and go on (what axum::serve and hyper's examples do).
+                        self.stats.http_accept_errors.fetch_add(1, Ordering::Relaxed);
                         warn!(error = %e, "HTTP accept failed; retrying in 100 ms");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
@@ -71,7 +74,11 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let slot = match &slots {
+                Some(slots) => slots.clone().try_acquire_owned().ok(),
+                None => None,
+            };
+            if slots.is_some() && slot.is_none() {
                 if self.stats.conn_refused() {
                     warn!(
                         max_conns = self.config.max_conns,
@@ -80,7 +87,7 @@ impl Server {
                 }
                 drop(stream);
                 continue;
-            };
+            }
             let _ = stream.set_nodelay(true);
             let service = TowerToHyperService::new(router.clone());
             let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));

@@ -14,6 +14,11 @@ pub const ROOM_PUSH: &str = "/goim/push/room?operation=1000&type=live&room=7";
 
 pub(super) const REGISTRY: &str = "[registry]\ninterval = \"300ms\"\nttl = \"1500ms\"\n";
 
+/// The `[metrics]` listeners of the comet and job binaries, on their documented ports (every
+/// process has a namespace of its own, so any address of it will do).
+pub const COMET_OPS_PORT: u16 = 3190;
+pub const JOB_OPS_PORT: u16 = 3191;
+
 pub(super) fn comet_conf(name: &str, ip: &str, logic: &str, redis: &str) -> String {
     comet_conf_many(name, ip, &[logic], redis)
 }
@@ -38,6 +43,8 @@ bind = "{ip}:3109"
 addrs = [{addrs}]
 [redis]
 url = "{redis}"
+[metrics]
+bind = "0.0.0.0:{COMET_OPS_PORT}"
 {REGISTRY}"#
     )
 }
@@ -72,6 +79,8 @@ url = "{redis}"
 [comets]
 timeout = "2s"
 retries = 2
+[metrics]
+bind = "0.0.0.0:{JOB_OPS_PORT}"
 {REGISTRY}"#
     )
 }
@@ -87,6 +96,9 @@ pub struct Cluster {
     pub http: SocketAddr,
     pub c1: SocketAddr,
     pub c2: SocketAddr,
+    /// The `[metrics]` listeners (`/metrics`, `/healthz`, `/readyz`) of comet1 and job.
+    pub c1_ops: SocketAddr,
+    pub job_ops: SocketAddr,
     started: Instant,
     dir: PathBuf,
     // Dropped last: the namespaces outlive the processes in them.
@@ -143,6 +155,8 @@ impl Cluster {
             http: format!("{ip_l}:3111").parse().unwrap(),
             c1: format!("{ip_c1}:3101").parse().unwrap(),
             c2: format!("{ip_c2}:3101").parse().unwrap(),
+            c1_ops: format!("{ip_c1}:{COMET_OPS_PORT}").parse().unwrap(),
+            job_ops: format!("{ip_j}:{JOB_OPS_PORT}").parse().unwrap(),
             redis,
             broker,
             started,

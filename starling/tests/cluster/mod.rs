@@ -381,6 +381,53 @@ pub fn call(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (i64, se
     }
 }
 
+/// `GET path` on an ops listener (`/metrics`, `/healthz`, `/readyz`): (HTTP status, body
+/// text); `(0, why)` when nothing answers.
+pub fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
+    let get = || -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(WAIT))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+        Ok((status, body.unwrap_or_default()))
+    };
+    get().unwrap_or_else(|e| (0, e.to_string()))
+}
+
+/// The sum of every sample of `series` (a name as scraped, e.g. `x_total`, over all its label
+/// sets) in Prometheus text; `None` when the scrape has no such series.
+pub fn metric_sum(text: &str, series: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            let rest = match rest.strip_prefix('{') {
+                Some(labels) => labels.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            rest.parse().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Polls `/readyz` on `addr` until it answers `status`; the last body.
+pub fn ready_becomes(addr: SocketAddr, status: u16, what: &str) -> String {
+    let mut last = String::new();
+    eventually(&format!("{what}: /readyz answers {status}"), || {
+        let (s, body) = scrape(addr, "/readyz");
+        last = body;
+        s == status
+    });
+    last
+}
+
 /// Polls `f` until it holds, or fails the test after [`WAIT`].
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + WAIT;

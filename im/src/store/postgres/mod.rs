@@ -42,6 +42,7 @@ use super::{
     StoreError, StoreResult, StoredMessage, UpdateGroupReq, User,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use starling_cluster::metrics::{DependencyErrors, ErrorKind};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +101,9 @@ enum Error {
     /// (the client's retry with the same `client_msg_id` resolves it through dedup).
     Commit(tokio_postgres::Error),
     Pool(String),
+    /// No connection from the pool within the deadline (all busy, or PostgreSQL not
+    /// answering a new connection).
+    PoolTimeout(String),
 }
 
 impl From<StoreError> for Error {
@@ -118,6 +122,7 @@ impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => Error::Pg(e),
+            e @ deadpool_postgres::PoolError::Timeout(_) => Error::PoolTimeout(e.to_string()),
             e => Error::Pool(e.to_string()),
         }
     }
@@ -140,7 +145,7 @@ impl Error {
                 }
                 None => true,
             },
-            Error::Pool(_) | Error::Store(_) | Error::Commit(_) => false,
+            Error::Pool(_) | Error::PoolTimeout(_) | Error::Store(_) | Error::Commit(_) => false,
         }
     }
 
@@ -166,7 +171,9 @@ impl Error {
                 tracing::warn!(error = %e, "IM store: COMMIT failed, outcome unknown");
                 StoreError::Unavailable(format!("postgres: commit outcome unknown: {e}"))
             }
-            Error::Pool(e) => StoreError::Unavailable(format!("postgres pool: {e}")),
+            Error::Pool(e) | Error::PoolTimeout(e) => {
+                StoreError::Unavailable(format!("postgres pool: {e}"))
+            }
         }
     }
 }
@@ -189,6 +196,7 @@ pub struct PgStore {
     clock: Clock,
     timeout: Duration,
     epoch: u64,
+    errors: Arc<DependencyErrors>,
 }
 
 impl PgStore {
@@ -225,7 +233,29 @@ impl PgStore {
             clock: config.clock,
             timeout: config.timeout,
             epoch,
+            errors: DependencyErrors::new(),
         })
+    }
+
+    /// Calls that answered `Unavailable`, by kind: `timeout` when the deadline passed or no
+    /// pooled connection came within it, `error` otherwise (connection refused or lost, a
+    /// failed COMMIT, a PostgreSQL error). Refusals of the request itself (`BadRequest`,
+    /// `NotFound` ...) are not counted: PostgreSQL answered.
+    pub fn errors(&self) -> &Arc<DependencyErrors> {
+        &self.errors
+    }
+
+    /// Counts `e` when it makes the call `Unavailable`, and converts it.
+    fn failed(&self, e: Error) -> StoreError {
+        let kind = match e {
+            Error::PoolTimeout(_) => ErrorKind::Timeout,
+            _ => ErrorKind::Error,
+        };
+        let e = e.into_store();
+        if matches!(e, StoreError::Unavailable(_)) {
+            self.errors.record(kind);
+        }
+        e
     }
 
     /// Runs `once` until it succeeds, fails for good, or [`MAX_ATTEMPTS`] runs asked for a
@@ -250,16 +280,19 @@ impl PgStore {
                         }
                         attempt += 1;
                     }
-                    Err(e) => return Err(e.into_store()),
+                    Err(e) => return Err(self.failed(e)),
                 }
             }
         };
         match tokio::time::timeout(self.timeout, attempts).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "postgres: {what} passed its deadline of {:?}",
-                self.timeout
-            ))),
+            Err(_) => Err({
+                self.errors.record(ErrorKind::Timeout);
+                StoreError::Unavailable(format!(
+                    "postgres: {what} passed its deadline of {:?}",
+                    self.timeout
+                ))
+            }),
         }
     }
 }
@@ -267,6 +300,10 @@ impl PgStore {
 impl ImStore for PgStore {
     fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    fn server_errors(&self) -> Option<Arc<DependencyErrors>> {
+        Some(self.errors.clone())
     }
 
     fn append(&self, req: AppendReq) -> BoxFuture<'_, StoreResult<Appended>> {

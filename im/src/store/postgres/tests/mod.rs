@@ -5,8 +5,10 @@
 //!   own database of one server shared by this test binary;
 //! - `race`: two stores (two logic nodes) appending to one conversation at once;
 //! - `outage`: the server killed under load and restarted, and hung (SIGSTOP) under a call;
+//! - `errors`: failed calls counted by kind (timeout, error), refusals not counted;
 //! - here: concurrent opens (migrations under the advisory lock), the epoch.
 
+mod errors;
 mod outage;
 mod race;
 
