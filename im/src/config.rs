@@ -134,6 +134,17 @@ pub struct Config {
     /// nothing acknowledged.
     #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
+    /// `store = "postgres"`: longest wait for a pooled connection when all are busy (at most
+    /// `store_timeout`, the default). Past it the request is answered 503 `store overloaded`
+    /// (nothing stored) with `retry_after_ms` = `overload_retry_after` for a send or recall.
+    /// Set below comet's deadline it refuses at once what would answer late; in the soak
+    /// (bench/RESULTS.md, "Soak") 250 ms started the clients' retry storm earlier instead, so
+    /// it is not on by default.
+    #[serde(with = "humantime_serde")]
+    pub postgres_pool_wait: Duration,
+    /// The `retry_after_ms` of a send or recall refused as `store overloaded`.
+    #[serde(with = "humantime_serde")]
+    pub overload_retry_after: Duration,
 }
 
 impl Default for Config {
@@ -168,6 +179,8 @@ impl Default for Config {
             postgres_url: String::new(),
             postgres_pool: 16,
             store_timeout: Duration::from_secs(5),
+            postgres_pool_wait: Duration::from_secs(5),
+            overload_retry_after: Duration::from_secs(1),
         }
     }
 }
@@ -232,6 +245,9 @@ impl Config {
         }
         if self.store_timeout.is_zero() {
             return Err(invalid("store_timeout", "above 0"));
+        }
+        if self.overload_retry_after > Duration::from_secs(3600) {
+            return Err(invalid("overload_retry_after", "at most 1h"));
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 use crate::deliver::{Delivery, DeliveryError};
 use crate::store::{BoxFuture, Conv, StoreResult, StoredMessage};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -37,6 +38,8 @@ struct Item {
 pub struct Lanes {
     queues: Mutex<HashMap<Conv, VecDeque<Item>>>,
     delivery: Arc<Delivery>,
+    /// Writes dropped unstarted because their caller had gone (see [`Lanes::abandoned`]).
+    abandoned: AtomicU64,
 }
 
 impl Lanes {
@@ -44,6 +47,7 @@ impl Lanes {
         Arc::new(Lanes {
             queues: Mutex::default(),
             delivery,
+            abandoned: AtomicU64::new(0),
         })
     }
 
@@ -98,6 +102,15 @@ impl Lanes {
         }
     }
 
+    /// Writes never started because their caller had stopped waiting when the lane reached
+    /// them: a request past its deadline (logic drops it at comet's `grpc-timeout`) or whose
+    /// HTTP client went away. Nothing was stored or acknowledged for them; the client's retry
+    /// of the same `client_msg_id` stores it. Under overload this is the work that would
+    /// only have made every later answer late too.
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
     /// Writes waiting on `conv`'s lane for the next batch (not counting the batch in flight).
     pub fn queued(&self, conv: Conv) -> usize {
         let q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,8 +137,15 @@ impl Lanes {
         let mut dones = Vec::with_capacity(batch.len());
         let mut futs = Vec::with_capacity(batch.len());
         for item in batch {
+            if item.done.is_closed() {
+                self.abandoned.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             futs.push((item.run)());
             dones.push((item.own_key, item.done));
+        }
+        if futs.is_empty() {
+            return;
         }
         let results = futures_util::future::join_all(futs).await;
         let mut msgs: Vec<StoredMessage> = Vec::new();

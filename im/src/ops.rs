@@ -199,6 +199,19 @@ pub(crate) fn error_reply(op: i32, codec: Codec, code: i32, reason: impl Into<St
 }
 
 impl Im {
+    /// The `retry_after_ms` of a send or recall the store refused with `e`: 100 ms when it is
+    /// unavailable, `im.overload_retry_after` when it is overloaded (counted), else none.
+    pub(crate) fn retry_after_ms(&self, e: &StoreError) -> u32 {
+        match e {
+            StoreError::Overloaded(_) => {
+                self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+                self.config.overload_retry_after.as_millis().min(u128::from(u32::MAX)) as u32
+            }
+            e if e.code() == 503 => 100,
+            _ => 0,
+        }
+    }
+
     /// A 400 answer to `op`, counted.
     pub(crate) fn bad(&self, op: i32, codec: Codec, why: impl Into<String>) -> Body {
         self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -291,12 +304,8 @@ impl Im {
         let a = match landed.result {
             Ok(a) => a,
             Err(e) => {
-                return nack(
-                    e.code(),
-                    e.to_string(),
-                    &id,
-                    if e.code() == 503 { 100 } else { 0 },
-                );
+                let retry = self.retry_after_ms(&e);
+                return nack(e.code(), e.to_string(), &id, retry);
             }
         };
         let mut ack = ack_from(&id, conv, dev.mid, &a);
@@ -403,7 +412,10 @@ impl Im {
                 }
                 codec::encode(c, &ack)
             }
-            Err(e) => nack(e.code(), e.to_string(), 0),
+            Err(e) => {
+                let retry = self.retry_after_ms(&e);
+                nack(e.code(), e.to_string(), retry)
+            }
         }
     }
 

@@ -31,6 +31,9 @@ pub struct Stats {
     /// Store writes (appends, recalls) that failed: PostgreSQL or the embedded writer
     /// unavailable or past `im.store_timeout`.
     pub store_errors: AtomicU64,
+    /// Sends and recalls answered 503 `store overloaded`: no PostgreSQL connection within
+    /// `im.postgres_pool_wait`.
+    pub overloaded: AtomicU64,
     /// Client sends (op 20) by the `code` of their `SendAck`.
     pub acks: Family<CodeLabel, Counter>,
     /// Seconds from a send's request reaching logic to its `SendAck` (stored and handed to
@@ -59,6 +62,7 @@ impl Default for Stats {
             device_fallbacks: AtomicU64::default(),
             device_restores: AtomicU64::default(),
             store_errors: AtomicU64::default(),
+            overloaded: AtomicU64::default(),
             acks,
             ack_seconds: metrics::latency_histogram(),
             store_commit_seconds: metrics::latency_histogram(),
@@ -153,9 +157,23 @@ impl Im {
                      unavailable, or past im.store_timeout).",
                     &s.store_errors,
                 ),
+                (
+                    "starling_im_overloaded",
+                    "Sends and recalls answered 503 store overloaded: no PostgreSQL connection \
+                     within im.postgres_pool_wait; nothing was stored for them.",
+                    &s.overloaded,
+                ),
             ] {
                 metrics::counter(enc, name, help, v.load(Relaxed))?;
             }
+            metrics::counter(
+                enc,
+                "starling_im_writes_abandoned",
+                "IM store writes never started: their request had passed its deadline (or its \
+                 HTTP client had gone) when its conversation's lane reached it.",
+                im.lanes.abandoned(),
+            )?;
+
             match im.devices.count() {
                 Some(n) => metrics::gauge(
                     enc,
@@ -196,8 +214,9 @@ pub fn register_postgres_errors(m: &Metrics, errors: Arc<DependencyErrors>) {
         errors.encode(
             enc,
             "starling_im_postgres_errors",
-            "IM store calls to PostgreSQL that answered Unavailable, by kind (timeout: past \
-             im.store_timeout or no pooled connection within it).",
+            "IM store calls to PostgreSQL that answered Unavailable or Overloaded, by kind \
+             (timeout: past im.store_timeout, or no pooled connection within \
+             im.postgres_pool_wait).",
         )
     });
 }

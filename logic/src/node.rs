@@ -239,7 +239,7 @@ pub async fn run_with(
     }));
     let mut grpc_stop = stop_rx;
     let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
+        starling_proto::grpc::tuning::server()
             .add_routes(
                 extension
                     .grpc

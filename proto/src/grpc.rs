@@ -15,3 +15,5 @@ pub mod comet {
 pub mod logic {
     tonic::include_proto!("goim.logic");
 }
+
+pub mod tuning;

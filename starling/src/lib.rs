@@ -171,7 +171,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let (grpc_addr, stop_grpc) = match grpc {
         Some((admin, listener, bound)) => {
             let (tx, rx) = oneshot::channel::<()>();
-            let serve = tonic::transport::Server::builder()
+            let serve = starling_proto::grpc::tuning::server()
                 .add_service(admin)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -14,6 +14,7 @@ use starling_proto::grpc::logic::{
     ConnectReply, ConnectReq, DisconnectReq, HeartbeatReq, OnlineReply, OnlineReq, ReceiveReq,
 };
 use starling_proto::grpc::protocol::Proto;
+use starling_proto::grpc::tuning;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -62,8 +63,12 @@ impl comet_server::Comet for Service {
     }
 }
 
-/// comet → logic over gRPC. Every call has `timeout` as its deadline; a logic that is down
-/// or slow fails the call (a new login is refused; existing connections are untouched).
+/// comet → logic over gRPC. Every call has `timeout` as its deadline, sent as `grpc-timeout`
+/// (tonic ends the call there on both sides; [`tuning::guard`] is a backstop). A logic that is
+/// down or slow fails the call (a new login is refused; existing connections are untouched);
+/// a call past its deadline is a [`LogicError::Timeout`] (outcome unknown: 504 for an IM op).
+/// The channel comes from [`tuning::endpoint`], so that calls ending at their deadline do not
+/// make h2 close the connection.
 pub struct GrpcLogic {
     stub: LogicStub<Channel>,
     rt: tokio::runtime::Handle,
@@ -96,14 +101,14 @@ impl GrpcLogic {
         let stub = self.stub.clone();
         let mut request = Request::new(req);
         request.set_timeout(self.timeout);
-        let timeout = self.timeout;
+        let guard = tuning::guard(self.timeout);
         self.rt.spawn(async move {
-            let r = match tokio::time::timeout(timeout, f(stub, request)).await {
+            let r = match tokio::time::timeout(guard, f(stub, request)).await {
                 Ok(Ok(rep)) => Ok(map(rep.into_inner())),
                 Ok(Err(s)) if s.code() == Code::Unauthenticated => {
                     Err(LogicError::Refused(s.message().to_string()))
                 }
-                Ok(Err(s)) if s.code() == Code::DeadlineExceeded => {
+                Ok(Err(s)) if tuning::past_deadline(s.code()) => {
                     Err(LogicError::Timeout(s.message().to_string()))
                 }
                 Ok(Err(s)) => Err(LogicError::Unavailable(format!(

@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use starling_cluster::metrics::Metrics;
 use starling_cluster::registry::{self, CometMeta, Instance};
 use starling_cluster::{boot, health, redis};
+use starling_proto::grpc::tuning;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -165,14 +166,10 @@ fn advertise(g: &Grpc, bound: SocketAddr) -> String {
 fn logic_channel(l: &Logic) -> Result<Channel, NodeError> {
     let mut endpoints = Vec::with_capacity(l.addrs.len());
     for a in &l.addrs {
-        let e = Endpoint::from_shared(format!("http://{a}"))
-            .map_err(|source| NodeError::LogicAddr {
-                addr: a.clone(),
-                source,
-            })?
-            .connect_timeout(l.timeout)
-            .timeout(l.timeout)
-            .tcp_nodelay(true);
+        let e = tuning::endpoint(a, l.timeout).map_err(|source| NodeError::LogicAddr {
+            addr: a.clone(),
+            source,
+        })?;
         endpoints.push(e);
     }
     Ok(match endpoints.len() {
@@ -221,7 +218,7 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
     let server = rt.spawn(
-        tonic::transport::Server::builder()
+        starling_proto::grpc::tuning::server()
             .add_service(grpc::CometServer::new(grpc::Service(comet.clone())))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -54,6 +54,10 @@ pub enum StoreError {
     /// The store cannot write or read now (I/O error, writer stopped). Nothing was committed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store is busy: no PostgreSQL connection freed up within `im.postgres_pool_wait`.
+    /// Nothing was committed; the client retries after `im.overload_retry_after`.
+    #[error("store overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl StoreError {
@@ -66,7 +70,7 @@ impl StoreError {
             StoreError::Conflict(_) => 409,
             StoreError::Gone(_) => 410,
             StoreError::TooLarge(_) => 413,
-            StoreError::Unavailable(_) => 503,
+            StoreError::Unavailable(_) | StoreError::Overloaded(_) => 503,
         }
     }
 }

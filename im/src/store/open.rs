@@ -56,6 +56,7 @@ pub async fn open(config: &Config) -> Result<Arc<dyn ImStore>, OpenError> {
             let store = PgStore::open(PgConfig {
                 pool_size: config.postgres_pool,
                 timeout: config.store_timeout,
+                pool_wait: config.postgres_pool_wait,
                 ..PgConfig::new(config.postgres_url.clone())
             })
             .await

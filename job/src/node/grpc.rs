@@ -6,8 +6,9 @@
 use crate::{BoxFuture, CometClient, JobError};
 use starling_proto::grpc::comet::comet_client::CometClient as CometStub;
 use starling_proto::grpc::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq};
+use starling_proto::grpc::tuning;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 pub struct GrpcComet {
@@ -25,10 +26,7 @@ impl GrpcComet {
         timeout: Duration,
         retries: u32,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = tuning::endpoint(addr, timeout)?.connect_lazy();
         Ok(GrpcComet {
             server: server.to_string(),
             stub: CometStub::new(channel),
@@ -51,7 +49,8 @@ impl GrpcComet {
             }
             let mut r = Request::new(req.clone());
             r.set_timeout(self.timeout);
-            match tokio::time::timeout(self.timeout, f(self.stub.clone(), r)).await {
+            // tonic ends the call at its deadline (`grpc-timeout`); the guard is a backstop.
+            match tokio::time::timeout(tuning::guard(self.timeout), f(self.stub.clone(), r)).await {
                 Ok(Ok(_)) => return Ok(()),
                 // The comet refused the request itself: retrying cannot help.
                 Ok(Err(s)) if s.code() == Code::InvalidArgument => {

@@ -65,6 +65,9 @@ pub struct PgConfig {
     /// Every store call's deadline (pool wait, connect, queries, commit). Expiry answers
     /// `Unavailable` with nothing acknowledged. Default 5 s.
     pub timeout: Duration,
+    /// Longest wait for a pooled connection when all are busy (at most `timeout`); past it
+    /// the call answers `Overloaded` with nothing acknowledged. Default 5 s (= `timeout`).
+    pub pool_wait: Duration,
     /// The store's clock in ms since the Unix epoch (`server_ts`, `updated_ts`, recall windows).
     /// Default [`system_clock`]; tests set another.
     pub clock: Clock,
@@ -77,6 +80,7 @@ impl PgConfig {
             url: url.into(),
             pool_size: 16,
             timeout: Duration::from_secs(5),
+            pool_wait: Duration::from_secs(5),
             clock: Arc::new(system_clock),
         }
     }
@@ -88,6 +92,7 @@ impl std::fmt::Debug for PgConfig {
         f.debug_struct("PgConfig")
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
+            .field("pool_wait", &self.pool_wait)
             .finish_non_exhaustive()
     }
 }
@@ -101,9 +106,11 @@ enum Error {
     /// (the client's retry with the same `client_msg_id` resolves it through dedup).
     Commit(tokio_postgres::Error),
     Pool(String),
-    /// No connection from the pool within the deadline (all busy, or PostgreSQL not
-    /// answering a new connection).
+    /// No connection from the pool within the deadline (PostgreSQL not answering a new
+    /// connection).
     PoolTimeout(String),
+    /// Every pooled connection busy past `pool_wait`.
+    PoolBusy(String),
 }
 
 impl From<StoreError> for Error {
@@ -122,6 +129,9 @@ impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => Error::Pg(e),
+            e @ deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                Error::PoolBusy(e.to_string())
+            }
             e @ deadpool_postgres::PoolError::Timeout(_) => Error::PoolTimeout(e.to_string()),
             e => Error::Pool(e.to_string()),
         }
@@ -145,7 +155,11 @@ impl Error {
                 }
                 None => true,
             },
-            Error::Pool(_) | Error::PoolTimeout(_) | Error::Store(_) | Error::Commit(_) => false,
+            Error::Pool(_)
+            | Error::PoolTimeout(_)
+            | Error::PoolBusy(_)
+            | Error::Store(_)
+            | Error::Commit(_) => false,
         }
     }
 
@@ -174,6 +188,7 @@ impl Error {
             Error::Pool(e) | Error::PoolTimeout(e) => {
                 StoreError::Unavailable(format!("postgres pool: {e}"))
             }
+            Error::PoolBusy(e) => StoreError::Overloaded(format!("postgres pool: {e}")),
         }
     }
 }
@@ -224,7 +239,7 @@ impl PgStore {
         let pool = Pool::builder(mgr)
             .max_size(config.pool_size.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.timeout))
+            .wait_timeout(Some(config.pool_wait.min(config.timeout)))
             .create_timeout(Some(config.timeout))
             .build()
             .map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
@@ -248,11 +263,11 @@ impl PgStore {
     /// Counts `e` when it makes the call `Unavailable`, and converts it.
     fn failed(&self, e: Error) -> StoreError {
         let kind = match e {
-            Error::PoolTimeout(_) => ErrorKind::Timeout,
+            Error::PoolTimeout(_) | Error::PoolBusy(_) => ErrorKind::Timeout,
             _ => ErrorKind::Error,
         };
         let e = e.into_store();
-        if matches!(e, StoreError::Unavailable(_)) {
+        if matches!(e, StoreError::Unavailable(_) | StoreError::Overloaded(_)) {
             self.errors.record(kind);
         }
         e

@@ -26,6 +26,7 @@ pub(super) async fn open_on(url: &str) -> (PgStore, Arc<std::sync::atomic::Atomi
         url: url.into(),
         pool_size: 4,
         timeout: Duration::from_secs(20),
+        pool_wait: Duration::from_secs(20),
         clock: c,
     })
     .await
@@ -98,6 +99,7 @@ async fn a_bad_url_or_an_absent_server_is_refused_clearly() {
     let port = starling_cluster::testkit::spare_port([127, 0, 0, 1].into());
     let gone = PgStore::open(PgConfig {
         timeout: Duration::from_secs(2),
+        pool_wait: Duration::from_secs(2),
         ..PgConfig::new(format!("postgres://postgres@127.0.0.1:{port}/x"))
     })
     .await;

@@ -22,6 +22,7 @@ async fn a_killed_server_answers_unavailable_and_loses_nothing_acknowledged() {
             url,
             pool_size: 4,
             timeout: Duration::from_secs(3),
+            pool_wait: Duration::from_secs(3),
             clock: c,
         })
         .await
@@ -95,6 +96,7 @@ async fn a_hung_server_answers_unavailable_at_the_deadline_and_stores_nothing() 
         url,
         pool_size: 1,
         timeout: deadline,
+        pool_wait: deadline,
         clock: c,
     })
     .await
