@@ -205,7 +205,10 @@ impl Im {
         match e {
             StoreError::Overloaded(_) => {
                 self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
-                self.config.overload_retry_after.as_millis().min(u128::from(u32::MAX)) as u32
+                self.config
+                    .overload_retry_after
+                    .as_millis()
+                    .min(u128::from(u32::MAX)) as u32
             }
             e if e.code() == 503 => 100,
             _ => 0,

@@ -1,7 +1,7 @@
-//! A burst in one conversation leaves as one batch per comet (reference im.md §7.1, §7.4):
-//! while a lane's batch is being delivered, the sends that queue behind it are stored and
-//! delivered together as one push. The sink (job's seam) is held on its first push so the
-//! burst always queues behind it.
+//! Lanes (reference im.md §7.1, §7.4). A burst in one conversation leaves as one batch per
+//! comet: while a lane's batch is being delivered, the sends that queue behind it are stored
+//! and delivered together as one push. A queued write whose caller has gone is never started.
+//! The sink (job's seam) is held on its first push so the others always queue behind it.
 
 use starling_im::config::MultiLogin;
 use starling_im::devices::Device;
@@ -85,8 +85,9 @@ fn send(logic: &Arc<Logic>, key: &str, id: usize) -> tokio::task::JoinHandle<Sen
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_behind_a_batch_in_flight_leaves_as_one_push() {
+/// IM over a fresh embedded store, its pushes held at a gated sink: user 1 on keys s0..=s20,
+/// user 2 on key r.
+async fn node() -> (Arc<Im>, Arc<Logic>, Arc<Gated>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(EmbeddedConfig {
         durability: Durability::Buffer,
@@ -122,6 +123,12 @@ async fn a_burst_behind_a_batch_in_flight_leaves_as_one_push() {
         .register(device(2, "r"), MultiLogin::Multi)
         .await
         .unwrap();
+    (im, logic, sink, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_behind_a_batch_in_flight_leaves_as_one_push() {
+    let (im, logic, sink, _dir) = node().await;
 
     // The first send is stored and its delivery held at the sink.
     let first = send(&logic, "s0", 0);
@@ -174,4 +181,54 @@ async fn a_burst_behind_a_batch_in_flight_leaves_as_one_push() {
         seen, others,
         "s5 gets every message but its own (its ack carries that one)"
     );
+}
+
+/// A lane never starts a write whose caller stopped waiting (issue 15, soak): logic drops a
+/// request at comet's deadline, and a queue of writes nobody waits for would only make every
+/// later answer late too (bench/RESULTS.md, "Soak"). Nothing of it is stored: the client's
+/// retry of the same `client_msg_id` stores it as new. Counted as
+/// `starling_im_writes_abandoned_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_write_whose_caller_stopped_waiting_is_never_started() {
+    let (im, logic, sink, _dir) = node().await;
+    // The first send is stored and its delivery held at the sink: the lane's batch is in
+    // flight.
+    let first = send(&logic, "s0", 0);
+    until("the first send is at the sink", || {
+        sink.entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // A second send queues behind it; its caller then stops waiting.
+    let gone = send(&logic, "s1", 1);
+    let conv = Conv::p2p(1, 2);
+    until("the second send is queued", || im.lanes.queued(conv) == 1).await;
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+
+    sink.gate.add_permits(100);
+    let first = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the first send is answered");
+    assert_eq!(first.unwrap().seq, 1);
+    until("the abandoned write is dropped", || {
+        im.lanes.abandoned() == 1
+    })
+    .await;
+    // Nothing of it was stored: its retry is new and takes seq 2.
+    let retry = tokio::time::timeout(Duration::from_secs(30), send(&logic, "s1", 1))
+        .await
+        .expect("the retry is answered")
+        .unwrap();
+    assert_eq!((retry.code, retry.seq, retry.duplicate), (0, 2, false));
+}
+
+/// Waits until `f` holds; a hang guard only (it holds within milliseconds).
+async fn until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..30_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("never happened: {what}");
 }

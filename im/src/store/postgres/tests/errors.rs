@@ -38,20 +38,11 @@ async fn failed_calls_are_counted_by_kind() {
     assert_eq!(counts(), (0, 0));
 
     // Another session holds the conversations' table: the append waits past its deadline.
-    let (mut holder, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let tx = holder.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE im_conversation IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = Lock::conversations(&url).await;
     let late = store.append(text(conv, 1, "m2", "x")).await;
     assert!(matches!(late, Err(StoreError::Unavailable(_))), "{late:?}");
     assert_eq!(counts(), (1, 0), "{late:?}");
-    tx.rollback().await.unwrap();
-    drop(holder);
-    let _ = conn.await;
+    lock.release().await;
 
     pg.stop();
     let gone = store.append(text(conv, 1, "m3", "x")).await;
@@ -90,14 +81,7 @@ async fn a_call_that_finds_the_pool_busy_past_pool_wait_is_overloaded() {
 
     // Another session holds the conversations' table: an append takes the pool's one
     // connection and waits on the lock (within its 30-s deadline).
-    let (mut holder, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let tx = holder.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE im_conversation IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = Lock::conversations(&url).await;
     let blocked = {
         let store = store.clone();
         tokio::spawn(async move { store.append(text(conv, 1, "m2", "x")).await })
@@ -115,11 +99,47 @@ async fn a_call_that_finds_the_pool_busy_past_pool_wait_is_overloaded() {
     assert!(!blocked.is_finished(), "the append still waits on the lock");
     assert_eq!(store.errors().count(Timeout), 1, "counted as a timeout");
 
-    tx.rollback().await.unwrap();
-    drop(holder);
-    let _ = conn.await;
+    lock.release().await;
     let m2 = blocked.await.unwrap().unwrap();
-    assert_eq!(m2.message.seq, 2, "the append waiting on the lock is served");
+    assert_eq!(
+        m2.message.seq, 2,
+        "the append waiting on the lock is served"
+    );
     let m3 = store.append(text(conv, 1, "m3", "x")).await.unwrap();
     assert_eq!(m3.message.seq, 3, "and calls after it");
+}
+
+/// Another session holding `im_conversation` locked (ACCESS EXCLUSIVE) until released.
+struct Lock {
+    release: tokio::sync::oneshot::Sender<()>,
+    session: tokio::task::JoinHandle<()>,
+}
+
+impl Lock {
+    async fn conversations(url: &str) -> Lock {
+        let (mut holder, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let (locked_tx, locked) = tokio::sync::oneshot::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let session = tokio::spawn(async move {
+            let conn = tokio::spawn(conn);
+            let tx = holder.transaction().await.unwrap();
+            tx.batch_execute("LOCK TABLE im_conversation IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = released.await;
+            tx.rollback().await.unwrap();
+            drop(holder);
+            let _ = conn.await;
+        });
+        locked.await.unwrap();
+        Lock { release, session }
+    }
+
+    async fn release(self) {
+        let _ = self.release.send(());
+        self.session.await.unwrap();
+    }
 }
