@@ -504,3 +504,27 @@ impl Daemon {
         self.pg_url(&db)
     }
 }
+
+/// File descriptors this process has open now (`/proc/self/fd`).
+pub fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count() as u64
+}
+
+/// Sets this process's soft `RLIMIT_NOFILE` to `soft` (at most the hard limit) and returns
+/// the old soft limit, for tests of running out of descriptors (EMFILE).
+pub fn set_nofile(soft: u64) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        let old = r.rlim_cur;
+        r.rlim_cur = soft;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
+        old
+    }
+}

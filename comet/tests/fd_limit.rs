@@ -7,27 +7,9 @@
 mod common;
 
 use common::{Client, config, eventually, start_with, token};
+use starling_cluster::testkit::{open_fds, set_nofile};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
-
-fn open_fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd").unwrap().count() as u64
-}
-
-fn set_nofile(soft: u64) -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a valid struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
-        let old = r.rlim_cur;
-        r.rlim_cur = soft;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
-        old
-    }
-}
 
 #[test]
 fn accept_backs_off_out_of_descriptors_and_resumes() {
