@@ -14,7 +14,7 @@
 # Then it builds the tier binaries (the multi-host tests run them as processes), runs every
 # test of the workspace, the integration tests again on comet's epoll driver (the fallback
 # when io_uring is unavailable), and the TypeScript SDK's tests. The multi-host tests
-# (distributed, im_distributed, im_cluster) need root (network namespaces).
+# (distributed, im_distributed, im_cluster, im_cluster_outage) need root (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -9,9 +9,11 @@ use crate::common::im_client::{ImClient, Login};
 use crate::common::im_server::{ADMIN, SECRET};
 use starling_cluster::testkit::{Daemon, Postgres, Redis, Tansu};
 use starling_im::token::Tokens;
+use starling_proto::im::v1::{Message, MsgKind};
 use starling_proto::op::Codec;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct ImCluster {
@@ -194,5 +196,72 @@ impl Drop for ImCluster {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+// Helpers of the tests that run an `ImCluster` (im_cluster.rs, im_cluster_outage.rs).
+
+/// One deployment at a time (within one test binary; cargo runs the binaries one by one).
+static TURN: Mutex<()> = Mutex::new(());
+
+pub fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The whole log of `conv` as a fresh client of `reader` sees it after its sync.
+pub fn whole_log(
+    c: &ImCluster,
+    comet: usize,
+    reader: i64,
+    conv: starling_proto::im::v1::ConvRef,
+) -> Vec<Message> {
+    let r = c.connect(
+        comet,
+        reader,
+        &format!("checker-{reader}-{}", std::process::id()),
+    );
+    r.messages(conv).to_vec()
+}
+
+/// Asserts the log is seqs 1..=n with no hole, and returns its NORMAL messages.
+pub fn contiguous(log: &[Message]) -> Vec<&Message> {
+    assert_eq!(
+        log.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=log.len() as u64).collect::<Vec<_>>(),
+        "seqs contiguous from 1"
+    );
+    log.iter()
+        .filter(|m| m.kind == MsgKind::Normal as i32)
+        .collect()
+}
+
+/// Pumps every client until `done` holds for each; fails after `limit`.
+pub fn pump_all(clients: &mut [ImClient], limit: Duration, done: impl Fn(&ImClient) -> bool) {
+    let end = Instant::now() + limit;
+    loop {
+        let mut all = true;
+        for c in clients.iter_mut() {
+            if !done(c) {
+                all = false;
+                if c.pump(Duration::from_millis(20)).is_err() {
+                    let _ = c.reconnect();
+                }
+            }
+        }
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "not every client got there: {:?}",
+            clients
+                .iter()
+                .filter(|c| !done(c))
+                .map(|c| (
+                    c.login.key.clone(),
+                    c.convs.values().map(|s| s.contig).collect::<Vec<_>>()
+                ))
+                .collect::<Vec<_>>()
+        );
     }
 }
