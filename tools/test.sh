@@ -57,6 +57,8 @@ if [ -z "${STARLING_TANSU:-}" ] && ! command -v tansu >/dev/null && [ ! -x "$car
     cargo install tansu --version 0.6.0 --locked --features libsql --quiet
 fi
 
+# One build per run: incremental state (gigabytes under target/debug/incremental) buys nothing.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 STARLING_TEST_DRIVER=epoll cargo test --locked -p starling --tests
