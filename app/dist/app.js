@@ -1261,13 +1261,17 @@ var StarlingClient = class extends Emitter {
   }
   /**
    * Sends `op` (IM_SEND or IM_RECALL) until a final answer, resending the same body (same
-   * clientMsgId) on timeout, a lost connection, 429 (after retryAfterMs), 500, 503, 504
-   * (im.md §5.4 step 1). Resolves on code 0 (duplicate included); rejects with ImError on a
+   * clientMsgId) on timeout, a lost connection, 429, 500, 503, 504 (im.md §5.4 step 1): after
+   * the answer's retryAfterMs plus full jitter over min(sendRetry.maxMs, sendRetry.minMs ×
+   * 2^attempt). Resolves on code 0 (duplicate included); rejects with ImError on a
    * final code, a kick or close().
    */
   async acked(op, body, own) {
     const bytes = encodeBody(body);
     const timeout = this.opts.sendTimeoutMs ?? 5e3;
+    const minMs = this.opts.sendRetry?.minMs ?? 100;
+    const maxMs = this.opts.sendRetry?.maxMs ?? 3e4;
+    const retryCeiling = (attempt) => Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
     for (let attempt = 0; ; attempt++) {
       const conn = await this.connection();
       let ack;
@@ -1276,8 +1280,10 @@ var StarlingClient = class extends Emitter {
         if (this.opts.testHooks?.dropAfterSend?.(String(body["clientMsgId"]))) conn.close("test hook: dropAfterSend");
         ack = decodeSendAck(parseBody((await reply).body));
       } catch (e) {
-        if (e instanceof RequestTimeout || e instanceof ConnectionClosed) continue;
-        throw e;
+        if (!(e instanceof RequestTimeout || e instanceof ConnectionClosed)) throw e;
+        await sleep(Math.random() * retryCeiling(attempt));
+        if (this.terminal) throw this.terminal;
+        continue;
       }
       if (ack.code === 0) {
         if (!this.terminal) {
@@ -1289,8 +1295,7 @@ var StarlingClient = class extends Emitter {
         return { seq: ack.seq, msgId: ack.msgId, serverTs: ack.serverTs, duplicate: ack.duplicate };
       }
       if (!RETRY_CODES.has(ack.code)) throw new ImError(ack.code, ack.reason || "refused", ack.retryAfterMs || void 0);
-      const backoff = Math.min(5e3, 100 * 2 ** Math.min(attempt, 10));
-      await sleep(ack.retryAfterMs > 0 ? ack.retryAfterMs : Math.random() * backoff);
+      await sleep(ack.retryAfterMs + Math.random() * retryCeiling(attempt));
       if (this.terminal) throw this.terminal;
     }
   }

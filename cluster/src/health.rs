@@ -8,7 +8,9 @@
 //!   `{"ready":false,"failing":{"<check>":"<why>"}}` (`"draining"` is a check of its own).
 //! - `/metrics`: [`Metrics::render`], Prometheus text 0.0.4.
 
+use crate::boot::Throttle;
 use crate::metrics::Metrics;
+use crate::serve::{Limits, Observe};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -19,7 +21,7 @@ use serde_json::{Map, Value, json};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -93,7 +95,7 @@ impl Readiness {
 /// The `[metrics]` table of the `comet` and `job` binaries: their HTTP listener for
 /// `/metrics`, `/healthz` and `/readyz` (logic and the all-in-one serve these on their
 /// HTTP API's port instead).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `host:port` to listen on; `""` (the default): no listener. goim has no such port;
@@ -101,6 +103,32 @@ pub struct Config {
     /// are left alone). Anything else that is not an address fails the config load.
     #[serde(deserialize_with = "empty_or_addr", serialize_with = "addr_or_empty")]
     pub bind: Option<SocketAddr>,
+    /// Connections open at once (scrapers and probes are few); past it one is closed at
+    /// accept, counted in `starling_ops_http_conns_refused_total`. 0: no limit.
+    pub max_conns: usize,
+    /// Longest wait for a request's header; an idle or trickling connection is closed then.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: None,
+            max_conns: 64,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// The listener's connection limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_conns: self.max_conns,
+            header_timeout: self.header_timeout,
+        }
+    }
 }
 
 /// `None` → `""` (so `config print` shows the key), an address → `"host:port"`.
@@ -162,23 +190,73 @@ pub fn router(metrics: Arc<Metrics>, ready: Arc<Readiness>) -> Router {
         .with_state(Ops { metrics, ready })
 }
 
-/// Binds `addr` and serves [`router`] until `shutdown` resolves; returns the bound address
-/// (port 0 picks one) and the server's task.
+/// What the `[metrics]` listener counts of its connections, exported with the rest.
+#[derive(Default)]
+struct Conns {
+    open: AtomicI64,
+    refused: AtomicU64,
+    accept_errors: AtomicU64,
+    log: Throttle,
+}
+
+impl Observe for Conns {
+    fn accept_error(&self, _: &std::io::Error) {
+        self.accept_errors.fetch_add(1, Relaxed);
+    }
+
+    fn refused(&self) {
+        self.refused.fetch_add(1, Relaxed);
+        if self.log.allow() {
+            warn!(
+                "metrics listener: connection refused, [metrics] max_conns open (logged once a second)"
+            );
+        }
+    }
+
+    fn open(&self, open: bool) {
+        self.open.fetch_add(if open { 1 } else { -1 }, Relaxed);
+    }
+}
+
+/// Binds `addr` and serves [`router`] within `limits` (`[metrics] max_conns`,
+/// `header_timeout`: [`crate::serve`]) until `shutdown` resolves; returns the bound address
+/// (port 0 picks one) and the server's task. The listener's own connections are exported in
+/// `metrics`: `starling_ops_http_conns`, `starling_ops_http_conns_refused_total`,
+/// `starling_ops_http_accept_errors_total`.
 pub async fn serve(
     addr: SocketAddr,
+    limits: Limits,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    info!(addr = %bound, "metrics and health listening");
-    let app = router(metrics, ready);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+    info!(addr = %bound, max_conns = limits.max_conns, "metrics and health listening");
+    let conns = Arc::new(Conns::default());
+    let c = conns.clone();
+    metrics.collect(move |enc| {
+        crate::metrics::gauge(
+            enc,
+            "starling_ops_http_conns",
+            "Connections open to the [metrics] listener (/metrics, /healthz, /readyz).",
+            c.open.load(Relaxed),
+        )?;
+        crate::metrics::counter(
+            enc,
+            "starling_ops_http_conns_refused",
+            "Connections to the [metrics] listener closed at accept: [metrics] max_conns open.",
+            c.refused.load(Relaxed),
+        )?;
+        crate::metrics::counter(
+            enc,
+            "starling_ops_http_accept_errors",
+            "Accepts of the [metrics] listener that failed (out of file descriptors, ...).",
+            c.accept_errors.load(Relaxed),
+        )
     });
+    let app = router(metrics, ready);
+    let task = tokio::spawn(crate::serve::serve(listener, app, limits, conns, shutdown));
     Ok((bound, task))
 }
 

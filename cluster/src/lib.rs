@@ -14,6 +14,7 @@
 //!   the components' atomics, latency histograms.
 //! - [`health`]: `/metrics`, `/healthz`, `/readyz` (named readiness checks, draining), and the
 //!   `[metrics]` listener of the `comet` and `job` binaries.
+//! - [`serve`]: an HTTP/1 server with connection limits (`max_conns`, a header timeout).
 //! - [`testkit`]: real `redis-server` and `tansu` processes on spare ports, for tests.
 
 pub mod boot;
@@ -24,6 +25,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod redis;
 pub mod registry;
+pub mod serve;
 #[doc(hidden)]
 pub mod testkit;
 

@@ -1,5 +1,5 @@
 //! `/healthz`, `/readyz` and `/metrics` on a real listener, with a real Redis that goes away
-//! and comes back.
+//! and comes back; the listener's connection limits.
 
 use starling_cluster::health::{self, Readiness};
 use starling_cluster::metrics::{Metrics, counter};
@@ -56,6 +56,7 @@ fn readyz_follows_redis_and_draining() {
         ready.check("redis", health::redis_ping(conn));
         health::serve(
             "127.0.0.1:0".parse().unwrap(),
+            health::Config::default().limits(),
             metrics.clone(),
             ready.clone(),
             std::future::pending(),
@@ -84,4 +85,53 @@ fn readyz_follows_redis_and_draining() {
     ready.set_draining();
     let body = wait_status(addr, "/readyz", 503);
     assert!(body.contains("\"draining\""), "{body}");
+}
+
+/// The `[metrics]` listener of comet and job is bounded like logic's HTTP API (the break-it
+/// run of issue 15: idle connections to comet's metrics port held descriptors without limit,
+/// until comet could not accept job's connection and a push was lost): past `max_conns` a
+/// connection is closed at accept and counted; an idle one is closed at `header_timeout`.
+#[test]
+fn idle_connections_are_capped_and_closed_at_the_header_timeout() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let metrics = Metrics::new();
+    let limits = starling_cluster::serve::Limits {
+        max_conns: 4,
+        header_timeout: Duration::from_secs(2),
+    };
+    let (addr, _task) = rt.block_on(async {
+        health::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            limits,
+            metrics.clone(),
+            Readiness::new(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap()
+    });
+    let connect = || {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        // A hang guard only: the server closes each of these well before.
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    let idle: Vec<_> = (0..4).map(|_| connect()).collect();
+    let mut fifth = connect();
+    let mut buf = Vec::new();
+    assert_eq!(fifth.read_to_end(&mut buf).unwrap(), 0, "closed at accept");
+    for mut s in idle {
+        assert_eq!(
+            s.read_to_end(&mut buf).unwrap(),
+            0,
+            "an idle connection is closed at the header timeout"
+        );
+    }
+    let (status, text) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("\nstarling_ops_http_conns_refused_total 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nstarling_ops_http_conns "), "{text}");
 }

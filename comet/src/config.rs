@@ -275,10 +275,20 @@ pub enum ConfigError {
         "comet.limits: packet_burst and flood_strikes must be at least 1 when max_packets_per_sec is set"
     )]
     Flood,
+    #[error("comet.workers must be at most {MAX_WORKERS} (0 = one per core), not {0}")]
+    Workers(usize),
 }
+
+/// Most worker threads: each holds an io_uring (or epoll) instance, a timing wheel and its
+/// listeners' sockets, so a count far above the cores is a typo that would end in EMFILE at
+/// start (the break-it run of issue 15: `workers = 100000`).
+pub const MAX_WORKERS: usize = 1024;
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError::Workers(self.workers));
+        }
         let ring = self.protocol.out_ring;
         if !(1..=65536).contains(&ring) {
             return Err(ConfigError::OutRing(ring));
@@ -398,6 +408,10 @@ mod tests {
         c.protocol.wheel_slots = 1 << 40;
         assert_eq!(c.validate(), Err(ConfigError::WheelSlots(1 << 40)));
         c.protocol.wheel_slots = 1 << 20;
+        assert_eq!(c.validate(), Ok(()));
+        c.workers = 100_000;
+        assert_eq!(c.validate(), Err(ConfigError::Workers(100_000)));
+        c.workers = MAX_WORKERS;
         assert_eq!(c.validate(), Ok(()));
     }
 

@@ -145,6 +145,10 @@ pub struct Config {
     /// The `retry_after_ms` of a send or recall refused as `store overloaded`.
     #[serde(with = "humantime_serde")]
     pub overload_retry_after: Duration,
+    /// Acks of client sends kept in memory, so that a retry of a send already stored and
+    /// handed to delivery is answered without the store (`crate::recent`); 0 = off. At most
+    /// 10,000,000 (each holds a few hundred bytes).
+    pub recent_acks: usize,
 }
 
 impl Default for Config {
@@ -181,6 +185,7 @@ impl Default for Config {
             store_timeout: Duration::from_secs(5),
             postgres_pool_wait: Duration::from_secs(5),
             overload_retry_after: Duration::from_secs(1),
+            recent_acks: 8192,
         }
     }
 }
@@ -249,6 +254,9 @@ impl Config {
         if self.overload_retry_after > Duration::from_secs(3600) {
             return Err(invalid("overload_retry_after", "at most 1h"));
         }
+        if self.recent_acks > 10_000_000 {
+            return Err(invalid("recent_acks", "at most 10000000"));
+        }
         Ok(())
     }
 }
@@ -291,12 +299,23 @@ mod tests {
         assert_eq!(dev.validate(), Ok(()));
         let bad = Config {
             max_content: 20000,
-            ..dev
+            ..dev.clone()
         };
         assert!(matches!(
             bad.validate(),
             Err(ConfigError::Invalid {
                 key: "max_content",
+                ..
+            })
+        ));
+        let huge = Config {
+            recent_acks: 10_000_001,
+            ..dev
+        };
+        assert!(matches!(
+            huge.validate(),
+            Err(ConfigError::Invalid {
+                key: "recent_acks",
                 ..
             })
         ));

@@ -93,6 +93,7 @@ impl Im {
                     Ok(Written {
                         deliver: vec![c.message.clone()],
                         reply: c,
+                        delivered: None,
                     })
                 })
             })
@@ -185,6 +186,7 @@ impl Im {
                         Ok(Written {
                             deliver: vec![msg],
                             reply: (),
+                            delivered: None,
                         })
                     })
                 })

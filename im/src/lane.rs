@@ -11,11 +11,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+/// What runs once a write's batch was handed to delivery.
+pub type OnDelivered = Box<dyn FnOnce() + Send>;
+
 /// A write's result: what it stored (to deliver) and what its caller gets back.
 pub struct Written<T> {
     /// Messages to push (new, or the original of a duplicate: a retry re-publishes it).
     pub deliver: Vec<StoredMessage>,
     pub reply: T,
+    /// Run once the batch was handed to delivery, before any of its callers is answered and
+    /// so before the lane's next batch starts (a send keeps its ack in the recent acks there,
+    /// where its own retry, queued behind it, finds it). Not run when delivery failed.
+    pub delivered: Option<OnDelivered>,
 }
 
 /// What a lane answers: the store's result, and whether delivery was handed over.
@@ -69,6 +76,7 @@ impl Lanes {
                 fut.await.map(|w| Written {
                     deliver: w.deliver,
                     reply: Box::new(w.reply) as Box<dyn std::any::Any + Send>,
+                    delivered: w.delivered,
                 })
             })
         });
@@ -147,7 +155,7 @@ impl Lanes {
         if futs.is_empty() {
             return;
         }
-        let results = futures_util::future::join_all(futs).await;
+        let mut results = futures_util::future::join_all(futs).await;
         let mut msgs: Vec<StoredMessage> = Vec::new();
         let mut own: HashMap<u64, String> = HashMap::new();
         for (r, (key, _)) in results.iter().zip(&dones) {
@@ -163,8 +171,17 @@ impl Lanes {
         msgs.sort_by_key(|m| m.seq);
         msgs.dedup_by_key(|m| m.seq);
         let delivered = self.delivery.messages(conv, &msgs, &own).await;
-        if let Err(e) = &delivered {
-            tracing::warn!(?conv, error = %e, "delivery not handed over; the stored messages wait for sync");
+        match &delivered {
+            Ok(()) => {
+                for w in results.iter_mut().flatten() {
+                    if let Some(f) = w.delivered.take() {
+                        f();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(?conv, error = %e, "delivery not handed over; the stored messages wait for sync");
+            }
         }
         for (r, (_, done)) in results.into_iter().zip(dones) {
             let _ = done.send(Landed {

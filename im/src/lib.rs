@@ -27,6 +27,7 @@ pub mod groups;
 pub mod lane;
 pub mod ops;
 pub mod read;
+pub mod recent;
 pub mod service;
 pub mod stats;
 pub mod store;

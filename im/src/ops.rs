@@ -5,6 +5,7 @@
 use crate::codec;
 use crate::config::P2pPolicy;
 use crate::devices::Device;
+use crate::recent::Recent;
 use crate::service::{Im, now_ms};
 use crate::store::{
     AppendReq, Appended, ContactKind, Conv, MarkKind, RecallReq as StoreRecall, StoreError,
@@ -283,6 +284,26 @@ impl Im {
                 0,
             );
         }
+        let hash = content_hash(&req);
+        // A retry of a send already acknowledged (its ack came after comet's deadline):
+        // answered at once, without the rate limit, the store or a second delivery.
+        if let Some(held) = self
+            .recent
+            .as_ref()
+            .and_then(|r| r.get(conv, dev.mid, &id, hash))
+        {
+            return match held {
+                Recent::Acked(a) => {
+                    self.stats.recent_hits.fetch_add(1, Ordering::Relaxed);
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    (0, codec::encode(c, &ack_from(&id, conv, dev.mid, &a)))
+                }
+                Recent::Conflict => {
+                    let e = crate::recent::conflict();
+                    nack(e.code(), e.to_string(), &id, 0)
+                }
+            };
+        }
         if let Some(wait) = self.spend_send_token(&dev.key) {
             self.rate_refused(dev, wait).await;
             return nack(429, "send rate exceeded".into(), &id, wait);
@@ -295,7 +316,7 @@ impl Im {
             sender: dev.mid,
             sender_platform: dev.platform.clone(),
             client_msg_id: id.clone(),
-            content_hash: content_hash(&req),
+            content_hash: hash,
             kind: MsgKind::Normal,
             content_type: req.content_type,
             content: req.content,
@@ -303,7 +324,7 @@ impl Im {
             ref_seq: req.ref_seq,
             as_admin: false,
         };
-        let landed = self.append_in_lane(Some(dev.key.clone()), append).await;
+        let landed = self.send_in_lane(dev.key.clone(), append).await;
         let a = match landed.result {
             Ok(a) => a,
             Err(e) => {

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::deliver::Delivery;
 use crate::devices::{Device, DeviceError, DeviceTable};
 use crate::lane::Lanes;
+use crate::recent::{Recent, RecentAcks};
 use crate::store::{Conv, ImStore};
 use crate::token::Tokens;
 use governor::clock::{Clock, DefaultClock};
@@ -41,6 +42,8 @@ pub struct Im {
     pub devices: Arc<DeviceTable>,
     pub delivery: Arc<Delivery>,
     pub lanes: Arc<Lanes>,
+    /// Acks of client sends lately (`im.recent_acks`; `None` when 0).
+    pub recent: Option<Arc<RecentAcks>>,
     tokens: Option<Tokens>,
     /// Sends and recalls per connection key (§13.2).
     send_rate: DefaultKeyedRateLimiter<String>,
@@ -105,6 +108,7 @@ impl Im {
             flood_kicked: Default::default(),
             retry_not_before: Default::default(),
             lanes: Lanes::new(delivery.clone()),
+            recent: RecentAcks::new(config.recent_acks).map(Arc::new),
             delivery,
             devices,
             store,
@@ -136,17 +140,66 @@ impl Im {
         own_key: Option<String>,
         req: crate::store::AppendReq,
     ) -> crate::lane::Landed<crate::store::Appended> {
+        self.append_lane(own_key, req, None).await
+    }
+
+    /// A client send (op 20) through its lane, as [`Im::append_in_lane`], with the recent
+    /// acks (`crate::recent`): a send whose id was acknowledged while it queued (its own
+    /// earlier attempt, answered after comet's deadline) is answered from them when the lane
+    /// reaches it, with nothing stored or delivered again; a send stored and handed to
+    /// delivery is kept in them before the lane moves on.
+    pub(crate) async fn send_in_lane(
+        &self,
+        own_key: String,
+        req: crate::store::AppendReq,
+    ) -> crate::lane::Landed<crate::store::Appended> {
+        self.append_lane(Some(own_key), req, self.recent.clone())
+            .await
+    }
+
+    async fn append_lane(
+        &self,
+        own_key: Option<String>,
+        req: crate::store::AppendReq,
+        recent: Option<Arc<RecentAcks>>,
+    ) -> crate::lane::Landed<crate::store::Appended> {
         let (store, stats) = (self.store.clone(), self.stats.clone());
         self.lanes
             .write(req.conv, own_key, move || {
                 Box::pin(async move {
+                    let key = (
+                        req.conv,
+                        req.sender,
+                        req.client_msg_id.clone(),
+                        req.content_hash,
+                    );
+                    if let Some(r) = &recent {
+                        match r.get(key.0, key.1, &key.2, key.3) {
+                            Some(Recent::Acked(a)) => {
+                                stats.recent_hits.fetch_add(1, Ordering::Relaxed);
+                                return Ok(crate::lane::Written {
+                                    deliver: Vec::new(),
+                                    reply: a,
+                                    delivered: None,
+                                });
+                            }
+                            Some(Recent::Conflict) => return Err(crate::recent::conflict()),
+                            None => {}
+                        }
+                    }
                     let start = std::time::Instant::now();
                     let a = store.append(req).await;
                     stats.store_write(start, &a);
                     let a = a?;
+                    let delivered = recent.map(|r| {
+                        let a = a.clone();
+                        Box::new(move || r.insert(key.0, key.1, &key.2, key.3, &a))
+                            as crate::lane::OnDelivered
+                    });
                     Ok(crate::lane::Written {
                         deliver: vec![a.message.clone()],
                         reply: a,
+                        delivered,
                     })
                 })
             })
@@ -170,6 +223,7 @@ impl Im {
                     Ok(crate::lane::Written {
                         deliver: vec![a.message.clone()],
                         reply: a,
+                        delivered: None,
                     })
                 })
             })

@@ -34,6 +34,9 @@ pub struct Stats {
     /// Sends and recalls answered 503 `store overloaded`: no PostgreSQL connection within
     /// `im.postgres_pool_wait`.
     pub overloaded: AtomicU64,
+    /// Client sends answered from the recent acks (`crate::recent`): retries of sends
+    /// already stored and handed to delivery, answered without the store.
+    pub recent_hits: AtomicU64,
     /// Client sends (op 20) by the `code` of their `SendAck`.
     pub acks: Family<CodeLabel, Counter>,
     /// Seconds from a send's request reaching logic to its `SendAck` (stored and handed to
@@ -63,6 +66,7 @@ impl Default for Stats {
             device_restores: AtomicU64::default(),
             store_errors: AtomicU64::default(),
             overloaded: AtomicU64::default(),
+            recent_hits: AtomicU64::default(),
             acks,
             ack_seconds: metrics::latency_histogram(),
             store_commit_seconds: metrics::latency_histogram(),
@@ -162,6 +166,12 @@ impl Im {
                     "Sends and recalls answered 503 store overloaded: no PostgreSQL connection \
                      within im.postgres_pool_wait; nothing was stored for them.",
                     &s.overloaded,
+                ),
+                (
+                    "starling_im_recent_ack_hits",
+                    "Client sends answered from the recent acks (im.recent_acks): retries of \
+                     sends already stored and handed to delivery; no store call, no delivery.",
+                    &s.recent_hits,
                 ),
             ] {
                 metrics::counter(enc, name, help, v.load(Relaxed))?;

@@ -31,6 +31,56 @@ async fn without_an_admin_token_the_routes_are_absent() {
     }
 }
 
+/// `/im/v1` bodies are read within `[logic.http]`'s `max_body` and `body_timeout`, as the
+/// push API's, and counted with its refusals (the break-it run of issue 15: a body that never
+/// completed held its request past 90 s, and 2 MB bodies were read whole and parsed): 413 and
+/// 408 in the envelope.
+#[tokio::test]
+async fn bodies_are_read_within_the_http_ports_limits() {
+    use starling_logic::stats::HttpRefusal;
+    let mut logic_config = starling_logic::Config::default();
+    logic_config.http.max_body = 1024;
+    logic_config.http.body_timeout = std::time::Duration::from_millis(200);
+    let t = setup_with_logic(config(), logic_config);
+
+    let big = json!({ "name": "x".repeat(2000) }).to_string();
+    let (s, v) = t
+        .call(Method::PUT, "/im/v1/users/1", Some(&big), Some(ADMIN))
+        .await;
+    assert_eq!(
+        (s, &v["code"]),
+        (StatusCode::PAYLOAD_TOO_LARGE, &json!(413)),
+        "{v}"
+    );
+
+    // Three bytes of the body, then nothing more.
+    use futures_util::StreamExt;
+    let body = futures_util::stream::once(async { Ok::<_, std::io::Error>("{\"n".to_string()) })
+        .chain(futures_util::stream::pending());
+    let req = axum::http::Request::builder()
+        .method(Method::PUT)
+        .uri("/im/v1/users/1")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(axum::body::Body::from_stream(body))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(t.app.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["code"], json!(408), "{v}");
+
+    let stats = &t.logic.stats;
+    assert_eq!(stats.http_refused_count(HttpRefusal::BodyTooLarge), 1);
+    assert_eq!(stats.http_refused_count(HttpRefusal::BodyTimeout), 1);
+    // A body within the limits is read as before.
+    t.ok(Method::PUT, "/im/v1/users/1", json!({ "name": "ann" }))
+        .await;
+}
+
 #[tokio::test]
 async fn a_missing_or_wrong_bearer_token_is_401() {
     let t = setup();

@@ -1,6 +1,7 @@
 //! Lanes (reference im.md §7.1, §7.4). A burst in one conversation leaves as one batch per
 //! comet: while a lane's batch is being delivered, the sends that queue behind it are stored
 //! and delivered together as one push. A queued write whose caller has gone is never started.
+//! A retry of an acknowledged send is answered from the recent acks, not delivered again.
 //! The sink (job's seam) is held on its first push so the others always queue behind it.
 
 use starling_im::config::MultiLogin;
@@ -59,13 +60,23 @@ fn device(mid: i64, key: &str) -> Device {
 }
 
 fn send(logic: &Arc<Logic>, key: &str, id: usize) -> tokio::task::JoinHandle<SendAck> {
+    send_content(logic, key, id, &format!("{id}"))
+}
+
+/// User 1 sends `content` to user 2 as `client_msg_id` `m{id}` from connection `key`.
+fn send_content(
+    logic: &Arc<Logic>,
+    key: &str,
+    id: usize,
+    content: &str,
+) -> tokio::task::JoinHandle<SendAck> {
     let req = SendReq {
         client_msg_id: format!("m{id}"),
         conv: Some(ConvRef {
             kind: ConvKind::P2p as i32,
             id: 2,
         }),
-        content: format!("{id}"),
+        content: content.into(),
         ..Default::default()
     };
     let recv = ReceiveReq {
@@ -220,6 +231,81 @@ async fn a_queued_write_whose_caller_stopped_waiting_is_never_started() {
         .expect("the retry is answered")
         .unwrap();
     assert_eq!((retry.code, retry.seq, retry.duplicate), (0, 2, false));
+}
+
+/// Pushes of IM messages that went to connection `key`, as seq lists.
+fn pushed_to(sink: &Gated, key: &str) -> Vec<Vec<u64>> {
+    let log = sink.log.lock().unwrap();
+    log.iter()
+        .filter(|m| m.operation == op::im::MSG && m.keys.iter().any(|k| k == key))
+        .map(|m| {
+            let p: Push = prost::Message::decode(m.msg.as_ref()).unwrap();
+            p.messages.iter().map(|m| m.seq).collect()
+        })
+        .collect()
+}
+
+/// A retry of a send already stored and handed to delivery (its ack reached the client after
+/// comet's deadline, as 504) is answered from the recent acks: the original's seq as a
+/// duplicate, with no store call and no second delivery (issue 15, soak: retries of stored
+/// messages kept the deployment overloaded). The same id with other content is still 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_an_acknowledged_send_is_answered_without_a_second_delivery() {
+    let (im, logic, sink, _dir) = node().await;
+    sink.gate.add_permits(1000);
+    let first = send(&logic, "s0", 0).await.unwrap();
+    assert_eq!((first.code, first.seq, first.duplicate), (0, 1, false));
+    assert_eq!(pushed_to(&sink, "r"), vec![vec![1]]);
+
+    // The retry may come on another connection of the same user (a reconnect).
+    let retry = send(&logic, "s1", 0).await.unwrap();
+    assert_eq!(
+        (
+            retry.code,
+            retry.seq,
+            retry.msg_id,
+            retry.server_ts,
+            retry.duplicate
+        ),
+        (0, 1, first.msg_id, first.server_ts, true)
+    );
+    assert_eq!(pushed_to(&sink, "r"), vec![vec![1]], "not delivered again");
+    assert_eq!(im.stats.recent_hits.load(Ordering::Relaxed), 1);
+
+    let other = send_content(&logic, "s0", 0, "other content")
+        .await
+        .unwrap();
+    assert_eq!(other.code, 409, "{other:?}");
+    assert_eq!(pushed_to(&sink, "r"), vec![vec![1]]);
+}
+
+/// A retry that queued on the lane behind its own first attempt (answered late, still in
+/// flight) is answered from the recent acks once the lane reaches it: the first attempt's
+/// seq, nothing stored or delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_queued_behind_its_own_first_attempt_is_not_delivered_again() {
+    let (im, logic, sink, _dir) = node().await;
+    let first = send(&logic, "s0", 0);
+    until("the first attempt is at the sink", || {
+        sink.entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let retry = send(&logic, "s1", 0);
+    let conv = Conv::p2p(1, 2);
+    until("the retry is queued", || im.lanes.queued(conv) == 1).await;
+    sink.gate.add_permits(1000);
+    let first = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the first attempt is answered")
+        .unwrap();
+    let retry = tokio::time::timeout(Duration::from_secs(30), retry)
+        .await
+        .expect("the retry is answered")
+        .unwrap();
+    assert_eq!((first.code, first.seq, first.duplicate), (0, 1, false));
+    assert_eq!((retry.code, retry.seq, retry.duplicate), (0, 1, true));
+    assert_eq!(pushed_to(&sink, "r"), vec![vec![1]], "not delivered again");
+    assert_eq!(im.stats.recent_hits.load(Ordering::Relaxed), 1);
 }
 
 /// Waits until `f` holds; a hang guard only (it holds within milliseconds).

@@ -36,6 +36,7 @@ pub struct Config {
 
 impl boot::ConfigFile for Config {
     fn validate(&self) -> Result<(), boot::Invalid> {
+        self.logic.validate()?;
         Ok(self.im.validate()?)
     }
 }
@@ -93,7 +94,7 @@ async fn install_im(config: starling_im::Config, parts: Parts) -> Result<Extensi
         // starling.im.v1.Admin beside goim.logic.Logic; none unless im.admin_token is set.
         grpc: starling_im::admin::grpc::service(im.clone()).map(tonic::service::Routes::new),
         // The /im/v1 management API; no routes unless im.admin_token is set.
-        routes: Some(starling_im::admin::router(im)),
+        routes: Some(starling_im::admin::router(im, parts.logic.clone())),
     })
 }
 

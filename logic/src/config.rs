@@ -79,6 +79,54 @@ pub struct Http {
     pub max_conns: usize,
 }
 
+/// A `[logic]` value logic cannot run with: `key` is the dotted path under `[logic]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("logic.{key}: {why}")]
+pub struct Invalid {
+    pub key: &'static str,
+    pub why: &'static str,
+}
+
+impl Config {
+    /// Refuses values that parse but cannot work (the break-it run of issue 15: a heartbeat
+    /// of 0 was advertised to clients, a `max_body` of 0 refused every push).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |key, why| Err(Invalid { key, why });
+        if self.node.heartbeat < Duration::from_secs(1) {
+            return invalid(
+                "node.heartbeat",
+                "at least 1s (clients heartbeat at this period)",
+            );
+        }
+        if self.node.heartbeat_max == 0 {
+            return invalid("node.heartbeat_max", "at least 1");
+        }
+        if self.online_expire.is_zero() {
+            return invalid("online_expire", "above 0");
+        }
+        let h = &self.http;
+        if h.max_body == 0 {
+            return invalid("http.max_body", "at least 1 byte");
+        }
+        if h.max_keys == 0 {
+            return invalid("http.max_keys", "at least 1");
+        }
+        if h.max_mids == 0 {
+            return invalid("http.max_mids", "at least 1");
+        }
+        if h.max_room_len == 0 {
+            return invalid("http.max_room_len", "at least 1");
+        }
+        if h.body_timeout.is_zero() {
+            return invalid("http.body_timeout", "above 0");
+        }
+        if h.header_timeout.is_zero() {
+            return invalid("http.header_timeout", "above 0");
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -129,5 +177,25 @@ impl Default for Http {
             header_timeout: Duration::from_secs(10),
             max_conns: 10_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_that_parse_but_cannot_work_are_refused_naming_the_key() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let mut c = Config::default();
+        c.node.heartbeat = Duration::ZERO;
+        assert_eq!(c.validate().unwrap_err().key, "node.heartbeat");
+        let mut c = Config::default();
+        c.http.max_body = 0;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.to_string(), "logic.http.max_body: at least 1 byte");
+        let mut c = Config::default();
+        c.http.header_timeout = Duration::ZERO;
+        assert_eq!(c.validate().unwrap_err().key, "http.header_timeout");
     }
 }

@@ -8,7 +8,6 @@ use crate::logic::LogicError;
 use starling_cluster::metrics::{self, Metrics};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
-use std::time::{Duration, Instant};
 
 /// What a push request asked for (goim's HTTP API paths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,52 +214,11 @@ impl Stats {
     }
 }
 
-/// Allows one log line per second: the first call, then the first call after each second.
-#[derive(Debug)]
-pub struct Throttle {
-    start: Instant,
-    /// Milliseconds since `start` when the next line is allowed.
-    next_ms: AtomicU64,
-}
-
-impl Default for Throttle {
-    fn default() -> Self {
-        Throttle {
-            start: Instant::now(),
-            next_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Throttle {
-    const EVERY: Duration = Duration::from_secs(1);
-
-    pub fn allow(&self) -> bool {
-        let now = self.start.elapsed().as_millis() as u64;
-        let next = self.next_ms.load(Ordering::Relaxed);
-        now >= next
-            && self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now + Self::EVERY.as_millis() as u64,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-    }
-}
+pub use starling_cluster::boot::Throttle;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn throttle_allows_one_line_then_holds() {
-        let t = Throttle::default();
-        assert!(t.allow());
-        assert!(!t.allow(), "a second line within the second is held");
-    }
 
     #[test]
     fn counters_render_with_their_reasons() {

@@ -245,6 +245,34 @@ pub enum FrameError {
     ExpectedContinuation,
     #[error("more than {MAX_FRAGMENTS} fragments")]
     TooManyFragments,
+    /// RFC 6455 §5.5.1, §7.4: a close body of 1 byte, a status code an endpoint may not send,
+    /// or a reason that is not UTF-8 (§8.1).
+    #[error("bad close frame: {0}")]
+    BadClose(&'static str),
+}
+
+/// Whether a peer may send close status `code` (RFC 6455 §7.4.1, §7.4.2, and IANA's
+/// registry): 1000–1003 and 1007–1014 (1004 is reserved; 1005, 1006 and 1015 are never sent
+/// in a frame; 1016–2999 are reserved), and 3000–4999 (libraries, applications).
+pub fn close_code_ok(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Checks a close frame's body (RFC 6455 §5.5.1): empty, or a status code a peer may send
+/// ([`close_code_ok`]) followed by a UTF-8 reason.
+pub fn check_close(payload: &[u8]) -> Result<(), FrameError> {
+    match payload {
+        [] => Ok(()),
+        [_] => Err(FrameError::BadClose("a 1-byte body")),
+        [a, b, reason @ ..] => {
+            if !close_code_ok(u16::from_be_bytes([*a, *b])) {
+                return Err(FrameError::BadClose("a status code a peer may not send"));
+            }
+            std::str::from_utf8(reason)
+                .map(|_| ())
+                .map_err(|_| FrameError::BadClose("a reason that is not UTF-8"))
+        }
+    }
 }
 
 /// Decodes the frame at the start of `buf`, unmasking its payload in place. Returns the head;
@@ -417,7 +445,10 @@ impl Assembler {
         match head.opcode {
             Opcode::Ping => Ok(Some(Message::Ping(payload))),
             Opcode::Pong => Ok(Some(Message::Pong)),
-            Opcode::Close => Ok(Some(Message::Close(payload))),
+            Opcode::Close => {
+                check_close(payload)?;
+                Ok(Some(Message::Close(payload)))
+            }
             Opcode::Text | Opcode::Binary => {
                 if self.open {
                     return Err(FrameError::ExpectedContinuation);

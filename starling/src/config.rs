@@ -78,6 +78,7 @@ impl Default for Registry {
 impl boot::ConfigFile for Config {
     fn validate(&self) -> Result<(), boot::Invalid> {
         self.comet.validate()?;
+        self.logic.validate()?;
         self.im.validate()?;
         self.job.validate()?;
         if self.app.enabled && !self.im.enabled {

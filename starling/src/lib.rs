@@ -145,15 +145,21 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     }
     let server = starling_logic::http::Server::of(&logic);
     let mut router =
-        starling_logic::http::router(logic).merge(health::router(metrics, ready.clone()));
+        starling_logic::http::router(logic.clone()).merge(health::router(metrics, ready.clone()));
     if let Some(im) = &im {
         // The /im/v1 management API; no routes unless im.admin_token is set.
-        router = router.merge(starling_im::admin::router(im.clone()));
+        router = router.merge(starling_im::admin::router(im.clone(), logic.clone()));
     }
     match (&im, config.app.enabled) {
         (Some(im), true) => {
             let ws_port = comet.addrs().ws.first().map_or(0, |a| a.port());
-            router = router.merge(app::router(&config.app, im.clone(), ws_port, app_stats));
+            router = router.merge(app::router(
+                &config.app,
+                im.clone(),
+                logic.clone(),
+                ws_port,
+                app_stats,
+            ));
             tracing::info!(url = %format!("http://{http_addr}/"), "web chat app served");
         }
         (None, true) => tracing::error!("[app] enabled without [im] enabled: app not served"),

@@ -240,7 +240,7 @@ impl User {
                 self.counters().unresolved += 1;
                 return false;
             }
-            sleep(retry_after.max(RETRY.delay(attempt, &mut self.rng))).await;
+            sleep(retry_after + RETRY.delay(attempt, &mut self.rng)).await;
         }
     }
 
@@ -355,11 +355,14 @@ impl User {
     }
 }
 
-/// Retry pause: full jitter under a ceiling of 200 ms doubling to 5 s (a Redis blip is
-/// ~5 s), so senders refused together do not come back in lockstep.
+/// Retry pause, after the answer's `retry_after_ms`: full jitter under a ceiling of 200 ms
+/// doubling to 30 s (the JS SDK's `sendRetry`), so senders refused together do not come
+/// back in lockstep. With a 5-s ceiling, 10,000 senders each retrying a send held by a 5-s
+/// Redis pause sent ≈ 2,800 requests/s, twice what the deployment serves, and it never
+/// recovered (bench/RESULTS.md, "Soak", runs r1–r5).
 const RETRY: Backoff = Backoff {
     base: Duration::from_millis(200),
-    max: Duration::from_secs(5),
+    max: Duration::from_secs(30),
     factor: 2.0,
 };
 
@@ -383,13 +386,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_back_off_to_five_seconds_with_jitter() {
+    fn retries_back_off_to_thirty_seconds_with_jitter() {
         assert_eq!(RETRY.ceiling(0), Duration::from_millis(200));
         assert_eq!(RETRY.ceiling(1), Duration::from_millis(400));
-        assert_eq!(RETRY.ceiling(20), Duration::from_secs(5));
+        assert_eq!(RETRY.ceiling(20), Duration::from_secs(30));
         let mut rng = fastrand::Rng::with_seed(1);
         let d: Vec<Duration> = (0..8).map(|_| RETRY.delay(20, &mut rng)).collect();
-        assert!(d.iter().all(|d| *d <= Duration::from_secs(5)));
+        assert!(d.iter().all(|d| *d <= Duration::from_secs(30)));
         assert!(d.windows(2).any(|w| w[0] != w[1]), "jittered: {d:?}");
     }
 }

@@ -11,6 +11,8 @@ pub mod cli;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// What a binary's TOML file parses into. Every key has a default and unknown keys are
@@ -109,8 +111,19 @@ pub fn load<T: ConfigFile>(path: Option<&Path>) -> Result<T, BootError> {
 /// Logs to stdout with `filter` (`RUST_LOG` overrides it); colour only on a terminal, so
 /// journald and log files get plain text.
 pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(with_quiet_stores(filter)));
+    let from_env = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => match tracing_subscriber::EnvFilter::builder().parse(&v) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                // Before logging exists: said once on stderr, and the configured filter used.
+                eprintln!("RUST_LOG ignored: not a tracing filter ({e}): {v:?}");
+                None
+            }
+        },
+        _ => None,
+    };
+    let filter =
+        from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(with_quiet_stores(filter)));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -134,8 +147,20 @@ fn with_quiet_stores(filter: &str) -> String {
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
-    /// A tracing filter (`info`, `starling_comet=debug,info`); `RUST_LOG` overrides it.
+    /// A tracing filter (`info`, `starling_comet=debug,info`); `RUST_LOG` overrides it. One
+    /// that does not parse is a configuration error (`config check` finds it), not a filter
+    /// silently dropped at start.
+    #[serde(deserialize_with = "tracing_filter")]
     pub filter: String,
+}
+
+/// A `[log] filter` that parses as tracing-subscriber's `EnvFilter` directives.
+fn tracing_filter<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&s)
+        .map_err(|e| serde::de::Error::custom(format!("not a tracing filter ({e}): {s:?}")))?;
+    Ok(s)
 }
 
 impl Default for Log {
@@ -163,6 +188,44 @@ pub fn block_on<T>(name: &str, main: impl Future<Output = T>) -> std::io::Result
         .enable_all()
         .build()?;
     Ok(rt.block_on(main))
+}
+
+/// Allows one log line per second: the first call, then the first call after each second
+/// (for warnings an abusive client could otherwise repeat thousands of times a second).
+#[derive(Debug)]
+pub struct Throttle {
+    start: Instant,
+    /// Milliseconds since `start` when the next line is allowed.
+    next_ms: AtomicU64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            start: Instant::now(),
+            next_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Whether a line may be logged now.
+    pub fn allow(&self) -> bool {
+        let now = self.start.elapsed().as_millis() as u64;
+        let next = self.next_ms.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now + Self::EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +272,35 @@ mod tests {
             err.to_string()
                 .starts_with("TOML parse error at line 1, column 7"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn throttle_allows_one_line_then_holds() {
+        let t = Throttle::default();
+        assert!(t.allow());
+        assert!(!t.allow(), "a second line within the second is held");
+    }
+
+    #[derive(Debug, Default, serde::Deserialize, Serialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct WithLog {
+        log: Log,
+    }
+
+    impl ConfigFile for WithLog {}
+
+    /// A `[log] filter` that does not parse is refused where `config check` sees it (the
+    /// break-it run of issue 15: `"[[[bad"` passed the check, then was dropped at start).
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_a_configuration_error() {
+        let ok = parse::<WithLog>("[log]\nfilter = \"starling_comet=debug,info\"\n").unwrap();
+        assert_eq!(ok.log.filter, "starling_comet=debug,info");
+        let err = parse::<WithLog>("[log]\nfilter = \"[[[bad\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("key `log.filter`: ") && msg.contains("not a tracing filter"),
+            "{msg}"
         );
     }
 }

@@ -248,8 +248,14 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
         let stopped = async move {
             let _ = stop.changed().await;
         };
-        rt.block_on(health::serve(addr, metrics, ready.clone(), stopped))
-            .map_err(|source| NodeError::Metrics { addr, source })?;
+        rt.block_on(health::serve(
+            addr,
+            config.metrics.limits(),
+            metrics,
+            ready.clone(),
+            stopped,
+        ))
+        .map_err(|source| NodeError::Metrics { addr, source })?;
     }
     let registered = {
         let (comet, reg, draining) = (comet.clone(), config.registry.clone(), draining.clone());

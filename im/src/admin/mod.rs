@@ -3,7 +3,8 @@
 //!
 //! # Conventions
 //! - **Auth:** `Authorization: Bearer <im.admin_token>` on every route, compared in constant
-//!   time ([`subtle`]). Missing or wrong: 401. An empty `admin_token` mounts no route at all:
+//!   time (`starling_logic::http::guard::bearer_ok`, the scheme in any case, as the push
+//!   API). Missing or wrong: 401. An empty `admin_token` mounts no route at all:
 //!   `/im/v1/...` then falls through to logic's own 404 (goim's `-404` envelope).
 //! - **Envelope:** goim's `{"code","message","data"}`. Success: HTTP 200, `code` 0. Errors:
 //!   the HTTP status is the IM result code (400, 401, 403, 404, 405, 409, 410, 413, 503; im.md
@@ -39,8 +40,7 @@ pub mod users;
 use crate::service::Im;
 use crate::store::{Conv, StoreError};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -52,15 +52,23 @@ use serde_json::{Value, json};
 use starling_proto::im::v1::ConvKind;
 use std::fmt;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
-/// The API's state: the IM service and the bearer token it expects.
+/// The API's state: the IM service, the bearer token it expects, and logic (whose HTTP port
+/// serves the API: its `[logic.http]` body limits and refusal counters apply to [`Body`]).
+#[derive(Clone)]
 pub struct Api {
     pub im: Arc<Im>,
-    token: String,
+    token: Arc<str>,
+    logic: Arc<starling_logic::Logic>,
 }
 
-type St = Arc<Api>;
+impl FromRef<Api> for Arc<starling_logic::Logic> {
+    fn from_ref(api: &Api) -> Self {
+        api.logic.clone()
+    }
+}
+
+type St = Api;
 
 /// An error reply: HTTP status `code`, envelope `{"code": code, "message", "data"}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,16 +169,32 @@ pub fn proto_json(msg: &impl Serialize) -> Value {
     v
 }
 
-/// A JSON body; undecodable → 400 with the envelope (axum's own rejection is plain text).
+/// A JSON body, read within `[logic.http]`'s `max_body` (413 past it) and `body_timeout`
+/// (408 past it), as the push API's (`starling_logic::http::read_limited`, counted in
+/// `starling_logic_http_refused_total`); undecodable → 400; each with the envelope.
 pub struct Body<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    Arc<starling_logic::Logic>: FromRef<S>,
+    T: DeserializeOwned,
+{
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
+        use starling_logic::http::BodyRefusal;
+        let logic = Arc::<starling_logic::Logic>::from_ref(state);
+        let bytes = starling_logic::http::read_limited(&logic, req.into_body())
             .await
-            .map_err(|e| ApiError::new(e.status().as_u16(), e.body_text()))?;
+            .map_err(|r| {
+                let code = match r {
+                    BodyRefusal::TooLarge(_) => 413,
+                    BodyRefusal::Timeout(_) => 408,
+                    BodyRefusal::Unreadable(_) => 400,
+                };
+                ApiError::new(code, r.to_string())
+            })?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -366,17 +390,7 @@ pub fn uid(v: i64, what: &str) -> Result<i64, ApiError> {
     }
 }
 
-/// Whether an `Authorization` value (`Bearer <token>`, scheme in any case) carries `token`,
-/// compared in constant time. Used by the HTTP routes and the gRPC service alike.
-pub fn bearer_ok(authorization: Option<&str>, token: &str) -> bool {
-    let given = authorization
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    // ct_eq of slices of different lengths is false without comparing bytes; the length of
-    // the token is all a timing probe can learn.
-    !token.is_empty() && given.is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
-}
+pub use starling_logic::http::guard::bearer_ok;
 
 async fn auth(State(api): State<St>, req: Request, next: Next) -> Response {
     let given = req
@@ -405,15 +419,16 @@ fn m(r: MethodRouter<St>) -> MethodRouter<St> {
 }
 
 /// Every route of im.md §8 under `/im/v1`, behind the bearer token; an empty router when
-/// `im.admin_token` is empty. Merge it into logic's router (it sets no fallback).
-pub fn router(im: Arc<Im>) -> Router {
+/// `im.admin_token` is empty. Merge it into `logic`'s router (it sets no fallback).
+pub fn router(im: Arc<Im>, logic: Arc<starling_logic::Logic>) -> Router {
     if im.config.admin_token.is_empty() {
         return Router::new();
     }
-    let api = Arc::new(Api {
-        token: im.config.admin_token.clone(),
+    let api = Api {
+        token: im.config.admin_token.as_str().into(),
         im,
-    });
+        logic,
+    };
     Router::new()
         .route("/im/v1/tokens", m(post(users::token)))
         .route(

@@ -61,12 +61,18 @@ impl Registry for NoComets {
 
 pub struct T {
     pub im: Arc<Im>,
+    pub logic: Arc<Logic>,
     pub sink: Arc<Recorder>,
     pub app: Router,
     _dir: tempfile::TempDir,
 }
 
 pub fn setup_with(config: Config) -> T {
+    setup_with_logic(config, starling_logic::Config::default())
+}
+
+/// IM `config` on a logic configured with `logic_config` (its `[logic.http]` limits).
+pub fn setup_with_logic(config: Config, logic_config: starling_logic::Config) -> T {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(EmbeddedConfig {
         durability: Durability::Buffer,
@@ -76,15 +82,17 @@ pub fn setup_with(config: Config) -> T {
     let sink = Arc::new(Recorder::default());
     let im = Im::new(config, Arc::new(store), sink.clone());
     let logic = Arc::new(Logic::new(
-        starling_logic::Config::default(),
+        logic_config,
         Arc::new(MemorySessions::default()),
         sink.clone(),
         Arc::new(NoComets),
     ));
     // As the all-in-one serves it: logic's router (with its fallback) merged with IM's.
-    let app = starling_logic::http::router(logic).merge(starling_im::admin::router(im.clone()));
+    let app = starling_logic::http::router(logic.clone())
+        .merge(starling_im::admin::router(im.clone(), logic.clone()));
     T {
         im,
+        logic,
         sink,
         app,
         _dir: dir,

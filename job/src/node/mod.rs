@@ -177,9 +177,15 @@ pub async fn run(
         let stopped = async move {
             let _ = stop.changed().await;
         };
-        health::serve(addr, metrics, ready.clone(), stopped)
-            .await
-            .map_err(|source| NodeError::Metrics { addr, source })?;
+        health::serve(
+            addr,
+            config.metrics.limits(),
+            metrics,
+            ready.clone(),
+            stopped,
+        )
+        .await
+        .map_err(|source| NodeError::Metrics { addr, source })?;
     }
     // Nothing is consumed before the comets are known: a room message routed to an empty
     // comet set would be handed to nobody and its offset stored.

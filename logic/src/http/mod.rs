@@ -14,7 +14,7 @@
 //! - `guard`: the bearer token.
 //! - [`server`]: the connection limits (`max_conns`, `header_timeout`) and graceful shutdown.
 
-mod guard;
+pub mod guard;
 mod query;
 pub mod server;
 
@@ -104,26 +104,58 @@ fn failed(e: LogicError) -> Response {
     reply(SERVER_ERR, e.to_string(), None)
 }
 
-/// The whole body, at most `max_body` bytes (413 past it: at once when `Content-Length` says
-/// so) within `body_timeout` (408 past it). A body cut off by the client is `-400`.
-async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, Response> {
-    let http = &state.logic.config.http;
+/// Why a request body was not read whole ([`read_limited`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRefusal {
+    /// Over `[logic.http] max_body` (413; at once when `Content-Length` says so).
+    TooLarge(usize),
+    /// Not complete within `[logic.http] body_timeout` (408).
+    Timeout(std::time::Duration),
+    /// Cut off or broken by the client (400).
+    Unreadable(String),
+}
+
+impl std::fmt::Display for BodyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyRefusal::TooLarge(max) => write!(f, "body over max_body, {max} bytes"),
+            BodyRefusal::Timeout(t) => write!(f, "body not received within {t:?}"),
+            BodyRefusal::Unreadable(e) => write!(f, "body unreadable: {e}"),
+        }
+    }
+}
+
+/// Reads a whole request body on logic's HTTP port within `[logic.http]`'s `max_body` and
+/// `body_timeout`, counting a refusal in `starling_logic_http_refused_total` (logged once a
+/// second): the push API's routes and IM's management API (`/im/v1`) read bodies with it.
+pub async fn read_limited(logic: &Logic, body: Body) -> Result<bytes::Bytes, BodyRefusal> {
+    let http = &logic.config.http;
     let max = http.max_body;
     let read = tokio::time::timeout(http.body_timeout, Limited::new(body, max).collect()).await;
-    match read {
-        Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(refused(
-            state,
-            HttpRefusal::BodyTooLarge,
-            format!("body over max_body, {max} bytes"),
-        )),
-        Ok(Err(e)) => Err(bad(format!("body unreadable: {e}"))),
-        Err(_) => Err(refused(
-            state,
+    let (why, refusal) = match read {
+        Ok(Ok(b)) => return Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            (HttpRefusal::BodyTooLarge, BodyRefusal::TooLarge(max))
+        }
+        Ok(Err(e)) => return Err(BodyRefusal::Unreadable(e.to_string())),
+        Err(_) => (
             HttpRefusal::BodyTimeout,
-            format!("body not received within {:?}", http.body_timeout),
-        )),
+            BodyRefusal::Timeout(http.body_timeout),
+        ),
+    };
+    if logic.stats.http_refused(why) {
+        warn!(reason = why.label(), message = %refusal, "HTTP request body refused (logged once a second)");
     }
+    Err(refusal)
+}
+
+/// The whole body of a push ([`read_limited`]): 413 / 408 / `-400` in goim's envelope.
+async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, Response> {
+    read_limited(&state.logic, body).await.map_err(|r| match r {
+        BodyRefusal::TooLarge(_) => refuse(HttpRefusal::BodyTooLarge, r.to_string()),
+        BodyRefusal::Timeout(_) => refuse(HttpRefusal::BodyTimeout, r.to_string()),
+        BodyRefusal::Unreadable(_) => bad(r.to_string()),
+    })
 }
 
 macro_rules! try_bad {

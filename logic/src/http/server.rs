@@ -1,35 +1,59 @@
-//! The HTTP API's server: hyper's HTTP/1 connection builder under the axum router, so that a
-//! connection cannot be held without limit (`axum::serve` has no header timeout and no cap).
+//! The HTTP API's server: [`starling_cluster::serve`] (hyper's HTTP/1 connection builder under
+//! the axum router) with `[logic.http]`'s limits, counted in logic's stats:
 //!
-//! - `max_conns`: a connection accepted while that many are open is closed at once (counted,
-//!   logged once a second): the process keeps descriptors for the rest.
-//! - `header_timeout`: hyper's `header_read_timeout`, armed whenever a connection waits for a
-//!   request (the first, or the next one on a kept-alive connection): a request header
-//!   trickled byte by byte, or an idle keep-alive connection, is closed at the deadline.
-//! - `body_timeout`: enforced where the routes read the body (`read_body`), answered 408.
-//! - Accept errors (EMFILE, ENFILE, ...) pause accepting for 100 ms instead of ending the loop.
-//! - Graceful shutdown: stop accepting, let each connection finish its request in flight,
-//!   then close it (hyper-util's `GracefulShutdown`).
+//! - `max_conns`: a connection accepted while that many are open is closed at once
+//!   (`starling_logic_http_conns_refused_total`, logged once a second);
+//! - `header_timeout`: a request header trickled byte by byte, or an idle keep-alive
+//!   connection, is closed at the deadline;
+//! - `body_timeout`: enforced where the routes read the body (`read_body`), answered 408;
+//! - accept errors (EMFILE, ENFILE, ...) pause accepting for 100 ms
+//!   (`starling_logic_http_accept_errors_total`); graceful shutdown lets each connection
+//!   finish its request in flight.
 
 use crate::Logic;
 use crate::config::Http;
 use crate::stats::Stats;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use starling_cluster::serve::{self, Limits, Observe};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// Serves a router with `[logic.http]`'s connection limits.
 pub struct Server {
     config: Http,
     stats: Arc<Stats>,
+}
+
+struct Counted {
+    max_conns: usize,
+    stats: Arc<Stats>,
+}
+
+impl Observe for Counted {
+    fn accept_error(&self, _: &std::io::Error) {
+        self.stats
+            .http_accept_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn refused(&self) {
+        if self.stats.conn_refused() {
+            warn!(
+                max_conns = self.max_conns,
+                "HTTP connection refused: max_conns open (logged once a second)"
+            );
+        }
+    }
+
+    fn open(&self, open: bool) {
+        if open {
+            self.stats.http_conns_open.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.http_conns_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Server {
@@ -46,63 +70,19 @@ impl Server {
     /// does not fail.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: tokio::net::TcpListener,
         router: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_timeout);
-        // 0: no limit (as comet's [comet.limits] max_conns).
-        let slots =
-            (self.config.max_conns > 0).then(|| Arc::new(Semaphore::new(self.config.max_conns)));
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of descriptors, or a connection reset before it was accepted:
-                        // wait a little and go on (what axum::serve and hyper's examples do).
-                        self.stats.http_accept_errors.fetch_add(1, Ordering::Relaxed);
-                        warn!(error = %e, "HTTP accept failed; retrying in 100 ms");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let slot = match &slots {
-                Some(slots) => slots.clone().try_acquire_owned().ok(),
-                None => None,
-            };
-            if slots.is_some() && slot.is_none() {
-                if self.stats.conn_refused() {
-                    warn!(
-                        max_conns = self.config.max_conns,
-                        "HTTP connection refused: max_conns open (logged once a second)"
-                    );
-                }
-                drop(stream);
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(router.clone());
-            let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
-            let stats = self.stats.clone();
-            stats.http_conns_open.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    debug!(error = %e, "HTTP connection ended with an error");
-                }
-                stats.http_conns_open.fetch_sub(1, Ordering::Relaxed);
-                drop(slot);
-            });
-        }
-        drop(listener);
-        graceful.shutdown().await;
-        Ok(())
+        let limits = Limits {
+            // 0: no limit (as comet's [comet.limits] max_conns).
+            max_conns: self.config.max_conns,
+            header_timeout: self.config.header_timeout,
+        };
+        let observe = Arc::new(Counted {
+            max_conns: self.config.max_conns,
+            stats: self.stats,
+        });
+        serve::serve(listener, router, limits, observe, shutdown).await
     }
 }

@@ -196,6 +196,42 @@ fn every_split_of_a_frame_stream() {
     }
 }
 
+/// RFC 6455 §5.5.1, §7.4: a close frame with a status code a peer may not send, a 1-byte
+/// body or a reason that is not UTF-8 is a protocol error (the endpoint closes with 1002),
+/// not a close to echo (the break-it run of issue 15: comet echoed 5000 back).
+#[test]
+fn close_frames_carry_a_code_a_peer_may_send_and_a_utf8_reason() {
+    let close = |body: &[u8]| {
+        feed(
+            &encode_client_frame(Opcode::Close, true, [3; 4], body),
+            0,
+            4112,
+        )
+    };
+    for ok in [
+        &b""[..],
+        &[0x03, 0xe8],
+        &[0x03, 0xe8, b'b', b'y', b'e'],
+        &[0x0f, 0xa0],
+        &[0x13, 0x87],
+    ] {
+        assert_eq!(close(ok), Ok(vec![b"close".to_vec()]), "{ok:?}");
+    }
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+        assert_eq!(
+            close(&code.to_be_bytes()),
+            Err(FrameError::BadClose("a status code a peer may not send")),
+            "{code}"
+        );
+    }
+    assert_eq!(close(&[0x03]), Err(FrameError::BadClose("a 1-byte body")));
+    assert_eq!(
+        close(&[0x03, 0xe8, 0xff, 0xfe]),
+        Err(FrameError::BadClose("a reason that is not UTF-8"))
+    );
+    assert!(close_code_ok(1000) && close_code_ok(4999) && !close_code_ok(1005));
+}
+
 #[test]
 fn length_encodings_round_trip() {
     for len in [0usize, 125, 126, 65535, 65536, 70000] {

@@ -614,13 +614,17 @@ export class StarlingClient extends Emitter<ClientEvents> {
 
   /**
    * Sends `op` (IM_SEND or IM_RECALL) until a final answer, resending the same body (same
-   * clientMsgId) on timeout, a lost connection, 429 (after retryAfterMs), 500, 503, 504
-   * (im.md §5.4 step 1). Resolves on code 0 (duplicate included); rejects with ImError on a
+   * clientMsgId) on timeout, a lost connection, 429, 500, 503, 504 (im.md §5.4 step 1): after
+   * the answer's retryAfterMs plus full jitter over min(sendRetry.maxMs, sendRetry.minMs ×
+   * 2^attempt). Resolves on code 0 (duplicate included); rejects with ImError on a
    * final code, a kick or close().
    */
   private async acked(op: number, body: Json, own: (ack: SendAck) => Message): Promise<SendResult> {
     const bytes = encodeBody(body);
     const timeout = this.opts.sendTimeoutMs ?? 5000;
+    const minMs = this.opts.sendRetry?.minMs ?? 100;
+    const maxMs = this.opts.sendRetry?.maxMs ?? 30_000;
+    const retryCeiling = (attempt: number) => Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
     for (let attempt = 0; ; attempt++) {
       const conn = await this.connection();
       let ack;
@@ -629,8 +633,12 @@ export class StarlingClient extends Emitter<ClientEvents> {
         if (this.opts.testHooks?.dropAfterSend?.(String(body["clientMsgId"]))) conn.close("test hook: dropAfterSend");
         ack = decodeSendAck(parseBody((await reply).body));
       } catch (e) {
-        if (e instanceof RequestTimeout || e instanceof ConnectionClosed) continue;
-        throw e;
+        if (!(e instanceof RequestTimeout || e instanceof ConnectionClosed)) throw e;
+        // Outcome unknown: the same id again after a jittered backoff (a lost connection
+        // also waits for the next one, inside connection()).
+        await sleep(Math.random() * retryCeiling(attempt));
+        if (this.terminal) throw this.terminal;
+        continue;
       }
       if (ack.code === 0) {
         // The server does not push a message to the connection that sent it (im/src/deliver.rs
@@ -645,8 +653,9 @@ export class StarlingClient extends Emitter<ClientEvents> {
         return { seq: ack.seq, msgId: ack.msgId, serverTs: ack.serverTs, duplicate: ack.duplicate };
       }
       if (!RETRY_CODES.has(ack.code)) throw new ImError(ack.code, ack.reason || "refused", ack.retryAfterMs || undefined);
-      const backoff = Math.min(5000, 100 * 2 ** Math.min(attempt, 10));
-      await sleep(ack.retryAfterMs > 0 ? ack.retryAfterMs : Math.random() * backoff);
+      // The server's retry-after is a floor; the jittered backoff on top keeps clients told
+      // the same retry-after (a whole deployment after an outage) from coming back together.
+      await sleep(ack.retryAfterMs + Math.random() * retryCeiling(attempt));
       if (this.terminal) throw this.terminal;
     }
   }

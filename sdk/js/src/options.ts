@@ -26,6 +26,14 @@ export interface ClientOptions {
   reconnect?: { minMs?: number; maxMs?: number };
   /** Per attempt, before resending the same clientMsgId (default 5000 ms). */
   sendTimeoutMs?: number;
+  /**
+   * Pause before resending a send or recall (timeout, lost connection, 429/500/503/504): the
+   * answer's retryAfterMs, plus full jitter over min(maxMs, minMs × 2^attempt). Defaults 100 /
+   * 30000 ms: after an outage every client has a send to retry, and a ceiling of a few
+   * seconds kept a 10,000-client deployment overloaded by retries alone (bench/RESULTS.md,
+   * "Soak").
+   */
+  sendRetry?: { minMs?: number; maxMs?: number };
   /** goim heartbeat (op 2) period; default 30000 ms, or less when /goim/nodes advertises less. */
   heartbeatMs?: number;
   /** Other requests (sync, pull, members): past this the connection is dropped (default 10000 ms). */

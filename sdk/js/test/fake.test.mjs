@@ -1,6 +1,7 @@
 // The client against a scripted comet (a `ws` server speaking goim packets): what a real
 // server cannot be made to do on demand. Bad input from the server (undecodable body, broken
-// packet, text frame), a send never answered (resent with the same id), 503 then OK, a
+// packet, text frame), a send never answered (resent with the same id), 503 then OK, the
+// pause before a resend (retryAfterMs plus jittered backoff), a
 // store reset (wipe and resync from 0), a silent peer (heartbeat watchdog), and heartbeats.
 
 import assert from "node:assert/strict";
@@ -142,6 +143,37 @@ test("a send never answered is resent with the same clientMsgId; 503 is retried;
   sends = 0;
   await assert.rejects(c.send({ kind: "P2P", id: "2" }, "clash"), (e) => e.code === 409 && /reused id/.test(e.message));
   assert.equal(sends, 1, "not retried");
+});
+
+test("a resend waits for retryAfterMs plus a jittered backoff, after a timeout too", async () => {
+  let sends = 0;
+  const at = [];
+  const { c } = await setup(
+    (op, body, reply) => {
+      if (op !== Op.IM_SEND) return false;
+      sends++;
+      at.push(performance.now());
+      if (body.content === "silent" && sends === 1) return true; // no answer
+      if (body.content === "busy" && sends === 1) reply(Op.IM_SEND_ACK, { code: 503, retryAfterMs: 30 });
+      else reply(Op.IM_SEND_ACK, { code: 0, clientMsgId: body.clientMsgId, seq: "1", msgId: "9", serverTs: "5" });
+      return true;
+    },
+    { sendTimeoutMs: 200, sendRetry: { minMs: 300, maxMs: 300 } },
+  );
+  const random = Math.random;
+  Math.random = () => 1; // the whole jitter range: exactly the ceiling (300 ms)
+  try {
+    await c.send({ kind: "P2P", id: "2" }, "silent");
+    assert.equal(sends, 2);
+    assert.ok(at[1] - at[0] >= 200 + 300 - 5, `resent ${at[1] - at[0]} ms after the first (timeout + backoff)`);
+    sends = 0;
+    at.length = 0;
+    await c.send({ kind: "P2P", id: "2" }, "busy");
+    assert.equal(sends, 2);
+    assert.ok(at[1] - at[0] >= 30 + 300 - 5, `resent ${at[1] - at[0]} ms after the 503 (retryAfterMs + backoff)`);
+  } finally {
+    Math.random = random;
+  }
 });
 
 test("a SyncReply with reset: the local cache is dropped and the directory synced from 0", async () => {

@@ -18,7 +18,7 @@
 //!     members`'s reply), by the bearer; 403 unless the bearer is a current owner or admin.
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum::middleware::{self, Next};
@@ -30,12 +30,30 @@ use starling_im::admin::users::{TOKEN_TTL_DEFAULT, UserIn, mint_token, upsert_us
 use starling_im::admin::{ApiError, ApiResult, Body, I64, P, groups, ok, users};
 use starling_im::groups::NewGroup;
 use starling_im::store::{Conv, History, ROLE_ADMIN};
+use starling_logic::Logic;
 use std::sync::Arc;
 
-type St = Arc<Im>;
+/// The dev routes' state: IM, and logic (whose `[logic.http]` limits bound a [`Body`]).
+#[derive(Clone)]
+struct St {
+    im: Arc<Im>,
+    logic: Arc<Logic>,
+}
+
+impl FromRef<St> for Arc<Im> {
+    fn from_ref(s: &St) -> Self {
+        s.im.clone()
+    }
+}
+
+impl FromRef<St> for Arc<Logic> {
+    fn from_ref(s: &St) -> Self {
+        s.logic.clone()
+    }
+}
 
 /// The dev routes (mount only with `[app] dev_signin`).
-pub fn router(im: Arc<Im>) -> Router {
+pub fn router(im: Arc<Im>, logic: Arc<Logic>) -> Router {
     tracing::warn!(
         "[app] dev_signin is on: POST /app/api/signin gives anyone a token for any user \
          (development only)"
@@ -47,7 +65,7 @@ pub fn router(im: Arc<Im>) -> Router {
         .route("/app/api/groups/{gid}", get(group))
         .route("/app/api/groups/{gid}/members", post(add_members))
         .layer(middleware::from_fn(json_only))
-        .with_state(im)
+        .with_state(St { im, logic })
 }
 
 /// A POST must say `Content-Type: application/json`, else 415: another site's page can POST
@@ -74,7 +92,8 @@ pub struct Me(pub i64);
 impl FromRequestParts<St> for Me {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, im: &St) -> Result<Me, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, st: &St) -> Result<Me, ApiError> {
+        let im = &st.im;
         let unauthorized = |why: String| {
             tracing::info!(%why, "app API: refused bearer");
             ApiError::new(
@@ -120,7 +139,7 @@ struct SigninReq {
     name: Option<String>,
 }
 
-async fn signin(State(im): State<St>, Body(req): Body<SigninReq>) -> ApiResult {
+async fn signin(State(im): State<Arc<Im>>, Body(req): Body<SigninReq>) -> ApiResult {
     let uid = req.uid.0;
     // Mint first: it refuses a bad uid or a disabled user before anything is stored.
     let minted = mint_token(&im, uid, "", TOKEN_TTL_DEFAULT).await?;
@@ -148,7 +167,7 @@ async fn signin(State(im): State<St>, Body(req): Body<SigninReq>) -> ApiResult {
     }))
 }
 
-async fn user(State(im): State<St>, _me: Me, P(uid): P<i64>) -> ApiResult {
+async fn user(State(im): State<Arc<Im>>, _me: Me, P(uid): P<i64>) -> ApiResult {
     let name = match users::user(&im, uid).await {
         Ok(u) => u.name,
         Err(e) if e.code == 404 => String::new(),
@@ -165,7 +184,11 @@ struct CreateReq {
     members: Vec<I64>,
 }
 
-async fn create_group(State(im): State<St>, Me(me): Me, Body(req): Body<CreateReq>) -> ApiResult {
+async fn create_group(
+    State(im): State<Arc<Im>>,
+    Me(me): Me,
+    Body(req): Body<CreateReq>,
+) -> ApiResult {
     let g = NewGroup {
         gid: 0,
         name: req.name,
@@ -195,7 +218,7 @@ async fn membership(
         .ok_or_else(|| ApiError::new(403, format!("not a member of group {gid}")))
 }
 
-async fn group(State(im): State<St>, Me(me): Me, P(gid): P<i64>) -> ApiResult {
+async fn group(State(im): State<Arc<Im>>, Me(me): Me, P(gid): P<i64>) -> ApiResult {
     let g = groups::group(&im, gid).await?;
     membership(&im, gid, me).await?;
     ok(serde_json::json!({
@@ -212,7 +235,7 @@ struct MembersReq {
 }
 
 async fn add_members(
-    State(im): State<St>,
+    State(im): State<Arc<Im>>,
     Me(me): Me,
     P(gid): P<i64>,
     Body(req): Body<MembersReq>,

@@ -84,7 +84,13 @@ impl Stats {
 /// The app's routes: the files, `/app/api/config` and, with `dev_signin`, [`dev::router`].
 /// `ws_port`: the port of comet's first WebSocket listener (as bound); `stats` counts the
 /// API's refusals.
-pub fn router(config: &App, im: Arc<Im>, ws_port: u16, stats: Arc<Stats>) -> Router {
+pub fn router(
+    config: &App,
+    im: Arc<Im>,
+    logic: Arc<starling_logic::Logic>,
+    ws_port: u16,
+    stats: Arc<Stats>,
+) -> Router {
     let state = AppState {
         config: config.clone(),
         ws_port,
@@ -94,7 +100,7 @@ pub fn router(config: &App, im: Arc<Im>, ws_port: u16, stats: Arc<Stats>) -> Rou
         .route("/app/api/{*rest}", any(api_not_found))
         .with_state(state.clone());
     if config.dev_signin {
-        api = api.merge(dev::router(im));
+        api = api.merge(dev::router(im, logic));
     }
     let api = api.layer(middleware::from_fn_with_state(stats, log_refusals));
     Router::new()
