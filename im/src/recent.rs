@@ -34,6 +34,21 @@ struct Key {
     client_msg_id: String,
 }
 
+/// [`Key`] borrowed, for lookups without copying the id (hashes as [`Key`] does: the same
+/// fields in the same order, a `&str` hashing as its `String`).
+#[derive(Hash)]
+struct KeyRef<'a> {
+    conv: Conv,
+    sender: i64,
+    client_msg_id: &'a str,
+}
+
+impl quick_cache::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, k: &Key) -> bool {
+        self.conv == k.conv && self.sender == k.sender && self.client_msg_id == k.client_msg_id
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     content_hash: u64,
@@ -77,12 +92,11 @@ impl RecentAcks {
         if client_msg_id.is_empty() {
             return None;
         }
-        let key = Key {
+        let e = self.cache.get(&KeyRef {
             conv,
             sender,
-            client_msg_id: client_msg_id.to_string(),
-        };
-        let e = self.cache.get(&key)?;
+            client_msg_id,
+        })?;
         if e.content_hash != content_hash {
             return Some(Recent::Conflict);
         }
