@@ -18,7 +18,10 @@
 # (pushes/s, 5), SAMPLE_EVERY (10s), WARMUP (5m; 1m when MINUTES < 10), SETTLE (60s),
 # BLIP_EVERY (s, 240), BLIP_SECS (5), BLIP_FIRST (s after the bench starts, 90), LABEL, and
 # those of tools/lib/split.sh (BASE_PORT, default 3400 here; PG_POOL, PG_BIN, TANSU,
-# CARGO_TARGET_DIR), PROFILE (release; debug runs the debug build, for a quick smoke run), BUILD (0: use the binaries already built).
+# CARGO_TARGET_DIR), PROFILE (release; debug runs the debug build, for a quick smoke run),
+# BUILD (0: use the binaries already built), COMET_LOG (comet's log filter; by default its
+# workers log each close, with its reason and peer, at debug), LOGS (where the servers' logs
+# are copied when the run ends, /tmp/soak-logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${CONNS:-10000}
@@ -45,6 +48,8 @@ OUT=${OUT:-bench/soak.jsonl}
 SAMPLES=${SAMPLES:-bench/soak-samples.jsonl}
 PLOT=${PLOT:-bench/soak-rss.png}
 BASE_PORT=${BASE_PORT:-3400}
+COMET_LOG=${COMET_LOG:-warn,starling_comet::worker=debug}
+LOGS=${LOGS:-/tmp/soak-logs}
 TARGET=${CARGO_TARGET_DIR:-target}
 
 # shellcheck source=tools/lib/split.sh
@@ -55,6 +60,8 @@ cleanup() {
   set +e # tear everything down whatever fails on the way
   [[ -n $blipper ]] && kill "$blipper" 2>/dev/null && wait "$blipper" 2>/dev/null
   [[ -n ${pids[redis]:-} ]] && kill -CONT "${pids[redis]}" 2>/dev/null
+  [[ -n ${tmp:-} ]] && mkdir -p "$LOGS" && cp "$tmp"/*.log "$LOGS"/ &&
+    echo "soak: the servers' logs are in $LOGS" >&2
   split_down
 }
 trap cleanup EXIT
@@ -111,15 +118,17 @@ blipper=
 kill -CONT "${pids[redis]}"
 wait "$bench"
 
+# Warnings and errors: DEBUG lines (comet's closes) are not counted, whatever they name.
+notable() { grep -v ' DEBUG ' "$1" | grep -iE 'error|warn'; }
 warnings=$(for n in logic job comet; do
-  printf '%s %s\n' "$n" "$(grep -ciE 'error|warn' "$tmp/$n.log" || true)"
+  printf '%s %s\n' "$n" "$(notable "$tmp/$n.log" | wc -l)"
 done | jq -Rn '[inputs | split(" ") | {(.[0]): (.[1] | tonumber)}] | add')
 jq -c --slurpfile blips "$blips" --argjson warnings "$warnings" \
   '. + {blips: $blips, blip_secs: '"$BLIP_SECS"', log_warnings: $warnings}' "$tmp/soak.json" |
   tee -a "$OUT"
 for n in logic job comet; do
-  if grep -qiE 'error|warn' "$tmp/$n.log"; then
+  if notable "$tmp/$n.log" >/dev/null; then
     echo "== $n logged (first 10 warnings/errors):" >&2
-    grep -m 10 -iE "error|warn" "$tmp/$n.log" >&2 || true
+    notable "$tmp/$n.log" | head -n 10 >&2 || true
   fi
 done

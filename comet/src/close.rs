@@ -15,11 +15,13 @@ pub enum CloseReason {
     HandshakeTimeout = 2,
     /// No heartbeat within the heartbeat deadline.
     HeartbeatTimeout = 3,
-    /// A packet whose header length is not 16, whose length is negative or short.
+    /// A packet whose header length is not 16, whose length is negative or short, or a
+    /// WebSocket message that is not exactly one packet.
     BadPacket = 4,
     /// A packet body over 4096 bytes.
     PacketTooLarge = 5,
-    /// A malformed WebSocket frame, or a message that is not exactly one packet.
+    /// A malformed WebSocket frame (RFC 6455 §5.2), or permessage-deflate data that does not
+    /// inflate.
     BadFrame = 6,
     /// A WebSocket frame or message over the size limit.
     FrameTooLarge = 7,
@@ -47,10 +49,14 @@ pub enum CloseReason {
     /// The client kept sending packets over `limits.max_packets_per_sec` (and its burst)
     /// `limits.flood_strikes` times without pausing.
     Flood = 16,
+    /// A connection that opted in to IM sent an op of IM's server-to-client range (40–45,
+    /// `op::im::SERVER_OPS`; reference im.md §5.2), which goim's echo would turn into a push
+    /// or a kick.
+    BadOp = 17,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 17] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::ClientClosed,
         CloseReason::Io,
         CloseReason::HandshakeTimeout,
@@ -68,6 +74,7 @@ impl CloseReason {
         CloseReason::LameDuck,
         CloseReason::ImKick,
         CloseReason::Flood,
+        CloseReason::BadOp,
     ];
 
     pub fn code(self) -> u8 {
@@ -94,6 +101,7 @@ impl CloseReason {
             CloseReason::LameDuck => "lame_duck",
             CloseReason::ImKick => "im_kick",
             CloseReason::Flood => "flood",
+            CloseReason::BadOp => "bad_op",
         }
     }
 
@@ -117,7 +125,7 @@ impl CloseReason {
             // 1007: a message whose data is not a goim packet.
             CloseReason::BadPacket => Some(1007),
             // 1002: protocol error.
-            CloseReason::BadFrame | CloseReason::BadUpgrade => Some(1002),
+            CloseReason::BadFrame | CloseReason::BadUpgrade | CloseReason::BadOp => Some(1002),
             // 1009: too big to process.
             CloseReason::PacketTooLarge | CloseReason::FrameTooLarge => Some(1009),
             // 1000: normal closure: another connection took the key, on purpose.
@@ -138,6 +146,7 @@ impl CloseReason {
                 | CloseReason::BadUpgrade
                 | CloseReason::Tls
                 | CloseReason::Flood
+                | CloseReason::BadOp
         )
     }
 }

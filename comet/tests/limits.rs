@@ -74,6 +74,16 @@ fn websocket_closes_carry_a_code_and_a_reason() {
     // Not a goim packet inside the message: 1007.
     let mut bad = Client::connect_ws(c.ws);
     bad.send_bytes(b"xyz");
+    assert_eq!(bad.expect_ws_close(), Some((1007, "bad_packet".into())));
+    // A packet and trailing bytes in one message: 1007.
+    let mut bad = Client::connect_ws(c.ws);
+    let mut trailing = starling_proto::packet::Packet::new(1, 2, 1, Vec::new()).to_bytes();
+    trailing.push(0);
+    bad.send_bytes(&trailing);
+    assert_eq!(bad.expect_ws_close(), Some((1007, "bad_packet".into())));
+    // A frame with a reserved opcode: 1002.
+    let mut bad = Client::connect_ws(c.ws);
+    bad.write_raw(&[0x83, 0x80, 1, 2, 3, 4]);
     assert_eq!(bad.expect_ws_close(), Some((1002, "bad_frame".into())));
     // A header whose header length is not 16: 1007.
     let mut bad = Client::connect_ws(c.ws);

@@ -143,6 +143,9 @@ pub struct Job {
     /// entry and rereads the map when `version` moves.
     comets: RwLock<HashMap<String, Arc<dyn CometClient>>>,
     version: AtomicU64,
+    /// Notified when `comets` changes, so the dispatcher resyncs at once (a departed
+    /// comet's queue and its metric series go then, not at the next push).
+    changed: Notify,
     stats: Arc<Stats>,
     /// Notified when a PUSH names a comet job does not know: the registry follower rereads.
     reread: Arc<Notify>,
@@ -164,6 +167,7 @@ impl Job {
             config,
             comets: RwLock::new(HashMap::new()),
             version: AtomicU64::new(0),
+            changed: Notify::new(),
             stats: Arc::default(),
             reread: Arc::new(Notify::new()),
         }
@@ -183,6 +187,7 @@ impl Job {
             .unwrap_or_else(|e| e.into_inner())
             .insert(server.to_string(), client);
         self.version.fetch_add(1, Relaxed);
+        self.changed.notify_one();
     }
 
     /// Forgets the comet known as `server`; what waits for it is dropped (counted).
@@ -192,6 +197,7 @@ impl Job {
             .unwrap_or_else(|e| e.into_inner())
             .remove(server);
         self.version.fetch_add(1, Relaxed);
+        self.changed.notify_one();
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -296,16 +302,19 @@ impl Job {
     pub async fn run<M: Into<Delivery>>(self: Arc<Self>, mut rx: mpsc::Receiver<M>) {
         let mut queues = Queues::default();
         loop {
-            let msg = if queues.held.is_empty() {
-                rx.recv().await
-            } else {
-                tokio::select! {
-                    m = rx.recv() => m,
-                    _ = tokio::time::sleep(HELD_POLL) => {
-                        self.sync(&mut queues);
-                        self.release(&mut queues).await;
-                        continue;
-                    }
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                // The comet set changed: new queues start, departed ones stop (and their
+                // series leave the metrics) without waiting for the next push.
+                _ = self.changed.notified() => {
+                    self.sync(&mut queues);
+                    self.release(&mut queues).await;
+                    continue;
+                }
+                _ = tokio::time::sleep(HELD_POLL), if !queues.held.is_empty() => {
+                    self.sync(&mut queues);
+                    self.release(&mut queues).await;
+                    continue;
                 }
             };
             let Some(msg) = msg else { break };

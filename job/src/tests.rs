@@ -398,7 +398,8 @@ async fn a_silent_comet_with_a_full_queue_is_dropped_and_counted() {
     run.await.unwrap();
 }
 
-/// A comet removed from the set drops what waits for it (counted) and every `done` runs.
+/// A comet removed from the set drops what waits for it (counted) at once and every `done`
+/// runs; its queue gauges go with it.
 #[tokio::test]
 async fn a_removed_comet_gives_up_what_waits() {
     let stall = Arc::new(Semaphore::new(0));
@@ -422,8 +423,14 @@ async fn a_removed_comet_gives_up_what_waits() {
     }
     settle().await;
     assert_eq!(handed.load(Ordering::SeqCst), 0);
+    assert_eq!(job.stats().queue_gauges().len(), 1);
     job.remove_comet("a");
-    // The dispatcher notices at its next message.
+    // The dispatcher notices at once, without another message: what waited is dropped and
+    // the comet's queue series leave the metrics.
+    settle().await;
+    assert_eq!(handed.load(Ordering::SeqCst), 4);
+    assert_eq!(job.stats().dropped.load(Ordering::SeqCst), 4);
+    assert!(job.stats().queue_gauges().is_empty());
     tx.send(counted(key_msg("a", "k", "gone"), &handed))
         .await
         .unwrap();

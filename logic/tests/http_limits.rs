@@ -137,6 +137,31 @@ async fn a_body_trickled_past_body_timeout_is_answered_408() {
     assert_eq!(api.refused(HttpRefusal::BodyTimeout), 1);
 }
 
+/// A body whose `Content-Length` is over `max_body` is refused from its header: a client
+/// that asked `Expect: 100-continue` gets 413 at once, not `100 Continue` (and then 408 for
+/// the body it was told to send, as before).
+#[tokio::test]
+async fn a_content_length_over_max_body_is_refused_before_100_continue() {
+    let mut config = Config::default();
+    config.http.max_body = 16;
+    config.http.body_timeout = Duration::from_millis(300);
+    let api = Api::start(config).await;
+    let mut s = TcpStream::connect(api.addr).await.unwrap();
+    s.write_all(
+        b"POST /goim/push/all?operation=1000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+          Expect: 100-continue\r\nContent-Length: 17\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (status, body) = tokio::time::timeout(HANG, read_response(&mut s))
+        .await
+        .expect("no answer");
+    assert_eq!((status, code(&body)), (413, -413), "{status} {body}");
+    assert_eq!(api.pushes(), 0);
+    assert_eq!(api.refused(HttpRefusal::BodyTooLarge), 1);
+    assert_eq!(api.refused(HttpRefusal::BodyTimeout), 0);
+}
+
 /// 1,000 connections trickling a request header one byte at a time: real pushes keep
 /// succeeding meanwhile, and every trickling connection is closed at `header_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,10 @@ pub mod im {
     pub const KICK: i32 = 45;
     /// The pushes an opted-in connection accepts on top of its own `accepts`.
     pub const PUSHES: [i32; 3] = [MSG, EVENT, KICK];
+    /// IM's server-to-client range (im.md §5.2: 41, 43 and 45, and the unassigned 40, 42
+    /// and 44). An opted-in connection that sends one is closed (comet's `bad_op`): goim's
+    /// empty echo would come back as a push, an empty op 45 as a kick.
+    pub const SERVER_OPS: std::ops::RangeInclusive<i32> = 40..=45;
 }
 
 /// The codec an opted-in connection's answered ops use (`ConnectReply.im`).

@@ -118,7 +118,7 @@ fn bad_websocket_input_closes_only_its_connection() {
     let mut c = Client::ws(srv.ws);
     c.write_raw(&ws::encode_client_frame(Opcode::Binary, true, [1; 4], &[0; 5000])[..8]);
     c.expect_close();
-    // A message that is not exactly one packet.
+    // A message that is not exactly one packet: bad_packet (1007).
     let mut c = Client::ws(srv.ws);
     let mut two = Packet::new(1, 2, 1, vec![]).to_bytes();
     two.push(0);
@@ -131,7 +131,9 @@ fn bad_websocket_input_closes_only_its_connection() {
     c.write_raw(&f);
     c.expect_close();
     eventually("frame closes counted", || {
-        srv.closes(CloseReason::FrameTooLarge) == 1 && srv.closes(CloseReason::BadFrame) == 2
+        srv.closes(CloseReason::FrameTooLarge) == 1
+            && srv.closes(CloseReason::BadPacket) == 1
+            && srv.closes(CloseReason::BadFrame) == 1
     });
     assert_neighbour_works(&srv, &mut n);
 }

@@ -78,6 +78,41 @@ fn lame_duck_refuses_new_clients_keeps_pushing_and_spreads_closes() {
     assert!(comet.stats().closes(CloseReason::LameDuck) >= CLIENTS as u64);
 }
 
+/// Few connections are spread over the whole period too: before, a worker closed at least
+/// one per 100-ms slice, so 4 connections draining over 2 s were all gone in 0.1 s.
+#[test]
+fn lame_duck_spreads_a_few_connections_over_the_whole_period() {
+    const CLIENTS: usize = 4;
+    const OVER: Duration = Duration::from_secs(2);
+    let mut srv = start();
+    let comet = srv.running.as_ref().unwrap().comet().clone();
+    let watchers: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = Client::tcp(srv.tcp);
+            c.auth(&token(i as i64, &format!("few-{i}"), "", &[]));
+            c
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|c| std::thread::spawn(move || watch(c, b"-")))
+        .collect();
+    eventually("all sessions", || comet.conn_count() == CLIENTS);
+    let running = srv.running.take().unwrap();
+    let drain = std::thread::spawn(move || running.drain(OVER, std::future::pending()));
+    let closed: Vec<Instant> = watchers.into_iter().map(|t| t.join().unwrap().1).collect();
+    drain.join().unwrap();
+    let first = closed.iter().min().unwrap();
+    let last = closed.iter().max().unwrap();
+    // However the 4 are shared between the 2 workers, a worker with 2 or more closes its
+    // last at least half the period after its first.
+    assert!(
+        *last - *first >= Duration::from_millis(800),
+        "4 closes spread over 2 s, not within a few slices: {:?}",
+        *last - *first
+    );
+    assert_eq!(comet.stats().closes(CloseReason::LameDuck), CLIENTS as u64);
+}
+
 /// A taken HTTP port stops the start before comet accepts anyone: the comet's TCP port is
 /// still free afterwards (before, comet was already listening when the HTTP bind failed).
 #[test]

@@ -14,8 +14,8 @@
 # gRPC +9, logic HTTP +11, logic gRPC +19, Redis +79, broker +92, PostgreSQL +54), PG_POOL
 # (logic's im.postgres_pool, 16), PG_BIN (the directory of initdb and postgres, default the
 # highest /usr/lib/postgresql/*/bin), TANSU (default tansu on PATH or ~/.cargo/bin/tansu),
-# TARGET (cargo's target directory), PROFILE (its release or debug build: release). The caller sets its own traps; its cleanup calls
-# split_down.
+# TARGET (cargo's target directory), PROFILE (its release or debug build: release), COMET_LOG
+# (comet's `[log] filter`, warn). The caller sets its own traps; its cleanup calls split_down.
 
 split_init() {
   BASE_PORT=${BASE_PORT:-3200}
@@ -169,7 +169,7 @@ addrs = ["127.0.0.1:$LGRPC"]
 [redis]
 url = "redis://127.0.0.1:$REDIS"
 [log]
-filter = "warn"
+filter = "${COMET_LOG:-warn}"
 EOF
   start logic "$TARGET/${PROFILE:-release}/logic" --config "$tmp/logic.toml"
   wait_port logic "$HTTP" # bound once the IM store is open

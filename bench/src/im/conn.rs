@@ -107,6 +107,11 @@ impl Conn {
         Ok((c, from_pb::<ImWelcome>(&reply.body)?))
     }
 
+    /// This end's address (what the server logs as the connection's peer).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
     /// Writes one request; returns its header seq.
     pub async fn send(&mut self, op_code: i32, body: &[u8]) -> Result<i32, ConnError> {
         let seq = self.next_seq;

@@ -46,7 +46,10 @@ pub(super) async fn verify(
             for attempt in 0..VERIFY_TRIES {
                 match pull_log(&shared, source, viewer, view, page).await {
                     Ok(log) => return Ok(ledger::check(&acked, &log, |m| m.sender != 0)),
-                    Err(e) => last = e.to_string(),
+                    Err(e) => {
+                        eprintln!("soak: check of {conv:?}, try {attempt}: {e:#}");
+                        last = e.root_cause().to_string();
+                    }
                 }
                 sleep(Duration::from_millis(500) * 2u32.pow(attempt.min(3))).await;
             }
@@ -76,8 +79,22 @@ async fn pull_log(
     let open = Conn::open(shared.addr, Some(source), viewer, &shared.tokens);
     let (mut c, w) = timeout(shared.request_timeout, open)
         .await
-        .context("login timed out")??;
+        .context("login timed out")?
+        .with_context(|| format!("viewer {viewer}: login"))?;
     ensure!(w.code == 0, "welcome code {}", w.code);
+    // On failure, the address comet's close log names (with the soak's comet log at debug).
+    let local = c.local_addr()?;
+    pull_all(&mut c, shared, conv, page)
+        .await
+        .with_context(|| format!("viewer {viewer} from {local}"))
+}
+
+async fn pull_all(
+    c: &mut Conn,
+    shared: &Shared,
+    conv: ConvRef,
+    page: u32,
+) -> anyhow::Result<Vec<Logged>> {
     let mut log = Vec::new();
     let mut from = 1;
     loop {

@@ -146,9 +146,11 @@ impl Worker {
         }
     }
 
-    /// Lame duck: shuts this worker's listeners, then closes its connections in equal parts
-    /// every [`DRAIN_SLICE`] over `over`, so their clients reconnect elsewhere gradually
-    /// instead of in one storm. Signals `done` when the last is closed.
+    /// Lame duck: shuts this worker's listeners, then closes its connections evenly over
+    /// `over`, checking every [`DRAIN_SLICE`], so their clients reconnect elsewhere
+    /// gradually instead of in one storm: of `n` connections, the `i`-th (from 0) closes
+    /// about `i × over / n` after the start (few connections are spread too, not closed one
+    /// per slice). Signals `done` when the last is closed.
     pub(super) async fn drain(self: Rc<Self>, over: Duration, done: flume::Sender<()>) {
         if !self.draining.replace(true) {
             for &fd in self.listen_fds.borrow().iter() {
@@ -157,18 +159,21 @@ impl Worker {
             let ids = self.conns.borrow().ids();
             info!(worker = self.id, connections = ids.len(), ?over, "draining");
             let slices = (over.as_nanos() / DRAIN_SLICE.as_nanos()).max(1) as usize;
-            let per_slice = ids.len().div_ceil(slices).max(1);
-            let mut chunks = ids.chunks(per_slice).peekable();
-            while let Some(chunk) = chunks.next() {
+            let mut closed = 0;
+            for slice in 1..=slices {
                 if self.stopping.get() {
                     break;
                 }
-                for &id in chunk {
+                // Due by the end of this slice: ⌈n × slice / slices⌉ (all of them at the last).
+                let due = (ids.len() * slice).div_ceil(slices);
+                for &id in &ids[closed..due] {
                     self.close(id, CloseReason::LameDuck);
                 }
-                if chunks.peek().is_some() {
-                    monoio::time::sleep(DRAIN_SLICE).await;
+                closed = due;
+                if closed == ids.len() {
+                    break;
                 }
+                monoio::time::sleep(DRAIN_SLICE).await;
             }
         }
         let _ = done.send(());

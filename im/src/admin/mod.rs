@@ -185,7 +185,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         use starling_logic::http::BodyRefusal;
         let logic = Arc::<starling_logic::Logic>::from_ref(state);
-        let bytes = starling_logic::http::read_limited(&logic, req.into_body())
+        let bytes = starling_logic::http::read_limited(&logic, req)
             .await
             .map_err(|r| {
                 let code = match r {

@@ -23,9 +23,9 @@ pub use server::Server;
 use crate::logic::{Logic, LogicError};
 use crate::stats::HttpRefusal;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::body::HttpBody as _;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -107,7 +107,8 @@ fn failed(e: LogicError) -> Response {
 /// Why a request body was not read whole ([`read_limited`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyRefusal {
-    /// Over `[logic.http] max_body` (413; at once when `Content-Length` says so).
+    /// Over `[logic.http] max_body` (413; before the body is read when the request says
+    /// `Expect: 100-continue` and its `Content-Length` is over).
     TooLarge(usize),
     /// Not complete within `[logic.http] body_timeout` (408).
     Timeout(std::time::Duration),
@@ -128,20 +129,35 @@ impl std::fmt::Display for BodyRefusal {
 /// Reads a whole request body on logic's HTTP port within `[logic.http]`'s `max_body` and
 /// `body_timeout`, counting a refusal in `starling_logic_http_refused_total` (logged once a
 /// second): the push API's routes and IM's management API (`/im/v1`) read bodies with it.
-pub async fn read_limited(logic: &Logic, body: Body) -> Result<bytes::Bytes, BodyRefusal> {
+///
+/// A request that says `Expect: 100-continue` with a `Content-Length` over the limit is
+/// refused before its body is polled: hyper sends `100 Continue` when the body is first
+/// polled, and the client is owed the 413 instead (RFC 9110 §10.1.1). Without `Expect`, the
+/// body is on its way already: it is read up to the limit as before, so the client is not
+/// reset in the middle of its write before it can read the answer.
+pub async fn read_limited(logic: &Logic, req: Request) -> Result<bytes::Bytes, BodyRefusal> {
     let http = &logic.config.http;
     let max = http.max_body;
-    let read = tokio::time::timeout(http.body_timeout, Limited::new(body, max).collect()).await;
-    let (why, refusal) = match read {
-        Ok(Ok(b)) => return Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => {
-            (HttpRefusal::BodyTooLarge, BodyRefusal::TooLarge(max))
+    let waits_for_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let body = req.into_body();
+    let (why, refusal) = if waits_for_continue && body.size_hint().lower() > max as u64 {
+        (HttpRefusal::BodyTooLarge, BodyRefusal::TooLarge(max))
+    } else {
+        let read = tokio::time::timeout(http.body_timeout, Limited::new(body, max).collect()).await;
+        match read {
+            Ok(Ok(b)) => return Ok(b.to_bytes()),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                (HttpRefusal::BodyTooLarge, BodyRefusal::TooLarge(max))
+            }
+            Ok(Err(e)) => return Err(BodyRefusal::Unreadable(e.to_string())),
+            Err(_) => (
+                HttpRefusal::BodyTimeout,
+                BodyRefusal::Timeout(http.body_timeout),
+            ),
         }
-        Ok(Err(e)) => return Err(BodyRefusal::Unreadable(e.to_string())),
-        Err(_) => (
-            HttpRefusal::BodyTimeout,
-            BodyRefusal::Timeout(http.body_timeout),
-        ),
     };
     if logic.stats.http_refused(why) {
         warn!(reason = why.label(), message = %refusal, "HTTP request body refused (logged once a second)");
@@ -150,8 +166,8 @@ pub async fn read_limited(logic: &Logic, body: Body) -> Result<bytes::Bytes, Bod
 }
 
 /// The whole body of a push ([`read_limited`]): 413 / 408 / `-400` in goim's envelope.
-async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, Response> {
-    read_limited(&state.logic, body).await.map_err(|r| match r {
+async fn read_body(state: &AppState, req: Request) -> Result<bytes::Bytes, Response> {
+    read_limited(&state.logic, req).await.map_err(|r| match r {
         BodyRefusal::TooLarge(_) => refuse(HttpRefusal::BodyTooLarge, r.to_string()),
         BodyRefusal::Timeout(_) => refuse(HttpRefusal::BodyTimeout, r.to_string()),
         BodyRefusal::Unreadable(_) => bad(r.to_string()),
@@ -208,7 +224,7 @@ fn within_limits(s: &AppState, target: &Target) -> Option<Response> {
 async fn push(
     s: AppState,
     q: Option<String>,
-    body: Body,
+    req: Request,
     target: impl FnOnce(&Query) -> Result<(i32, Target), String>,
 ) -> Response {
     let q = try_bad!(Query::parse(q));
@@ -216,7 +232,7 @@ async fn push(
     if let Some(r) = within_limits(&s, &target) {
         return r;
     }
-    let msg = match read_body(&s, body).await {
+    let msg = match read_body(&s, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -232,15 +248,15 @@ async fn push(
     }
 }
 
-async fn push_keys(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body) -> Response {
-    push(s, q, body, |q| {
+async fn push_keys(State(s): State<AppState>, RawQuery(q): RawQuery, req: Request) -> Response {
+    push(s, q, req, |q| {
         Ok((q.int("operation", false)?, Target::Keys(q.all("keys"))))
     })
     .await
 }
 
-async fn push_mids(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body) -> Response {
-    push(s, q, body, |q| {
+async fn push_mids(State(s): State<AppState>, RawQuery(q): RawQuery, req: Request) -> Response {
+    push(s, q, req, |q| {
         let op = q.int("operation", false)?;
         let mids = q
             .all("mids")
@@ -255,8 +271,8 @@ async fn push_mids(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body)
     .await
 }
 
-async fn push_room(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body) -> Response {
-    push(s, q, body, |q| {
+async fn push_room(State(s): State<AppState>, RawQuery(q): RawQuery, req: Request) -> Response {
+    push(s, q, req, |q| {
         let op = q.int("operation", true)?;
         let room = format!("{}://{}", q.text("type")?, q.text("room")?);
         Ok((op, Target::Room(room)))
@@ -264,8 +280,8 @@ async fn push_room(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body)
     .await
 }
 
-async fn push_all(State(s): State<AppState>, RawQuery(q): RawQuery, body: Body) -> Response {
-    push(s, q, body, |q| {
+async fn push_all(State(s): State<AppState>, RawQuery(q): RawQuery, req: Request) -> Response {
+    push(s, q, req, |q| {
         let op = q.int("operation", true)?;
         let speed: i32 = q.int("speed", false)?;
         if speed < 0 {

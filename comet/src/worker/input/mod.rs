@@ -53,11 +53,15 @@ pub(crate) struct Ask {
     pub codec: Codec,
 }
 
+/// A packet's error as a close reason. A WebSocket message that is not exactly one packet
+/// (`LengthMismatch`) is `bad_packet`, like any other data that is not a goim packet: its
+/// Close frame says 1007, data inconsistent with the message's type (RFC 6455 §7.4.1).
 fn packet_reason(e: PacketError) -> CloseReason {
     match e {
         PacketError::BodyTooLarge { .. } => CloseReason::PacketTooLarge,
-        PacketError::LengthMismatch { .. } => CloseReason::BadFrame,
-        _ => CloseReason::BadPacket,
+        PacketError::ShortPackLen(_)
+        | PacketError::HeaderLen(_)
+        | PacketError::LengthMismatch { .. } => CloseReason::BadPacket,
     }
 }
 

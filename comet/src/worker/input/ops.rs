@@ -6,7 +6,9 @@
 //!   body at once;
 //! - forward-and-answer for [`op::ANSWERED`] on a connection that opted in
 //!   (`ConnectReply.im`): the packet goes to logic, the connection's input pauses, and logic's
-//!   answer (zero or more packets) is written back with the request's `seq`.
+//!   answer (zero or more packets) is written back with the request's `seq`;
+//! - on a connection that opted in, IM's server-to-client ops ([`op::im::SERVER_OPS`])
+//!   close it as `bad_op`: goim's empty echo of op 41 or 45 would read as a push or a kick.
 //!
 //! Auth (op 7) is handled before: it is the first packet, and after auth op 7 is echoed and
 //! forwarded like any other, as goim does.
@@ -25,6 +27,8 @@ pub(crate) enum Rule {
     EchoAndForward,
     /// Starling: logic answers, with this codec for comet's own error replies.
     ForwardAndAnswer(Codec),
+    /// Starling: an op only the server sends, from a connection that opted in: closed.
+    ServerOnly,
 }
 
 /// The rule for `op` on a connection whose opt-in is `im`.
@@ -34,6 +38,7 @@ pub(crate) fn rule(op: i32, im: Option<Codec>) -> Rule {
         (op::CHANGE_ROOM, _) => Rule::ChangeRoom,
         (op::SUB | op::UNSUB, _) => Rule::Accepts,
         (o, Some(codec)) if op::ANSWERED.contains(&o) => Rule::ForwardAndAnswer(codec),
+        (o, Some(_)) if op::im::SERVER_OPS.contains(&o) => Rule::ServerOnly,
         _ => Rule::EchoAndForward,
     }
 }
@@ -44,7 +49,7 @@ mod tests {
 
     #[test]
     fn goim_connections_get_goim_rules_for_every_op() {
-        for o in [0, 1, 4, 5, 7, 9, 18, 20, 39, 40, 1000, -1] {
+        for o in [0, 1, 4, 5, 7, 9, 18, 20, 39, 40, 41, 45, 1000, -1] {
             assert_eq!(rule(o, None), Rule::EchoAndForward, "op {o}");
         }
         assert_eq!(rule(2, None), Rule::Heartbeat);
@@ -58,8 +63,11 @@ mod tests {
         let im = Some(Codec::Json);
         assert_eq!(rule(20, im), Rule::ForwardAndAnswer(Codec::Json));
         assert_eq!(rule(39, im), Rule::ForwardAndAnswer(Codec::Json));
-        for o in [4, 7, 19, 40, 41, 1000] {
+        for o in [4, 7, 19, 46, 1000] {
             assert_eq!(rule(o, im), Rule::EchoAndForward, "op {o}");
+        }
+        for o in 40..=45 {
+            assert_eq!(rule(o, im), Rule::ServerOnly, "op {o}");
         }
         assert_eq!(rule(2, im), Rule::Heartbeat);
     }

@@ -103,6 +103,10 @@ impl Worker {
                 self.call_logic("receive", self.shared.logic.receive(conn.receive_req(&p)));
                 conn.reply_packet(&self.out(), p.ver, p.op, p.seq, &[])?;
             }
+            Rule::ServerOnly => {
+                debug!(op = p.op, "server-only IM op from an IM connection");
+                return Err(CloseReason::BadOp);
+            }
             Rule::ForwardAndAnswer(codec) => {
                 conn.phase = Phase::Answering;
                 let mut req = conn.receive_req(&p);
