@@ -126,6 +126,13 @@ fn check_and_print_agree(bin: &str) {
         defaults.contains("[log]\nfilter = \"info\"\n"),
         "{defaults}"
     );
+    // Decimals print as written in the conf files (`factor = 1.8`), not as an f32 widened
+    // to f64 (`1.7999999523162842`).
+    let noisy: Vec<&str> = defaults
+        .lines()
+        .filter(|l| l.contains("0000000") || l.contains("9999999"))
+        .collect();
+    assert!(noisy.is_empty(), "float noise in config print: {noisy:?}");
     let printed = temp_file("printed", &defaults);
     let o = run(bin, &["config", "check", path_str(&printed)]);
     assert_exit(&o, exit::OK, &format!("config check of:\n{defaults}"));

@@ -56,9 +56,12 @@ impl Metrics {
         self.collector(FnCollector(f));
     }
 
-    /// Adds a metric the crate keeps (a histogram, a family). `name` without `_total`.
+    /// Adds a metric the crate keeps (a histogram, a family). `name` without `_total`;
+    /// `help` a sentence like the collectors' (prometheus-client appends its own period, so
+    /// a final one is dropped here rather than printed twice).
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        self.lock().register(name, help, metric);
+        self.lock()
+            .register(name, help.strip_suffix('.').unwrap_or(help), metric);
     }
 
     /// The Prometheus text exposition (format 0.0.4) of everything registered.
@@ -229,7 +232,9 @@ mod tests {
         let text = m.render();
         for line in [
             "# TYPE t_pushed_total counter",
+            "# HELP t_pushed_total Pushes.",
             "t_pushed_total 3",
+            "# HELP t_commit_seconds Commits.",
             "t_connections -1",
             "t_closed_total{reason=\"bad_packet\",code=\"4\"} 2",
             "# TYPE t_commit_seconds histogram",

@@ -32,7 +32,7 @@ pub struct Node {
     pub ws_port: u16,
     pub wss_port: u16,
     /// Weight multiplier for comets in the client's region.
-    pub region_weight: f32,
+    pub region_weight: f64,
 }
 
 /// Client reconnect backoff advertised by `/goim/nodes/weighted`.
@@ -41,8 +41,10 @@ pub struct Node {
 pub struct Backoff {
     pub max_delay: i32,
     pub base_delay: i32,
-    pub factor: f32,
-    pub jitter: f32,
+    /// f64 here (the protobuf `Backoff` carries f32): `config print` shows `1.8`, not the
+    /// widened `1.7999999523162842`.
+    pub factor: f64,
+    pub jitter: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

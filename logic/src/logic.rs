@@ -420,8 +420,8 @@ impl Logic {
             backoff: Some(Backoff {
                 max_delay: b.max_delay,
                 base_delay: b.base_delay,
-                factor: b.factor,
-                jitter: b.jitter,
+                factor: b.factor as f32,
+                jitter: b.jitter as f32,
             }),
         }
     }

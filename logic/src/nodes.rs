@@ -15,7 +15,7 @@ pub trait Registry: Send + Sync + 'static {
 pub fn weighted<'a>(
     instances: &'a [Instance],
     region: &str,
-    region_weight: f32,
+    region_weight: f64,
 ) -> Vec<&'a Instance> {
     let live: Vec<&Instance> = instances
         .iter()
@@ -23,7 +23,7 @@ pub fn weighted<'a>(
         .collect();
     let gain = |i: &Instance| {
         if !region.is_empty() && i.region == region {
-            f64::from(region_weight)
+            region_weight
         } else {
             1.0
         }

@@ -158,6 +158,7 @@ impl Worker {
             }
             let ids = self.conns.borrow().ids();
             info!(worker = self.id, connections = ids.len(), ?over, "draining");
+            let started = std::time::Instant::now();
             let slices = (over.as_nanos() / DRAIN_SLICE.as_nanos()).max(1) as usize;
             let mut closed = 0;
             for slice in 1..=slices {
@@ -175,6 +176,7 @@ impl Worker {
                 }
                 monoio::time::sleep(DRAIN_SLICE).await;
             }
+            info!(worker = self.id, closed, elapsed = ?started.elapsed(), "drained");
         }
         let _ = done.send(());
     }
