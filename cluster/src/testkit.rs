@@ -105,12 +105,21 @@ impl Daemon {
         }
     }
 
-    /// Kills the server (SIGKILL, as a crash). A frozen server is thawed first, so that its
-    /// children see their parent die and exit (a stopped child would outlive it).
+    /// Kills the server and every process it started (SIGKILL, as a host crash). Killing
+    /// only the parent left PostgreSQL's backends alive for a moment, and one of them could
+    /// still commit on its pooled connection after the server was "stopped" (a CI run saw a
+    /// send stored at seq 53 where the test expected 503). The parent is stopped first, so
+    /// that it starts no new child while they are listed. A frozen server is thawed first.
     pub fn stop(&mut self) {
         self.thaw();
         if let Some(mut c) = self.child.take() {
+            let root = c.id() as i32;
+            signal(root, libc::SIGSTOP);
+            let children = descendants(root);
             let _ = c.kill();
+            for pid in children {
+                signal(pid, libc::SIGKILL);
+            }
             let _ = c.wait();
         }
     }
