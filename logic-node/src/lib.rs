@@ -37,7 +37,22 @@ pub struct Config {
 impl boot::ConfigFile for Config {
     fn validate(&self) -> Result<(), boot::Invalid> {
         self.logic.validate()?;
-        Ok(self.im.validate()?)
+        self.im.validate()?;
+        // comet closes a connection silent for heartbeat × heartbeat_max; its session and IM
+        // device entry must outlive that, or a connection that is still open becomes
+        // unreachable: pushes to it are dropped until its next heartbeat puts the entry
+        // back (the issue-15 CI failure: 6s TTL under a 10s close). goim's defaults keep
+        // 30m over 2 × 4m.
+        let node = &self.logic.node;
+        let close = node.heartbeat.saturating_mul(node.heartbeat_max);
+        if self.redis.expire <= close {
+            return Err(format!(
+                "redis.expire: {:?} is not above logic.node.heartbeat × heartbeat_max ({close:?}): a silent connection's session and device entry would expire while comet still holds it, and pushes to it would be lost",
+                self.redis.expire,
+            )
+            .into());
+        }
+        Ok(())
     }
 }
 
@@ -118,4 +133,29 @@ pub async fn run(
         }),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boot::ConfigFile;
+    use std::time::Duration;
+
+    #[test]
+    fn a_session_ttl_not_above_the_heartbeat_close_is_refused() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok(), "goim's defaults: 30m over 2 × 4m");
+        c.logic.node.heartbeat = Duration::from_secs(2);
+        c.logic.node.heartbeat_max = 5;
+        c.redis.expire = Duration::from_secs(10);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "redis.expire: 10s is not above logic.node.heartbeat × heartbeat_max (10s)"
+            ),
+            "{err}"
+        );
+        c.redis.expire = Duration::from_secs(11);
+        assert!(c.validate().is_ok());
+    }
 }

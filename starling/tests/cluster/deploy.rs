@@ -49,6 +49,10 @@ bind = "0.0.0.0:{COMET_OPS_PORT}"
     )
 }
 
+/// logic's file. `redis.expire` (12 s) outlives comet's close of a silent connection
+/// (heartbeat × heartbeat_max = 10 s) plus comet's `session_renew` (1 s), as logic requires:
+/// with 6 s, a client silent for 6–10 s kept its connection but lost its device entry, and
+/// missed the pushes of that window (a CI failure of t4).
 pub(super) fn logic_conf(redis: &str, brokers: &str, extra: &str) -> String {
     format!(
         r#"[logic]
@@ -60,7 +64,7 @@ heartbeat_max = 5
 online_refresh = "300ms"
 [redis]
 url = "{redis}"
-expire = "6s"
+expire = "12s"
 [kafka]
 brokers = ["{brokers}"]
 topic = "{TOPIC}"
