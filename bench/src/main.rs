@@ -13,6 +13,7 @@
 //! - `soak`: the long run of issue 15 (leaks, churn, Redis blips, no acknowledged loss).
 //! - `im`: the IM scenarios (P2P, group, offline sync), one process each; idle IM
 //!   connections are `conns --im-secret`.
+//! - `xmpp`: the same IM scenarios against ejabberd (issue 16), a minimal XMPP client.
 
 mod conns;
 mod epoll;
@@ -27,6 +28,7 @@ mod sub;
 mod sys;
 mod track;
 mod wire;
+mod xmpp;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +59,11 @@ enum Cmd {
     /// Soak (issue 15): IM connections with 1:1, group and room traffic and churn for a long
     /// time; server memory, fds and threads sampled; every acknowledged message checked.
     Soak(soak::SoakArgs),
+    /// The IM scenarios against an XMPP server (issue 16: ejabberd side by side).
+    Xmpp {
+        #[command(subcommand)]
+        cmd: xmpp::XmppCmd,
+    },
     /// (internal) one subscriber process of a run.
     #[command(hide = true)]
     Sub(sub::SubArgs),
@@ -84,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fanout(a) => coordinator(fanout::run(a)),
         Cmd::Floor(a) => print_json(&floor::run(a)?),
         Cmd::Im { cmd } => coordinator(im::run(cmd)),
+        Cmd::Xmpp { cmd } => coordinator(xmpp::run(cmd)),
         Cmd::Soak(a) => coordinator(soak::run(a)),
         Cmd::Sub(a) => sub::run(a),
     }

@@ -178,12 +178,15 @@ pub struct CpuProbe {
 
 impl CpuProbe {
     pub fn start(common: &Common) -> CpuProbe {
-        let pid = common.pid;
+        CpuProbe::of(common.pid, &common.procs)
+    }
+
+    /// Starts measuring `pid`'s threads and each of `procs` (children included).
+    pub fn of(pid: Option<u32>, procs: &[(String, u32)]) -> CpuProbe {
         let before = pid
             .and_then(|p| sys::threads_cpu_ns(p).ok())
             .unwrap_or_default();
-        let procs = common
-            .procs
+        let procs = procs
             .iter()
             .map(|(n, p)| (n.clone(), *p, sys::tree_cpu_ns(*p)))
             .collect();
