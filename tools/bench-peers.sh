@@ -4,6 +4,10 @@
 # Installs the peers with apt-get when absent. Writes one JSON line per run to $OUT.
 #
 #   tools/bench-peers.sh [memory|burst|pinned|steady|idle|floor|keys|ws|all]   (default: all)
+#   tools/bench-peers.sh im [p2p|rate|group|offline|idle|all]
+#
+# im: Starling's IM side by side with ejabberd (issue 16), each server on one core: see
+# tools/bench-im-peers.sh, which it runs. Not part of `all`.
 #
 # burst: 200 room messages as fast as each peer accepts them, WINDOW of them unacknowledged
 # (pipelined), the same window for every peer. pinned: the same bursts with each server
@@ -18,6 +22,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
+if [[ $what == im ]]; then
+  shift
+  exec tools/bench-im-peers.sh "$@"
+fi
 OUT=${OUT:-bench/results.jsonl}
 RUNS=${RUNS:-2}
 SUBS=${SUBS:-10000}
