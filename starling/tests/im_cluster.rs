@@ -11,7 +11,7 @@ mod cluster;
 mod common;
 
 use cluster::im::{ImCluster, contiguous, pump_all, turn, whole_log};
-use common::im_client::{ImClient, group};
+use common::im_client::{ImClient, group, p2p};
 use common::im_server::ADMIN;
 use starling_proto::im::v1::{MsgKind, SendAck};
 use starling_proto::op;
@@ -379,4 +379,30 @@ fn t4_job_killed_twice_every_online_member_gets_every_message_once() {
     c.phase(&format!(
         "20 online members hold seqs 1..={last}; raw duplicates dropped by the clients: {raw_duplicates}"
     ));
+}
+
+/// A client silent for longer than 6 s, but not as long as comet's close of a silent
+/// connection (heartbeat 2 s × heartbeat_max 5), keeps its device entry: a message sent to it
+/// then is pushed to it, with no sync. With `redis.expire` under the close (6 s, as when t4
+/// failed in CI) the entry expired first and the push was dropped, with no gap to show it.
+#[test]
+fn a_silent_client_stays_reachable_until_comet_closes_it() {
+    let _turn = turn();
+    let c = ImCluster::start();
+    let mut silent = c.connect(0, 61, "silent-61");
+    let mut peer = c.connect(1, 62, "silent-62");
+    std::thread::sleep(Duration::from_millis(7500));
+    let acks = peer.send(p2p(61), "to-the-silent-one", "hello");
+    assert_eq!(acks.last().map(|a| a.code), Some(0), "{acks:?}");
+    // Read for 1 s, still before the close: only the push can bring it.
+    silent
+        .pump(Duration::from_secs(1))
+        .expect("still connected");
+    let got: Vec<&str> = silent
+        .messages(p2p(62))
+        .iter()
+        .map(|m| m.client_msg_id.as_str())
+        .collect();
+    assert_eq!(got, ["to-the-silent-one"], "pushed after 7.5 s of silence");
+    c.phase("a client silent for 7.5 s was pushed to");
 }
