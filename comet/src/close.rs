@@ -49,9 +49,10 @@ pub enum CloseReason {
     /// The client kept sending packets over `limits.max_packets_per_sec` (and its burst)
     /// `limits.flood_strikes` times without pausing.
     Flood = 16,
-    /// A connection that opted in to IM sent an op of IM's server-to-client range (40–45,
-    /// `op::im::SERVER_OPS`; reference im.md §5.2), which goim's echo would turn into a push
-    /// or a kick.
+    /// A connection that opted in to IM sent an op only the server sends
+    /// (`op::im::server_only`: a reply op 21 … 39 or a push op 40–45; reference im.md §5.2):
+    /// goim's echo would turn a push op into a push or a kick, and logic would answer a
+    /// reply op on op + 1, another request's number.
     BadOp = 17,
 }
 

@@ -307,13 +307,14 @@ fn a_kick_leaves_other_connections_alone() {
     assert_eq!(c.comet.conn_count(), 3);
 }
 
-/// IM's server-to-client ops (40–45) sent by a connection that opted in close it as
-/// `bad_op` (on WebSocket with 1002): goim's empty echo would have come back as an op-41
-/// push, or an op-45 kick. A goim connection still gets goim's echo of the same ops.
+/// IM's server-to-client ops (40–45) and reply ops (21, 39) sent by a connection that opted
+/// in close it as `bad_op` (on WebSocket with 1002): goim's empty echo would have come back as
+/// an op-41 push, or an op-45 kick; logic answered op 21 on op 22 and op 39 on op 40. A goim
+/// connection still gets goim's echo of the same ops.
 #[test]
 fn a_server_op_from_an_opted_in_connection_closes_it() {
     let c = start();
-    for (i, op) in [41, 45, 40].into_iter().enumerate() {
+    for (i, op) in [41, 45, 40, 21, 39].into_iter().enumerate() {
         let mut im = Client::connect(c.tcp);
         im.auth(&im_token(&format!("srv-op-{op}"), json!({})));
         im.send(op, 9, b"");
@@ -327,7 +328,7 @@ fn a_server_op_from_an_opted_in_connection_closes_it() {
     im.auth(&im_token("srv-op-ws", json!({})));
     im.send(KICK, 9, b"");
     assert_eq!(im.expect_ws_close(), Some((1002, "bad_op".into())));
-    eventually("counted", || c.closes(CloseReason::BadOp) == 4);
+    eventually("counted", || c.closes(CloseReason::BadOp) == 6);
     let mut goim = Client::connect(c.tcp);
     goim.auth(&token(2, "goim-srv-op", 0));
     goim.send(KICK, 9, b"");

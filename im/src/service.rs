@@ -126,8 +126,9 @@ impl Im {
     /// Admits IM connections through `logic` and answers their ops.
     pub fn install(self: &Arc<Self>, logic: &Logic) {
         logic.set_connect_hook(self.clone());
-        // Every answered op (20-39), the reserved and odd ones included: one reply per
-        // request (a 400 for those), so no client waits for an answer that never comes.
+        // Every answered op (20-39), the reserved ones included: one reply per request (a 400
+        // for those), so no client waits for an answer that never comes. comet closes a
+        // connection that sends an odd one (a reply op) as `bad_op` before it gets here.
         for op in op::ANSWERED {
             logic.set_handler(op, Arc::new(crate::ops::OpHandler(self.clone())));
         }

@@ -72,6 +72,14 @@ pub mod im {
     /// and 44). An opted-in connection that sends one is closed (comet's `bad_op`): goim's
     /// empty echo would come back as a push, an empty op 45 as a kick.
     pub const SERVER_OPS: std::ops::RangeInclusive<i32> = 40..=45;
+
+    /// Whether only the server sends `op` on an opted-in connection: the pushes
+    /// ([`SERVER_OPS`]) and the replies of [`super::ANSWERED`] (its odd ops, 21 … 39).
+    /// Forwarded, a reply op would be answered on op + 1, an even op: a request's number
+    /// (21 came back as 22, `IM_SYNC`), or 40 for 39.
+    pub fn server_only(op: i32) -> bool {
+        SERVER_OPS.contains(&op) || (super::ANSWERED.contains(&op) && op % 2 == 1)
+    }
 }
 
 /// The codec an opted-in connection's answered ops use (`ConnectReply.im`).

@@ -4,11 +4,13 @@
 //! - goim's echo-and-forward for every other op of a goim connection: the packet goes to
 //!   logic's `Receive` (its answer dropped) and the client gets the same op with an empty
 //!   body at once;
-//! - forward-and-answer for [`op::ANSWERED`] on a connection that opted in
-//!   (`ConnectReply.im`): the packet goes to logic, the connection's input pauses, and logic's
-//!   answer (zero or more packets) is written back with the request's `seq`;
-//! - on a connection that opted in, IM's server-to-client ops ([`op::im::SERVER_OPS`])
-//!   close it as `bad_op`: goim's empty echo of op 41 or 45 would read as a push or a kick.
+//! - forward-and-answer for the requests of [`op::ANSWERED`] (its even ops) on a connection
+//!   that opted in (`ConnectReply.im`): the packet goes to logic, the connection's input
+//!   pauses, and logic's answer (zero or more packets) is written back with the request's
+//!   `seq`;
+//! - on a connection that opted in, ops only the server sends ([`op::im::server_only`]: the
+//!   replies 21 … 39 and the pushes 40–45) close it as `bad_op`: goim's empty echo of op 41
+//!   or 45 would read as a push or a kick, and a reply op would be answered on op + 1.
 //!
 //! Auth (op 7) is handled before: it is the first packet, and after auth op 7 is echoed and
 //! forwarded like any other, as goim does.
@@ -37,8 +39,8 @@ pub(crate) fn rule(op: i32, im: Option<Codec>) -> Rule {
         (op::HEARTBEAT, _) => Rule::Heartbeat,
         (op::CHANGE_ROOM, _) => Rule::ChangeRoom,
         (op::SUB | op::UNSUB, _) => Rule::Accepts,
+        (o, Some(_)) if op::im::server_only(o) => Rule::ServerOnly,
         (o, Some(codec)) if op::ANSWERED.contains(&o) => Rule::ForwardAndAnswer(codec),
-        (o, Some(_)) if op::im::SERVER_OPS.contains(&o) => Rule::ServerOnly,
         _ => Rule::EchoAndForward,
     }
 }
@@ -62,7 +64,10 @@ mod tests {
     fn opted_in_connections_get_answers_for_answered_ops_only() {
         let im = Some(Codec::Json);
         assert_eq!(rule(20, im), Rule::ForwardAndAnswer(Codec::Json));
-        assert_eq!(rule(39, im), Rule::ForwardAndAnswer(Codec::Json));
+        assert_eq!(rule(38, im), Rule::ForwardAndAnswer(Codec::Json));
+        for o in (21..=39).step_by(2) {
+            assert_eq!(rule(o, im), Rule::ServerOnly, "reply op {o}");
+        }
         for o in [4, 7, 19, 46, 1000] {
             assert_eq!(rule(o, im), Rule::EchoAndForward, "op {o}");
         }
