@@ -25,9 +25,11 @@ use conn::Conn;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use starling_im::token::Tokens;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Subcommand)]
@@ -91,16 +93,51 @@ fn parse_proc(s: &str) -> Result<(String, u32), String> {
     Ok((name.to_string(), pid))
 }
 
+/// `given`, or when 0 a first uid from the clock: 10,000 uids per second of wall clock, so
+/// runs a second apart never share a user.
+pub fn uid_base(given: i64) -> i64 {
+    if given > 0 {
+        return given;
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    1_000_000 + (secs % 100_000_000) as i64 * 10_000
+}
+
+/// After the senders stopped: waits until `count()` reaches `expected()`, or until it has not
+/// moved for `quiet` (what is still missing then counts as lost).
+pub async fn settle(count: impl Fn() -> u64, expected: impl Fn() -> u64, quiet: Duration) {
+    let mut last = (count(), sys::now_ns());
+    while count() < expected() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let d = count();
+        if d != last.0 {
+            last = (d, sys::now_ns());
+        } else if sys::now_ns() - last.1 > quiet.as_nanos() as u64 {
+            break;
+        }
+    }
+}
+
+/// Prints `sent` and `got` every `every` while `running()` holds.
+pub async fn progress(
+    every: Duration,
+    running: impl Fn() -> bool,
+    sent: &Cell<u64>,
+    got: &Cell<u64>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    while running() {
+        tick.tick().await;
+        eprintln!("sent {}, delivered {}", sent.get(), got.get());
+    }
+}
+
 impl Common {
     pub fn uid_base(&self) -> i64 {
-        if self.uid_base > 0 {
-            return self.uid_base;
-        }
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        // 10,000 uids per second of wall clock: runs a second apart never share a user.
-        1_000_000 + (secs % 100_000_000) as i64 * 10_000
+        uid_base(self.uid_base)
     }
 
     pub fn tokens(&self) -> anyhow::Result<Tokens> {

@@ -8,7 +8,7 @@ use super::p2p::chat_body;
 use super::stream::{El, Xmpp, XmppError};
 use super::{Common, Order, body};
 use crate::fanout::Percentiles;
-use crate::im::{CpuProbe, ServerCpu, client_cpu_ns, percentiles_us};
+use crate::im::{CpuProbe, ServerCpu, client_cpu_ns, percentiles_us, progress, settle};
 use crate::sys::{self, now_ns};
 use crate::track::new_histogram;
 use anyhow::bail;
@@ -250,28 +250,15 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<GroupResult> {
     let end = start + args.duration.as_nanos() as u64;
     shared.start_ns.set(start);
     let _ = go_tx.send(Some((start, end)));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    while now_ns() < end {
-        tick.tick().await;
-        eprintln!(
-            "sent {}, deliveries {}",
-            shared.sent.get(),
-            shared.deliveries.get()
-        );
-    }
-    let acked_total: u64 = shared.acked.borrow().iter().sum();
-    let expected = acked_total * (n as u64 - 1);
-    let mut last = (shared.deliveries.get(), now_ns());
-    while shared.deliveries.get() < expected {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let d = shared.deliveries.get();
-        if d != last.0 {
-            last = (d, now_ns());
-        } else if now_ns() - last.1 > args.quiet.as_nanos() as u64 {
-            break;
-        }
-    }
+    progress(
+        Duration::from_secs(1),
+        || now_ns() < end,
+        &shared.sent,
+        &shared.deliveries,
+    )
+    .await;
+    let expected = || shared.acked.borrow().iter().sum::<u64>() * (n as u64 - 1);
+    settle(|| shared.deliveries.get(), expected, args.quiet).await;
     let server_cpu = probe.finish();
     let client_cpu_s = (client_cpu_ns() - client_before) as f64 / 1e9;
     for t in &tasks {

@@ -76,13 +76,7 @@ pub const PASSWORD: &str = "bench";
 
 impl Common {
     pub fn uid_base(&self) -> i64 {
-        if self.uid_base > 0 {
-            return self.uid_base;
-        }
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        1_000_000 + (secs % 100_000_000) as i64 * 10_000
+        crate::im::uid_base(self.uid_base)
     }
 
     /// The bare JID of user `uid`.

@@ -7,7 +7,7 @@
 use super::stream::{El, Xmpp, XmppError};
 use super::{Common, Order, body, open_all, read_body};
 use crate::fanout::Percentiles;
-use crate::im::{CpuProbe, ServerCpu, client_cpu_ns, percentiles_us};
+use crate::im::{CpuProbe, ServerCpu, client_cpu_ns, percentiles_us, progress, settle};
 use crate::sys::{self, now_ns};
 use crate::track::new_histogram;
 use clap::Args;
@@ -126,16 +126,13 @@ pub async fn run(args: P2pArgs) -> anyhow::Result<P2pResult> {
             shared.clone(),
         )));
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    while tasks.iter().any(|t| !t.is_finished()) {
-        tick.tick().await;
-        eprintln!(
-            "sent {}, delivered {}",
-            shared.sent.get(),
-            shared.delivered.get()
-        );
-    }
+    progress(
+        Duration::from_secs(1),
+        || tasks.iter().any(|t| !t.is_finished()),
+        &shared.sent,
+        &shared.delivered,
+    )
+    .await;
     let mut failures = Vec::new();
     for t in tasks {
         if let Err(e) = t.await? {
@@ -150,16 +147,7 @@ pub async fn run(args: P2pArgs) -> anyhow::Result<P2pResult> {
         );
     }
     let acked_total: u64 = shared.acked.borrow().iter().sum();
-    let mut last = (shared.delivered.get(), now_ns());
-    while shared.delivered.get() < acked_total {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let d = shared.delivered.get();
-        if d != last.0 {
-            last = (d, now_ns());
-        } else if now_ns() - last.1 > args.quiet.as_nanos() as u64 {
-            break;
-        }
-    }
+    settle(|| shared.delivered.get(), || acked_total, args.quiet).await;
     let server_cpu = probe.finish();
     let client_cpu_s = (client_cpu_ns() - client_before) as f64 / 1e9;
     for r in readers {
