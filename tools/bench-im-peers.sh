@@ -2,8 +2,9 @@
 # Issue 16: Starling's IM side by side with ejabberd (Debian's package), the same client and
 # the same scenarios in one run, each server on core 0 alone and the client on core 1 alone
 # (taskset). `tools/bench-peers.sh im` runs this. Installs ejabberd with apt-get when absent
-# (its system service is stopped and disabled; this script starts its own). Writes one JSON
-# line per run to $OUT.
+# (its system service is stopped and disabled; this script starts its own). Builds the
+# release binaries first (`cargo build --release -p starling -p starling-bench`). Appends one
+# JSON line per scenario, server and run to $OUT.
 #
 #   tools/bench-im-peers.sh [p2p|rate|group|offline|idle|all]   (default: all; comma-separated)
 #
@@ -32,6 +33,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 want() { [[ $what == all || ,$what, == *,$1,* ]]; }
+for w in ${what//,/ }; do
+  case $w in
+    all | p2p | rate | group | offline | idle) ;;
+    *)
+      echo "bench-im-peers: unknown scenario '$w' (p2p, rate, group, offline, idle, all)" >&2
+      exit 2
+      ;;
+  esac
+done
 OUT=${OUT:-bench/results.jsonl}
 RUNS=${RUNS:-2}
 PAIRS=${PAIRS:-500}
@@ -71,8 +81,14 @@ stop_server() {
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
-  # ejabberdctl's foreground leaves beam behind when killed.
+  # ejabberdctl's foreground leaves beam behind when killed, and beam is not this shell's
+  # child: wait until it is gone (the next server takes its port).
   pkill -f "beam.smp.*-sname $EJ_NODE" 2>/dev/null || true
+  for _ in $(seq 100); do
+    pgrep -f "beam.smp.*-sname $EJ_NODE" >/dev/null || break
+    sleep 0.1
+  done
+  pkill -9 -f "beam.smp.*-sname $EJ_NODE" 2>/dev/null || true
   server_pid= server=
   rm -rf "$tmp/store" "$tmp/ejabberd/spool"
 }

@@ -257,7 +257,7 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<GroupResult> {
         client_cpu_s,
     };
     eprintln!(
-        "group of {members}, {} msg/s: {} deliveries ({:.0}/s), delivery p50 {:.2} ms p99 {:.2} ms max {:.1} ms; ack p99 {:.2} ms; lost {}, duplicates {}, out of order {}",
+        "group of {members}, {} msg/s: {} deliveries ({:.0}/s), delivery p50 {:.2} ms p99 {:.2} ms max {:.1} ms; ack p99 {:.2} ms; lost {}, duplicates {}, out of order {}; {} of {} sends acknowledged, other answers {:?} (lost counts acknowledged messages only)",
         args.rate,
         result.deliveries,
         result.deliveries_per_s,
@@ -267,7 +267,10 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<GroupResult> {
         result.ack_latency_us.p99 / 1e3,
         result.lost,
         result.duplicates,
-        result.out_of_order
+        result.out_of_order,
+        result.acked,
+        result.sent,
+        result.ack_errors
     );
     Ok(result)
 }

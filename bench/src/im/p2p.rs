@@ -238,7 +238,7 @@ pub async fn run(args: P2pArgs) -> anyhow::Result<P2pResult> {
         client_cpu_s,
     };
     eprintln!(
-        "P2P {} pairs, rate {}: {:.0} msg/s acked+delivered over {:.1}s; ack p50 {:.2} ms p99 {:.2} ms max {:.1} ms; delivery p50 {:.2} ms p99 {:.2} ms; lost {}, duplicates {}, out of order {}",
+        "P2P {} pairs, rate {}: {:.0} msg/s acked+delivered over {:.1}s; ack p50 {:.2} ms p99 {:.2} ms max {:.1} ms; delivery p50 {:.2} ms p99 {:.2} ms; lost {}, duplicates {}, out of order {}; {} of {} sends acknowledged, other answers {:?} (lost counts acknowledged messages only)",
         result.pairs,
         if args.rate > 0.0 {
             format!("{}/s", args.rate)
@@ -254,7 +254,10 @@ pub async fn run(args: P2pArgs) -> anyhow::Result<P2pResult> {
         result.delivery_latency_us.p99 / 1e3,
         result.lost,
         result.duplicates,
-        result.out_of_order
+        result.out_of_order,
+        result.acked,
+        result.sent,
+        result.ack_errors
     );
     eprintln!(
         "  split at the batch's server_ts: send→batch p50 {:.1} p99 {:.1} ms, batch→ack p50 {:.1} p99 {:.1} ms, batch→delivery p50 {:.1} p99 {:.1} ms; ~{:.0} acks per commit ms",

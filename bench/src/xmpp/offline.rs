@@ -167,7 +167,7 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<IdleResult> {
     let load1_before = sys::load1();
     let c = Rc::new(args.common.clone());
     let Some(pid) = c.pid else {
-        bail!("--pid: the server's pid, whose RSS is measured");
+        bail!("--pid is required: the server's pid (ejabberd's beam.smp), whose RSS is measured");
     };
     let base = c.uid_base();
     let uids: Vec<i64> = (0..args.users as i64).map(|i| base + 1 + i).collect();
