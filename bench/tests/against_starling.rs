@@ -5,6 +5,16 @@
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+/// The servers run in this test process, whose threads the bench measures (`--pid`): a
+/// test's server stopping mid-measurement of another took its threads' CPU out of the sum
+/// (`server_cpu_s` came out 0). The tests that start one take turns.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn server() -> starling::Running {
     server_with(starling::Config::default())
@@ -51,6 +61,7 @@ fn assert_complete(v: &Value, expected: u64) {
 
 #[test]
 fn room_and_key_fanout_over_tcp_and_websocket() {
+    let _turn = turn();
     let s = server();
     let tcp = s.comet().addrs().tcp[0].to_string();
     let ws = s.comet().addrs().ws[0].to_string();
@@ -94,6 +105,7 @@ fn room_and_key_fanout_over_tcp_and_websocket() {
 /// cut off, and connections that joined first stay alive through a 2.5 s connect phase.
 #[test]
 fn subscribers_heartbeat_while_connecting_and_reading() {
+    let _turn = turn();
     let mut c = starling::Config::default();
     c.logic.node.heartbeat = std::time::Duration::from_millis(300);
     c.logic.node.heartbeat_max = 2;
@@ -181,6 +193,7 @@ fn floor_measures_writes_to_sleeping_readers() {
 
 #[test]
 fn connection_load_reports_memory_per_connection() {
+    let _turn = turn();
     let s = server();
     let tcp = s.comet().addrs().tcp[0].to_string();
     let pid = std::process::id().to_string();
