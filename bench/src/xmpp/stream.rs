@@ -221,18 +221,7 @@ impl Xmpp {
     /// Connects, registers when asked, authenticates with SASL PLAIN, binds a resource and
     /// enables stream management. No presence is sent: see [`Xmpp::available`].
     pub async fn open(login: &Login<'_>) -> Result<Xmpp, XmppError> {
-        let sock = TcpStream::connect(login.addr).await?;
-        sock.set_nodelay(true)?;
-        let mut x = Xmpp {
-            sock,
-            buf: Vec::with_capacity(4096),
-            at: 0,
-            jid: String::new(),
-            sent: 0,
-            received: 0,
-            acked: 0,
-        };
-        x.start_stream(login.domain).await?;
+        let mut x = Xmpp::connect(login).await?;
         if login.register {
             x.register_account(login).await?;
         }
@@ -271,7 +260,15 @@ impl Xmpp {
 
     /// Registers the account (XEP-0077) on a stream of its own and closes it: no session.
     pub async fn register(login: &Login<'_>) -> Result<(), XmppError> {
+        let mut x = Xmpp::connect(login).await?;
+        x.register_account(login).await?;
+        x.close().await
+    }
+
+    /// Connects and opens the stream (header and features read).
+    async fn connect(login: &Login<'_>) -> Result<Xmpp, XmppError> {
         let sock = TcpStream::connect(login.addr).await?;
+        sock.set_nodelay(true)?;
         let mut x = Xmpp {
             sock,
             buf: Vec::new(),
@@ -282,8 +279,7 @@ impl Xmpp {
             acked: 0,
         };
         x.start_stream(login.domain).await?;
-        x.register_account(login).await?;
-        x.close().await
+        Ok(x)
     }
 
     async fn register_account(&mut self, login: &Login<'_>) -> Result<(), XmppError> {
