@@ -80,6 +80,8 @@ procs=()
 for name in comet logic job redis tansu postgres; do
   procs+=(--proc "$name=${pids[$name]}")
 done
+# Each tier's tokio tasks (starling_tokio_alive_tasks), from its /metrics.
+procs+=(--scrape "comet=127.0.0.1:$COPS" --scrape "logic=127.0.0.1:$HTTP" --scrape "job=127.0.0.1:$JOPS")
 
 # Redis blips: SIGSTOP keeps its sockets open and its data, as a stalled server would; every
 # blip is logged as a JSON line (wall-clock ms, as the samples' unix_ms).

@@ -93,6 +93,21 @@ pub fn seconds_since(start: std::time::Instant) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// Exports `starling_tokio_alive_tasks`, the tasks alive on `rt` (tokio's
+/// `RuntimeMetrics::num_alive_tasks`): in every tier, what a soak watches for leaked tasks.
+/// comet's connections are not tasks: they live in its monoio workers' slabs
+/// (`starling_comet_connections`).
+pub fn register_runtime(m: &Metrics, rt: tokio::runtime::Handle) {
+    m.collect(move |enc| {
+        gauge(
+            enc,
+            "starling_tokio_alive_tasks",
+            "Tasks alive on the process's tokio runtime (spawned and not yet finished).",
+            rt.metrics().num_alive_tasks() as i64,
+        )
+    });
+}
+
 /// One counter sample. `name` without `_total`.
 pub fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
     let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;

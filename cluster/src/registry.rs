@@ -7,6 +7,7 @@
 //! Redis keys: the set `starling:comets` (hostnames) and `starling:comet:{hostname}` (the
 //! [`Instance`] as JSON, with a TTL).
 
+use crate::metrics::DependencyErrors;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -155,17 +156,20 @@ pub async fn keep_registered(
     describe: impl Fn() -> Instance,
     stop: watch::Receiver<bool>,
 ) {
-    keep_registered_reporting(conn, config, describe, stop, Arc::default()).await
+    let (ok, errors) = (Arc::default(), DependencyErrors::new());
+    keep_registered_reporting(conn, config, describe, stop, ok, errors).await
 }
 
 /// [`keep_registered`], keeping `ok` true while the last renewal succeeded (false before the
-/// first): what a comet's `/readyz` reports as `registry`.
+/// first), what a comet's `/readyz` reports as `registry`, and counting each failed Redis
+/// call (renewal or withdrawal) in `errors` by kind (`starling_comet_redis_errors_total`).
 pub async fn keep_registered_reporting(
     mut conn: ConnectionManager,
     config: Config,
     describe: impl Fn() -> Instance,
     mut stop: watch::Receiver<bool>,
     ok: Arc<AtomicBool>,
+    errors: Arc<DependencyErrors>,
 ) {
     let mut tick = tokio::time::interval(config.interval);
     let mut failing = false;
@@ -184,6 +188,7 @@ pub async fn keep_registered_reporting(
             }
             Ok(()) => {}
             Err(e) => {
+                errors.record(crate::redis::error_kind(&e));
                 if !failing {
                     warn!(error = %e, "registry renewal failed; retrying every interval");
                 }
@@ -194,7 +199,10 @@ pub async fn keep_registered_reporting(
     let hostname = describe().hostname;
     match withdraw(&mut conn, &hostname).await {
         Ok(()) => info!(%hostname, "left the registry"),
-        Err(e) => warn!(error = %e, "leaving the registry failed; the entry will expire"),
+        Err(e) => {
+            errors.record(crate::redis::error_kind(&e));
+            warn!(error = %e, "leaving the registry failed; the entry will expire");
+        }
     }
 }
 
@@ -224,9 +232,14 @@ pub async fn list(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Instan
 }
 
 /// The live comets, reread every `interval` on the current tokio runtime. While Redis is
-/// unreachable the last list stands.
-pub fn watch(conn: ConnectionManager, config: Config) -> watch::Receiver<Arc<Vec<Instance>>> {
-    watch_or_when(conn, config, Arc::new(Notify::new()))
+/// unreachable the last list stands; each failed read is counted in `errors` by kind (the
+/// watcher's `starling_<tier>_redis_errors_total`).
+pub fn watch(
+    conn: ConnectionManager,
+    config: Config,
+    errors: Arc<DependencyErrors>,
+) -> watch::Receiver<Arc<Vec<Instance>>> {
+    watch_or_when(conn, config, Arc::new(Notify::new()), errors)
 }
 
 /// [`watch`], also rereading as soon as `reread` is notified (job, when a push names a comet
@@ -235,6 +248,7 @@ pub fn watch_or_when(
     mut conn: ConnectionManager,
     config: Config,
     reread: Arc<Notify>,
+    errors: Arc<DependencyErrors>,
 ) -> watch::Receiver<Arc<Vec<Instance>>> {
     let (tx, rx) = watch::channel(Arc::new(Vec::new()));
     tokio::spawn(async move {
@@ -260,6 +274,7 @@ pub fn watch_or_when(
                     tx.send_replace(Arc::new(now));
                 }
                 Err(e) => {
+                    errors.record(crate::redis::error_kind(&e));
                     if !failing {
                         warn!(error = %e, "registry read failed; keeping the last list");
                     }

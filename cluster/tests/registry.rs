@@ -1,8 +1,11 @@
 //! The comet registry against a real `redis-server`: entries appear, expire when their comet
 //! stops renewing, and leave at once on a clean stop.
 
+use starling_cluster::metrics::{DependencyErrors, ErrorKind};
 use starling_cluster::registry::{self, CometMeta, Instance};
 use starling_cluster::testkit::Redis;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 fn instance(host: &str, conns: usize) -> Instance {
@@ -19,7 +22,7 @@ fn hosts(list: &[Instance]) -> Vec<&str> {
 
 #[tokio::test]
 async fn entries_expire_or_leave_and_watchers_follow() {
-    let r = Redis::start();
+    let mut r = Redis::start();
     let config = starling_cluster::redis::Config {
         url: r.url(),
         ..Default::default()
@@ -50,13 +53,17 @@ async fn entries_expire_or_leave_and_watchers_follow() {
         interval: Duration::from_millis(100),
         ttl: Duration::from_secs(60),
     };
-    let seen = registry::watch(conn.clone(), fast.clone());
+    let watch_errors = DependencyErrors::new();
+    let seen = registry::watch(conn.clone(), fast.clone(), watch_errors.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let keeper = tokio::spawn(registry::keep_registered(
+    let (renewed, renew_errors) = (Arc::new(AtomicBool::new(false)), DependencyErrors::new());
+    let keeper = tokio::spawn(registry::keep_registered_reporting(
         conn.clone(),
         fast,
         || instance("c3", 1),
         stop_rx,
+        renewed.clone(),
+        renew_errors.clone(),
     ));
     let until = |want: Vec<&'static str>| {
         let mut rx = seen.clone();
@@ -74,6 +81,35 @@ async fn entries_expire_or_leave_and_watchers_follow() {
         }
     };
     until(vec!["c1", "c3"]).await;
+    assert!(renewed.load(Relaxed), "renewing");
+    let none = |e: &DependencyErrors| ErrorKind::ALL.map(|k| e.count(k)) == [0, 0];
+    assert!(
+        none(&watch_errors) && none(&renew_errors),
+        "no error while Redis answers"
+    );
+
+    // Redis hung (SIGSTOP): the watcher's reads and the keeper's renewals time out (500 ms),
+    // each counted as a timeout; the watcher keeps its last list, the keeper reports failing.
+    r.freeze();
+    let timeouts = |e: &DependencyErrors| e.count(ErrorKind::Timeout);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while timeouts(&watch_errors) == 0 || timeouts(&renew_errors) == 0 || renewed.load(Relaxed)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("failed registry calls counted as timeouts");
+    assert_eq!(hosts(&seen.borrow()), ["c1", "c3"], "the last list stands");
+    r.thaw();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !renewed.load(Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("renewing again after Redis is back");
+
     // A clean stop withdraws the entry at once, long before its 60 s TTL.
     stop_tx.send(true).unwrap();
     keeper.await.unwrap();

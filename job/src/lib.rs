@@ -129,12 +129,39 @@ pub type Done = Box<dyn FnOnce() + Send>;
 pub struct Delivery {
     pub msg: PushMsg,
     pub done: Option<Done>,
+    /// When logic handed the message over, ms since the Unix epoch on logic's clock (split:
+    /// the Kafka record's CreateTime; all-in-one: its entry into the in-process queue). Job
+    /// observes `starling_job_delivery_seconds` from it once every target comet is through;
+    /// `None`: not observed.
+    pub produced_ms: Option<i64>,
 }
 
 impl From<PushMsg> for Delivery {
     fn from(msg: PushMsg) -> Self {
-        Delivery { msg, done: None }
+        Delivery {
+            msg,
+            done: None,
+            produced_ms: None,
+        }
     }
+}
+
+impl Delivery {
+    /// A message handed over now (the all-in-one's queue).
+    pub fn produced_now(msg: PushMsg) -> Self {
+        Delivery {
+            msg,
+            done: None,
+            produced_ms: Some(unix_ms()),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub struct Job {
@@ -255,6 +282,13 @@ impl Job {
             )
         });
         m.register(
+            "starling_job_delivery_seconds",
+            "Seconds from logic's hand-over of a push (split: the Kafka record's CreateTime on \
+             logic's clock; all-in-one: its entry into the in-process queue) to job being \
+             through with it at every comet it targets (answered, given up or dropped).",
+            self.stats.delivery_seconds.clone(),
+        );
+        m.register(
             "starling_job_comet_call_seconds",
             "Seconds from a call to a comet to its answer (delivery to the comet; a room batch \
              returns once written).",
@@ -374,8 +408,12 @@ impl Job {
     }
 
     async fn route(&self, delivery: Delivery, queues: &mut Queues) {
-        let Delivery { msg, done } = delivery;
-        let t = ticket(done);
+        let Delivery {
+            msg,
+            done,
+            produced_ms,
+        } = delivery;
+        let t = ticket(self.stats.timed(done, produced_ms));
         let (cap, stall) = (self.config.comet_queue, self.config.comet_stall);
         match push_msg::Type::try_from(msg.r#type) {
             Ok(push_msg::Type::Push) => {

@@ -22,6 +22,9 @@ pub struct Stats {
     pub delivered: AtomicU64,
     /// Seconds from a call to a comet to its answer (a room batch: written by the comet).
     pub call_seconds: Histogram,
+    /// Seconds from logic's hand-over to job being through at every target comet
+    /// ([`Stats::timed`]).
+    pub delivery_seconds: Histogram,
     /// Each live comet queue, for its depth and silence (gauges).
     queues: Mutex<HashMap<String, Arc<Shared>>>,
 }
@@ -44,12 +47,33 @@ impl Default for Stats {
             failed: AtomicU64::default(),
             delivered: AtomicU64::default(),
             call_seconds: metrics::latency_histogram(),
+            delivery_seconds: metrics::latency_histogram(),
             queues: Mutex::default(),
         }
     }
 }
 
 impl Stats {
+    /// `done`, observing `delivery_seconds` first when the message says when it was produced
+    /// (`produced_ms`, Unix ms on logic's clock: hosts' clock skew adds to it, and a negative
+    /// difference counts as 0).
+    pub fn timed(
+        &self,
+        done: Option<crate::Done>,
+        produced_ms: Option<i64>,
+    ) -> Option<crate::Done> {
+        let Some(produced_ms) = produced_ms else {
+            return done;
+        };
+        let h = self.delivery_seconds.clone();
+        Some(Box::new(move || {
+            h.observe((crate::unix_ms() - produced_ms).max(0) as f64 / 1000.0);
+            if let Some(done) = done {
+                done();
+            }
+        }))
+    }
+
     /// Per comet: messages waiting or in a call, and seconds its calls in flight have gone
     /// unanswered (0 when none is in flight; `comet_stall` of it makes the comet behind).
     pub fn queue_gauges(&self) -> Vec<(String, i64, f64)> {

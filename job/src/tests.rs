@@ -256,6 +256,7 @@ fn counted(msg: PushMsg, handed: &Arc<AtomicUsize>) -> Delivery {
         done: Some(Box::new(move || {
             handed.fetch_add(1, Ordering::SeqCst);
         })),
+        produced_ms: None,
     }
 }
 

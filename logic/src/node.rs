@@ -116,8 +116,8 @@ impl Registry for WatchedRegistry {
     }
 }
 
-/// Exports a node's failed Redis calls (sessions, room counts, IM's device table) and Kafka
-/// produce calls as `starling_logic_redis_errors_total{kind}` and
+/// Exports a node's failed Redis calls (sessions, room counts, IM's device table, registry
+/// reads) and Kafka produce calls as `starling_logic_redis_errors_total{kind}` and
 /// `starling_logic_kafka_errors_total{kind}` (`kind`: `timeout` or `error`).
 pub fn register_dependency_errors(
     m: &Metrics,
@@ -128,7 +128,8 @@ pub fn register_dependency_errors(
         redis.encode(
             enc,
             "starling_logic_redis_errors",
-            "Calls to Redis that failed (sessions, room counts, IM's device table), by kind.",
+            "Calls to Redis that failed (sessions, room counts, IM's device table, the comet \
+             registry's reads), by kind.",
         )?;
         kafka.encode(
             enc,
@@ -159,15 +160,16 @@ pub async fn run_with(
     extend: Extend,
 ) -> Result<(), NodeError> {
     let conn = redis::connect(&config.redis)?;
-    let instances = registry::watch(conn.clone(), config.registry.clone());
+    // Every failed Redis and Kafka call of this node, by kind (timeout, error).
+    let redis_errors = DependencyErrors::new();
+    let instances = registry::watch(conn.clone(), config.registry.clone(), redis_errors.clone());
     let kafka = KafkaSink::new(&config.kafka)?;
     let (metrics, ready) = (Metrics::new(), Readiness::new());
     ready.check("redis", health::redis_ping(conn.clone()));
     ready.check("kafka", kafka.check());
-    // Every failed Redis and Kafka call of this node, by kind (timeout, error).
-    let redis_errors = DependencyErrors::new();
     let kafka_errors = kafka.errors().clone();
     register_dependency_errors(&metrics, redis_errors.clone(), kafka_errors);
+    starling_cluster::metrics::register_runtime(&metrics, tokio::runtime::Handle::current());
     let sink: Arc<dyn PushSink> = Arc::new(kafka);
     let logic = Arc::new(
         Logic::new(

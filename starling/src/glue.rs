@@ -3,7 +3,7 @@
 
 use starling_cluster::registry::CometMeta;
 use starling_comet::{Comet, LocalBoxFuture, LogicClient, LogicError as CometLogicError};
-use starling_job::{BoxFuture as JobFuture, CometClient, JobError};
+use starling_job::{BoxFuture as JobFuture, CometClient, Delivery, JobError};
 use starling_logic::nodes::{Instance, Registry};
 use starling_logic::store::BoxFuture;
 use starling_logic::{Logic, LogicError, PushError, PushSink};
@@ -76,11 +76,11 @@ impl LogicClient for InProcessLogic {
 /// logic → job: the embedded stand-in for Kafka, a bounded queue. A full queue makes the push
 /// wait up to 2 s, then fail (HTTP -500) rather than report accepted what was not queued.
 pub struct QueueSink {
-    tx: mpsc::Sender<PushMsg>,
+    tx: mpsc::Sender<Delivery>,
 }
 
 impl QueueSink {
-    pub fn new(tx: mpsc::Sender<PushMsg>) -> Self {
+    pub fn new(tx: mpsc::Sender<Delivery>) -> Self {
         QueueSink { tx }
     }
 }
@@ -88,7 +88,9 @@ impl QueueSink {
 impl PushSink for QueueSink {
     fn publish(&self, msg: PushMsg) -> BoxFuture<'_, Result<(), PushError>> {
         Box::pin(async move {
-            match tokio::time::timeout(Duration::from_secs(2), self.tx.send(msg)).await {
+            // Stamped now: job's `starling_job_delivery_seconds` counts the queue's wait.
+            let d = Delivery::produced_now(msg);
+            match tokio::time::timeout(Duration::from_secs(2), self.tx.send(d)).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(PushError::Unavailable("job stopped".into())),
                 Err(_) => Err(PushError::Unavailable("push queue full for 2s".into())),

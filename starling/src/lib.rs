@@ -131,6 +131,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     comet.register_metrics(&metrics);
     logic.stats.register(&metrics);
     job.register_metrics(&metrics);
+    starling_cluster::metrics::register_runtime(&metrics, rt.handle().clone());
     if let Some(im) = &im {
         im.register_metrics(&metrics);
         let store = im.store.clone();

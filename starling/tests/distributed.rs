@@ -161,6 +161,13 @@ fn ops_listeners_answer(c: &Cluster) {
     ] {
         assert_eq!(metric_sum(&logic, series), Some(0.0), "{series}: {logic}");
     }
+    for (text, series) in [
+        (&comet, "starling_comet_redis_errors_total"),
+        (&job, "starling_job_redis_errors_total"),
+        (&job, "starling_job_kafka_errors_total"),
+    ] {
+        assert_eq!(metric_sum(text, series), Some(0.0), "{series}: {text}");
+    }
     c.phase("comet's and job's [metrics] listeners and logic's port: alive, ready, counting");
 }
 
@@ -237,6 +244,18 @@ fn stalled_comet_delays_only_itself(c: &mut Cluster, m: &mut Members) {
     assert!(m.b1.until(|m| has(m, &[&ys, &zs])), "b1 got y- and z-");
     assert!(m.a1.until(|m| has(m, &[&zs, &vs])), "a1 got z- and v-");
     let took = t0.elapsed();
+    // job shows the stall: comet2's queue holds its messages and its oldest call has gone
+    // unanswered for a while; comet1's queue is empty.
+    // (Polled: between a timed-out call and its retry nothing is in flight, and the lag is 0.)
+    eventually("job's gauges show comet2 stalled and comet1 not", || {
+        let (_, job) = scrape(c.job_ops, "/metrics");
+        let gauge = |name: &str, comet: &str| {
+            metric_sum(&job, &format!("{name}{{comet=\"{comet}\"}}")).unwrap_or(-1.0)
+        };
+        gauge("starling_job_comet_queue", "comet2") >= 1.0
+            && gauge("starling_job_comet_lag_ms", "comet2") > 0.0
+            && gauge("starling_job_comet_lag_ms", "comet1") == 0.0
+    });
     c.comet2.signal("CONT");
     // Before per-comet queues this took 7.1 s here: comet2's calls held every push for
     // job's deadline and retries (2 s × 3 attempts in this deployment). 0.45–0.5 s now, most
@@ -339,6 +358,16 @@ fn redis_outage(c: &mut Cluster, m: &mut Members) {
         counted >= 2.0,
         "the refused login and push are counted: {counted}"
     );
+    // comet's registry renewals and job's registry reads failed too (the 503s above), each
+    // counted by its tier.
+    for (what, addr, series) in [
+        ("comet1", c.c1_ops, "starling_comet_redis_errors_total"),
+        ("job", c.job_ops, "starling_job_redis_errors_total"),
+    ] {
+        eventually(&format!("{what} counts its failed Redis calls"), || {
+            metric_sum(&scrape(addr, "/metrics").1, series).expect("exported") >= 1.0
+        });
+    }
     c.phase(&format!(
         "Redis down: /readyz 503 on every tier, login refused, push -500 in {took:?}, \
          {counted} Redis errors counted, existing connections heartbeating"
@@ -474,8 +503,12 @@ fn comet_killed(c: &mut Cluster, mut m: Members) {
         t.elapsed()
     ));
 
-    // A clean stop: SIGTERM drains comet2 (lame duck), leaves the registry and exits 0.
+    // A clean stop: SIGTERM drains comet2 (lame duck, 2 s), leaves the registry and exits 0.
+    // While it drains, its /readyz says so: a load balancer takes it out of rotation.
     c.comet2.signal("TERM");
+    let body = ready_becomes(c.c2_ops, 503, "comet2 draining");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["failing"]["draining"], "shutting down", "{body}");
     let status = c.comet2.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "comet2 exited with {status}");
     assert!(
@@ -485,5 +518,8 @@ fn comet_killed(c: &mut Cluster, mut m: Members) {
     // Withdrawn, not expired: the entry (TTL 1.5 s, renewed every 300 ms) is already gone.
     assert_eq!(redis_get(c.redis.addr, "starling:comet:comet2"), None);
     eventually("logic lists no comet", || c.listed(&[]));
-    c.phase("comet2 stopped by SIGTERM: drained its clients, left the registry, exited 0");
+    c.phase(
+        "comet2 stopped by SIGTERM: /readyz 503 while draining its clients, left the registry, \
+         exited 0",
+    );
 }

@@ -1,5 +1,6 @@
-//! The end of a server's life: lame-duck draining refuses new connections, keeps pushing to
-//! the ones still open, and closes them spread over the period instead of all at once.
+//! The end of a server's life: lame-duck draining refuses new connections, answers `/readyz`
+//! 503, keeps pushing to the ones still open, and closes them spread over the period instead
+//! of all at once.
 
 mod common;
 
@@ -41,6 +42,8 @@ fn lame_duck_refuses_new_clients_keeps_pushing_and_spreads_closes() {
         })
         .collect();
     eventually("all sessions", || comet.conn_count() == CLIENTS);
+    let (status, ready) = http(srv.http, "GET", "/readyz", b"");
+    assert_eq!((status, &ready), (200, &serde_json::json!({"ready": true})));
 
     let watchers: Vec<_> = clients
         .into_iter()
@@ -52,6 +55,10 @@ fn lame_duck_refuses_new_clients_keeps_pushing_and_spreads_closes() {
     eventually("new connections refused", || {
         TcpStream::connect(srv.tcp).is_err()
     });
+    // A load balancer polling /readyz takes the draining server out of rotation.
+    let (status, ready) = http(srv.http, "GET", "/readyz", b"");
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["failing"]["draining"], "shutting down", "{ready}");
     // The HTTP API and the connections not yet closed keep working during the drain.
     post_ok(
         srv.http,
@@ -97,6 +104,8 @@ fn lame_duck_spreads_a_few_connections_over_the_whole_period() {
         .map(|c| std::thread::spawn(move || watch(c, b"-")))
         .collect();
     eventually("all sessions", || comet.conn_count() == CLIENTS);
+    let (status, ready) = http(srv.http, "GET", "/readyz", b"");
+    assert_eq!((status, &ready), (200, &serde_json::json!({"ready": true})));
     let running = srv.running.take().unwrap();
     let drain = std::thread::spawn(move || running.drain(OVER, std::future::pending()));
     let closed: Vec<Instant> = watchers.into_iter().map(|t| t.join().unwrap().1).collect();

@@ -91,6 +91,8 @@ fn traffic_moves_the_metrics_and_health_answers() {
         // connection does not accept it.
         sample(&t, "starling_comet_pushed_total") >= Some(1.0)
             && sample(&t, "starling_job_delivered_total") >= Some(2.0)
+            // Both, from logic's hand-over to comet's answer.
+            && sample(&t, "starling_job_delivery_seconds_count") >= Some(2.0)
             && sample(
                 &t,
                 "starling_comet_closed_total{reason=\"bad_packet\",code=\"4\"}",
@@ -109,6 +111,8 @@ fn traffic_moves_the_metrics_and_health_answers() {
         "starling_im_store_commit_seconds_count",
         "starling_job_comet_call_seconds_count",
         "starling_job_comet_call_seconds_bucket{le=\"+Inf\"}",
+        // The HTTP server's, the IM layer's and job's tasks at least.
+        "starling_tokio_alive_tasks",
     ] {
         assert!(sample(&t, series) >= Some(1.0), "{series} in:\n{t}");
     }
@@ -131,8 +135,8 @@ fn every_metric_the_dashboard_queries_is_exported() {
     // The all-in-one exports comet's, logic's, job's and IM's metrics.
     let im = Im::start();
     let mut exported = series_names(&metrics(im.server.http));
-    // What only the split binaries export: job's Kafka consumer, a logic node's Redis and
-    // Kafka errors, the PostgreSQL store's errors.
+    // What only the split binaries export: job's Kafka consumer and Redis errors, a logic
+    // node's Redis and Kafka errors, the PostgreSQL store's errors, comet's Redis errors.
     let split = Metrics::new();
     std::sync::Arc::new(starling_job::node::ops::KafkaOps::default()).register(&split);
     starling_logic::node::register_dependency_errors(
@@ -141,6 +145,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
         DependencyErrors::new(),
     );
     starling_im::stats::register_postgres_errors(&split, DependencyErrors::new());
+    starling_comet::node::register_redis_errors(&split, DependencyErrors::new());
     exported.extend(series_names(&split.render()));
 
     let mut queried = BTreeSet::new();

@@ -11,7 +11,8 @@
 #   split_down          stops everything in reverse order and removes $tmp
 #
 # Inputs (environment or variables set before sourcing): BASE_PORT (3200: comet TCP +1, comet
-# gRPC +9, logic HTTP +11, logic gRPC +19, Redis +79, broker +92, PostgreSQL +54), PG_POOL
+# gRPC +9, logic HTTP +11 (also its /metrics), logic gRPC +19, comet's [metrics] +90, job's
+# [metrics] +91, Redis +79, broker +92, PostgreSQL +54), PG_POOL
 # (logic's im.postgres_pool, 16), PG_BIN (the directory of initdb and postgres, default the
 # highest /usr/lib/postgresql/*/bin), TANSU (default tansu on PATH or ~/.cargo/bin/tansu),
 # TARGET (cargo's target directory), PROFILE (its release or debug build: release), COMET_LOG
@@ -29,7 +30,7 @@ split_init() {
   done
   TCP=$((BASE_PORT + 1)) CGRPC=$((BASE_PORT + 9)) HTTP=$((BASE_PORT + 11))
   LGRPC=$((BASE_PORT + 19)) REDIS=$((BASE_PORT + 79)) KAFKA=$((BASE_PORT + 92))
-  PG=$((BASE_PORT + 54))
+  PG=$((BASE_PORT + 54)) COPS=$((BASE_PORT + 90)) JOPS=$((BASE_PORT + 91))
   SECRET=bench-secret-0123456789abcdef ADMIN=bench-admin TOPIC=goim-push-topic
   tmp=$(mktemp -d /tmp/starling-bench-split.XXXXXX)
   chmod 755 "$tmp" # PostgreSQL runs as its own user and must reach its directory.
@@ -151,6 +152,8 @@ brokers = ["127.0.0.1:$KAFKA"]
 topic = "$TOPIC"
 [redis]
 url = "redis://127.0.0.1:$REDIS"
+[metrics]
+bind = "127.0.0.1:$JOPS"
 [log]
 filter = "warn"
 EOF
@@ -168,6 +171,8 @@ bind = "127.0.0.1:$CGRPC"
 addrs = ["127.0.0.1:$LGRPC"]
 [redis]
 url = "redis://127.0.0.1:$REDIS"
+[metrics]
+bind = "127.0.0.1:$COPS"
 [log]
 filter = "${COMET_LOG:-warn}"
 EOF

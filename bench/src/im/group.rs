@@ -8,7 +8,7 @@ use super::{Common, CpuProbe, ServerCpu, client_cpu_ns, open_all, percentiles_us
 use crate::fanout::Percentiles;
 use crate::sys::{self, now_ns};
 use crate::track::new_histogram;
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -403,6 +403,27 @@ pub(crate) async fn post(
     let mut reply = Vec::new();
     s.read_to_end(&mut reply).await?;
     parse_response(&reply).context("malformed HTTP reply")
+}
+
+/// One HTTP/1.1 GET on its own connection; the body as text when the status is 200.
+pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await?;
+    let end = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("malformed HTTP reply")?;
+    let head = String::from_utf8_lossy(&reply[..end]);
+    ensure!(
+        head.split_whitespace().nth(1) == Some("200"),
+        "GET {path}: {head}"
+    );
+    Ok(String::from_utf8_lossy(&reply[end + 4..]).into_owned())
 }
 
 /// Status and JSON body of a whole `Content-Length` HTTP/1.1 response.

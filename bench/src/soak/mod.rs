@@ -95,6 +95,16 @@ pub struct SoakArgs {
     /// A PNG of each process's RSS over the run.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// `NAME=HOST:PORT`: a `--proc` process's `/metrics` listener, scraped at each sample
+    /// for its tokio tasks (`starling_tokio_alive_tasks`).
+    #[arg(long = "scrape", value_parser = parse_scrape)]
+    pub scrapes: Vec<(String, SocketAddr)>,
+}
+
+fn parse_scrape(s: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = s.split_once('=').ok_or("expected NAME=HOST:PORT")?;
+    let addr = addr.parse().map_err(|e| format!("address {addr:?}: {e}"))?;
+    Ok((name.to_string(), addr))
 }
 
 /// The bench's running counts (a sample carries a copy).
@@ -189,8 +199,13 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<SoakResult> {
     });
     let mut procs = args.common.procs.clone();
     procs.push(("bench".into(), std::process::id()));
-    let sampler = Rc::new(Sampler::new(&args.samples, procs, shared.clone())?);
-    sampler.take(Phase::Baseline);
+    let sampler = Rc::new(Sampler::new(
+        &args.samples,
+        procs,
+        args.scrapes.clone(),
+        shared.clone(),
+    )?);
+    sampler.take(Phase::Baseline).await;
 
     // Users 0..in_groups are the groups' members, the rest 1:1 partners (2k with 2k+1).
     let uid = |i: u64| base + 1 + i as i64;
@@ -302,9 +317,9 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<SoakResult> {
     eprintln!("soak: logs checked in {verify_s:.1}s: {check:?}, errors {verify_errors:?}");
 
     sampling.abort();
-    sampler.take(Phase::Teardown);
+    sampler.take(Phase::Teardown).await;
     sleep(args.settle).await;
-    sampler.take(Phase::Settled);
+    sampler.take(Phase::Settled).await;
     let samples = sampler.samples.take();
     let procs = sample::summarize(&samples, args.warmup.as_secs_f64());
     if let Some(path) = &args.plot {
@@ -461,6 +476,7 @@ fn samples_by_proc(samples: &[Sample]) -> BTreeMap<String, Vec<(f64, f64)>> {
 /// Takes samples: on demand, and every interval in the current phase; each one a JSON line.
 struct Sampler {
     procs: Vec<(String, u32)>,
+    scrapes: Vec<(String, SocketAddr)>,
     out: RefCell<std::io::BufWriter<std::fs::File>>,
     t0: Instant,
     traffic_start: Cell<Option<Instant>>,
@@ -470,10 +486,16 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn new(path: &Path, procs: Vec<(String, u32)>, shared: Rc<Shared>) -> anyhow::Result<Sampler> {
+    fn new(
+        path: &Path,
+        procs: Vec<(String, u32)>,
+        scrapes: Vec<(String, SocketAddr)>,
+        shared: Rc<Shared>,
+    ) -> anyhow::Result<Sampler> {
         let f = std::fs::File::create(path).with_context(|| format!("creating {path:?}"))?;
         Ok(Sampler {
             procs,
+            scrapes,
             out: RefCell::new(std::io::BufWriter::new(f)),
             t0: Instant::now(),
             traffic_start: Cell::new(None),
@@ -483,12 +505,22 @@ impl Sampler {
         })
     }
 
-    fn take(&self, phase: Phase) {
+    async fn take(&self, phase: Phase) {
+        let mut tasks = BTreeMap::new();
+        for (name, addr) in &self.scrapes {
+            if let Some(n) = sample::tokio_tasks(*addr).await {
+                tasks.insert(name.as_str(), n);
+            }
+        }
         let now = Instant::now();
         let procs = self
             .procs
             .iter()
-            .filter_map(|(n, pid)| Some((n.clone(), sample::read(*pid).ok()?)))
+            .filter_map(|(n, pid)| {
+                let mut f = sample::read(*pid).ok()?;
+                f.tasks = tasks.get(n.as_str()).copied();
+                Some((n.clone(), f))
+            })
             .collect();
         let counters = self.shared.counters.borrow().clone();
         let traffic_s = match self.traffic_start.get() {
@@ -509,8 +541,9 @@ impl Sampler {
         let _ = writeln!(out);
         let _ = out.flush();
         let rss = |n: &str| s.procs.get(n).map_or(0, |f| f.rss_kib / 1024);
+        let tasks = |n: &str| s.procs.get(n).and_then(|f| f.tasks);
         eprintln!(
-            "soak {:?} {:.0}s: live {}, acked {}, 503 stored {}, retried {:?}, reconnects {}, login failures {}; RSS MiB comet {} logic {} job {}",
+            "soak {:?} {:.0}s: live {}, acked {}, 503 stored {}, retried {:?}, reconnects {}, login failures {}; RSS MiB comet {} logic {} job {}; tasks {:?} {:?} {:?}",
             phase,
             s.traffic_s.max(0.0),
             counters.live,
@@ -521,7 +554,10 @@ impl Sampler {
             counters.login_failures,
             rss("comet"),
             rss("logic"),
-            rss("job")
+            rss("job"),
+            tasks("comet"),
+            tasks("logic"),
+            tasks("job")
         );
         self.samples.borrow_mut().push(s);
     }
@@ -531,7 +567,7 @@ impl Sampler {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.take(self.phase.get());
+            self.take(self.phase.get()).await;
         }
     }
 }

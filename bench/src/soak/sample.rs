@@ -1,6 +1,7 @@
 //! The soak's samples: each server process's memory (VmRSS), open file descriptors and
-//! threads from `/proc`, and the summary a soak is judged on: baseline, peak, the RSS slope
-//! after warm-up (least squares) and the fds after teardown.
+//! threads from `/proc`, its tokio tasks from its `/metrics` (`starling_tokio_alive_tasks`),
+//! and the summary a soak is judged on: baseline, peak, the RSS slope after warm-up (least
+//! squares), the fds and tasks after teardown.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -12,6 +13,10 @@ pub struct ProcFigures {
     pub rss_kib: u64,
     pub fds: u64,
     pub threads: u64,
+    /// Tasks alive on its tokio runtime, for a process with a `--scrape` listener that
+    /// answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<u64>,
 }
 
 /// Reads `/proc/PID/status` (VmRSS, Threads) and counts `/proc/PID/fd`.
@@ -28,6 +33,30 @@ pub fn read(pid: u32) -> io::Result<ProcFigures> {
         rss_kib: field("VmRSS:")?,
         threads: field("Threads:")?,
         fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64,
+        tasks: None,
+    })
+}
+
+/// `starling_tokio_alive_tasks` from the `/metrics` of the server at `addr`; `None` when it
+/// does not answer within 2 s (a sample is not held up by a stalled server) or exports none.
+pub async fn tokio_tasks(addr: std::net::SocketAddr) -> Option<u64> {
+    let text = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        crate::im::group::get_text(addr, "/metrics"),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    tasks_in(&text)
+}
+
+/// The value of the `starling_tokio_alive_tasks` sample in a Prometheus text exposition.
+fn tasks_in(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix("starling_tokio_alive_tasks ")?
+            .trim()
+            .parse()
+            .ok()
     })
 }
 
@@ -82,6 +111,9 @@ pub struct ProcSummary {
     pub peak_rss_kib: u64,
     pub peak_fds: u64,
     pub peak_threads: u64,
+    /// The most tokio tasks seen (processes scraped only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_tasks: Option<u64>,
     /// RSS growth over the run samples after warm-up, KiB per minute (least squares).
     pub rss_slope_kib_per_min: Option<f64>,
     /// Samples the slope is fitted on.
@@ -93,6 +125,9 @@ pub struct ProcSummary {
     pub settled: Option<ProcFigures>,
     /// settled.fds − baseline.fds.
     pub fds_vs_baseline: Option<i64>,
+    /// settled.tasks − baseline.tasks (processes scraped at both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks_vs_baseline: Option<i64>,
 }
 
 /// The summary of each process that has a baseline sample; `warmup_s` counts from the start
@@ -119,6 +154,7 @@ pub fn summarize(samples: &[Sample], warmup_s: f64) -> BTreeMap<String, ProcSumm
                 peak_rss_kib: all.iter().map(|f| f.rss_kib).max().unwrap_or(0),
                 peak_fds: all.iter().map(|f| f.fds).max().unwrap_or(0),
                 peak_threads: all.iter().map(|f| f.threads).max().unwrap_or(0),
+                peak_tasks: all.iter().filter_map(|f| f.tasks).max(),
                 rss_slope_kib_per_min: slope(&points),
                 slope_samples: points.len(),
                 end_of_run: last_in(Phase::Run),
@@ -127,6 +163,10 @@ pub fn summarize(samples: &[Sample], warmup_s: f64) -> BTreeMap<String, ProcSumm
                     .find(|s| s.phase == Phase::Teardown)
                     .and_then(of),
                 fds_vs_baseline: settled.map(|s| s.fds as i64 - b.fds as i64),
+                tasks_vs_baseline: settled
+                    .and_then(|s| s.tasks)
+                    .zip(b.tasks)
+                    .map(|(now, base)| now as i64 - base as i64),
                 settled,
             },
         );
@@ -162,6 +202,8 @@ mod tests {
             rss_kib: rss,
             fds,
             threads: 4,
+            // Tasks follow the connections' fds in these samples.
+            tasks: Some(fds / 10),
         };
         Sample {
             t_s: t,
@@ -191,5 +233,16 @@ mod tests {
         assert_eq!((c.peak_rss_kib, c.peak_fds), (8000, 1021));
         assert_eq!(c.teardown.map(|f| f.fds), Some(25));
         assert_eq!(c.fds_vs_baseline, Some(1));
+        assert_eq!((c.peak_tasks, c.tasks_vs_baseline), (Some(102), Some(0)));
+    }
+
+    #[test]
+    fn tasks_are_read_from_the_exposition() {
+        let text = "# HELP starling_tokio_alive_tasks Tasks alive.\n\
+                    # TYPE starling_tokio_alive_tasks gauge\n\
+                    starling_tokio_alive_tasks 17\n\
+                    starling_tokio_alive_tasks_other 3\n";
+        assert_eq!(tasks_in(text), Some(17));
+        assert_eq!(tasks_in("starling_other 1\n"), None);
     }
 }

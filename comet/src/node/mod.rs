@@ -7,7 +7,7 @@ pub mod grpc;
 
 use crate::Comet;
 use serde::{Deserialize, Serialize};
-use starling_cluster::metrics::Metrics;
+use starling_cluster::metrics::{DependencyErrors, Metrics};
 use starling_cluster::registry::{self, CometMeta, Instance};
 use starling_cluster::{boot, health, redis};
 use starling_proto::grpc::tuning;
@@ -112,6 +112,18 @@ impl Default for Registration {
             env: String::new(),
         }
     }
+}
+
+/// Exports the comet's failed Redis calls (its registry renewals and withdrawal: comet's
+/// only use of Redis) as `starling_comet_redis_errors_total{kind}` (`timeout` or `error`).
+pub fn register_redis_errors(m: &Metrics, errors: Arc<DependencyErrors>) {
+    m.collect(move |enc| {
+        errors.encode(
+            enc,
+            "starling_comet_redis_errors",
+            "Calls to Redis that failed (the registry's renewals), by kind.",
+        )
+    });
 }
 
 #[derive(Debug, Error)]
@@ -231,10 +243,14 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
     let conn = redis::connect(&config.redis)?;
     let draining = Arc::new(AtomicBool::new(false));
     let registered_ok = Arc::new(AtomicBool::new(false));
+    // The registry's failed Redis calls (comet's only use of Redis), by kind.
+    let redis_errors = DependencyErrors::new();
     let ready = health::Readiness::new();
     if let Some(addr) = config.metrics.bind {
         let metrics = Metrics::new();
         comet.register_metrics(&metrics);
+        starling_cluster::metrics::register_runtime(&metrics, rt.handle().clone());
+        register_redis_errors(&metrics, redis_errors.clone());
         ready.check("logic", grpc::logic_check(channel, config.logic.timeout));
         let ok = registered_ok.clone();
         ready.check("registry", move || {
@@ -270,6 +286,7 @@ pub fn run(config: NodeConfig) -> Result<(), NodeError> {
             move || describe(&comet, &reg, &grpc_addr, draining.load(Ordering::Relaxed)),
             stop_rx,
             registered_ok,
+            redis_errors,
         ))
     };
     info!(server = %comet.server_id(), grpc = %grpc_addr, addrs = ?comet.addrs(), "comet running");

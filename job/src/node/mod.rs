@@ -172,6 +172,7 @@ pub async fn run(
         let metrics = Metrics::new();
         job.register_metrics(&metrics);
         kafka_ops.register(&metrics);
+        starling_cluster::metrics::register_runtime(&metrics, tokio::runtime::Handle::current());
         kafka_ops.checks(&ready, conn.clone(), config.kafka.topic.clone());
         let mut stop = stop_rx.clone();
         let stopped = async move {
@@ -189,7 +190,12 @@ pub async fn run(
     }
     // Nothing is consumed before the comets are known: a room message routed to an empty
     // comet set would be handed to nobody and its offset stored.
-    let mut comets = registry::watch_or_when(conn, config.registry.clone(), job.reread());
+    let mut comets = registry::watch_or_when(
+        conn,
+        config.registry.clone(),
+        job.reread(),
+        kafka_ops.redis_errors.clone(),
+    );
     info!("waiting for the comet registry");
     if comets.changed().await.is_err() {
         return Ok(());
@@ -229,7 +235,7 @@ pub async fn run(
                 let m = match m {
                     Ok(m) => m,
                     Err(e) => {
-                        kafka_ops.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        kafka_ops.kafka_errors.record(ops::kafka_error_kind(&e));
                         warn!(error = %e, "kafka consume failed");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
@@ -239,16 +245,12 @@ pub async fn run(
                 offsets.received(p, off);
                 let done_tx = done_tx.clone();
                 let produced_ms = m.timestamp().to_millis();
-                let ops = kafka_ops.clone();
                 let done: crate::Done = Box::new(move || {
-                    if let Some(ms) = produced_ms {
-                        ops.through(ms);
-                    }
                     let _ = done_tx.send((p, off));
                 });
                 match PushMsg::decode(m.payload().unwrap_or_default()) {
                     Ok(msg) => {
-                        let d = Delivery { msg, done: Some(done) };
+                        let d = Delivery { msg, done: Some(done), produced_ms };
                         if tx.send(d).await.is_err() {
                             break;
                         }

@@ -1,13 +1,13 @@
-//! What the `job` binary shows an operator: Kafka consumer lag per partition (committed
-//! position against the partition's high watermark, read every [`LAG_EVERY`]), Kafka errors,
-//! and the readiness checks of `/readyz` (consumer assigned and brokers reachable, Redis
-//! answering).
+//! What the `job` binary shows an operator: Kafka consumer lag per partition (the consumer's
+//! position against the partition's high watermark, read every [`LAG_EVERY`]), failed Kafka
+//! and Redis calls by kind, and the readiness checks of `/readyz` (consumer assigned and
+//! brokers reachable, Redis answering).
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::Offset;
 use starling_cluster::health::{CheckFuture, Readiness};
-use starling_cluster::metrics::{self, Histogram, Metrics};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use starling_cluster::metrics::{self, DependencyErrors, ErrorKind, Metrics};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::debug;
@@ -23,11 +23,10 @@ pub struct KafkaOps {
     consumer: Mutex<Option<Arc<StreamConsumer>>>,
     /// (partition, messages behind the high watermark), from the last measure.
     lag: Mutex<Vec<(i32, i64)>>,
-    /// Consume calls that failed (broker down, say).
-    pub errors: AtomicU64,
-    /// Seconds from a record's produce to job being through with it at every comet it
-    /// targets ([`KafkaOps::through`]).
-    delivery_seconds: Histogram,
+    /// Consume calls that failed (broker down, say), by kind ([`kafka_error_kind`]).
+    pub kafka_errors: Arc<DependencyErrors>,
+    /// Registry reads that failed (Redis down or hung), by kind.
+    pub redis_errors: Arc<DependencyErrors>,
 }
 
 impl Default for KafkaOps {
@@ -35,25 +34,27 @@ impl Default for KafkaOps {
         KafkaOps {
             consumer: Mutex::default(),
             lag: Mutex::default(),
-            errors: AtomicU64::default(),
-            delivery_seconds: metrics::latency_histogram(),
+            kafka_errors: DependencyErrors::new(),
+            redis_errors: DependencyErrors::new(),
         }
     }
 }
 
-impl KafkaOps {
-    /// Observes a message job is through with (every comet answered, gave up or was
-    /// dropped) that the producer stamped at `produced_ms` (the record's CreateTime, Unix
-    /// milliseconds on logic's clock; hosts' clock skew adds to it, and a negative
-    /// difference counts as 0).
-    pub fn through(&self, produced_ms: i64) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        self.delivery_seconds
-            .observe((now_ms - produced_ms).max(0) as f64 / 1000.0);
+/// A failed consume call's kind: librdkafka's timeouts (a request past `request.timeout.ms`,
+/// an operation past its deadline) are `timeout`, anything else (transport failure, unknown
+/// topic, a broker's error) is `error`.
+pub fn kafka_error_kind(e: &KafkaError) -> ErrorKind {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::MessageTimedOut,
+        ) => ErrorKind::Timeout,
+        _ => ErrorKind::Error,
     }
+}
 
+impl KafkaOps {
     pub fn set_consumer(&self, c: Arc<StreamConsumer>) {
         *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
     }
@@ -65,23 +66,20 @@ impl KafkaOps {
             .clone()
     }
 
-    /// Registers `starling_job_kafka_lag{partition}`, `starling_job_kafka_errors_total` and
-    /// the histogram `starling_job_delivery_seconds`.
+    /// Registers `starling_job_kafka_lag{partition}`, `starling_job_kafka_errors_total{kind}`
+    /// and `starling_job_redis_errors_total{kind}`.
     pub fn register(self: &Arc<Self>, m: &Metrics) {
-        m.register(
-            "starling_job_delivery_seconds",
-            "Seconds from logic's produce (the Kafka record's CreateTime, logic's clock) to job \
-             being through with the message at every comet it targets (answered, given up or \
-             dropped): Kafka, job's queues and the comet calls.",
-            self.delivery_seconds.clone(),
-        );
         let s = self.clone();
         m.collect(move |enc| {
-            metrics::counter(
+            s.kafka_errors.encode(
                 enc,
                 "starling_job_kafka_errors",
-                "Kafka consume calls that failed.",
-                s.errors.load(Relaxed),
+                "Kafka consume calls that failed, by kind.",
+            )?;
+            s.redis_errors.encode(
+                enc,
+                "starling_job_redis_errors",
+                "Calls to Redis that failed (the comet registry's reads), by kind.",
             )?;
             let lag = s.lag.lock().unwrap_or_else(|e| e.into_inner()).clone();
             metrics::gauges(
@@ -139,7 +137,7 @@ impl KafkaOps {
 
 /// Per assigned partition: high watermark minus the consumer's position (the whole
 /// partition when nothing was read yet).
-fn lag_of(c: &StreamConsumer, topic: &str) -> Vec<(i32, i64)> {
+pub fn lag_of(c: &StreamConsumer, topic: &str) -> Vec<(i32, i64)> {
     let Ok(positions) = c.position() else {
         return Vec::new();
     };
@@ -161,4 +159,56 @@ fn lag_of(c: &StreamConsumer, topic: &str) -> Vec<(i32, i64)> {
     }
     out.sort_unstable();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lag_of;
+    use rdkafka::ClientConfig;
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use starling_cluster::testkit::Tansu;
+    use std::time::Duration;
+
+    /// The lag job exports is what its consumer has not read yet, against a real broker:
+    /// the whole partition before the first read, then what is left after each read.
+    #[tokio::test]
+    async fn the_lag_is_what_the_consumer_has_not_read() {
+        let broker = Tansu::start();
+        let topic = "lag-test";
+        broker.create_topic(topic, 1);
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", broker.addr.to_string())
+            .create()
+            .unwrap();
+        for i in 0..10 {
+            let body = format!("m-{i}");
+            producer
+                .send(BaseRecord::to(topic).key("k").payload(&body))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+
+        let config = starling_cluster::kafka::Config {
+            brokers: vec![broker.addr.to_string()],
+            topic: topic.into(),
+            group: "lag-test-group".into(),
+            ..Default::default()
+        };
+        let c = super::super::consumer(&config).unwrap();
+        let consumer = &c;
+        let recv = || async move {
+            tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+                .await
+                .expect("a message within 30 s")
+                .unwrap()
+                .offset()
+        };
+        assert_eq!(recv().await, 0);
+        assert_eq!(lag_of(&c, topic), [(0, 9)], "one of ten read");
+        for want in 1..10 {
+            assert_eq!(recv().await, want);
+        }
+        assert_eq!(lag_of(&c, topic), [(0, 0)], "all read");
+    }
 }

@@ -36,7 +36,7 @@ driver = "{driver}"
 workers = 1
 online_interval = "300ms"
 session_renew = "1s"
-lame_duck = "0s"
+lame_duck = "2s"
 [grpc]
 bind = "{ip}:3109"
 [logic]
@@ -100,8 +100,9 @@ pub struct Cluster {
     pub http: SocketAddr,
     pub c1: SocketAddr,
     pub c2: SocketAddr,
-    /// The `[metrics]` listeners (`/metrics`, `/healthz`, `/readyz`) of comet1 and job.
+    /// The `[metrics]` listeners (`/metrics`, `/healthz`, `/readyz`) of the comets and job.
     pub c1_ops: SocketAddr,
+    pub c2_ops: SocketAddr,
     pub job_ops: SocketAddr,
     started: Instant,
     dir: PathBuf,
@@ -160,6 +161,7 @@ impl Cluster {
             c1: format!("{ip_c1}:3101").parse().unwrap(),
             c2: format!("{ip_c2}:3101").parse().unwrap(),
             c1_ops: format!("{ip_c1}:{COMET_OPS_PORT}").parse().unwrap(),
+            c2_ops: format!("{ip_c2}:{COMET_OPS_PORT}").parse().unwrap(),
             job_ops: format!("{ip_j}:{JOB_OPS_PORT}").parse().unwrap(),
             redis,
             broker,
